@@ -1,0 +1,198 @@
+//! The Kiln compiler: a model goes in, a validated, optimised `.kiln`
+//! artifact comes out.
+//!
+//! Pipeline: [`onnx::parse`] (protobuf via tract-onnx's generated types) →
+//! [`onnx::import`] (static shapes, constant folding with the engine's own
+//! kernels) → [`passes::optimize`] (BatchNorm folding, bias and activation
+//! fusion, dead-node elimination) → [`lower`] (reshape aliasing, arena
+//! planning, weight layout, schema) → bytes via `kiln_format::write`.
+//!
+//! Architecture invariant: the compiler depends on `format` (writer),
+//! `kernels` and `engine` (folding runs the device code), and tract-onnx for
+//! protobuf types only. No runtime depends on the compiler.
+
+pub mod error;
+pub mod eval;
+pub mod ir;
+mod lower;
+pub mod onnx;
+pub mod passes;
+pub mod plan;
+pub mod stats;
+
+pub use error::{CompileError, Result};
+pub use eval::AlignedBytes;
+pub use onnx::ImportOptions;
+
+use kiln_format::write::{ArtifactDesc, PreprocessingDesc, ProvenanceDesc};
+use sha2::{Digest, Sha256};
+
+/// What to compile and how.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub import: ImportOptions,
+    /// Model name in the metadata (default: the source file stem).
+    pub name: Option<String>,
+    /// Model version string.
+    pub version: Option<String>,
+    /// Skip the optimisation passes (for debugging and differential tests).
+    pub no_optimize: bool,
+}
+
+/// Compile statistics for `kiln compile` and `kiln inspect`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    pub ops_before: Vec<(String, usize)>,
+    pub ops_after: Vec<(String, usize)>,
+    pub nodes_before: usize,
+    pub nodes_after: usize,
+    pub passes: Vec<(&'static str, usize)>,
+    pub params: usize,
+    pub weight_bytes: usize,
+    pub arena_bytes: usize,
+    pub macs: u64,
+    pub artifact_bytes: usize,
+    pub per_sample_batch: bool,
+    pub warnings: Vec<String>,
+}
+
+/// A compiled artifact.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    pub bytes: Vec<u8>,
+    pub report: Report,
+}
+
+/// Stages reported to a progress callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Parse,
+    Import,
+    Optimize,
+    Plan,
+    Write,
+}
+
+/// Compiles ONNX bytes. `source_name` is recorded in the provenance.
+pub fn compile_onnx(bytes: &[u8], source_name: &str, opts: &Options) -> Result<Compiled> {
+    compile_onnx_with_progress(bytes, source_name, opts, &mut |_| {})
+}
+
+/// [`compile_onnx`] with a progress callback.
+pub fn compile_onnx_with_progress(
+    bytes: &[u8],
+    source_name: &str,
+    opts: &Options,
+    progress: &mut dyn FnMut(Stage),
+) -> Result<Compiled> {
+    progress(Stage::Parse);
+    let model = onnx::parse(bytes)?;
+    progress(Stage::Import);
+    let imported = onnx::import(&model, &opts.import)?;
+    let mut g = imported.graph;
+    let nodes_before = g.nodes.len();
+    let ops_before = g.op_histogram();
+    progress(Stage::Optimize);
+    let passes = if opts.no_optimize {
+        vec![("dead-nodes", passes::dead_nodes(&mut g))]
+    } else {
+        passes::optimize(&mut g)
+    };
+    let batch = if imported.batch_name.is_some() && passes::per_sample_batch_ok(&g) {
+        imported.batch_name.clone()
+    } else {
+        None
+    };
+    let mut warnings = imported.warnings;
+    if imported.batch_name.is_some() && batch.is_none() {
+        warnings.push("dim 0 is not an independent batch in this graph; the artifact is compiled for a fixed batch of 1 (use --dim to choose the size)".into());
+    }
+    let stats = stats::graph_stats(&g);
+    let ops_after = g.op_histogram();
+    let nodes_after = g.nodes.len();
+    progress(Stage::Plan);
+    let lowered = lower::alias_reshapes(g);
+    let stem = std::path::Path::new(source_name)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("model")
+        .to_string();
+    let created = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        });
+    let mut desc = ArtifactDesc {
+        name: opts.name.clone().unwrap_or(stem),
+        version: opts.version.clone().unwrap_or_else(|| "1".into()),
+        description: String::new(),
+        provenance: ProvenanceDesc {
+            source_format: "onnx".into(),
+            source_name: std::path::Path::new(source_name)
+                .file_name()
+                .and_then(|s| s.to_str())
+                .unwrap_or("")
+                .into(),
+            source_sha256: Sha256::digest(bytes).into(),
+            producer: imported.producer,
+            compiler: concat!("kiln-compiler ", env!("CARGO_PKG_VERSION")).into(),
+            created_unix: created,
+        },
+        preprocessing: imported
+            .preprocessing
+            .iter()
+            .map(|(k, d, i)| PreprocessingDesc {
+                kind: k.clone(),
+                detail: d.clone(),
+                input: i.clone(),
+            })
+            .collect(),
+        properties: imported.properties,
+        ..Default::default()
+    };
+    let mp = lower::lower(
+        &lowered,
+        &mut desc,
+        &imported.input_names,
+        &imported.output_names,
+        batch.as_deref(),
+        &imported.labels,
+    )?;
+    progress(Stage::Write);
+    let bytes = desc.to_bytes()?;
+    // What we wrote must load: parse it back and let the engine check it.
+    let aligned = AlignedBytes::from_slice(&bytes);
+    let view = kiln_format::View::parse(aligned.as_slice()).map_err(|e| {
+        CompileError::Invalid(format!(
+            "internal error: the written artifact does not parse: {e}"
+        ))
+    })?;
+    kiln_engine::Plan::new(view).map_err(|e| {
+        CompileError::Invalid(format!(
+            "internal error: the written artifact does not plan: {e}"
+        ))
+    })?;
+    let report = Report {
+        ops_before,
+        ops_after,
+        nodes_before,
+        nodes_after,
+        passes,
+        params: stats.params,
+        weight_bytes: desc.weights.len(),
+        arena_bytes: mp.arena_size,
+        macs: stats.macs,
+        artifact_bytes: bytes.len(),
+        per_sample_batch: batch.is_some(),
+        warnings,
+    };
+    Ok(Compiled { bytes, report })
+}
+
+/// Every supported ONNX op (`domain::Op`, ai.onnx without a domain).
+pub fn supported_ops() -> Vec<String> {
+    onnx::registry().names()
+}

@@ -1,0 +1,236 @@
+//! Fusions: BatchNorm into the preceding Conv, bias Add into MatMul,
+//! activations into Conv/Gemm/MatMul.
+
+use crate::ir::{Graph, TensorId};
+use kiln_format::{Binary, Op, Unary};
+use std::sync::Arc;
+
+/// The single node reading `t`, if exactly one does and `t` is not a graph output.
+fn sole_consumer(g: &Graph, t: TensorId) -> Option<usize> {
+    if g.outputs.contains(&t) {
+        return None;
+    }
+    let mut found = None;
+    for (k, n) in g.nodes.iter().enumerate() {
+        for &i in n.inputs.iter().flatten() {
+            if i == t {
+                if found.is_some() {
+                    return None;
+                }
+                found = Some(k);
+            }
+        }
+    }
+    found
+}
+
+fn set_f32(g: &mut Graph, t: TensorId, v: &[f32]) {
+    g.tensors[t].data = Some(Arc::new(v.iter().flat_map(|x| x.to_le_bytes()).collect()));
+}
+
+/// Conv(W, B) → BatchNorm(s, b, m, v)  ⇒  Conv(W·k, (B − m)·k + b), k = s / √(v + ε).
+pub fn fold_batchnorm(g: &mut Graph) -> usize {
+    let mut n = 0;
+    let mut k = 0;
+    while k < g.nodes.len() {
+        let node = &g.nodes[k];
+        let Op::BatchNorm { epsilon } = node.op else {
+            k += 1;
+            continue;
+        };
+        let (Some(x), Some(y)) = (node.inputs[0], node.outputs[0]) else {
+            k += 1;
+            continue;
+        };
+        let params: Option<Vec<Vec<f32>>> = node.inputs[1..5]
+            .iter()
+            .map(|i| i.and_then(|i| g.tensors[i].f32s()))
+            .collect();
+        let prod = g.nodes.iter().position(|p| p.outputs.contains(&Some(x)));
+        let ok = match (prod, &params) {
+            (Some(p), Some(_)) => {
+                matches!(
+                    g.nodes[p].op,
+                    Op::Conv {
+                        act: Unary::Identity,
+                        ..
+                    }
+                ) && g.nodes[p].inputs[1].is_some_and(|w| g.tensors[w].is_const())
+                    && g.nodes[p]
+                        .inputs
+                        .get(2)
+                        .copied()
+                        .flatten()
+                        .is_none_or(|b| g.tensors[b].is_const())
+                    && sole_consumer(g, x) == Some(k)
+            }
+            _ => false,
+        };
+        if !ok {
+            k += 1;
+            continue;
+        }
+        let (p, params) = (prod.unwrap_or(0), params.unwrap_or_default());
+        let (s, b, m, v) = (&params[0], &params[1], &params[2], &params[3]);
+        let w_id = g.nodes[p].inputs[1].unwrap_or(0);
+        let mut w = g.tensors[w_id].f32s().unwrap_or_default();
+        let m_out = g.tensors[w_id].shape[0];
+        if s.len() != m_out || w.len() % m_out.max(1) != 0 {
+            k += 1;
+            continue;
+        }
+        let per = w.len() / m_out;
+        let scale: Vec<f32> = (0..m_out).map(|c| s[c] / (v[c] + epsilon).sqrt()).collect();
+        for c in 0..m_out {
+            for e in &mut w[c * per..(c + 1) * per] {
+                *e *= scale[c];
+            }
+        }
+        let old_b = g.nodes[p]
+            .inputs
+            .get(2)
+            .copied()
+            .flatten()
+            .and_then(|b| g.tensors[b].f32s())
+            .unwrap_or_else(|| vec![0.0; m_out]);
+        let new_b: Vec<f32> = (0..m_out)
+            .map(|c| (old_b[c] - m[c]) * scale[c] + b[c])
+            .collect();
+        // New constants (the old ones may be shared).
+        let w_shape = g.tensors[w_id].shape.clone();
+        let nw = g.const_f32(format!("{}:bn_w", g.tensors[w_id].name), w_shape, &w);
+        let nb = g.const_f32(
+            format!("{}:bn_b", g.tensors[w_id].name),
+            vec![m_out],
+            &new_b,
+        );
+        let _ = set_f32;
+        let bn_name = g.nodes[k].name.clone();
+        let conv = &mut g.nodes[p];
+        conv.inputs.resize(3, None);
+        conv.inputs[1] = Some(nw);
+        conv.inputs[2] = Some(nb);
+        conv.outputs[0] = Some(y);
+        conv.name = format!("{}+{}", conv.name, bn_name);
+        g.nodes.remove(k);
+        n += 1;
+    }
+    n
+}
+
+/// MatMul(X, W) → Add(·, b[N])  ⇒  MatMul(X, W, bias = b).
+pub fn fuse_bias(g: &mut Graph) -> usize {
+    let mut n = 0;
+    let mut k = 0;
+    while k < g.nodes.len() {
+        let is_mm = matches!(
+            g.nodes[k].op,
+            Op::MatMul {
+                act: Unary::Identity
+            }
+        ) && g.nodes[k].inputs.len() == 2;
+        let out = g.nodes[k].outputs[0];
+        if !is_mm || out.is_none() {
+            k += 1;
+            continue;
+        }
+        let t = out.unwrap_or(0);
+        let Some(c) = sole_consumer(g, t) else {
+            k += 1;
+            continue;
+        };
+        let add = &g.nodes[c];
+        let cols = *g.tensors[t].shape.last().unwrap_or(&0);
+        let other = match (add.op.clone(), add.inputs.as_slice()) {
+            (Op::Binary(Binary::Add), [Some(a), Some(b)]) if *a == t => Some(*b),
+            (Op::Binary(Binary::Add), [Some(a), Some(b)]) if *b == t => Some(*a),
+            _ => None,
+        };
+        let bias_ok = other.is_some_and(|b| {
+            let bt = &g.tensors[b];
+            bt.is_const()
+                && bt.numel() == cols
+                && bt.shape.iter().rev().skip(1).all(|&d| d == 1)
+                && bt.shape.len() <= g.tensors[t].shape.len()
+        });
+        let same_shape = add.outputs[0].is_some_and(|o| g.tensors[o].shape == g.tensors[t].shape);
+        if !bias_ok || !same_shape {
+            k += 1;
+            continue;
+        }
+        let b = other.unwrap_or(0);
+        let y = g.nodes[c].outputs[0];
+        let name = g.nodes[c].name.clone();
+        // Bias must be rank 1 for the engine.
+        let bv = g.tensors[b].f32s().unwrap_or_default();
+        let b1 = g.const_f32(format!("{}:bias", g.tensors[b].name), vec![cols], &bv);
+        let mm = &mut g.nodes[k];
+        mm.inputs.push(Some(b1));
+        mm.outputs[0] = y;
+        mm.name = format!("{}+{}", mm.name, name);
+        g.nodes.remove(c);
+        n += 1;
+    }
+    n
+}
+
+fn fusable(u: &Unary) -> bool {
+    matches!(
+        u,
+        Unary::Relu
+            | Unary::Clip { .. }
+            | Unary::LeakyRelu { .. }
+            | Unary::Sigmoid
+            | Unary::Tanh
+            | Unary::HardSigmoid { .. }
+            | Unary::HardSwish
+            | Unary::Gelu { .. }
+    )
+}
+
+/// Conv/Gemm/MatMul → activation  ⇒  one node with a fused activation.
+pub fn fuse_activation(g: &mut Graph) -> usize {
+    let mut n = 0;
+    let mut k = 0;
+    while k < g.nodes.len() {
+        let has_slot = matches!(
+            g.nodes[k].op,
+            Op::Conv {
+                act: Unary::Identity,
+                ..
+            } | Op::Gemm {
+                act: Unary::Identity,
+                ..
+            } | Op::MatMul {
+                act: Unary::Identity
+            }
+        );
+        let Some(t) = g.nodes[k].outputs[0].filter(|_| has_slot) else {
+            k += 1;
+            continue;
+        };
+        let Some(c) = sole_consumer(g, t) else {
+            k += 1;
+            continue;
+        };
+        let act = match &g.nodes[c].op {
+            Op::Unary(u) if fusable(u) => *u,
+            _ => {
+                k += 1;
+                continue;
+            }
+        };
+        let y = g.nodes[c].outputs[0];
+        let name = g.nodes[c].name.clone();
+        let node = &mut g.nodes[k];
+        match &mut node.op {
+            Op::Conv { act: a, .. } | Op::Gemm { act: a, .. } | Op::MatMul { act: a } => *a = act,
+            _ => {}
+        }
+        node.outputs[0] = y;
+        node.name = format!("{}+{}", node.name, name);
+        g.nodes.remove(c);
+        n += 1;
+    }
+    n
+}

@@ -1,0 +1,38 @@
+//! Graph passes. Each pass is a small function over the graph that returns
+//! how many rewrites it made; `optimize` runs them to a fixed point.
+
+mod batch;
+mod dce;
+mod fuse;
+
+pub use batch::per_sample_batch_ok;
+pub use dce::dead_nodes;
+
+use crate::ir::Graph;
+
+/// A pass and its name, for the compile report.
+pub type Pass = (&'static str, fn(&mut Graph) -> usize);
+
+pub const PASSES: &[Pass] = &[
+    ("fold-batchnorm", fuse::fold_batchnorm),
+    ("fuse-bias", fuse::fuse_bias),
+    ("fuse-activation", fuse::fuse_activation),
+    ("dead-nodes", dead_nodes),
+];
+
+/// Runs every pass until nothing changes; returns (pass, rewrites) totals.
+pub fn optimize(g: &mut Graph) -> Vec<(&'static str, usize)> {
+    let mut totals: Vec<(&'static str, usize)> = PASSES.iter().map(|p| (p.0, 0)).collect();
+    for _ in 0..16 {
+        let mut changed = 0;
+        for (k, (_, pass)) in PASSES.iter().enumerate() {
+            let n = pass(g);
+            totals[k].1 += n;
+            changed += n;
+        }
+        if changed == 0 {
+            break;
+        }
+    }
+    totals
+}

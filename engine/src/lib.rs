@@ -1,0 +1,118 @@
+//! The Kiln executor (internal crate: Rust users want `kiln-runtime-native`).
+//!
+//! [`Plan`] wraps a validated [`kiln_format::View`] and runs it inside an
+//! arena the caller owns: inputs are written into their arena slots, every
+//! node runs in order, outputs are read from theirs. Nothing is allocated,
+//! so the same code runs natively, in wasm and on a microcontroller.
+//!
+//! Architecture invariant: `#![no_std]`, no `alloc`; depends on `format` and
+//! `kernels` only. Every op checks its shapes against the tensor table
+//! before touching data, so a malformed artifact yields an [`EngineError`],
+//! never a panic.
+#![no_std]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+mod arena;
+mod error;
+mod ops;
+
+pub use ops::scratch_bytes;
+mod tensor;
+
+pub use error::EngineError;
+pub use tensor::{Tensor, TensorMut};
+
+use kiln_format::{Ids, TensorInfo, TensorKind, View};
+
+/// Maximum inputs or outputs of one node.
+pub const MAX_IO: usize = 32;
+
+/// An artifact ready to run.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan<'a> {
+    view: View<'a>,
+}
+
+impl<'a> Plan<'a> {
+    /// Checks what the executor relies on beyond [`View::parse`]: node
+    /// arity and that no node writes over one of its own inputs.
+    pub fn new(view: View<'a>) -> Result<Plan<'a>, EngineError> {
+        for i in 0..view.node_count() {
+            let node = view.node(i)?;
+            if node.inputs.len() > MAX_IO || node.outputs.len() > MAX_IO {
+                return Err(EngineError::node(
+                    i,
+                    node.op.name(),
+                    "more than 32 inputs or outputs",
+                ));
+            }
+            for o in node.outputs.iter().filter(|&o| o != Ids::ABSENT) {
+                let ot = view.tensor(o as usize)?;
+                let or = ot.offset as usize..(ot.offset + ot.byte_len) as usize;
+                for inp in node.inputs.iter().filter(|&x| x != Ids::ABSENT) {
+                    let it = view.tensor(inp as usize)?;
+                    if it.kind == TensorKind::Arena && it.byte_len > 0 && ot.byte_len > 0 {
+                        let ir = it.offset as usize..(it.offset + it.byte_len) as usize;
+                        if ir.start < or.end && or.start < ir.end {
+                            return Err(EngineError::node(
+                                i,
+                                node.op.name(),
+                                "an output overlaps an input in the arena",
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Plan { view })
+    }
+
+    pub fn view(&self) -> &View<'a> {
+        &self.view
+    }
+
+    /// Arena bytes one run needs.
+    pub fn arena_size(&self) -> usize {
+        self.view.arena_size()
+    }
+
+    /// Tensor info of graph input `i`.
+    pub fn input(&self, i: usize) -> Result<TensorInfo, EngineError> {
+        let id = self
+            .view
+            .inputs()
+            .get(i)
+            .ok_or(EngineError::Arena("graph input index out of range"))?;
+        Ok(self.view.tensor(id as usize)?)
+    }
+
+    /// Tensor info of graph output `i`.
+    pub fn output(&self, i: usize) -> Result<TensorInfo, EngineError> {
+        let id = self
+            .view
+            .outputs()
+            .get(i)
+            .ok_or(EngineError::Arena("graph output index out of range"))?;
+        Ok(self.view.tensor(id as usize)?)
+    }
+
+    /// Runs every node. The caller has written the inputs into their arena
+    /// slots ([`Plan::input`] gives offset and length); outputs are read back
+    /// the same way. `arena` must be 16-byte aligned and at least
+    /// [`Plan::arena_size`] bytes.
+    pub fn run(&self, arena: &mut [u8]) -> Result<(), EngineError> {
+        if arena.len() < self.arena_size() {
+            return Err(EngineError::Arena("arena is smaller than the plan needs"));
+        }
+        if arena.as_ptr() as usize % kiln_format::WEIGHT_ALIGN != 0 {
+            return Err(EngineError::Arena("arena is not 16-byte aligned"));
+        }
+        for i in 0..self.view.node_count() {
+            let node = self.view.node(i)?;
+            ops::run_node(&self.view, &node, arena).map_err(|e| e.at_node(i, node.op.name()))?;
+        }
+        Ok(())
+    }
+}

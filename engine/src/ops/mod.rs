@@ -1,0 +1,286 @@
+//! Op dispatch. One file per op family; each exposes `run(op, io)`.
+
+mod conv;
+mod elementwise;
+mod linalg;
+mod ml;
+mod movement;
+mod quant;
+mod reduce;
+mod rnn;
+
+use crate::MAX_IO;
+use crate::arena::Regions;
+use crate::error::{EngineError, bad};
+use crate::tensor::{Tensor, TensorMut};
+use kiln_format::{Ids, Node, Op, TensorKind, View};
+
+/// A node's inputs, outputs and scratch.
+pub(crate) struct Io<'x> {
+    ins: [Option<Tensor<'x>>; MAX_IO],
+    n_in: usize,
+    outs: [Option<TensorMut<'x>>; MAX_IO],
+    n_out: usize,
+    scratch: &'x mut [u8],
+}
+
+impl<'x> Io<'x> {
+    pub fn n_in(&self) -> usize {
+        self.n_in
+    }
+
+    pub fn n_out(&self) -> usize {
+        self.n_out
+    }
+
+    /// A required input.
+    pub fn input(&self, i: usize) -> Result<Tensor<'x>, EngineError> {
+        self.opt_input(i).ok_or(bad("a required input is missing"))
+    }
+
+    pub fn opt_input(&self, i: usize) -> Option<Tensor<'x>> {
+        self.ins.get(i).copied().flatten()
+    }
+
+    /// Takes a required output (once).
+    pub fn output(&mut self, i: usize) -> Result<TensorMut<'x>, EngineError> {
+        self.opt_output(i)
+            .ok_or(bad("a required output is missing"))
+    }
+
+    pub fn opt_output(&mut self, i: usize) -> Option<TensorMut<'x>> {
+        self.outs.get_mut(i).and_then(Option::take)
+    }
+
+    /// The node's scratch as f32, at least `n` elements.
+    pub fn scratch_f32(&mut self, n: usize) -> Result<&mut [f32], EngineError> {
+        let s: &mut [f32] = bytemuck::try_cast_slice_mut(&mut *self.scratch)
+            .map_err(|_| bad("misaligned scratch"))?;
+        s.get_mut(..n)
+            .ok_or(bad("scratch is smaller than the op needs"))
+    }
+}
+
+pub(crate) fn run_node(
+    view: &View<'_>,
+    node: &Node<'_>,
+    arena: &mut [u8],
+) -> Result<(), EngineError> {
+    let mut ranges = [(0usize, 0usize); MAX_IO + 1];
+    let n_out = node.outputs.len();
+    let mut out_infos = [None; MAX_IO];
+    for (k, id) in node.outputs.iter().enumerate() {
+        if id != Ids::ABSENT {
+            let t = view.tensor(id as usize)?;
+            ranges[k] = (t.offset as usize, t.byte_len as usize);
+            out_infos[k] = Some(t);
+        }
+    }
+    ranges[n_out] = (node.scratch_offset as usize, node.scratch_len as usize);
+    let mut regions = Regions::split(arena, &ranges[..n_out + 1])?;
+    let mut io = Io {
+        ins: [None; MAX_IO],
+        n_in: node.inputs.len(),
+        outs: core::array::from_fn(|_| None),
+        n_out,
+        scratch: regions.take_mut(n_out).unwrap_or(&mut []),
+    };
+    for (k, id) in node.inputs.iter().enumerate() {
+        if id == Ids::ABSENT {
+            continue;
+        }
+        let info = view.tensor(id as usize)?;
+        let data = match info.kind {
+            TensorKind::Const => view.const_bytes(&info),
+            TensorKind::Arena => regions.get(info.offset as usize, info.byte_len as usize)?,
+        };
+        io.ins[k] = Some(Tensor { info, data });
+    }
+    for (k, info) in out_infos.iter().enumerate().take(n_out) {
+        if let Some(info) = info {
+            let data = regions.take_mut(k).ok_or(bad("output region missing"))?;
+            io.outs[k] = Some(TensorMut { info: *info, data });
+        }
+    }
+    dispatch(&node.op, &mut io)
+}
+
+fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
+    match op {
+        Op::Unary(u) => elementwise::unary(u, io),
+        Op::Binary(b) => elementwise::binary(*b, io),
+        Op::Variadic { kind, mean } => elementwise::variadic(*kind, *mean, io),
+        Op::Where => elementwise::where_(io),
+        Op::Cast { to, saturate } => elementwise::cast(*to, *saturate, io),
+        Op::Reshape => movement::reshape(io),
+        Op::Transpose { perm } => movement::transpose(perm, io),
+        Op::Concat { axis } => movement::concat(*axis as usize, io),
+        Op::Slice { start, step } => movement::slice(start, step, io),
+        Op::Split { axis } => movement::split(*axis as usize, io),
+        Op::Gather { axis } => movement::gather(*axis as usize, io),
+        Op::GatherElements { axis } => movement::gather_elements(*axis as usize, io),
+        Op::ScatterElements { axis } => movement::scatter_elements(*axis as usize, io),
+        Op::Pad { mode, pads, value } => movement::pad(*mode, pads, *value, io),
+        Op::Expand => movement::expand(io),
+        Op::Tile => movement::tile(io),
+        Op::DepthToSpace { block, crd } => movement::depth_to_space(*block as usize, *crd, io),
+        Op::SpaceToDepth { block } => movement::space_to_depth(*block as usize, io),
+        Op::Trilu { upper, k } => movement::trilu(*upper, *k, io),
+        Op::OneHot { axis } => movement::one_hot(*axis as usize, io),
+        Op::Gemm {
+            trans_a,
+            trans_b,
+            alpha,
+            beta,
+            act,
+        } => linalg::gemm(*trans_a, *trans_b, *alpha, *beta, act, io),
+        Op::MatMul { act } => linalg::matmul(act, io),
+        Op::Conv { window, group, act } => conv::conv(window, *group as usize, act, io),
+        Op::ConvTranspose { window, group } => conv::conv_transpose(window, *group as usize, io),
+        Op::MaxPool { window } => conv::max_pool(window, io),
+        Op::AveragePool {
+            window,
+            count_include_pad,
+        } => conv::avg_pool(window, *count_include_pad, io),
+        Op::LpPool { window, p } => conv::lp_pool(window, *p, io),
+        Op::GlobalAveragePool => conv::global_pool(false, io),
+        Op::GlobalMaxPool => conv::global_pool(true, io),
+        Op::Softmax {
+            axis,
+            coerce_2d,
+            log,
+        } => reduce::softmax(*axis as usize, *coerce_2d, *log, io),
+        Op::Reduce { kind, axes } => reduce::reduce(*kind, *axes, io),
+        Op::ArgMax {
+            axis,
+            select_last,
+            min,
+        } => reduce::argmax(*axis as usize, *select_last, *min, io),
+        Op::LayerNorm { axis, epsilon } => reduce::layer_norm(*axis as usize, *epsilon, io),
+        Op::BatchNorm { epsilon } => reduce::batch_norm(*epsilon, io),
+        Op::InstanceNorm { epsilon } => reduce::instance_norm(*epsilon, io),
+        Op::LRN {
+            size,
+            alpha,
+            beta,
+            bias,
+        } => reduce::lrn(*size as usize, *alpha, *beta, *bias, io),
+        Op::CumSum {
+            axis,
+            exclusive,
+            reverse,
+        } => reduce::cumsum(*axis as usize, *exclusive, *reverse, io),
+        Op::Lstm {
+            hidden,
+            direction,
+            batch_first,
+            acts,
+            clip,
+            input_forget,
+        } => rnn::lstm(
+            *hidden as usize,
+            *direction,
+            *batch_first,
+            acts,
+            *clip,
+            *input_forget,
+            io,
+        ),
+        Op::Gru {
+            hidden,
+            direction,
+            batch_first,
+            acts,
+            linear_before_reset,
+            clip,
+        } => rnn::gru(
+            *hidden as usize,
+            *direction,
+            *batch_first,
+            acts,
+            *linear_before_reset,
+            *clip,
+            io,
+        ),
+        Op::Normalizer { norm } => ml::normalizer(*norm, io),
+        Op::TreeEnsemble {
+            aggregate,
+            post,
+            binary_single_score,
+        } => ml::tree_ensemble(*aggregate, *post, *binary_single_score, io),
+        Op::ArgMaxLabel => ml::argmax_label(io),
+        Op::PostTransform { post } => ml::post_transform(*post, io),
+        Op::Dequantize { axis } => quant::dequantize(*axis as usize, io),
+        Op::Quantize { axis } => quant::quantize(*axis as usize, io),
+        Op::QLinearConv { window, group } => quant::qlinear_conv(window, *group as usize, io),
+    }
+}
+
+/// Checks that two element counts agree.
+pub(crate) fn same_len(a: usize, b: usize) -> Result<(), EngineError> {
+    if a == b {
+        Ok(())
+    } else {
+        Err(bad("tensor sizes disagree with the op"))
+    }
+}
+
+/// Scratch bytes `op` needs for the given input and output tensors (the
+/// compiler reserves this much in the arena for the node).
+pub fn scratch_bytes(
+    op: &Op,
+    ins: &[Option<kiln_format::TensorInfo>],
+    outs: &[Option<kiln_format::TensorInfo>],
+) -> Result<usize, EngineError> {
+    use crate::tensor::Shape;
+    let shape = |v: &[Option<kiln_format::TensorInfo>], i: usize| -> Result<Shape, EngineError> {
+        v.get(i)
+            .copied()
+            .flatten()
+            .map(|t| Shape::of(&t))
+            .ok_or(bad("a required tensor is missing"))
+    };
+    let elems = match op {
+        Op::Conv { window, group, .. } => {
+            let p = conv::conv_params(
+                window,
+                *group as usize,
+                &shape(ins, 0)?,
+                &shape(ins, 1)?,
+                &shape(outs, 0)?,
+            )?;
+            kiln_kernels::conv::conv2d_scratch_len(&p)
+        }
+        Op::Lstm {
+            hidden, direction, ..
+        }
+        | Op::Gru {
+            hidden, direction, ..
+        } => {
+            let sx = shape(ins, 0)?;
+            if sx.rank != 3 {
+                return Err(bad("recurrent input must be rank 3"));
+            }
+            let p = kiln_kernels::rnn::Rnn {
+                seq: sx.dims[0],
+                batch: sx.dims[1],
+                input: sx.dims[2],
+                hidden: *hidden as usize,
+                directions: if *direction == kiln_format::RnnDirection::Bidirectional {
+                    2
+                } else {
+                    1
+                },
+                reverse: false,
+                clip: None,
+            };
+            if matches!(op, Op::Lstm { .. }) {
+                kiln_kernels::rnn::lstm_scratch_len(&p)
+            } else {
+                kiln_kernels::rnn::gru_scratch_len(&p)
+            }
+        }
+        _ => 0,
+    };
+    Ok(elems * 4)
+}

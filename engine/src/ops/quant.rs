@@ -1,0 +1,170 @@
+//! QuantizeLinear, DequantizeLinear and the integer-exact QLinearConv.
+
+use super::conv::nchw;
+use super::{Io, same_len};
+use crate::error::{EngineError, bad};
+use crate::tensor::Tensor;
+use kiln_format::{DType, Window};
+use kiln_kernels::math::round_half_even;
+
+/// (outer, channels, inner) for per-axis parameters; per-tensor when the scale has one element.
+fn axis_split(
+    x: &Tensor<'_>,
+    scale_len: usize,
+    axis: usize,
+) -> Result<(usize, usize, usize), EngineError> {
+    let s = x.shape();
+    if scale_len == 1 {
+        return Ok((1, 1, s.numel()));
+    }
+    if axis >= s.rank || s.dims[axis] != scale_len {
+        return Err(bad(
+            "per-axis quantization parameters disagree with the axis",
+        ));
+    }
+    Ok((s.prod(0, axis), s.dims[axis], s.prod(axis + 1, s.rank)))
+}
+
+fn zero_point(zp: Option<Tensor<'_>>, c: usize, n: usize) -> Result<i64, EngineError> {
+    match zp {
+        Some(z) if z.info.numel() == n => z.int_at(c),
+        Some(z) if z.info.numel() == 1 => z.int_at(0),
+        Some(_) => Err(bad("zero point size disagrees with the scale")),
+        None => Ok(0),
+    }
+}
+
+pub(crate) fn dequantize(axis: usize, io: &mut Io<'_>) -> Result<(), EngineError> {
+    let x = io.input(0)?;
+    let scale = io.input(1)?.f32()?;
+    let zp = io.opt_input(2);
+    let mut y = io.output(0)?;
+    let (outer, ch, inner) = axis_split(&x, scale.len(), axis)?;
+    let out = y.f32_mut()?;
+    same_len(out.len(), outer * ch * inner)?;
+    for o in 0..outer {
+        for c in 0..ch {
+            let (s, z) = (scale[c], zero_point(zp, c, scale.len())?);
+            for i in 0..inner {
+                let p = (o * ch + c) * inner + i;
+                out[p] = (x.int_at(p)? - z) as f32 * s;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn range_of(dt: DType) -> Result<(i64, i64), EngineError> {
+    Ok(match dt {
+        DType::I8 => (-128, 127),
+        DType::U8 => (0, 255),
+        DType::I16 => (-32768, 32767),
+        DType::U16 => (0, 65535),
+        DType::I32 => (i32::MIN as i64, i32::MAX as i64),
+        _ => return Err(bad("quantized dtype must be an integer type")),
+    })
+}
+
+fn write_q(dt: DType, out: &mut [u8], p: usize, v: i64) {
+    let s = dt.size();
+    match s {
+        1 => out[p] = v as u8,
+        2 => out[2 * p..2 * p + 2].copy_from_slice(&(v as i16).to_le_bytes()),
+        _ => out[4 * p..4 * p + 4].copy_from_slice(&(v as i32).to_le_bytes()),
+    }
+}
+
+pub(crate) fn quantize(axis: usize, io: &mut Io<'_>) -> Result<(), EngineError> {
+    let x = io.input(0)?;
+    let scale = io.input(1)?.f32()?;
+    let zp = io.opt_input(2);
+    let y = io.output(0)?;
+    let dt = y.info.dtype;
+    let (lo, hi) = range_of(dt)?;
+    let (outer, ch, inner) = axis_split(&x, scale.len(), axis)?;
+    same_len(y.info.numel(), outer * ch * inner)?;
+    let xs = x.f32()?;
+    for o in 0..outer {
+        for c in 0..ch {
+            let (s, z) = (scale[c], zero_point(zp, c, scale.len())?);
+            for i in 0..inner {
+                let p = (o * ch + c) * inner + i;
+                let q = round_half_even(xs[p] / s);
+                let v = if q.is_nan() {
+                    z
+                } else {
+                    (q as i64).saturating_add(z).clamp(lo, hi)
+                };
+                write_q(dt, y.data, p, v);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn qlinear_conv(w: &Window, group: usize, io: &mut Io<'_>) -> Result<(), EngineError> {
+    let x = io.input(0)?;
+    let xs = io.input(1)?.scalar_f32(0)?;
+    let xz = io.input(2)?.int_at(0)?;
+    let wt = io.input(3)?;
+    let ws = io.input(4)?.f32()?;
+    let wz = io.input(5)?;
+    let ys = io.input(6)?.scalar_f32(0)?;
+    let yz = io.input(7)?.int_at(0)?;
+    let bias = io.opt_input(8);
+    let y = io.output(0)?;
+    let p = super::conv::conv_params(w, group, &x.shape(), &wt.shape(), &y.shape())?;
+    let [_, _, h, wd] = nchw(&x.shape())?;
+    if (ws.len() != 1 && ws.len() != p.m) || (wz.info.numel() != 1 && wz.info.numel() != p.m) {
+        return Err(bad(
+            "QLinearConv weight scale/zero point must be per tensor or per output channel",
+        ));
+    }
+    if bias.is_some_and(|b| b.info.numel() != p.m || b.dtype() != DType::I32) {
+        return Err(bad("QLinearConv bias must be int32 with M elements"));
+    }
+    let (lo, hi) = range_of(y.info.dtype)?;
+    let (cg, mg) = (p.c / group, p.m / group);
+    for n in 0..p.n {
+        for m in 0..p.m {
+            let g = m / mg;
+            let wzm = wz.int_at(if wz.info.numel() == 1 { 0 } else { m })?;
+            let mult = xs * ws[if ws.len() == 1 { 0 } else { m }] / ys;
+            let b = match bias {
+                Some(b) => b.int_at(m)?,
+                None => 0,
+            };
+            for oy in 0..p.oh {
+                for ox in 0..p.ow {
+                    let mut acc: i64 = b;
+                    for ci in 0..cg {
+                        let c = g * cg + ci;
+                        for ky in 0..p.kh {
+                            let iy =
+                                (oy * p.stride[0] + ky * p.dilation[0]) as i64 - p.pad[0] as i64;
+                            for kx in 0..p.kw {
+                                let ix = (ox * p.stride[1] + kx * p.dilation[1]) as i64
+                                    - p.pad[1] as i64;
+                                let xv = if iy < 0 || ix < 0 || iy >= h as i64 || ix >= wd as i64 {
+                                    xz
+                                } else {
+                                    x.int_at(((n * p.c + c) * h + iy as usize) * wd + ix as usize)?
+                                };
+                                let wv = wt.int_at(((m * cg + ci) * p.kh + ky) * p.kw + kx)?;
+                                acc += (xv - xz) * (wv - wzm);
+                            }
+                        }
+                    }
+                    let q = round_half_even(acc as f32 * mult) as i64 + yz;
+                    write_q(
+                        y.info.dtype,
+                        y.data,
+                        ((n * p.m + m) * p.oh + oy) * p.ow + ox,
+                        q.clamp(lo, hi),
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}

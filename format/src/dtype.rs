@@ -1,0 +1,78 @@
+use serde::{Deserialize, Serialize};
+
+/// Element type of a tensor. The discriminants are part of the format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum DType {
+    F32 = 1,
+    U8 = 2,
+    I8 = 3,
+    U16 = 4,
+    I16 = 5,
+    I32 = 6,
+    I64 = 7,
+    Bool = 9,
+    F16 = 10,
+    F64 = 11,
+    U32 = 12,
+    U64 = 13,
+}
+
+impl DType {
+    /// Decodes the on-disk tag.
+    pub fn from_u8(v: u8) -> Option<DType> {
+        Some(match v {
+            1 => DType::F32,
+            2 => DType::U8,
+            3 => DType::I8,
+            4 => DType::U16,
+            5 => DType::I16,
+            6 => DType::I32,
+            7 => DType::I64,
+            9 => DType::Bool,
+            10 => DType::F16,
+            11 => DType::F64,
+            12 => DType::U32,
+            13 => DType::U64,
+            _ => return None,
+        })
+    }
+
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::U8 | DType::I8 | DType::Bool => 1,
+            DType::U16 | DType::I16 | DType::F16 => 2,
+            DType::F32 | DType::I32 | DType::U32 => 4,
+            DType::I64 | DType::F64 | DType::U64 => 8,
+        }
+    }
+
+    /// The lowercase name used in schemas, errors and `kiln inspect`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "float32",
+            DType::U8 => "uint8",
+            DType::I8 => "int8",
+            DType::U16 => "uint16",
+            DType::I16 => "int16",
+            DType::I32 => "int32",
+            DType::I64 => "int64",
+            DType::Bool => "bool",
+            DType::F16 => "float16",
+            DType::F64 => "float64",
+            DType::U32 => "uint32",
+            DType::U64 => "uint64",
+        }
+    }
+
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F16 | DType::F64)
+    }
+}
+
+impl core::fmt::Display for DType {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}

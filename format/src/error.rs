@@ -1,0 +1,58 @@
+/// Why a byte string is not a valid artifact. Every variant says where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FormatError {
+    #[error("not a kiln artifact: the file does not start with the magic bytes \"KILNART\\0\"")]
+    BadMagic,
+    #[error(
+        "artifact format {major}.{minor} is not supported by this runtime (it reads {}.x); recompile the model with a matching kiln",
+        crate::FORMAT_MAJOR
+    )]
+    UnsupportedVersion { major: u16, minor: u16 },
+    #[error("artifact is truncated: {what} needs bytes {start}..{end} but the file has {len}")]
+    Truncated {
+        what: &'static str,
+        start: u64,
+        end: u64,
+        len: usize,
+    },
+    #[error("artifact bytes must start at a 16-byte aligned address (weights are read in place)")]
+    Misaligned,
+    #[error("invalid {what}: {detail}")]
+    Invalid {
+        what: &'static str,
+        detail: &'static str,
+    },
+    #[error("invalid {what} at index {index}: {detail}")]
+    InvalidAt {
+        what: &'static str,
+        index: u32,
+        detail: &'static str,
+    },
+    #[error("could not decode {what}: {detail}")]
+    Decode {
+        what: &'static str,
+        detail: &'static str,
+    },
+    #[error(
+        "content checksum mismatch: the artifact was modified or corrupted after it was written"
+    )]
+    Checksum,
+}
+
+impl FormatError {
+    pub(crate) fn decode(what: &'static str, e: postcard::Error) -> FormatError {
+        let detail = match e {
+            postcard::Error::DeserializeUnexpectedEnd => "unexpected end of data",
+            postcard::Error::DeserializeBadVarint => "bad varint",
+            postcard::Error::DeserializeBadBool => "bad bool",
+            postcard::Error::DeserializeBadChar => "bad char",
+            postcard::Error::DeserializeBadUtf8 => "bad utf-8 string",
+            postcard::Error::DeserializeBadOption => "bad option tag",
+            postcard::Error::DeserializeBadEnum => "unknown enum tag",
+            postcard::Error::DeserializeBadEncoding => "bad encoding",
+            _ => "malformed record",
+        };
+        FormatError::Decode { what, detail }
+    }
+}

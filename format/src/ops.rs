@@ -1,0 +1,423 @@
+//! Operator descriptions as stored in the artifact.
+//!
+//! Shapes are not repeated here: every tensor's shape is in the tensor table,
+//! so attributes hold only what shapes cannot say. Variant tags are part of
+//! the format: append new variants at the end of an enum, never reorder.
+
+use crate::DType;
+use serde::{Deserialize, Serialize};
+
+/// Maximum rank handled by shape-generic ops (transpose, slice, pad, reduce).
+pub const OP_RANK: usize = 8;
+
+/// One element-wise function of one input. Also used as a fused activation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Unary {
+    Identity,
+    Relu,
+    LeakyRelu { alpha: f32 },
+    Clip { min: f32, max: f32 },
+    Sigmoid,
+    HardSigmoid { alpha: f32, beta: f32 },
+    HardSwish,
+    Tanh,
+    Erf,
+    Gelu { tanh_approx: bool },
+    Exp,
+    Log,
+    Neg,
+    Abs,
+    Sqrt,
+    Reciprocal,
+    Floor,
+    Ceil,
+    Round,
+    Sign,
+    Sin,
+    Cos,
+    Softplus,
+    Softsign,
+    Elu { alpha: f32 },
+    Selu { alpha: f32, gamma: f32 },
+    Not,
+    IsNaN,
+    IsInf { pos: bool, neg: bool },
+    Celu { alpha: f32 },
+    ThresholdedRelu { alpha: f32 },
+    Mish,
+    Tan,
+    Asin,
+    Acos,
+    Atan,
+    Sinh,
+    Cosh,
+    Asinh,
+    Acosh,
+    Atanh,
+    Shrink { bias: f32, lambd: f32 },
+}
+
+/// One element-wise function of two broadcast inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Pow,
+    Max,
+    Min,
+    /// Integer `fmod = 0`: sign of the divisor; floats: C `fmod`.
+    Mod {
+        fmod: bool,
+    },
+    Equal,
+    Less,
+    LessOrEqual,
+    Greater,
+    GreaterOrEqual,
+    And,
+    Or,
+    Xor,
+    BitShiftLeft,
+    BitShiftRight,
+    BitAnd,
+    BitOr,
+    BitXor,
+    PRelu,
+}
+
+/// Spatial attributes of Conv / ConvTranspose / pooling, for 1 or 2 spatial
+/// dims (a 1-D op is stored as 2-D with height 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    pub kernel: [u32; 2],
+    pub strides: [u32; 2],
+    pub dilations: [u32; 2],
+    /// top, left, bottom, right
+    pub pads: [u32; 4],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReduceKind {
+    Sum,
+    Mean,
+    Max,
+    Min,
+    Prod,
+    L1,
+    L2,
+    LogSum,
+    LogSumExp,
+    SumSquare,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PadMode {
+    Constant,
+    Reflect,
+    Edge,
+    Wrap,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Norm {
+    Max,
+    L1,
+    L2,
+}
+
+/// Post transform of the ONNX-ML tree and linear classifiers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PostTransform {
+    None,
+    Softmax,
+    Logistic,
+    SoftmaxZero,
+    Probit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RnnDirection {
+    Forward,
+    Reverse,
+    Bidirectional,
+}
+
+/// Activation functions allowed inside recurrent cells.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum RnnAct {
+    Sigmoid,
+    Tanh,
+    Relu,
+    HardSigmoid { alpha: f32, beta: f32 },
+    Affine { alpha: f32, beta: f32 },
+    LeakyRelu { alpha: f32 },
+    ScaledTanh { alpha: f32, beta: f32 },
+    Elu { alpha: f32 },
+    Softsign,
+    Softplus,
+    ThresholdedRelu { alpha: f32 },
+}
+
+/// One operator with its attributes. Inputs and outputs are in the node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// `y = f(x)`.
+    Unary(Unary),
+    /// `y = a op b` with numpy broadcasting.
+    Binary(Binary),
+    /// Copies bytes unchanged: Reshape, Flatten, Squeeze, Unsqueeze, Identity.
+    Reshape,
+    /// `Y = act(alpha * A' * B' + beta * C)`; inputs A, B, optional C (broadcast to [M, N]).
+    Gemm {
+        trans_a: bool,
+        trans_b: bool,
+        alpha: f32,
+        beta: f32,
+        act: Unary,
+    },
+    /// numpy matmul with batch broadcasting; optional fused bias (input 2, broadcast over the last dim) and activation.
+    MatMul {
+        act: Unary,
+    },
+    /// NCHW convolution; inputs X, W [M, C/group, kh, kw], optional B [M].
+    Conv {
+        window: Window,
+        group: u32,
+        act: Unary,
+    },
+    /// NCHW transposed convolution; inputs X, W [C, M/group, kh, kw], optional B.
+    ConvTranspose {
+        window: Window,
+        group: u32,
+    },
+    MaxPool {
+        window: Window,
+    },
+    AveragePool {
+        window: Window,
+        count_include_pad: bool,
+    },
+    LpPool {
+        window: Window,
+        p: u32,
+    },
+    GlobalAveragePool,
+    GlobalMaxPool,
+    /// Softmax over `axis` (when `coerce_2d`, over all dims from `axis` on: opset < 13).
+    Softmax {
+        axis: u8,
+        coerce_2d: bool,
+        log: bool,
+    },
+    Transpose {
+        perm: [u8; OP_RANK],
+    },
+    Concat {
+        axis: u8,
+    },
+    /// Output element `i` along each dim reads input `start[d] + i * step[d]`.
+    Slice {
+        start: [i64; OP_RANK],
+        step: [i64; OP_RANK],
+    },
+    /// Cuts the input along `axis` into the outputs, in order.
+    Split {
+        axis: u8,
+    },
+    /// Gather along `axis`; indices may be negative.
+    Gather {
+        axis: u8,
+    },
+    GatherElements {
+        axis: u8,
+    },
+    /// Constant / reflect / edge padding; `pads` = begins then ends per dim (may be negative).
+    Pad {
+        mode: PadMode,
+        pads: [i64; 2 * OP_RANK],
+        value: f64,
+    },
+    Cast {
+        to: DType,
+        saturate: bool,
+    },
+    /// Reduce over the axes set in `axes` (bit mask). The output shape says whether dims were kept.
+    Reduce {
+        kind: ReduceKind,
+        axes: u32,
+    },
+    ArgMax {
+        axis: u8,
+        select_last: bool,
+        min: bool,
+    },
+    /// Normalises over the dims from `axis` on; inputs X, scale, optional bias.
+    LayerNorm {
+        axis: u8,
+        epsilon: f32,
+    },
+    /// Inference batch norm on NCHW; inputs X, scale, bias, mean, var.
+    BatchNorm {
+        epsilon: f32,
+    },
+    InstanceNorm {
+        epsilon: f32,
+    },
+    /// `y = cond ? a : b` broadcast.
+    Where,
+    /// Broadcast copy to the output shape.
+    Expand,
+    Tile,
+    /// Inputs indices, depth (constant, in the shape), values [off, on]; axis in the output.
+    OneHot {
+        axis: u8,
+    },
+    /// ONNX LSTM; inputs X, W, R, B?, seq_lens?, h0?, c0?, P?; outputs Y?, Y_h?, Y_c?.
+    Lstm {
+        hidden: u32,
+        direction: RnnDirection,
+        batch_first: bool,
+        acts: [RnnAct; 3],
+        clip: Option<f32>,
+        input_forget: bool,
+    },
+    /// ONNX GRU; inputs X, W, R, B?, seq_lens?, h0?; outputs Y?, Y_h?.
+    Gru {
+        hidden: u32,
+        direction: RnnDirection,
+        batch_first: bool,
+        acts: [RnnAct; 2],
+        linear_before_reset: bool,
+        clip: Option<f32>,
+    },
+    /// ONNX-ML Normalizer on the last axis.
+    Normalizer {
+        norm: Norm,
+    },
+    /// ONNX-ML tree ensemble, compiled to a flat node table.
+    /// Inputs: X [N, F], nodes (i32 [n, 4]: feature, true child, false child, mode),
+    /// thresholds (f32 [n]), leaf targets (i32 [L, 2]: node, target), leaf weights (f32 [L]),
+    /// roots (i32 [T]), base values (f32 [targets]).
+    /// Outputs: scores [N, targets] after `post`.
+    TreeEnsemble {
+        aggregate: TreeAggregate,
+        post: PostTransform,
+        binary_single_score: bool,
+    },
+    /// Element `i` of `values` at index `argmax` per row; labels lookup for classifiers.
+    /// Inputs scores [N, C], labels (i64 [C]); output i64 [N].
+    ArgMaxLabel,
+    /// Post transforms of ONNX-ML classifiers on [N, C] scores.
+    PostTransform {
+        post: PostTransform,
+    },
+    /// DequantizeLinear: y = (x - zp) * scale, per tensor or per `axis`.
+    Dequantize {
+        axis: u8,
+    },
+    /// QuantizeLinear with round half to even and saturation.
+    Quantize {
+        axis: u8,
+    },
+    /// Integer-exact QLinearConv: x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, bias?.
+    QLinearConv {
+        window: Window,
+        group: u32,
+    },
+    /// Cumulative sum along `axis`.
+    CumSum {
+        axis: u8,
+        exclusive: bool,
+        reverse: bool,
+    },
+    DepthToSpace {
+        block: u32,
+        crd: bool,
+    },
+    SpaceToDepth {
+        block: u32,
+    },
+    /// Elementwise sum/max/min/mean of any number of broadcast inputs.
+    Variadic {
+        kind: Binary,
+        mean: bool,
+    },
+    Trilu {
+        upper: bool,
+        k: i64,
+    },
+    LRN {
+        size: u32,
+        alpha: f32,
+        beta: f32,
+        bias: f32,
+    },
+    ScatterElements {
+        axis: u8,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TreeAggregate {
+    Sum,
+    Average,
+    Max,
+    Min,
+}
+
+impl Op {
+    /// Short name for histograms and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Unary(_) => "Unary",
+            Op::Binary(_) => "Binary",
+            Op::Reshape => "Reshape",
+            Op::Gemm { .. } => "Gemm",
+            Op::MatMul { .. } => "MatMul",
+            Op::Conv { .. } => "Conv",
+            Op::ConvTranspose { .. } => "ConvTranspose",
+            Op::MaxPool { .. } => "MaxPool",
+            Op::AveragePool { .. } => "AveragePool",
+            Op::LpPool { .. } => "LpPool",
+            Op::GlobalAveragePool => "GlobalAveragePool",
+            Op::GlobalMaxPool => "GlobalMaxPool",
+            Op::Softmax { log: false, .. } => "Softmax",
+            Op::Softmax { log: true, .. } => "LogSoftmax",
+            Op::Transpose { .. } => "Transpose",
+            Op::Concat { .. } => "Concat",
+            Op::Slice { .. } => "Slice",
+            Op::Split { .. } => "Split",
+            Op::Gather { .. } => "Gather",
+            Op::GatherElements { .. } => "GatherElements",
+            Op::Pad { .. } => "Pad",
+            Op::Cast { .. } => "Cast",
+            Op::Reduce { .. } => "Reduce",
+            Op::ArgMax { .. } => "ArgMax",
+            Op::LayerNorm { .. } => "LayerNorm",
+            Op::BatchNorm { .. } => "BatchNorm",
+            Op::InstanceNorm { .. } => "InstanceNorm",
+            Op::Where => "Where",
+            Op::Expand => "Expand",
+            Op::Tile => "Tile",
+            Op::OneHot { .. } => "OneHot",
+            Op::Lstm { .. } => "LSTM",
+            Op::Gru { .. } => "GRU",
+            Op::Normalizer { .. } => "Normalizer",
+            Op::TreeEnsemble { .. } => "TreeEnsemble",
+            Op::ArgMaxLabel => "ArgMaxLabel",
+            Op::PostTransform { .. } => "PostTransform",
+            Op::Dequantize { .. } => "Dequantize",
+            Op::Quantize { .. } => "Quantize",
+            Op::QLinearConv { .. } => "QLinearConv",
+            Op::CumSum { .. } => "CumSum",
+            Op::DepthToSpace { .. } => "DepthToSpace",
+            Op::SpaceToDepth { .. } => "SpaceToDepth",
+            Op::Variadic { .. } => "Variadic",
+            Op::Trilu { .. } => "Trilu",
+            Op::LRN { .. } => "LRN",
+            Op::ScatterElements { .. } => "ScatterElements",
+        }
+    }
+}

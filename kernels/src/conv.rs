@@ -1,0 +1,733 @@
+//! 2-D convolution and transposed convolution (NCHW, f32): scalar references and fast paths (im2col + GEMM, direct depthwise, 1×1).
+//!
+//! Fast [`conv2d`] picks, per call:
+//! * depthwise (`group == c` and `m` a multiple of `c`): a direct kernel that
+//!   accumulates one filter tap at a time over whole output rows (no scratch);
+//! * 1×1, stride 1, no padding: one GEMM per batch item and group straight on
+//!   the input (no scratch);
+//! * anything else: im2col of one (batch item, group) into `scratch`, then a
+//!   GEMM. On the AVX2 path im2col writes the GEMM's packed-panel layout
+//!   directly, so the GEMM does no packing of its own.
+//!
+//! 1-D convolutions are passed as `h = 1`.
+
+use crate::gemm::{Engine, PANEL, panel_index};
+
+/// Shape and attributes of a 2-D convolution. For [`conv_transpose2d`], `c`
+/// is the input and `m` the output channel count, `h, w` the input and
+/// `oh, ow` the output spatial size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2d {
+    /// Batch size.
+    pub n: usize,
+    /// Input channels.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub m: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+    /// Number of groups (divides `c` and `m`).
+    pub group: usize,
+    /// Strides (height, width), each >= 1.
+    pub stride: [usize; 2],
+    /// Dilations (height, width), each >= 1.
+    pub dilation: [usize; 2],
+    /// Padding: top, left, bottom, right.
+    pub pad: [usize; 4],
+}
+
+/// Range `[lo, hi)` of output positions `o < out_len` whose input position
+/// `o * stride + off` lies in `[0, in_len)`. `stride >= 1`.
+pub(crate) fn out_range(
+    off: isize,
+    stride: usize,
+    in_len: usize,
+    out_len: usize,
+) -> (usize, usize) {
+    let s = stride as isize;
+    let lo = if off >= 0 { 0 } else { (-off + s - 1) / s };
+    let end = in_len as isize - off;
+    let hi = if end <= 0 { 0 } else { (end + s - 1) / s };
+    let lo = (lo as usize).min(out_len);
+    let hi = (hi as usize).clamp(lo, out_len);
+    (lo, hi)
+}
+
+/// Panics unless strides, dilations and groups are usable.
+fn check_attrs(p: &Conv2d) {
+    assert!(
+        p.stride.iter().chain(&p.dilation).all(|&v| v >= 1),
+        "conv: strides and dilations must be >= 1"
+    );
+    assert!(
+        p.group >= 1 && p.c.is_multiple_of(p.group) && p.m.is_multiple_of(p.group),
+        "conv: group {} must divide c = {} and m = {}",
+        p.group,
+        p.c,
+        p.m
+    );
+}
+
+/// Product of `dims`, panicking on overflow.
+fn prod(dims: &[usize]) -> usize {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .expect("conv: size overflows usize")
+}
+
+/// Checks the slice lengths of a convolution whose input is `[n, xc, h, w]`,
+/// output `[n, yc, oh, ow]` and weights `wlen` floats.
+#[allow(clippy::too_many_arguments, reason = "one check for all operands")]
+fn check_lens(
+    p: &Conv2d,
+    xc: usize,
+    yc: usize,
+    wlen: usize,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &[f32],
+) {
+    check_attrs(p);
+    assert!(x.len() >= prod(&[p.n, xc, p.h, p.w]), "conv: x too short");
+    assert!(w.len() >= wlen, "conv: w too short");
+    assert!(y.len() >= prod(&[p.n, yc, p.oh, p.ow]), "conv: y too short");
+    if let Some(b) = bias {
+        assert!(b.len() >= yc, "conv: bias too short");
+    }
+}
+
+/// Whether the direct depthwise kernel applies (one input channel per group).
+fn is_depthwise(p: &Conv2d) -> bool {
+    p.group == p.c && p.c > 0
+}
+
+/// Whether the convolution is a plain per-pixel matrix product.
+fn is_pointwise(p: &Conv2d) -> bool {
+    p.kh == 1 && p.kw == 1 && p.stride == [1, 1] && p.pad == [0; 4] && p.oh == p.h && p.ow == p.w
+}
+
+/// f32 elements of scratch [`conv2d`] needs (0 when it needs none, e.g. 1x1
+/// stride-1 unpadded or depthwise).
+pub fn conv2d_scratch_len(p: &Conv2d) -> usize {
+    if p.group == 0 || is_depthwise(p) || is_pointwise(p) {
+        return 0;
+    }
+    let k = prod(&[p.c / p.group, p.kh, p.kw]);
+    let im2col = Engine::b_len(k, prod(&[p.oh, p.ow]));
+    // Independent of the CPU: the larger of both paths' needs.
+    im2col.max(Direct::new(p).len())
+}
+
+/// Geometry of the direct (implicit-GEMM) path: the input of one (batch
+/// item, group) copied into a zero-padded `[cg, hp, wp]` buffer (plus
+/// [`PANEL`] floats of slack), so that every filter tap of a strip of
+/// [`PANEL`] output columns reads contiguous, in-bounds memory.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Direct {
+    /// Input channels per group.
+    pub(crate) cg: usize,
+    /// Padded input height.
+    pub(crate) hp: usize,
+    /// Padded input width (row stride of the buffer).
+    pub(crate) wp: usize,
+    /// Kernel size.
+    pub(crate) kh: usize,
+    pub(crate) kw: usize,
+    /// Vertical stride, dilations.
+    pub(crate) sh: usize,
+    pub(crate) dh: usize,
+    pub(crate) dw: usize,
+    /// Output size.
+    pub(crate) oh: usize,
+    pub(crate) ow: usize,
+}
+
+impl Direct {
+    fn new(p: &Conv2d) -> Self {
+        let cg = p.c.checked_div(p.group).unwrap_or(0);
+        let [sh, _] = p.stride;
+        let [dh, dw] = p.dilation;
+        // Large enough for every tap of every output position, even when
+        // the caller asks for more output than the padded input covers.
+        let hp = (p.h + p.pad[0] + p.pad[2])
+            .max(p.oh.saturating_sub(1) * sh + p.kh.saturating_sub(1) * dh + 1);
+        let wp = (p.w + p.pad[1] + p.pad[3]).max(p.ow + p.kw.saturating_sub(1) * dw);
+        Self {
+            cg,
+            hp,
+            wp,
+            kh: p.kh,
+            kw: p.kw,
+            sh,
+            dh,
+            dw,
+            oh: p.oh,
+            ow: p.ow,
+        }
+    }
+
+    /// Floats of the padded buffer.
+    pub(crate) fn len(&self) -> usize {
+        prod(&[self.cg, self.hp, self.wp]) + PANEL
+    }
+
+    /// Whether the direct path fits `p`: unit horizontal stride (a strip of
+    /// outputs reads a contiguous input run) and rows wide enough to fill
+    /// most of a [`PANEL`]-wide register tile.
+    fn suits(p: &Conv2d) -> bool {
+        p.stride[1] == 1 && p.ow >= 12
+    }
+
+    /// Copies `x` (`[cg, h, w]`) into `buf` with `top`/`left` zero padding
+    /// (everything else zero too).
+    fn pad_input(&self, p: &Conv2d, x: &[f32], buf: &mut [f32]) {
+        let buf = &mut buf[..self.len()];
+        buf.fill(0.0);
+        let (plane, (pt, pl)) = (self.hp * self.wp, (p.pad[0], p.pad[1]));
+        for (ci, xc) in x.chunks_exact(p.h * p.w).take(self.cg).enumerate() {
+            for (iy, xrow) in xc.chunks_exact(p.w).enumerate() {
+                let start = ci * plane + (iy + pt) * self.wp + pl;
+                buf[start..start + p.w].copy_from_slice(xrow);
+            }
+        }
+    }
+}
+
+/// y[n, m, oh, ow] = bias[m] + Σ x·w, w is [m, c/group, kh, kw].
+/// `scratch.len() >= conv2d_scratch_len(p)`.
+///
+/// # Panics
+/// If a slice is too short, a stride or dilation is 0, or `group` does not
+/// divide `c` and `m`.
+pub fn conv2d(
+    p: &Conv2d,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    scratch: &mut [f32],
+) {
+    conv2d_with(Engine::detect(), p, x, w, bias, y, scratch);
+}
+
+pub(crate) fn conv2d_with(
+    eng: Engine,
+    p: &Conv2d,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let cg = p.c.checked_div(p.group).unwrap_or(0);
+    check_lens(p, p.c, p.m, prod(&[p.m, cg, p.kh, p.kw]), x, w, bias, y);
+    let mg = p.m / p.group;
+    let (hw, ohw) = (p.h * p.w, p.oh * p.ow);
+    if p.n == 0 || p.m == 0 || ohw == 0 {
+        return;
+    }
+    if is_depthwise(p) {
+        eng.depthwise(p, x, w, bias, y);
+        return;
+    }
+    let k = cg * p.kh * p.kw;
+    let pointwise = is_pointwise(p);
+    if !pointwise {
+        assert!(
+            scratch.len() >= conv2d_scratch_len(p),
+            "conv: scratch too short"
+        );
+    }
+    let direct = (!pointwise && p.w > 0 && Direct::suits(p)).then(|| Direct::new(p));
+    for b in 0..p.n {
+        for g in 0..p.group {
+            let xg = &x[(b * p.c + g * cg) * hw..][..cg * hw];
+            let wg = &w[g * mg * k..][..mg * k];
+            let yg = &mut y[(b * p.m + g * mg) * ohw..][..mg * ohw];
+            let beta = init_bias(yg, ohw, bias.map(|bs| &bs[g * mg..][..mg]));
+            if pointwise {
+                crate::gemm::gemm(mg, ohw, k, 1.0, wg, false, xg, false, beta, yg);
+            } else if let Some(d) = direct
+                && eng.has_direct_conv()
+            {
+                d.pad_input(p, xg, scratch);
+                eng.conv_direct(&d, mg, wg, &scratch[..d.len()], beta, yg);
+            } else {
+                let col = &mut scratch[..Engine::b_len(k, ohw)];
+                im2col(p, xg, cg, eng.b_panels(), col);
+                eng.gemm_nn(mg, ohw, k, wg, col, beta, yg);
+            }
+        }
+    }
+}
+
+/// Fills each `len`-long row of `y` with its bias; returns the GEMM `beta`
+/// (1 when a bias was written, 0 otherwise).
+fn init_bias(y: &mut [f32], len: usize, bias: Option<&[f32]>) -> f32 {
+    match bias {
+        Some(bias) => {
+            for (row, &bv) in y.chunks_exact_mut(len).zip(bias) {
+                row.fill(bv);
+            }
+            1.0
+        }
+        None => 0.0,
+    }
+}
+
+/// Writes the im2col matrix of one (batch item, group) — `x` is `[cg, h, w]` —
+/// into `col`: `k = cg·kh·kw` rows by `n = oh·ow` columns, row-major or in
+/// the GEMM's packed panels (padding columns zeroed).
+fn im2col(p: &Conv2d, x: &[f32], cg: usize, panels: bool, col: &mut [f32]) {
+    let k = cg * p.kh * p.kw;
+    let n = p.oh * p.ow;
+    let [sh, sw] = p.stride;
+    let [dh, dw] = p.dilation;
+    let (pt, pl) = (p.pad[0] as isize, p.pad[1] as isize);
+    let cols = Cols { panels, k, n };
+    for ci in 0..cg {
+        let xc = &x[ci * p.h * p.w..][..p.h * p.w];
+        for r in 0..p.kh {
+            let (y0, y1) = out_range((r * dh) as isize - pt, sh, p.h, p.oh);
+            for s in 0..p.kw {
+                let row = (ci * p.kh + r) * p.kw + s;
+                let xoff = (s * dw) as isize - pl;
+                let (x0, x1) = out_range(xoff, sw, p.w, p.ow);
+                cols.zero(col, row, 0, y0 * p.ow);
+                for oy in y0..y1 {
+                    let iy = (oy * sh + r * dh) as isize - pt;
+                    // In range by construction of (y0, y1).
+                    let xrow = &xc[iy as usize * p.w..][..p.w];
+                    let jb = oy * p.ow;
+                    cols.zero(col, row, jb, jb + x0);
+                    cols.pieces(col, row, jb + x0, jb + x1, |d, j| {
+                        let ix = (((j - jb) * sw) as isize + xoff) as usize;
+                        if sw == 1 {
+                            copy_small(d, &xrow[ix..ix + d.len()]);
+                        } else {
+                            for (v, &s) in d.iter_mut().zip(xrow[ix..].iter().step_by(sw)) {
+                                *v = s;
+                            }
+                        }
+                    });
+                    cols.zero(col, row, jb + x1, jb + p.ow);
+                }
+                cols.zero(col, row, y1 * p.ow, n);
+                if panels {
+                    // Padding columns of the last panel.
+                    cols.zero(col, row, n, n.div_ceil(PANEL) * PANEL);
+                }
+            }
+        }
+    }
+}
+
+/// Destination of [`im2col`]: a `k x n` matrix, row-major or in panels.
+#[derive(Debug, Clone, Copy)]
+struct Cols {
+    panels: bool,
+    k: usize,
+    n: usize,
+}
+
+impl Cols {
+    /// Calls `f(dst, j)` for the contiguous pieces of row `row`, columns
+    /// `ja..jb` (`j` is the first column of the piece; pieces never cross a
+    /// panel, so they hold at most [`PANEL`] floats in panel layout).
+    #[inline(always)]
+    fn pieces(
+        self,
+        col: &mut [f32],
+        row: usize,
+        ja: usize,
+        jb: usize,
+        mut f: impl FnMut(&mut [f32], usize),
+    ) {
+        if ja >= jb {
+            return;
+        }
+        if !self.panels {
+            f(&mut col[row * self.n + ja..row * self.n + jb], ja);
+            return;
+        }
+        let mut j = ja;
+        while j < jb {
+            let end = jb.min((j / PANEL + 1) * PANEL);
+            let start = panel_index(self.k, row, j);
+            f(&mut col[start..start + (end - j)], j);
+            j = end;
+        }
+    }
+
+    #[inline(always)]
+    fn zero(self, col: &mut [f32], row: usize, ja: usize, jb: usize) {
+        self.pieces(col, row, ja, jb, |d, _| {
+            if d.len() == PANEL
+                && let Some(d) = d.first_chunk_mut::<PANEL>()
+            {
+                *d = [0.0; PANEL];
+            } else {
+                d.fill(0.0);
+            }
+        });
+    }
+}
+
+/// `dst.copy_from_slice(src)`, with a fixed-size (inlined, vector) copy for
+/// whole panel rows instead of a `memcpy` call.
+#[inline(always)]
+fn copy_small(dst: &mut [f32], src: &[f32]) {
+    if dst.len() == PANEL
+        && let (Some(d), Some(s)) = (dst.first_chunk_mut::<PANEL>(), src.first_chunk::<PANEL>())
+    {
+        *d = *s;
+    } else {
+        dst.copy_from_slice(src);
+    }
+}
+
+/// Direct depthwise convolution (`group == c`, `m = c · mult`). Each output
+/// row is accumulated one filter tap at a time: over the interior columns
+/// (where every tap is inside the input) as one vectorisable axpy, over the
+/// few border columns with bounds checks.
+#[inline(always)]
+pub(crate) fn depthwise(p: &Conv2d, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    let mult = p.m / p.c;
+    let [sh, sw] = p.stride;
+    let [dh, dw] = p.dilation;
+    let (pt, pl) = (p.pad[0] as isize, p.pad[1] as isize);
+    let (hw, ohw, kk) = (p.h * p.w, p.oh * p.ow, p.kh * p.kw);
+    // Interior columns: tap 0 is inside from xa on, the last tap until xb.
+    let xa = out_range(-pl, sw, p.w, p.ow).0;
+    let xb = out_range((p.kw.saturating_sub(1) * dw) as isize - pl, sw, p.w, p.ow)
+        .1
+        .max(xa);
+    for b in 0..p.n {
+        for mo in 0..p.m {
+            let xc = &x[(b * p.c + mo / mult) * hw..][..hw];
+            let wc = &w[mo * kk..][..kk];
+            let yc = &mut y[(b * p.m + mo) * ohw..][..ohw];
+            let bv = bias.map_or(0.0, |bs| bs[mo]);
+            for (oy, yrow) in yc.chunks_exact_mut(p.ow).enumerate() {
+                // Filter rows whose input row exists.
+                let (r0, r1) = out_range((oy * sh) as isize - pt, dh, p.h, p.kh);
+                let xrow = |r: usize| {
+                    let iy = (oy * sh + r * dh) as isize - pt;
+                    &xc[iy as usize * p.w..][..p.w]
+                };
+                // Border columns: every tap bounds-checked.
+                for ox in (0..xa).chain(xb..p.ow) {
+                    let mut acc = bv;
+                    for r in r0..r1 {
+                        let xr = xrow(r);
+                        for s in 0..p.kw {
+                            let ix = (ox * sw + s * dw) as isize - pl;
+                            if ix >= 0 && (ix as usize) < p.w {
+                                acc += wc[r * p.kw + s] * xr[ix as usize];
+                            }
+                        }
+                    }
+                    yrow[ox] = acc;
+                }
+                // Interior columns, unit stride: tiles of DW_TILE outputs
+                // accumulated over all taps in registers.
+                let mut x_lo = xa;
+                if sw == 1 {
+                    while x_lo + DW_TILE <= xb {
+                        let mut acc = [bv; DW_TILE];
+                        for r in r0..r1 {
+                            let xr = xrow(r);
+                            for s in 0..p.kw {
+                                let wv = wc[r * p.kw + s];
+                                // >= 0 for interior columns.
+                                let base = ((x_lo + s * dw) as isize - pl) as usize;
+                                let xs = &xr[base..base + DW_TILE];
+                                for t in 0..DW_TILE {
+                                    acc[t] += wv * xs[t];
+                                }
+                            }
+                        }
+                        yrow[x_lo..x_lo + DW_TILE].copy_from_slice(&acc);
+                        x_lo += DW_TILE;
+                    }
+                }
+                // Remaining interior columns: one axpy per tap.
+                let ys = &mut yrow[x_lo..xb];
+                ys.fill(bv);
+                if ys.is_empty() {
+                    continue;
+                }
+                for r in r0..r1 {
+                    let xr = xrow(r);
+                    for s in 0..p.kw {
+                        let wv = wc[r * p.kw + s];
+                        let xs = &xr[((x_lo * sw + s * dw) as isize - pl) as usize..];
+                        match sw {
+                            1 => {
+                                for (yv, &xv) in ys.iter_mut().zip(xs) {
+                                    *yv += wv * xv;
+                                }
+                            }
+                            // Constant stride: vectorised as interleaved loads.
+                            2 => {
+                                for (yv, xv) in ys.iter_mut().zip(xs.chunks_exact(2)) {
+                                    *yv += wv * xv[0];
+                                }
+                                // The last output may have only one input left.
+                                if xs.len() < 2 * ys.len() {
+                                    let t = ys.len() - 1;
+                                    ys[t] += wv * xs[2 * t];
+                                }
+                            }
+                            _ => {
+                                for (t, yv) in ys.iter_mut().enumerate() {
+                                    *yv += wv * xs[t * sw];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Output columns accumulated in registers at once by [`depthwise`].
+const DW_TILE: usize = 32;
+
+/// Scalar reference for [`conv2d`].
+pub fn conv2d_reference(p: &Conv2d, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    let cg = p.c.checked_div(p.group).unwrap_or(0);
+    check_lens(p, p.c, p.m, prod(&[p.m, cg, p.kh, p.kw]), x, w, bias, y);
+    let mg = p.m / p.group;
+    for b in 0..p.n {
+        for mo in 0..p.m {
+            let g = mo / mg;
+            for oy in 0..p.oh {
+                for ox in 0..p.ow {
+                    let mut acc = bias.map_or(0.0, |bs| bs[mo]);
+                    for ci in 0..cg {
+                        for r in 0..p.kh {
+                            let iy =
+                                (oy * p.stride[0] + r * p.dilation[0]) as isize - p.pad[0] as isize;
+                            if iy < 0 || iy >= p.h as isize {
+                                continue;
+                            }
+                            for s in 0..p.kw {
+                                let ix = (ox * p.stride[1] + s * p.dilation[1]) as isize
+                                    - p.pad[1] as isize;
+                                if ix < 0 || ix >= p.w as isize {
+                                    continue;
+                                }
+                                let xv = x[((b * p.c + g * cg + ci) * p.h + iy as usize) * p.w
+                                    + ix as usize];
+                                let wv = w[((mo * cg + ci) * p.kh + r) * p.kw + s];
+                                acc += xv * wv;
+                            }
+                        }
+                    }
+                    y[((b * p.m + mo) * p.oh + oy) * p.ow + ox] = acc;
+                }
+            }
+        }
+    }
+}
+
+/// ConvTranspose: x [n, c, h, w], w [c, m/group, kh, kw], y [n, m, oh, ow]
+/// (oh/ow given; pads as in ONNX after auto_pad/output_padding resolution:
+/// top, left, bottom, right).
+///
+/// Output position `o = i · stride + k · dilation − pad_begin` receives
+/// `x[i] · w[k]`; positions outside `[0, oh) × [0, ow)` are dropped. Computed
+/// directly, one output plane at a time, as row axpys (no scratch).
+///
+/// # Panics
+/// If a slice is too short, a stride or dilation is 0, or `group` does not
+/// divide `c` and `m`.
+pub fn conv_transpose2d(p: &Conv2d, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    let mg = p.m.checked_div(p.group).unwrap_or(0);
+    check_lens(p, p.c, p.m, prod(&[p.c, mg, p.kh, p.kw]), x, w, bias, y);
+    let cg = p.c / p.group;
+    let [sh, sw] = p.stride;
+    let [dh, dw] = p.dilation;
+    let (pt, pl) = (p.pad[0] as isize, p.pad[1] as isize);
+    let (hw, ohw, kk) = (p.h * p.w, p.oh * p.ow, p.kh * p.kw);
+    for b in 0..p.n {
+        for mo in 0..p.m {
+            let g = mo / mg.max(1);
+            let yc = &mut y[(b * p.m + mo) * ohw..][..ohw];
+            yc.fill(bias.map_or(0.0, |bs| bs[mo]));
+            for ci in g * cg..(g + 1) * cg {
+                let xc = &x[(b * p.c + ci) * hw..][..hw];
+                let wc = &w[(ci * mg + mo % mg.max(1)) * kk..][..kk];
+                for r in 0..p.kh {
+                    // Input rows iy with oy = iy·sh + r·dh − pt in [0, oh).
+                    let (i0, i1) = out_range((r * dh) as isize - pt, sh, p.oh, p.h);
+                    for iy in i0..i1 {
+                        let oy = ((iy * sh + r * dh) as isize - pt) as usize;
+                        let xrow = &xc[iy * p.w..][..p.w];
+                        let yrow = &mut yc[oy * p.ow..][..p.ow];
+                        for s in 0..p.kw {
+                            let wv = wc[r * p.kw + s];
+                            let off = (s * dw) as isize - pl;
+                            let (j0, j1) = out_range(off, sw, p.ow, p.w);
+                            if j0 == j1 {
+                                continue;
+                            }
+                            let ox0 = (j0 as isize * sw as isize + off) as usize;
+                            let xs = &xrow[j0..j1];
+                            if sw == 1 {
+                                for (yv, &xv) in yrow[ox0..].iter_mut().zip(xs) {
+                                    *yv += wv * xv;
+                                }
+                            } else {
+                                for (yv, &xv) in yrow[ox0..].iter_mut().step_by(sw).zip(xs) {
+                                    *yv += wv * xv;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The fast paths of [`conv2d`] under both GEMM engines (row-major and
+    //! packed-panel im2col) against [`conv2d_reference`].
+    extern crate std;
+
+    use super::*;
+    use proptest::prelude::*;
+    use std::vec::Vec;
+
+    fn data(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Random convolutions: groups (incl. depthwise), strides, dilations,
+    /// asymmetric pads, 1x1 and 1-D shapes.
+    fn conv_case() -> impl Strategy<Value = (Conv2d, bool, u64)> {
+        (
+            (
+                1usize..=2,
+                1usize..=3,
+                1usize..=4,
+                1usize..=3,
+                prop_oneof![Just(0usize), 1usize..=3],
+            ),
+            (
+                1usize..=8,
+                prop_oneof![1usize..=10, 10usize..=40],
+                1usize..=3,
+                1usize..=3,
+            ),
+            (1usize..=3, 1usize..=3, 1usize..=2, 1usize..=2),
+            [0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2],
+            (any::<bool>(), any::<bool>(), any::<u64>()),
+        )
+            .prop_filter_map("empty output", |(g, sp, sd, pad, (b, one_d, seed))| {
+                let (n, group, cg, mg, mult) = g;
+                // mult > 0: depthwise with multiplier `mult`.
+                let (c, m, group) = if mult > 0 {
+                    (group * cg, group * cg * mult, group * cg)
+                } else {
+                    (group * cg, group * mg, group)
+                };
+                let (h, w, kh, kw) = sp;
+                let (h, kh) = if one_d { (1, 1) } else { (h, kh) };
+                let pad = if one_d { [0, pad[1], 0, pad[3]] } else { pad };
+                let (sh, sw, dh, dw) = sd;
+                let span = |len: usize, p0: usize, p1: usize, k: usize, d: usize, s: usize| {
+                    (len + p0 + p1)
+                        .checked_sub(d * (k - 1) + 1)
+                        .map(|v| v / s + 1)
+                };
+                let oh = span(h, pad[0], pad[2], kh, dh, sh)?;
+                let ow = span(w, pad[1], pad[3], kw, dw, sw)?;
+                let p = Conv2d {
+                    n,
+                    c,
+                    h,
+                    w,
+                    m,
+                    kh,
+                    kw,
+                    oh,
+                    ow,
+                    group,
+                    stride: [sh, sw],
+                    dilation: [dh, dw],
+                    pad,
+                };
+                Some((p, b, seed))
+            })
+    }
+
+    fn check_conv(eng: Engine, p: &Conv2d, with_bias: bool, seed: u64) {
+        let cg = p.c / p.group;
+        let x = data(p.n * p.c * p.h * p.w, seed);
+        let w = data(p.m * cg * p.kh * p.kw, seed ^ 0x55);
+        let bias = data(p.m, seed ^ 0xaa);
+        let bias = with_bias.then_some(&bias[..]);
+        let ylen = p.n * p.m * p.oh * p.ow;
+        let mut want = std::vec![0.0; ylen];
+        conv2d_reference(p, &x, &w, bias, &mut want);
+        let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+        let abias = bias.map(abs);
+        let mut bound = std::vec![0.0; ylen];
+        conv2d_reference(p, &abs(&x), &abs(&w), abias.as_deref(), &mut bound);
+        let mut y = std::vec![f32::NAN; ylen];
+        let mut scratch = std::vec![f32::NAN; conv2d_scratch_len(p)];
+        conv2d_with(eng, p, &x, &w, bias, &mut y, &mut scratch);
+        let k = (cg * p.kh * p.kw) as f32;
+        for (i, ((g, w), b)) in y.iter().zip(&want).zip(&bound).enumerate() {
+            let tol = 1e-5 * (k + 1.0) * b.max(1e-6);
+            assert!(
+                (g - w).abs() <= tol,
+                "{p:?} {eng:?}: y[{i}] = {g}, want {w}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn conv2d_engines_match_reference((p, with_bias, seed) in conv_case()) {
+            check_conv(Engine::portable(), &p, with_bias, seed);
+            #[cfg(target_arch = "x86_64")]
+            if let Some(eng) = Engine::avx2() {
+                check_conv(eng, &p, with_bias, seed);
+            }
+        }
+    }
+
+    #[test]
+    fn out_range_bounds() {
+        // o * 2 - 1 in [0, 5): o in 1..=2 (o = 3 gives 5).
+        assert_eq!(out_range(-1, 2, 5, 10), (1, 3));
+        assert_eq!(out_range(3, 1, 2, 4), (0, 0));
+        assert_eq!(out_range(0, 3, 7, 2), (0, 2));
+        assert_eq!(out_range(-10, 1, 4, 3), (3, 3));
+    }
+}

@@ -1,0 +1,761 @@
+//! General matrix multiply `C = alpha * op(A) * op(B) + beta * C` (row-major f32), with GEMV-shaped fast paths.
+//!
+//! Dispatch:
+//! * `m <= 4` (or `n <= 4`, by computing `Cᵀ = op(B)ᵀ op(A)ᵀ`): dedicated
+//!   skinny kernels, either "row axpy" (B contiguous along `n`: accumulate
+//!   `A(i, p) * B(p, j..)` over `p` for a strip of columns kept in registers)
+//!   or "dot" (A rows and B columns contiguous along `k`). On x86_64 with the
+//!   `std` feature and an AVX2+FMA CPU they use `core::arch` intrinsics,
+//!   otherwise portable multi-accumulator code that LLVM auto-vectorises.
+//! * everything else: `matrixmultiply::sgemm` (packed, cache-blocked; it takes
+//!   row/column strides, so transposes cost nothing).
+
+#[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
+use crate::simd_x86::Avx2Fma;
+
+/// Largest `m` (or `n`) handled by the skinny kernels.
+const SKINNY: usize = 4;
+
+/// Width of a packed B panel (see [`Engine::b_panels`]).
+pub(crate) const PANEL: usize = 16;
+
+/// Strided read-only matrix: element `(i, j)` is `data[i * rs + j * cs]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MatRef<'a> {
+    pub(crate) data: &'a [f32],
+    pub(crate) rs: usize,
+    pub(crate) cs: usize,
+}
+
+impl MatRef<'_> {
+    /// The transposed view (swaps the strides).
+    fn t(self) -> Self {
+        Self {
+            data: self.data,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+}
+
+/// Strided mutable matrix: element `(i, j)` is `data[i * rs + j * cs]`.
+#[derive(Debug)]
+pub(crate) struct MatMut<'a> {
+    pub(crate) data: &'a mut [f32],
+    pub(crate) rs: usize,
+    pub(crate) cs: usize,
+}
+
+/// One past the largest index of a non-empty `rows x cols` strided matrix
+/// (`None` on overflow).
+fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> Option<usize> {
+    rows.checked_sub(1)?
+        .checked_mul(rs)?
+        .checked_add(cols.checked_sub(1)?.checked_mul(cs)?)?
+        .checked_add(1)
+}
+
+/// Asserts that every element of the non-empty `rows x cols` view lies inside `len`.
+pub(crate) fn check(what: &str, rows: usize, cols: usize, rs: usize, cs: usize, len: usize) {
+    assert!(
+        extent(rows, cols, rs, cs).is_some_and(|e| e <= len),
+        "gemm: {what} ({rows}x{cols}, strides {rs},{cs}) exceeds its slice of {len}"
+    );
+}
+
+/// Instruction set chosen for the skinny kernels.
+#[derive(Debug, Clone, Copy)]
+enum Isa {
+    Portable,
+    #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
+    Avx2(Avx2Fma),
+}
+
+/// GEMM entry point for callers that build the B operand themselves
+/// (im2col): on the AVX2 path B is expected pre-packed in panels.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Engine(Isa);
+
+impl Engine {
+    /// The engine for this CPU.
+    pub(crate) fn detect() -> Self {
+        Self(detect())
+    }
+
+    /// The portable engine (row-major B, no intrinsics).
+    #[cfg(test)]
+    pub(crate) fn portable() -> Self {
+        Self(Isa::Portable)
+    }
+
+    /// The AVX2 engine, when the CPU has AVX2 and FMA.
+    #[cfg(all(test, target_arch = "x86_64"))]
+    pub(crate) fn avx2() -> Option<Self> {
+        Avx2Fma::detect().map(|t| Self(Isa::Avx2(t)))
+    }
+
+    /// Depthwise convolution, compiled for this engine's instruction set.
+    pub(crate) fn depthwise(
+        self,
+        p: &crate::conv::Conv2d,
+        x: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+    ) {
+        match self.0 {
+            #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
+            Isa::Avx2(t) => t.depthwise(p, x, w, bias, y),
+            Isa::Portable => crate::conv::depthwise(p, x, w, bias, y),
+        }
+    }
+
+    /// Whether [`Self::conv_direct`] is available.
+    pub(crate) fn has_direct_conv(self) -> bool {
+        !matches!(self.0, Isa::Portable)
+    }
+
+    /// Direct convolution of one (batch item, group): `y[mg, oh·ow] =
+    /// w[mg, cg·kh·kw] ⋆ xp + beta · y`, `xp` the zero-padded input of
+    /// [`crate::conv::Direct`]. Only on engines with [`Self::has_direct_conv`].
+    pub(crate) fn conv_direct(
+        self,
+        d: &crate::conv::Direct,
+        mg: usize,
+        w: &[f32],
+        xp: &[f32],
+        beta: f32,
+        y: &mut [f32],
+    ) {
+        match self.0 {
+            #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
+            Isa::Avx2(t) => t.conv_direct(d, mg, w, xp, beta, y),
+            Isa::Portable => unreachable!("conv_direct needs has_direct_conv"),
+        }
+    }
+
+    /// Whether [`Self::gemm_nn`] wants B packed in panels: element `(p, j)`
+    /// of the `k x n` B at [`Self::b_index`], panels zero-padded to
+    /// [`PANEL`] columns, [`Self::b_len`] floats in all. Otherwise B is plain
+    /// row-major.
+    pub(crate) fn b_panels(self) -> bool {
+        !matches!(self.0, Isa::Portable)
+    }
+
+    /// Floats needed for a `k x n` B in this engine's layout (an upper bound
+    /// for either layout).
+    pub(crate) fn b_len(k: usize, n: usize) -> usize {
+        k * n.div_ceil(PANEL) * PANEL
+    }
+
+    /// `C = A * B + beta * C` for row-major `A` (m×k) and `C` (m×n), `B` in
+    /// the layout given by [`Self::b_panels`].
+    #[allow(clippy::too_many_arguments, reason = "BLAS-style signature")]
+    pub(crate) fn gemm_nn(
+        self,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        b: &[f32],
+        beta: f32,
+        c: &mut [f32],
+    ) {
+        match self.0 {
+            #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
+            Isa::Avx2(t) => {
+                if m == 0 || n == 0 {
+                    return;
+                }
+                let c = &mut c[..m * n];
+                if k == 0 {
+                    scale(c, beta);
+                    return;
+                }
+                let a = MatRef {
+                    data: a,
+                    rs: k,
+                    cs: 1,
+                };
+                let c = MatMut {
+                    data: c,
+                    rs: n,
+                    cs: 1,
+                };
+                t.gemm_prepacked(m, n, k, 1.0, a, b, beta, c);
+            }
+            Isa::Portable => gemm_with(self.0, m, n, k, 1.0, a, false, b, false, beta, c),
+        }
+    }
+}
+
+/// Index of `B(p, j)` in the panel layout of a `k x n` matrix: panels of
+/// [`PANEL`] columns, each panel `k x PANEL` row-major.
+#[inline]
+pub(crate) fn panel_index(k: usize, p: usize, j: usize) -> usize {
+    (j / PANEL) * (k * PANEL) + p * PANEL + j % PANEL
+}
+
+/// Best instruction set for this CPU (runtime detection needs `std`).
+fn detect() -> Isa {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if let Some(t) = Avx2Fma::detect() {
+        return Isa::Avx2(t);
+    }
+    Isa::Portable
+}
+
+/// C[m×n] = alpha · op(A) · op(B) + beta · C, where op(A) is m×k (A stored
+/// k×m when `trans_a`), op(B) is k×n (B stored n×k when `trans_b`). C holds
+/// its initial value (bias or zeros) on entry; when `beta == 0` C's initial
+/// content is ignored (may be NaN).
+///
+/// # Panics
+/// If a slice is shorter than its matrix (`m·k`, `k·n`, `m·n` elements).
+#[allow(clippy::too_many_arguments, reason = "BLAS-style signature")]
+pub fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    trans_a: bool,
+    b: &[f32],
+    trans_b: bool,
+    beta: f32,
+    c: &mut [f32],
+) {
+    gemm_with(detect(), m, n, k, alpha, a, trans_a, b, trans_b, beta, c);
+}
+
+/// Scalar reference for [`gemm`] (same arguments and semantics).
+#[allow(clippy::too_many_arguments, reason = "BLAS-style signature")]
+pub fn gemm_reference(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    trans_a: bool,
+    b: &[f32],
+    trans_b: bool,
+    beta: f32,
+    c: &mut [f32],
+) {
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = 0.0f32;
+            for p in 0..k {
+                let av = if trans_a { a[p * m + i] } else { a[i * k + p] };
+                let bv = if trans_b { b[j * k + p] } else { b[p * n + j] };
+                acc += av * bv;
+            }
+            let cij = &mut c[i * n + j];
+            *cij = if beta == 0.0 {
+                alpha * acc
+            } else {
+                alpha * acc + beta * *cij
+            };
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments, reason = "BLAS-style signature")]
+fn gemm_with(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    trans_a: bool,
+    b: &[f32],
+    trans_b: bool,
+    beta: f32,
+    c: &mut [f32],
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let mn = m.checked_mul(n).expect("gemm: m*n overflows usize");
+    assert!(c.len() >= mn, "gemm: C has {} < {mn} elements", c.len());
+    let c = &mut c[..mn];
+    if k == 0 {
+        scale(c, beta);
+        return;
+    }
+    let (rsa, csa) = if trans_a { (1, m) } else { (k, 1) };
+    let (rsb, csb) = if trans_b { (1, k) } else { (n, 1) };
+    let a = MatRef {
+        data: a,
+        rs: rsa,
+        cs: csa,
+    };
+    let b = MatRef {
+        data: b,
+        rs: rsb,
+        cs: csb,
+    };
+    check("A", m, k, rsa, csa, a.data.len());
+    check("B", k, n, rsb, csb, b.data.len());
+    if m <= SKINNY
+        && let Some(path) = skinny_path(n, k, a, b)
+    {
+        let c = MatMut {
+            data: c,
+            rs: n,
+            cs: 1,
+        };
+        skinny(isa, path, m, n, k, alpha, a, b, beta, c);
+        return;
+    }
+    // Cᵀ (n×m) = op(B)ᵀ (n×k) · op(A)ᵀ (k×m).
+    if n <= SKINNY
+        && let Some(path) = skinny_path(m, k, b.t(), a.t())
+    {
+        let c = MatMut {
+            data: c,
+            rs: 1,
+            cs: n,
+        };
+        skinny(isa, path, n, m, k, alpha, b.t(), a.t(), beta, c);
+        return;
+    }
+    let c = MatMut {
+        data: c,
+        rs: n,
+        cs: 1,
+    };
+    match isa {
+        #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
+        Isa::Avx2(t) => t.gemm_packed(m, n, k, alpha, a, b, beta, c),
+        Isa::Portable => sgemm(m, n, k, alpha, a, b, beta, c),
+    }
+}
+
+/// `c = beta * c`, where `beta == 0` clears `c` even if it holds NaN.
+fn scale(c: &mut [f32], beta: f32) {
+    if beta == 0.0 {
+        c.fill(0.0);
+    } else if beta != 1.0 {
+        for x in c {
+            *x *= beta;
+        }
+    }
+}
+
+/// Which skinny kernel applies to an `m×k · k×n` product (`m <= SKINNY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// B's rows are contiguous: accumulate row axpys over a register strip.
+    Rows,
+    /// A's rows and B's columns are contiguous: dot products.
+    Dots,
+}
+
+fn skinny_path(n: usize, k: usize, a: MatRef<'_>, b: MatRef<'_>) -> Option<Path> {
+    let rows_ok = b.cs == 1 || n == 1;
+    let dots_ok = (a.cs == 1 && b.rs == 1) || k == 1;
+    match (rows_ok, dots_ok) {
+        (true, true) if n < 8 => Some(Path::Dots),
+        (true, _) => Some(Path::Rows),
+        (false, true) => Some(Path::Dots),
+        (false, false) => None,
+    }
+}
+
+#[allow(clippy::too_many_arguments, reason = "BLAS-style signature")]
+fn skinny(
+    isa: Isa,
+    path: Path,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: MatMut<'_>,
+) {
+    match isa {
+        #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
+        Isa::Avx2(t) => match path {
+            Path::Rows => t.gemm_rows(m, n, k, alpha, a, b, beta, c),
+            Path::Dots => t.gemm_dots(m, n, k, alpha, a, b, beta, c),
+        },
+        Isa::Portable => match path {
+            Path::Rows => portable_rows(m, n, k, alpha, a, b, beta, c),
+            Path::Dots => portable_dots(m, n, k, alpha, a, b, beta, c),
+        },
+    }
+}
+
+/// Stores `alpha * acc + beta * C` into C(i, j0 + t) for each `t`.
+fn store_row(c: &mut MatMut<'_>, i: usize, j0: usize, acc: &[f32], alpha: f32, beta: f32) {
+    for (t, &v) in acc.iter().enumerate() {
+        let ci = &mut c.data[i * c.rs + (j0 + t) * c.cs];
+        *ci = if beta == 0.0 {
+            alpha * v
+        } else {
+            alpha * v + beta * *ci
+        };
+    }
+}
+
+/// Portable rows kernel (`B(p, j) = b[p * rs + j]`).
+#[allow(clippy::too_many_arguments, reason = "BLAS-style signature")]
+fn portable_rows(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: MatMut<'_>,
+) {
+    match m {
+        1 => rows_strip::<1, 32>(n, k, alpha, a, b, beta, c),
+        2 => rows_strip::<2, 16>(n, k, alpha, a, b, beta, c),
+        3 => rows_strip::<3, 8>(n, k, alpha, a, b, beta, c),
+        _ => rows_strip::<4, 8>(n, k, alpha, a, b, beta, c),
+    }
+}
+
+#[allow(clippy::too_many_arguments, reason = "BLAS-style signature")]
+fn rows_strip<const R: usize, const W: usize>(
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    mut c: MatMut<'_>,
+) {
+    let mut j0 = 0;
+    while j0 < n {
+        let w = W.min(n - j0);
+        let mut acc = [[0.0f32; W]; R];
+        for p in 0..k {
+            let brow = &b.data[p * b.rs + j0..][..w];
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let ar = a.data[r * a.rs + p * a.cs];
+                if w == W {
+                    // Fixed trip count: fully unrolled and vectorised.
+                    for (x, &y) in acc_r.iter_mut().zip(brow) {
+                        *x += ar * y;
+                    }
+                } else {
+                    for (x, &y) in acc_r[..w].iter_mut().zip(brow) {
+                        *x += ar * y;
+                    }
+                }
+            }
+        }
+        for (r, acc_r) in acc.iter().enumerate() {
+            store_row(&mut c, r, j0, &acc_r[..w], alpha, beta);
+        }
+        j0 += w;
+    }
+}
+
+/// Portable dot kernel (`A(i, p) = a[i * rs + p]`, `B(p, j) = b[j * cs + p]`).
+#[allow(clippy::too_many_arguments, reason = "BLAS-style signature")]
+fn portable_dots(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    mut c: MatMut<'_>,
+) {
+    const J: usize = 4;
+    const L: usize = 8;
+    for i in 0..m {
+        let arow = &a.data[i * a.rs..][..k];
+        let mut j0 = 0;
+        while j0 < n {
+            let jn = J.min(n - j0);
+            let mut cols: [&[f32]; J] = [arow; J];
+            for (j, col) in cols.iter_mut().enumerate().take(jn) {
+                *col = &b.data[(j0 + j) * b.cs..][..k];
+            }
+            let mut acc = [[0.0f32; L]; J];
+            let mut ac = arow.chunks_exact(L);
+            let mut offset = 0;
+            for av in &mut ac {
+                for (acc_j, col) in acc.iter_mut().zip(&cols) {
+                    let bv = &col[offset..offset + L];
+                    for l in 0..L {
+                        acc_j[l] += av[l] * bv[l];
+                    }
+                }
+                offset += L;
+            }
+            let mut sums = [0.0f32; J];
+            for ((s, acc_j), col) in sums.iter_mut().zip(&acc).zip(&cols) {
+                let mut t = acc_j.iter().sum::<f32>();
+                for (x, y) in ac.remainder().iter().zip(&col[offset..]) {
+                    t += x * y;
+                }
+                *s = t;
+            }
+            store_row(&mut c, i, j0, &sums[..jn], alpha, beta);
+            j0 += jn;
+        }
+    }
+}
+
+/// Large products: `matrixmultiply::sgemm` on the strided views.
+#[allow(clippy::too_many_arguments, reason = "BLAS-style signature")]
+#[allow(
+    unsafe_code,
+    reason = "matrixmultiply::sgemm takes raw pointers and strides; every \
+              addressed element is bounds-checked just before the call"
+)]
+fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: MatMut<'_>,
+) {
+    check("A", m, k, a.rs, a.cs, a.data.len());
+    check("B", k, n, b.rs, b.cs, b.data.len());
+    check("C", m, n, c.rs, c.cs, c.data.len());
+    let s = |x: usize| isize::try_from(x).expect("gemm: stride exceeds isize::MAX");
+    // SAFETY: the checks above prove that every element (i, p) / (p, j) /
+    // (i, j) that sgemm addresses through these pointers and strides lies
+    // inside the corresponding slice; C is exclusively borrowed and does not
+    // alias A or B. With beta == 0 sgemm does not read C.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            alpha,
+            a.data.as_ptr(),
+            s(a.rs),
+            s(a.cs),
+            b.data.as_ptr(),
+            s(b.rs),
+            s(b.cs),
+            beta,
+            c.data.as_mut_ptr(),
+            s(c.rs),
+            s(c.cs),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every dispatch path (portable and AVX2 skinny kernels, the packed
+    //! kernel with and without pre-packed B, matrixmultiply) against
+    //! [`gemm_reference`].
+    extern crate std;
+
+    use super::*;
+    use proptest::prelude::*;
+    use std::vec::Vec;
+
+    /// Deterministic values in [-1, 1).
+    fn data(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn isas() -> Vec<Isa> {
+        let mut v = std::vec![Isa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = Avx2Fma::detect() {
+            v.push(Isa::Avx2(t));
+        }
+        v
+    }
+
+    #[derive(Debug, Clone)]
+    struct Case {
+        m: usize,
+        n: usize,
+        k: usize,
+        ta: bool,
+        tb: bool,
+        alpha: f32,
+        beta: f32,
+        seed: u64,
+    }
+
+    fn case() -> impl Strategy<Value = Case> {
+        (
+            prop_oneof![1usize..=4, 1usize..=20],
+            prop_oneof![1usize..=4, 1usize..=70],
+            prop_oneof![1usize..=9, 1usize..=80, 250usize..=300],
+            any::<bool>(),
+            any::<bool>(),
+            prop_oneof![Just(1.0f32), -2.0f32..2.0],
+            prop_oneof![Just(0.0f32), Just(1.0f32), -2.0f32..2.0],
+            any::<u64>(),
+        )
+            .prop_map(|(m, n, k, ta, tb, alpha, beta, seed)| Case {
+                m,
+                n,
+                k,
+                ta,
+                tb,
+                alpha,
+                beta,
+                seed,
+            })
+    }
+
+    /// Checks `got` against the reference with a tolerance of 1e-5·(k+1)
+    /// times the sum of the absolute values of the terms.
+    fn assert_close(cs: &Case, got: &[f32], c0: &[f32], a: &[f32], b: &[f32]) {
+        let Case {
+            m, n, k, ta, tb, ..
+        } = *cs;
+        let mut want = c0.to_vec();
+        gemm_reference(m, n, k, cs.alpha, a, ta, b, tb, cs.beta, &mut want);
+        let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+        let mut bound = abs(c0);
+        gemm_reference(
+            m,
+            n,
+            k,
+            cs.alpha.abs(),
+            &abs(a),
+            ta,
+            &abs(b),
+            tb,
+            cs.beta.abs(),
+            &mut bound,
+        );
+        for (i, ((g, w), bd)) in got.iter().zip(&want).zip(&bound).enumerate() {
+            let tol = 1e-5 * (k + 1) as f32 * bd.max(1e-6);
+            assert!(
+                (g - w).abs() <= tol,
+                "{cs:?}: C[{i}] = {g}, want {w} (tol {tol})"
+            );
+        }
+    }
+
+    fn inputs(cs: &Case) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let a = data(cs.m * cs.k, cs.seed);
+        let b = data(cs.k * cs.n, cs.seed.wrapping_add(1));
+        let mut c = data(cs.m * cs.n, cs.seed.wrapping_add(2));
+        if cs.beta == 0.0 {
+            c.fill(f32::NAN); // must be ignored
+        }
+        (a, b, c)
+    }
+
+    proptest! {
+        #[test]
+        fn gemm_paths_match_reference(cs in case()) {
+            let (a, b, c0) = inputs(&cs);
+            for isa in isas() {
+                let mut c = c0.clone();
+                gemm_with(isa, cs.m, cs.n, cs.k, cs.alpha, &a, cs.ta, &b, cs.tb, cs.beta, &mut c);
+                assert_close(&cs, &c, &c0, &a, &b);
+            }
+            // The general kernels, bypassing the skinny dispatch.
+            let (rsa, csa) = if cs.ta { (1, cs.m) } else { (cs.k, 1) };
+            let (rsb, csb) = if cs.tb { (1, cs.k) } else { (cs.n, 1) };
+            let av = MatRef { data: &a, rs: rsa, cs: csa };
+            let bv = MatRef { data: &b, rs: rsb, cs: csb };
+            let mut c = c0.clone();
+            sgemm(cs.m, cs.n, cs.k, cs.alpha, av, bv, cs.beta, MatMut { data: &mut c, rs: cs.n, cs: 1 });
+            assert_close(&cs, &c, &c0, &a, &b);
+            #[cfg(target_arch = "x86_64")]
+            if let Some(t) = Avx2Fma::detect() {
+                let mut c = c0.clone();
+                t.gemm_packed(cs.m, cs.n, cs.k, cs.alpha, av, bv, cs.beta, MatMut { data: &mut c, rs: cs.n, cs: 1 });
+                assert_close(&cs, &c, &c0, &a, &b);
+            }
+        }
+
+        #[test]
+        fn engine_gemm_nn_matches_reference(mut cs in case()) {
+            cs.ta = false;
+            cs.tb = false;
+            cs.alpha = 1.0;
+            let (a, b, c0) = inputs(&cs);
+            let mut engines = std::vec![Engine::portable()];
+            #[cfg(target_arch = "x86_64")]
+            engines.extend(Engine::avx2());
+            for eng in engines {
+                let bl: Vec<f32> = if eng.b_panels() {
+                    let mut packed = std::vec![f32::NAN; Engine::b_len(cs.k, cs.n)];
+                    for p in 0..cs.k {
+                        for j in 0..cs.n {
+                            packed[panel_index(cs.k, p, j)] = b[p * cs.n + j];
+                        }
+                    }
+                    packed
+                } else {
+                    b.clone()
+                };
+                let mut c = c0.clone();
+                eng.gemm_nn(cs.m, cs.n, cs.k, &a, &bl, cs.beta, &mut c);
+                assert_close(&cs, &c, &c0, &a, &b);
+            }
+        }
+    }
+
+    #[test]
+    fn degenerate_shapes() {
+        for isa in isas() {
+            // k == 0: C = beta * C, and beta == 0 clears NaN.
+            let mut c = [f32::NAN; 6];
+            gemm_with(isa, 2, 3, 0, 1.0, &[], false, &[], false, 0.0, &mut c);
+            assert_eq!(c, [0.0; 6]);
+            let mut c = [2.0; 6];
+            gemm_with(isa, 2, 3, 0, 1.0, &[], true, &[], true, 0.5, &mut c);
+            assert_eq!(c, [1.0; 6]);
+            // m == 0 / n == 0: nothing to do, even with empty slices.
+            gemm_with(
+                isa,
+                0,
+                3,
+                4,
+                1.0,
+                &[],
+                false,
+                &[0.0; 12],
+                false,
+                0.0,
+                &mut [],
+            );
+            gemm_with(
+                isa,
+                3,
+                0,
+                4,
+                1.0,
+                &[0.0; 12],
+                false,
+                &[],
+                false,
+                0.0,
+                &mut [],
+            );
+            // 1x1x1.
+            let mut c = [1.0];
+            gemm_with(isa, 1, 1, 1, 2.0, &[3.0], false, &[4.0], true, 1.0, &mut c);
+            assert_eq!(c, [25.0]);
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! Op math for Kiln (internal crate: use `kiln-runtime-native` or the CLI).
+//!
+//! Every op has a scalar reference kernel; hot ops (GEMM, convolution) also
+//! have optimised paths that are property-tested against the reference.
+//! Kernels work on plain slices of `f32` (or bytes for data movement) in
+//! row-major NCHW layout, take their shapes as arguments, and never
+//! allocate: scratch memory is passed in by the caller.
+//!
+//! Architecture invariant: `#![no_std]`, no `alloc`, and no dependency on
+//! anything else in the workspace (it knows nothing of the artifact format).
+//! Callers check shapes against slice lengths before calling; a kernel may
+//! panic on inconsistent lengths, so the engine validates first.
+#![no_std]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod conv;
+pub mod gemm;
+pub mod math;
+pub mod norm;
+pub mod pool;
+pub mod rnn;
+#[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
+mod simd_x86;
+pub mod tree;

@@ -1,0 +1,885 @@
+//! Recurrent cells: ONNX `LSTM` and `GRU` (layout 0, time-major), with the
+//! activation functions the ONNX spec allows inside them.
+//!
+//! Both kernels first project the whole input sequence through `W` in one
+//! matrix product (into scratch), then walk the time steps, adding `R · h`
+//! for each step. Bidirectional runs do the forward direction, then the
+//! reverse one, reusing the same scratch. The order of the floating-point
+//! additions follows onnxruntime's CPU kernels: `(x·Wᵀ + h·Rᵀ) [+ P ⊙ c] +
+//! (Wb + Rb)`, then the clip, then the activation. Matrix products go
+//! through [`crate::gemm::gemm`].
+//!
+//! Sequence lengths: a batch entry with length `L` runs time steps
+//! `0..L` (forward) or `L-1..=0` (reverse); later steps write zeros to `Y`
+//! and leave its state alone, so `Y_h`/`Y_c` hold the state after the last
+//! real step. As in onnxruntime, an entry with length 0 gets zeros in
+//! `Y_h`/`Y_c` (not `h0`/`c0`). Lengths outside `0..=seq` are clamped.
+
+use crate::gemm::gemm;
+
+/// Activation function of a recurrent cell (ONNX `activations` attribute).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Act {
+    /// `1 / (1 + e^-x)`.
+    Sigmoid,
+    /// `tanh(x)`.
+    Tanh,
+    /// `max(0, x)`.
+    Relu,
+    /// `max(0, min(1, alpha * x + beta))`.
+    HardSigmoid {
+        /// Slope.
+        alpha: f32,
+        /// Offset.
+        beta: f32,
+    },
+    /// `alpha * x + beta`.
+    Affine {
+        /// Slope.
+        alpha: f32,
+        /// Offset.
+        beta: f32,
+    },
+    /// `x` for `x >= 0`, else `alpha * x`.
+    LeakyRelu {
+        /// Slope below zero.
+        alpha: f32,
+    },
+    /// `alpha * tanh(beta * x)`.
+    ScaledTanh {
+        /// Output scale.
+        alpha: f32,
+        /// Input scale.
+        beta: f32,
+    },
+    /// `x` for `x >= 0`, else `alpha * (e^x - 1)`.
+    Elu {
+        /// Scale below zero.
+        alpha: f32,
+    },
+    /// `x / (1 + |x|)`.
+    Softsign,
+    /// `ln(1 + e^x)`.
+    Softplus,
+    /// `x` for `x > alpha`, else 0.
+    ThresholdedRelu {
+        /// Threshold.
+        alpha: f32,
+    },
+}
+
+/// Applies activation `a` to `x`.
+#[inline]
+pub fn act(a: Act, x: f32) -> f32 {
+    match a {
+        Act::Sigmoid => 1.0 / (1.0 + libm::expf(-x)),
+        Act::Tanh => libm::tanhf(x),
+        Act::Relu => {
+            if x > 0.0 {
+                x
+            } else {
+                0.0
+            }
+        }
+        Act::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
+        Act::Affine { alpha, beta } => alpha * x + beta,
+        Act::LeakyRelu { alpha } => {
+            if x >= 0.0 {
+                x
+            } else {
+                alpha * x
+            }
+        }
+        Act::ScaledTanh { alpha, beta } => alpha * libm::tanhf(beta * x),
+        Act::Elu { alpha } => {
+            if x >= 0.0 {
+                x
+            } else {
+                alpha * libm::expm1f(x)
+            }
+        }
+        Act::Softsign => x / (1.0 + libm::fabsf(x)),
+        // max(x, 0) + ln(1 + e^-|x|): no overflow for large x.
+        Act::Softplus => {
+            let m = if x > 0.0 { x } else { 0.0 };
+            m + libm::log1pf(libm::expf(-libm::fabsf(x)))
+        }
+        Act::ThresholdedRelu { alpha } => {
+            if x > alpha {
+                x
+            } else {
+                0.0
+            }
+        }
+    }
+}
+
+/// Shape and direction of an LSTM / GRU run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rnn {
+    /// Time steps in `x`.
+    pub seq: usize,
+    /// Batch size.
+    pub batch: usize,
+    /// Input features per step.
+    pub input: usize,
+    /// Hidden size `H`.
+    pub hidden: usize,
+    /// 1 or 2
+    pub directions: usize,
+    /// when directions == 1: run backwards in time (direction = "reverse")
+    pub reverse: bool,
+    /// Clip threshold applied to every gate's pre-activation (ONNX `clip`).
+    pub clip: Option<f32>,
+}
+
+/// f32 scratch elements lstm()/gru() need.
+///
+/// LSTM: the input projection `[seq, batch, 4H]` plus the `h` and `c` states.
+pub fn lstm_scratch_len(p: &Rnn) -> usize {
+    p.seq * p.batch * 4 * p.hidden + 2 * p.batch * p.hidden
+}
+
+/// f32 scratch elements gru() needs: the input projection `[seq, batch, 3H]`,
+/// the `h` state, `h·R[zr]ᵀ` (`[batch, 2H]`) and two `[batch, H]` temporaries.
+pub fn gru_scratch_len(p: &Rnn) -> usize {
+    p.seq * p.batch * 3 * p.hidden + 5 * p.batch * p.hidden
+}
+
+/// Clips to `[-c, c]` when a threshold is set (NaN passes through).
+#[inline]
+fn clip(v: f32, c: Option<f32>) -> f32 {
+    match c {
+        Some(c) if v > c => c,
+        Some(c) if v < -c => -c,
+        _ => v,
+    }
+}
+
+/// Length of batch entry `b`, clamped to `0..=seq`.
+#[inline]
+fn seq_len(seq_lens: Option<&[i32]>, b: usize, seq: usize) -> usize {
+    match seq_lens {
+        Some(l) => (l[b].max(0) as usize).min(seq),
+        None => seq,
+    }
+}
+
+/// Whether direction `d` runs backwards in time.
+#[inline]
+fn is_backward(p: &Rnn, d: usize) -> bool {
+    if p.directions == 2 { d == 1 } else { p.reverse }
+}
+
+/// ONNX LSTM (layout 0): x [seq, batch, input]; w [dirs, 4H, input] gate order i,o,f,c; r [dirs, 4H, H]; b [dirs, 8H] (Wb then Rb) or None = zeros;
+/// seq_lens [batch] (None = all seq; steps past a batch entry's length produce zeros in y and keep h/c);
+/// h0, c0 [dirs, batch, H] or None = zeros; peep [dirs, 3H] (i, o, f) or None;
+/// acts = [f, g, h] for the forward direction (ONNX `activations`, default Sigmoid, Tanh, Tanh) — the same acts are used for both directions;
+/// input_forget couples input and forget gates (f = 1 - i).
+/// Outputs (each optional): y [seq, dirs, batch, H], y_h [dirs, batch, H], y_c [dirs, batch, H].
+///
+/// `scratch` has at least [`lstm_scratch_len`] elements. The output gate's
+/// peephole uses the new cell state, the others the previous one.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "mirrors the ONNX operator's inputs and outputs"
+)]
+pub fn lstm(
+    p: &Rnn,
+    acts: [Act; 3],
+    input_forget: bool,
+    x: &[f32],
+    w: &[f32],
+    r: &[f32],
+    b: Option<&[f32]>,
+    seq_lens: Option<&[i32]>,
+    h0: Option<&[f32]>,
+    c0: Option<&[f32]>,
+    peep: Option<&[f32]>,
+    mut y: Option<&mut [f32]>,
+    mut y_h: Option<&mut [f32]>,
+    mut y_c: Option<&mut [f32]>,
+    scratch: &mut [f32],
+) {
+    let (s, nb, ni, h) = (p.seq, p.batch, p.input, p.hidden);
+    let dirs = p.directions;
+    let g4 = 4 * h;
+    let [fa, ga, ha] = acts;
+    let (xw, rest) = scratch.split_at_mut(s * nb * g4);
+    let (hs, rest) = rest.split_at_mut(nb * h);
+    let cs = &mut rest[..nb * h];
+
+    for d in 0..dirs {
+        let backward = is_backward(p, d);
+        let wd = &w[d * g4 * ni..(d + 1) * g4 * ni];
+        let rd = &r[d * g4 * h..(d + 1) * g4 * h];
+        let bd = b.map(|b| &b[d * 8 * h..(d + 1) * 8 * h]);
+        let pd = peep.map(|p| &p[d * 3 * h..(d + 1) * 3 * h]);
+        let state = d * nb * h..(d + 1) * nb * h;
+        match h0 {
+            Some(h0) => hs.copy_from_slice(&h0[state.clone()]),
+            None => hs.fill(0.0),
+        }
+        match c0 {
+            Some(c0) => cs.copy_from_slice(&c0[state.clone()]),
+            None => cs.fill(0.0),
+        }
+
+        gemm(s * nb, g4, ni, 1.0, x, false, wd, true, 0.0, xw);
+
+        for step in 0..s {
+            let t = if backward { s - 1 - step } else { step };
+            let g = &mut xw[t * nb * g4..(t + 1) * nb * g4];
+            gemm(nb, g4, h, 1.0, hs, false, rd, true, 1.0, g);
+            for bi in 0..nb {
+                let out = ((t * dirs + d) * nb + bi) * h..((t * dirs + d) * nb + bi + 1) * h;
+                if t >= seq_len(seq_lens, bi, s) {
+                    if let Some(y) = y.as_deref_mut() {
+                        y[out].fill(0.0);
+                    }
+                    continue;
+                }
+                let gr = &g[bi * g4..(bi + 1) * g4];
+                let hr = &mut hs[bi * h..(bi + 1) * h];
+                let cr = &mut cs[bi * h..(bi + 1) * h];
+                for j in 0..h {
+                    let c_prev = cr[j];
+                    let (mut pi, mut po, mut pf, mut pc) =
+                        (gr[j], gr[h + j], gr[2 * h + j], gr[3 * h + j]);
+                    if let Some(pd) = pd {
+                        pi += pd[j] * c_prev;
+                        pf += pd[2 * h + j] * c_prev;
+                    }
+                    if let Some(bd) = bd {
+                        pi += bd[j] + bd[g4 + j];
+                        pf += bd[2 * h + j] + bd[g4 + 2 * h + j];
+                        pc += bd[3 * h + j] + bd[g4 + 3 * h + j];
+                    }
+                    let i = act(fa, clip(pi, p.clip));
+                    let f = if input_forget {
+                        1.0 - i
+                    } else {
+                        act(fa, clip(pf, p.clip))
+                    };
+                    let c_hat = act(ga, clip(pc, p.clip));
+                    let c_new = f * c_prev + i * c_hat;
+                    if let Some(pd) = pd {
+                        po += pd[h + j] * c_new;
+                    }
+                    if let Some(bd) = bd {
+                        po += bd[h + j] + bd[g4 + h + j];
+                    }
+                    let o = act(fa, clip(po, p.clip));
+                    cr[j] = c_new;
+                    hr[j] = o * act(ha, c_new);
+                }
+                if let Some(y) = y.as_deref_mut() {
+                    y[out].copy_from_slice(hr);
+                }
+            }
+        }
+
+        for bi in 0..nb {
+            let zero = seq_len(seq_lens, bi, s) == 0;
+            let o = d * nb * h + bi * h..d * nb * h + (bi + 1) * h;
+            if let Some(yh) = y_h.as_deref_mut() {
+                copy_or_zero(&mut yh[o.clone()], &hs[bi * h..(bi + 1) * h], zero);
+            }
+            if let Some(yc) = y_c.as_deref_mut() {
+                copy_or_zero(&mut yc[o], &cs[bi * h..(bi + 1) * h], zero);
+            }
+        }
+    }
+}
+
+fn copy_or_zero(dst: &mut [f32], src: &[f32], zero: bool) {
+    if zero {
+        dst.fill(0.0);
+    } else {
+        dst.copy_from_slice(src);
+    }
+}
+
+/// ONNX GRU (layout 0): w [dirs, 3H, input] gate order z, r, h; r [dirs, 3H, H]; b [dirs, 6H]; acts = [f, g]; linear_before_reset per spec.
+///
+/// x [seq, batch, input]; b is `Wb` then `Rb` (None = zeros); seq_lens and
+/// h0 as for [`lstm`]; the same acts are used for both directions (ONNX
+/// default Sigmoid, Tanh). Outputs (each optional): y [seq, dirs, batch, H],
+/// y_h [dirs, batch, H]. `scratch` has at least [`gru_scratch_len`] elements.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "mirrors the ONNX operator's inputs and outputs"
+)]
+pub fn gru(
+    p: &Rnn,
+    acts: [Act; 2],
+    linear_before_reset: bool,
+    x: &[f32],
+    w: &[f32],
+    r: &[f32],
+    b: Option<&[f32]>,
+    seq_lens: Option<&[i32]>,
+    h0: Option<&[f32]>,
+    mut y: Option<&mut [f32]>,
+    mut y_h: Option<&mut [f32]>,
+    scratch: &mut [f32],
+) {
+    let (s, nb, ni, h) = (p.seq, p.batch, p.input, p.hidden);
+    let dirs = p.directions;
+    let g3 = 3 * h;
+    let [fa, ga] = acts;
+    let (xw, rest) = scratch.split_at_mut(s * nb * g3);
+    let (hs, rest) = rest.split_at_mut(nb * h);
+    let (zr, rest) = rest.split_at_mut(nb * 2 * h);
+    let (lin, rest) = rest.split_at_mut(nb * h);
+    let rh = &mut rest[..nb * h];
+
+    for d in 0..dirs {
+        let backward = is_backward(p, d);
+        let wd = &w[d * g3 * ni..(d + 1) * g3 * ni];
+        let rd = &r[d * g3 * h..(d + 1) * g3 * h];
+        let (r_zr, r_h) = rd.split_at(2 * h * h);
+        let bd = b.map(|b| &b[d * 6 * h..(d + 1) * 6 * h]);
+        match h0 {
+            Some(h0) => hs.copy_from_slice(&h0[d * nb * h..(d + 1) * nb * h]),
+            None => hs.fill(0.0),
+        }
+
+        gemm(s * nb, g3, ni, 1.0, x, false, wd, true, 0.0, xw);
+
+        for step in 0..s {
+            let t = if backward { s - 1 - step } else { step };
+            let g = &mut xw[t * nb * g3..(t + 1) * nb * g3];
+            gemm(nb, 2 * h, h, 1.0, hs, false, r_zr, true, 0.0, zr);
+            if linear_before_reset {
+                // lin = h·Rhᵀ + Rbh
+                if let Some(bd) = bd {
+                    for bi in 0..nb {
+                        lin[bi * h..(bi + 1) * h].copy_from_slice(&bd[5 * h..6 * h]);
+                    }
+                }
+                gemm(
+                    nb,
+                    h,
+                    h,
+                    1.0,
+                    hs,
+                    false,
+                    r_h,
+                    true,
+                    if bd.is_some() { 1.0 } else { 0.0 },
+                    lin,
+                );
+            }
+            // Reset gate; rh = r ⊙ h (or r ⊙ (h·Rhᵀ + Rbh) with linear_before_reset).
+            for bi in 0..nb {
+                for j in 0..h {
+                    let mut pr = g[bi * g3 + h + j] + zr[bi * 2 * h + h + j];
+                    if let Some(bd) = bd {
+                        pr += bd[h + j] + bd[4 * h + j];
+                    }
+                    let rt = act(fa, clip(pr, p.clip));
+                    let k = bi * h + j;
+                    rh[k] = rt * if linear_before_reset { lin[k] } else { hs[k] };
+                }
+            }
+            if !linear_before_reset {
+                gemm(nb, h, h, 1.0, rh, false, r_h, true, 0.0, lin);
+            }
+            for bi in 0..nb {
+                let out = ((t * dirs + d) * nb + bi) * h..((t * dirs + d) * nb + bi + 1) * h;
+                if t >= seq_len(seq_lens, bi, s) {
+                    if let Some(y) = y.as_deref_mut() {
+                        y[out].fill(0.0);
+                    }
+                    continue;
+                }
+                for j in 0..h {
+                    let k = bi * h + j;
+                    let mut pz = g[bi * g3 + j] + zr[bi * 2 * h + j];
+                    // Either Xh·Whᵀ + (r ⊙ h)·Rhᵀ or Xh·Whᵀ + r ⊙ (h·Rhᵀ + Rbh).
+                    let mut ph =
+                        g[bi * g3 + 2 * h + j] + if linear_before_reset { rh[k] } else { lin[k] };
+                    if let Some(bd) = bd {
+                        pz += bd[j] + bd[3 * h + j];
+                        ph += if linear_before_reset {
+                            bd[2 * h + j]
+                        } else {
+                            bd[2 * h + j] + bd[5 * h + j]
+                        };
+                    }
+                    let z = act(fa, clip(pz, p.clip));
+                    let ht = act(ga, clip(ph, p.clip));
+                    hs[k] = (1.0 - z) * ht + z * hs[k];
+                }
+                if let Some(y) = y.as_deref_mut() {
+                    y[out].copy_from_slice(&hs[bi * h..(bi + 1) * h]);
+                }
+            }
+        }
+
+        if let Some(yh) = y_h.as_deref_mut() {
+            for bi in 0..nb {
+                let zero = seq_len(seq_lens, bi, s) == 0;
+                let o = d * nb * h + bi * h..d * nb * h + (bi + 1) * h;
+                copy_or_zero(&mut yh[o], &hs[bi * h..(bi + 1) * h], zero);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    /// Deterministic test data, exact in f32: multiples of 1/16 in [-11/16, 11/16].
+    fn arr(n: usize, salt: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 37 + salt * 11) % 23) as f32 / 16.0 - 11.0 / 16.0)
+            .collect()
+    }
+
+    fn close(got: &[f32], want: &[f32]) {
+        assert_eq!(got.len(), want.len());
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-6,
+                "at {i}: {g} vs {w}\n got {got:?}\nwant {want:?}"
+            );
+        }
+    }
+
+    const LSTM_ACTS: [Act; 3] = [Act::Sigmoid, Act::Tanh, Act::Tanh];
+    const GRU_ACTS: [Act; 2] = [Act::Sigmoid, Act::Tanh];
+
+    #[test]
+    fn activations() {
+        let e = core::f32::consts::E;
+        assert!((act(Act::Sigmoid, 0.0) - 0.5).abs() < 1e-7);
+        assert!((act(Act::Sigmoid, 2.0) - 0.880_797_1).abs() < 1e-7);
+        assert_eq!(act(Act::Sigmoid, -200.0), 0.0);
+        assert!((act(Act::Tanh, 1.0) - 0.761_594_2).abs() < 1e-7);
+        assert_eq!(act(Act::Relu, -3.0), 0.0);
+        assert_eq!(act(Act::Relu, 3.0), 3.0);
+        let hs = Act::HardSigmoid {
+            alpha: 0.2,
+            beta: 0.5,
+        };
+        assert_eq!([act(hs, -5.0), act(hs, 1.0), act(hs, 5.0)], [0.0, 0.7, 1.0]);
+        assert_eq!(
+            act(
+                Act::Affine {
+                    alpha: 2.0,
+                    beta: 1.0
+                },
+                3.0
+            ),
+            7.0
+        );
+        assert_eq!(act(Act::LeakyRelu { alpha: 0.1 }, -2.0), -0.2);
+        assert_eq!(act(Act::LeakyRelu { alpha: 0.1 }, 2.0), 2.0);
+        // 2 * tanh(0.5 * 2) = 2 * 0.7615942
+        assert!(
+            (act(
+                Act::ScaledTanh {
+                    alpha: 2.0,
+                    beta: 0.5
+                },
+                2.0
+            ) - 1.523_188_3)
+                .abs()
+                < 1e-6
+        );
+        assert!((act(Act::Elu { alpha: 2.0 }, -1.0) - 2.0 * (1.0 / e - 1.0)).abs() < 1e-6);
+        assert_eq!(act(Act::Elu { alpha: 2.0 }, 1.5), 1.5);
+        assert_eq!(act(Act::Softsign, 3.0), 0.75);
+        assert_eq!(act(Act::Softsign, -1.0), -0.5);
+        // ln(1 + e) = 1.3132617; ln 2; large x stays finite and exact.
+        assert!((act(Act::Softplus, 1.0) - 1.313_261_7).abs() < 1e-6);
+        assert!((act(Act::Softplus, 0.0) - core::f32::consts::LN_2).abs() < 1e-7);
+        assert_eq!(act(Act::Softplus, 100.0), 100.0);
+        assert_eq!(act(Act::ThresholdedRelu { alpha: 1.0 }, 1.0), 0.0);
+        assert_eq!(act(Act::ThresholdedRelu { alpha: 1.0 }, 1.5), 1.5);
+    }
+
+    fn rnn(seq: usize, batch: usize, directions: usize, reverse: bool, clip: Option<f32>) -> Rnn {
+        Rnn {
+            seq,
+            batch,
+            input: 2,
+            hidden: 2,
+            directions,
+            reverse,
+            clip,
+        }
+    }
+
+    #[test]
+    fn lstm_single_step_by_hand() {
+        // H = 1, input = 1, x = 1, W = 0.5 for every gate, R = 0, h0 = c0 = 0:
+        // i = o = f = sigmoid(0.5) = 0.6224593, c~ = tanh(0.5) = 0.4621172,
+        // C = i * c~ = 0.2876491, H = o * tanh(C) = 0.1742697.
+        let p = Rnn {
+            seq: 1,
+            batch: 1,
+            input: 1,
+            hidden: 1,
+            directions: 1,
+            reverse: false,
+            clip: None,
+        };
+        let mut scratch = vec![f32::NAN; lstm_scratch_len(&p)];
+        let (mut y, mut yh, mut yc) = ([0.0], [0.0], [0.0]);
+        let w = [0.5; 4];
+        lstm(
+            &p,
+            LSTM_ACTS,
+            false,
+            &[1.0],
+            &w,
+            &[0.0; 4],
+            None,
+            None,
+            None,
+            None,
+            None,
+            Some(&mut y),
+            Some(&mut yh),
+            Some(&mut yc),
+            &mut scratch,
+        );
+        close(&y, &[0.174_269_72]);
+        close(&yh, &[0.174_269_72]);
+        close(&yc, &[0.287_649_14]);
+    }
+
+    #[test]
+    fn gru_single_step_by_hand() {
+        // H = 1, x = 1, W = [z 0.5, r 0.5, h 1], h0 = 0.5, R = [0, 0, 2], no bias.
+        // z = r = sigmoid(0.5) = 0.6224593
+        // h~ = tanh(1 + 2 * (r * 0.5)) = tanh(1.6224593) = 0.9249802
+        // H = (1 - z) * h~ + z * 0.5 = 0.3492175 + 0.3112297 = 0.6604473
+        // With linear_before_reset and no bias h~ is the same, so use Rbh = 1
+        // to tell them apart: default h~ = tanh(1 + 2 * 0.3112297 + 1) = tanh(2.6224593) = 0.9895068,
+        // linear_before_reset h~ = tanh(1 + r * (2 * 0.5 + 1)) = tanh(2.2449187) = 0.9778042.
+        let p = Rnn {
+            seq: 1,
+            batch: 1,
+            input: 1,
+            hidden: 1,
+            directions: 1,
+            reverse: false,
+            clip: None,
+        };
+        let mut scratch = vec![f32::NAN; gru_scratch_len(&p)];
+        let (w, r) = ([0.5, 0.5, 1.0], [0.0, 0.0, 2.0]);
+        let mut yh = [0.0];
+        gru(
+            &p,
+            GRU_ACTS,
+            false,
+            &[1.0],
+            &w,
+            &r,
+            None,
+            None,
+            Some(&[0.5]),
+            None,
+            Some(&mut yh),
+            &mut scratch,
+        );
+        close(&yh, &[0.660_447_3]);
+        let b = [0.0, 0.0, 0.0, 0.0, 0.0, 1.0];
+        let z = 0.622_459_3f32;
+        gru(
+            &p,
+            GRU_ACTS,
+            false,
+            &[1.0],
+            &w,
+            &r,
+            Some(&b),
+            None,
+            Some(&[0.5]),
+            None,
+            Some(&mut yh),
+            &mut scratch,
+        );
+        close(&yh, &[(1.0 - z) * 0.989_506_8 + z * 0.5]);
+        gru(
+            &p,
+            GRU_ACTS,
+            true,
+            &[1.0],
+            &w,
+            &r,
+            Some(&b),
+            None,
+            Some(&[0.5]),
+            None,
+            Some(&mut yh),
+            &mut scratch,
+        );
+        close(&yh, &[(1.0 - z) * 0.977_804_2 + z * 0.5]);
+    }
+
+    #[test]
+    fn custom_activations_by_hand() {
+        // LSTM as in lstm_single_step_by_hand with f = HardSigmoid(0.2, 0.5), g = Relu,
+        // h = Affine(2, 1): i = o = f = 0.6, c~ = 0.5, C = 0.3, H = 0.6 * (2 * 0.3 + 1) = 0.96.
+        let p = Rnn {
+            seq: 1,
+            batch: 1,
+            input: 1,
+            hidden: 1,
+            directions: 1,
+            reverse: false,
+            clip: None,
+        };
+        let hs = Act::HardSigmoid {
+            alpha: 0.2,
+            beta: 0.5,
+        };
+        let acts = [
+            hs,
+            Act::Relu,
+            Act::Affine {
+                alpha: 2.0,
+                beta: 1.0,
+            },
+        ];
+        let mut scratch = vec![0.0; lstm_scratch_len(&p)];
+        let (mut yh, mut yc) = ([0.0], [0.0]);
+        let w = [0.5; 4];
+        let r = [0.0; 4];
+        #[rustfmt::skip]
+        lstm(&p, acts, false, &[1.0], &w, &r, None, None, None, None, None, None, Some(&mut yh), Some(&mut yc), &mut scratch);
+        close(&yh, &[0.96]);
+        close(&yc, &[0.3]);
+        // GRU with f = HardSigmoid(0.2, 0.5), g = identity: z = r = 0.6,
+        // h~ = 1 + 2 * (0.6 * 0.5) = 1.6, H = 0.4 * 1.6 + 0.6 * 0.5 = 0.94.
+        let mut scratch = vec![0.0; gru_scratch_len(&p)];
+        let acts = [
+            hs,
+            Act::Affine {
+                alpha: 1.0,
+                beta: 0.0,
+            },
+        ];
+        let (w, r) = ([0.5, 0.5, 1.0], [0.0, 0.0, 2.0]);
+        gru(
+            &p,
+            acts,
+            false,
+            &[1.0],
+            &w,
+            &r,
+            None,
+            None,
+            Some(&[0.5]),
+            None,
+            Some(&mut yh),
+            &mut scratch,
+        );
+        close(&yh, &[0.94]);
+    }
+
+    #[test]
+    fn degenerate_shapes_do_not_panic() {
+        for (seq, batch, hidden) in [(0, 2, 2), (2, 0, 2), (2, 2, 0)] {
+            let p = Rnn {
+                seq,
+                batch,
+                input: 2,
+                hidden,
+                directions: 2,
+                reverse: false,
+                clip: None,
+            };
+            let h = hidden;
+            let (x, w, r, b) = (
+                arr(seq * batch * 2, 1),
+                arr(2 * 4 * h * 2, 2),
+                arr(2 * 4 * h * h, 3),
+                arr(16 * h, 4),
+            );
+            let mut y = vec![f32::NAN; seq * 2 * batch * h];
+            let mut yh = vec![f32::NAN; 2 * batch * h];
+            let mut scratch = vec![0.0; lstm_scratch_len(&p).max(gru_scratch_len(&p))];
+            #[rustfmt::skip]
+            lstm(&p, LSTM_ACTS, false, &x, &w, &r, Some(&b), None, None, None, None, Some(&mut y), Some(&mut yh), None, &mut scratch);
+            // seq == 0: every entry has length 0, so Y_h is zero.
+            assert!(yh.iter().all(|&v| v == 0.0 || seq > 0));
+            let (w, r) = (&w[..2 * 3 * h * 2], &r[..2 * 3 * h * h]);
+            #[rustfmt::skip]
+            gru(&p, GRU_ACTS, true, &x, w, r, Some(&b[..12 * h]), None, None, Some(&mut y), Some(&mut yh), &mut scratch);
+        }
+    }
+
+    // Expected values below come from a direct per-sample transcription of
+    // the ONNX formulas in f64 (Python), not from this implementation.
+
+    #[test]
+    fn lstm_bidirectional_peephole_seq_lens() {
+        let p = rnn(3, 2, 2, false, None);
+        let (x, w, r, b) = (arr(12, 1), arr(32, 2), arr(32, 3), arr(32, 4));
+        let (h0, c0, peep) = (arr(8, 5), arr(8, 6), arr(12, 7));
+        let (mut y, mut yh, mut yc) = (vec![f32::NAN; 24], vec![f32::NAN; 8], vec![f32::NAN; 8]);
+        let mut scratch = vec![f32::NAN; lstm_scratch_len(&p)];
+        lstm(
+            &p,
+            LSTM_ACTS,
+            false,
+            &x,
+            &w,
+            &r,
+            Some(&b),
+            Some(&[3, 2]),
+            Some(&h0),
+            Some(&c0),
+            Some(&peep),
+            Some(&mut y),
+            Some(&mut yh),
+            Some(&mut yc),
+            &mut scratch,
+        );
+        let want_y = [
+            0.0162135, -0.2242782, -0.0514012, -0.0762548, -0.5838276, 0.1706534, -0.3769462,
+            0.047591, -0.0040752, -0.3509246, 0.0449905, -0.3400891, -0.4503229, 0.2496314,
+            -0.150083, -0.0731253, 0.0637588, -0.4682874, 0.0, 0.0, -0.2251695, 0.3529566, 0.0,
+            0.0,
+        ];
+        let want_yh = [
+            0.0637588, -0.4682874, 0.0449905, -0.3400891, -0.5838276, 0.1706534, -0.3769462,
+            0.047591,
+        ];
+        let want_yc = [
+            0.3957126, -0.9347854, 0.2282792, -0.5880844, -1.1151589, 0.5094199, -0.5888148,
+            0.121183,
+        ];
+        close(&y, &want_y);
+        close(&yh, &want_yh);
+        close(&yc, &want_yc);
+        // Outputs are optional and independent.
+        let mut yh2 = vec![0.0; 8];
+        lstm(
+            &p,
+            LSTM_ACTS,
+            false,
+            &x,
+            &w,
+            &r,
+            Some(&b),
+            Some(&[3, 2]),
+            Some(&h0),
+            Some(&c0),
+            Some(&peep),
+            None,
+            Some(&mut yh2),
+            None,
+            &mut scratch,
+        );
+        assert_eq!(yh2, yh);
+    }
+
+    #[test]
+    fn lstm_reverse_coupled_clipped_zero_length() {
+        let p = rnn(3, 2, 1, true, Some(0.3));
+        let (x, w, r) = (arr(12, 8), arr(16, 9), arr(16, 10));
+        let (mut y, mut yh, mut yc) = (vec![f32::NAN; 12], vec![f32::NAN; 4], vec![f32::NAN; 4]);
+        let mut scratch = vec![f32::NAN; lstm_scratch_len(&p)];
+        lstm(
+            &p,
+            LSTM_ACTS,
+            true,
+            &x,
+            &w,
+            &r,
+            None,
+            Some(&[2, 0]),
+            None,
+            None,
+            None,
+            Some(&mut y),
+            Some(&mut yh),
+            Some(&mut yc),
+            &mut scratch,
+        );
+        let want_y = [
+            -0.0101031, 0.0510633, 0.0, 0.0, -0.0667048, -0.0372539, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+        ];
+        close(&y, &want_y);
+        close(&yh, &[-0.0101031, 0.0510633, 0.0, 0.0]);
+        close(&yc, &[-0.0183307, 0.0891271, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn gru_bidirectional_seq_lens() {
+        let p = rnn(3, 2, 2, false, None);
+        let (x, w, r, b, h0) = (
+            arr(12, 11),
+            arr(24, 12),
+            arr(24, 13),
+            arr(24, 14),
+            arr(8, 15),
+        );
+        let (mut y, mut yh) = (vec![f32::NAN; 24], vec![f32::NAN; 8]);
+        let mut scratch = vec![f32::NAN; gru_scratch_len(&p)];
+        gru(
+            &p,
+            GRU_ACTS,
+            false,
+            &x,
+            &w,
+            &r,
+            Some(&b),
+            Some(&[3, 1]),
+            Some(&h0),
+            Some(&mut y),
+            Some(&mut yh),
+            &mut scratch,
+        );
+        let want_y = [
+            -0.301041, 0.3255349, -0.0135711, -0.4450424, -0.4235056, -0.155229, -0.1826687,
+            -0.2610649, -0.1104236, 0.3932563, 0.0, 0.0, -0.2956317, -0.3604395, 0.0, 0.0,
+            -0.1557244, 0.2298534, 0.0, 0.0, -0.2018159, -0.1560003, 0.0, 0.0,
+        ];
+        let want_yh = [
+            -0.1557244, 0.2298534, -0.0135711, -0.4450424, -0.4235056, -0.155229, -0.1826687,
+            -0.2610649,
+        ];
+        close(&y, &want_y);
+        close(&yh, &want_yh);
+    }
+
+    #[test]
+    fn gru_reverse_linear_before_reset_clipped() {
+        let p = rnn(3, 2, 1, true, Some(0.4));
+        let (x, w, r, b) = (arr(12, 16), arr(12, 17), arr(12, 18), arr(12, 19));
+        let (mut y, mut yh) = (vec![f32::NAN; 12], vec![f32::NAN; 4]);
+        let mut scratch = vec![f32::NAN; gru_scratch_len(&p)];
+        gru(
+            &p,
+            GRU_ACTS,
+            true,
+            &x,
+            &w,
+            &r,
+            Some(&b),
+            None,
+            None,
+            Some(&mut y),
+            Some(&mut yh),
+            &mut scratch,
+        );
+        let want_y = [
+            -0.2159373, -0.23598, -0.2473894, -0.2182191, 0.0279368, -0.0739591, -0.0496339,
+            -0.0562022, -0.1939934, -0.2117697, -0.2274708, -0.1970211,
+        ];
+        close(&y, &want_y);
+        close(&yh, &[-0.2159373, -0.23598, -0.2473894, -0.2182191]);
+    }
+}

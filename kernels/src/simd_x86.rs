@@ -1,0 +1,772 @@
+//! AVX2 + FMA micro-kernels for x86_64 (skinny GEMMs), used only behind runtime feature detection.
+//!
+//! The only way to reach a kernel is through an [`Avx2Fma`] token, which can
+//! only be built by [`Avx2Fma::detect`] after the CPU reported both features.
+//! The safe entry points check every index the kernels will touch against the
+//! slice lengths before entering the `unsafe` inner loops.
+#![allow(
+    unsafe_code,
+    reason = "AVX2/FMA intrinsics need raw-pointer loads/stores and calls into \
+              #[target_feature] functions; every block carries a SAFETY comment"
+)]
+// Iterator adapters are not always inlined into `#[target_feature]` code,
+// which would spill the accumulators; the kernels use plain index loops.
+#![allow(clippy::needless_range_loop, reason = "see above")]
+
+#[cfg(all(test, not(feature = "std")))]
+extern crate std;
+
+use crate::gemm::{MatMut, MatRef, check};
+use core::arch::x86_64::{
+    __m256, __m256i, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_movehl_ps, _mm_shuffle_ps,
+    _mm256_castps256_ps128, _mm256_cmpgt_epi32, _mm256_extractf128_ps, _mm256_fmadd_ps,
+    _mm256_loadu_ps, _mm256_maskload_ps, _mm256_maskstore_ps, _mm256_mul_ps, _mm256_set1_epi32,
+    _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_ps, _mm256_storeu_ps,
+};
+
+/// Proof that the running CPU supports AVX2 and FMA.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Avx2Fma {
+    _private: (),
+}
+
+impl Avx2Fma {
+    /// Returns the token when the CPU supports AVX2 and FMA.
+    pub(crate) fn detect() -> Option<Self> {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            Some(Self { _private: () })
+        } else {
+            None
+        }
+    }
+}
+
+impl Avx2Fma {
+    /// [`crate::conv::depthwise`] compiled for AVX2 (auto-vectorised).
+    pub(crate) fn depthwise(
+        self,
+        p: &crate::conv::Conv2d,
+        x: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+    ) {
+        #[target_feature(enable = "avx2,fma")]
+        fn run(p: &crate::conv::Conv2d, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+            crate::conv::depthwise(p, x, w, bias, y);
+        }
+        // SAFETY: `self` proves the CPU supports AVX2 and FMA.
+        unsafe { run(p, x, w, bias, y) }
+    }
+}
+
+/// Mask selecting the first `lanes` (1..=8) lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn tail_mask(lanes: usize) -> __m256i {
+    // `lanes <= 8`, so the cast is lossless.
+    let l = lanes as i32;
+    _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(l),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    )
+}
+
+/// Horizontal sum of the eight lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
+    _mm_cvtss_f32(s)
+}
+
+impl Avx2Fma {
+    /// `C = alpha * A * B + beta * C` for `m <= 4` rows, with B's rows contiguous
+    /// (`B(p, j) = b[p * rs + j]`, `b.cs` is ignored). `k, n >= 1`.
+    #[allow(clippy::too_many_arguments, reason = "BLAS-style signature")]
+    pub(crate) fn gemm_rows(
+        self,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f32,
+        a: MatRef<'_>,
+        b: MatRef<'_>,
+        beta: f32,
+        c: MatMut<'_>,
+    ) {
+        assert!((1..=4).contains(&m) && n >= 1 && k >= 1);
+        check("A", m, k, a.rs, a.cs, a.data.len());
+        check("B", k, n, b.rs, 1, b.data.len());
+        check("C", m, n, c.rs, c.cs, c.data.len());
+        let args = Args {
+            n,
+            k,
+            alpha,
+            beta,
+            a: a.data.as_ptr(),
+            rsa: a.rs,
+            csa: a.cs,
+            b: b.data.as_ptr(),
+            ldb: b.rs,
+            c: c.data.as_mut_ptr(),
+            rsc: c.rs,
+            csc: c.cs,
+        };
+        // SAFETY: `self` proves AVX2+FMA are available; the checks above ensure
+        // every A, B and C element the kernel addresses is inside its slice,
+        // and `c` is borrowed mutably for the whole call.
+        unsafe {
+            match m {
+                1 => rows_m::<1, 8>(&args),
+                2 => rows_m::<2, 4>(&args),
+                3 => rows_m::<3, 3>(&args),
+                _ => rows_m::<4, 2>(&args),
+            }
+        }
+    }
+
+    /// `C = alpha * A * B + beta * C` for `m <= 4` rows, with A's rows and
+    /// B's columns contiguous (`A(i, p) = a[i * rs + p]`,
+    /// `B(p, j) = b[j * cs + p]`; `a.cs` and `b.rs` are ignored). `k, n >= 1`.
+    #[allow(clippy::too_many_arguments, reason = "BLAS-style signature")]
+    pub(crate) fn gemm_dots(
+        self,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f32,
+        a: MatRef<'_>,
+        b: MatRef<'_>,
+        beta: f32,
+        c: MatMut<'_>,
+    ) {
+        assert!((1..=4).contains(&m) && n >= 1 && k >= 1);
+        check("A", m, k, a.rs, 1, a.data.len());
+        check("B", k, n, 1, b.cs, b.data.len());
+        check("C", m, n, c.rs, c.cs, c.data.len());
+        let args = Args {
+            n,
+            k,
+            alpha,
+            beta,
+            a: a.data.as_ptr(),
+            rsa: a.rs,
+            csa: 1,
+            b: b.data.as_ptr(),
+            ldb: b.cs,
+            c: c.data.as_mut_ptr(),
+            rsc: c.rs,
+            csc: c.cs,
+        };
+        // SAFETY: as in `gemm_rows`: the token proves the CPU features and the
+        // checks above bound every index the kernels compute.
+        unsafe {
+            match m {
+                1 => dots_m::<1, 8>(&args),
+                2 => dots_m::<2, 4>(&args),
+                3 => dots_m::<3, 3>(&args),
+                _ => dots_m::<4, 2>(&args),
+            }
+        }
+    }
+}
+
+/// Raw arguments shared by the kernels. `a`, `b`, `c` point at element (0, 0).
+struct Args {
+    n: usize,
+    k: usize,
+    alpha: f32,
+    beta: f32,
+    a: *const f32,
+    rsa: usize,
+    csa: usize,
+    b: *const f32,
+    /// Row stride of B (rows kernel) or column stride of B (dot kernel).
+    ldb: usize,
+    c: *mut f32,
+    rsc: usize,
+    csc: usize,
+}
+
+/// Writes `alpha * acc + beta * C` to `lanes` consecutive columns of C at `cp`.
+///
+/// # Safety
+/// AVX2+FMA available; the `lanes` (1..=8) C elements `cp + t * csc` are valid.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store_c(acc: __m256, cp: *mut f32, csc: usize, lanes: usize, alpha: f32, beta: f32) {
+    let res = _mm256_mul_ps(acc, _mm256_set1_ps(alpha));
+    // SAFETY: the caller guarantees the `lanes` addressed C elements are valid;
+    // masked lanes of maskload/maskstore are never accessed.
+    unsafe {
+        if csc == 1 && lanes == 8 {
+            let res = if beta == 0.0 {
+                res
+            } else {
+                _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_loadu_ps(cp), res)
+            };
+            _mm256_storeu_ps(cp, res);
+        } else if csc == 1 {
+            let mask = tail_mask(lanes);
+            let res = if beta == 0.0 {
+                res
+            } else {
+                _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_maskload_ps(cp, mask), res)
+            };
+            _mm256_maskstore_ps(cp, mask, res);
+        } else {
+            let mut tmp = [0.0f32; 8];
+            _mm256_storeu_ps(tmp.as_mut_ptr(), res);
+            for t in 0..lanes {
+                let q = cp.add(t * csc);
+                *q = if beta == 0.0 {
+                    tmp[t]
+                } else {
+                    beta * *q + tmp[t]
+                };
+            }
+        }
+    }
+}
+
+/// Rows kernel driver: tiles of `8 * V` columns, then one masked tail tile.
+///
+/// # Safety
+/// AVX2+FMA available; all `R x n` C, `R x k` A and `k x n` B elements valid.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rows_m<const R: usize, const V: usize>(g: &Args) {
+    let w = 8 * V;
+    let mut j = 0;
+    // SAFETY: every tile lies within the `n` columns the caller vouches for.
+    unsafe {
+        while j + w <= g.n {
+            rows_tile::<R, V>(g, j, 8);
+            j += w;
+        }
+        let rem = g.n - j;
+        if rem > 0 {
+            let last = rem - (rem - 1) / 8 * 8;
+            match rem.div_ceil(8) {
+                1 => rows_tile::<R, 1>(g, j, last),
+                2 => rows_tile::<R, 2>(g, j, last),
+                3 => rows_tile::<R, 3>(g, j, last),
+                4 => rows_tile::<R, 4>(g, j, last),
+                5 => rows_tile::<R, 5>(g, j, last),
+                6 => rows_tile::<R, 6>(g, j, last),
+                7 => rows_tile::<R, 7>(g, j, last),
+                _ => rows_tile::<R, 8>(g, j, last),
+            }
+        }
+    }
+}
+
+/// `R x 8V` tile of C at column `j0` accumulated as `sum_p A(:, p) * B(p, j0..)`;
+/// the last vector covers only `last` (1..=8) columns.
+///
+/// # Safety
+/// AVX2+FMA available; columns `j0 .. j0 + 8 * (V - 1) + last` of the R rows of
+/// C and the k rows of B are valid, as are the `R x k` A elements.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rows_tile<const R: usize, const V: usize>(g: &Args, j0: usize, last: usize) {
+    let mask = tail_mask(last);
+    let mut acc = [[_mm256_setzero_ps(); V]; R];
+    // SAFETY: per the contract, B(p, j0 .. j0 + 8(V-1) + last) and A(r, p) are
+    // readable for p < k, r < R; the partial last vector uses a masked load, so
+    // lanes past `last` are not read. C writes stay in the vouched range.
+    unsafe {
+        let bj = g.b.add(j0);
+        for p in 0..g.k {
+            let bp = bj.add(p * g.ldb);
+            let ap = g.a.add(p * g.csa);
+            if R == 1 {
+                // Single row: B vectors feed one FMA each, so load them as
+                // FMA memory operands instead of holding V extra registers.
+                let ar = _mm256_set1_ps(*ap);
+                for v in 0..V {
+                    let b = if v + 1 == V && last < 8 {
+                        _mm256_maskload_ps(bp.add(8 * v), mask)
+                    } else {
+                        _mm256_loadu_ps(bp.add(8 * v))
+                    };
+                    acc[0][v] = _mm256_fmadd_ps(ar, b, acc[0][v]);
+                }
+                continue;
+            }
+            let mut bv = [_mm256_setzero_ps(); V];
+            for v in 0..V {
+                bv[v] = if v + 1 == V && last < 8 {
+                    _mm256_maskload_ps(bp.add(8 * v), mask)
+                } else {
+                    _mm256_loadu_ps(bp.add(8 * v))
+                };
+            }
+            for r in 0..R {
+                let ar = _mm256_set1_ps(*ap.add(r * g.rsa));
+                for v in 0..V {
+                    acc[r][v] = _mm256_fmadd_ps(ar, bv[v], acc[r][v]);
+                }
+            }
+        }
+        for r in 0..R {
+            for v in 0..V {
+                let lanes = if v + 1 == V { last } else { 8 };
+                let cp = g.c.add(r * g.rsc + (j0 + 8 * v) * g.csc);
+                store_c(acc[r][v], cp, g.csc, lanes, g.alpha, g.beta);
+            }
+        }
+    }
+}
+
+/// Dot kernel driver: tiles of `J` columns, then a narrower tail tile.
+///
+/// # Safety
+/// AVX2+FMA available; all `R x n` C, `R x k` A (rows contiguous) and `k x n`
+/// B (columns contiguous) elements valid.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dots_m<const R: usize, const J: usize>(g: &Args) {
+    let mut j = 0;
+    // SAFETY: every tile lies within the `n` columns the caller vouches for.
+    unsafe {
+        while j + J <= g.n {
+            dots_tile::<R, J>(g, j);
+            j += J;
+        }
+        match g.n - j {
+            0 => {}
+            1 => dots_tile::<R, 1>(g, j),
+            2 => dots_tile::<R, 2>(g, j),
+            3 => dots_tile::<R, 3>(g, j),
+            4 => dots_tile::<R, 4>(g, j),
+            5 => dots_tile::<R, 5>(g, j),
+            6 => dots_tile::<R, 6>(g, j),
+            _ => dots_tile::<R, 7>(g, j),
+        }
+    }
+}
+
+/// `R x J` tile of C at column `j0`, each element a length-k dot product.
+///
+/// # Safety
+/// AVX2+FMA available; A rows `0..R`, B columns `j0..j0 + J` (all k elements,
+/// contiguous) and the matching C elements are valid.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dots_tile<const R: usize, const J: usize>(g: &Args, j0: usize) {
+    let k8 = g.k & !7;
+    let mut acc = [[_mm256_setzero_ps(); J]; R];
+    // SAFETY: loads cover p < k8 (full vectors) and the k - k8 tail lanes via a
+    // masked load, so only A(r, p) / B(p, j) with p < k are read; C writes are
+    // the R x J elements vouched for by the caller.
+    unsafe {
+        let bj = g.b.add(j0 * g.ldb);
+        let mut p = 0;
+        while p < k8 {
+            let mut av = [_mm256_setzero_ps(); R];
+            for r in 0..R {
+                av[r] = _mm256_loadu_ps(g.a.add(r * g.rsa + p));
+            }
+            for j in 0..J {
+                let bv = _mm256_loadu_ps(bj.add(j * g.ldb + p));
+                for r in 0..R {
+                    acc[r][j] = _mm256_fmadd_ps(av[r], bv, acc[r][j]);
+                }
+            }
+            p += 8;
+        }
+        if k8 < g.k {
+            let mask = tail_mask(g.k - k8);
+            let mut av = [_mm256_setzero_ps(); R];
+            for r in 0..R {
+                av[r] = _mm256_maskload_ps(g.a.add(r * g.rsa + k8), mask);
+            }
+            for j in 0..J {
+                let bv = _mm256_maskload_ps(bj.add(j * g.ldb + k8), mask);
+                for r in 0..R {
+                    acc[r][j] = _mm256_fmadd_ps(av[r], bv, acc[r][j]);
+                }
+            }
+        }
+        for r in 0..R {
+            for j in 0..J {
+                let cp = g.c.add(r * g.rsc + (j0 + j) * g.csc);
+                let s = g.alpha * hsum(acc[r][j]);
+                *cp = if g.beta == 0.0 { s } else { g.beta * *cp + s };
+            }
+        }
+    }
+}
+
+/// Columns of a packed B panel (two AVX vectors).
+const NR: usize = crate::gemm::PANEL;
+const _: () = assert!(
+    NR == 16,
+    "the micro-kernels hold two 8-lane vectors per row"
+);
+/// Rows of a register tile of C (6 x 2 accumulators + 2 B vectors + 1
+/// broadcast = 15 of the 16 ymm registers).
+const MR: usize = 6;
+/// Depth of a cache block: a `KC x NR` B panel (16 KiB) stays in L1.
+const KC: usize = 256;
+
+impl Avx2Fma {
+    /// `C = alpha * A * B + beta * C` with a packed, register-blocked kernel
+    /// (`MR x NR` tiles). C must have contiguous rows (`c.cs == 1`).
+    #[allow(clippy::too_many_arguments, reason = "BLAS-style signature")]
+    pub(crate) fn gemm_packed(
+        self,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f32,
+        a: MatRef<'_>,
+        b: MatRef<'_>,
+        beta: f32,
+        c: MatMut<'_>,
+    ) {
+        assert!(m >= 1 && n >= 1 && k >= 1 && c.cs == 1);
+        check("B", k, n, b.rs, b.cs, b.data.len());
+        self.packed_driver(m, n, k, alpha, a, BSource::Strided(b), beta, c);
+    }
+
+    /// Like [`Self::gemm_packed`], with B already packed (layout of
+    /// [`crate::gemm::panel_index`], panels padded to `NR` columns).
+    #[allow(clippy::too_many_arguments, reason = "BLAS-style signature")]
+    pub(crate) fn gemm_prepacked(
+        self,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f32,
+        a: MatRef<'_>,
+        packed: &[f32],
+        beta: f32,
+        c: MatMut<'_>,
+    ) {
+        assert!(m >= 1 && n >= 1 && k >= 1 && c.cs == 1);
+        assert!(
+            k.checked_mul(n.div_ceil(NR) * NR)
+                .is_some_and(|len| packed.len() >= len),
+            "gemm: packed B too short"
+        );
+        self.packed_driver(m, n, k, alpha, a, BSource::Packed(packed), beta, c);
+    }
+
+    /// Blocked loop nest: for each `KC` slab of k and `NR` panel of columns,
+    /// pack (or look up) the `kc x NR` B panel and run the register kernel
+    /// down all rows of C.
+    #[allow(clippy::too_many_arguments, reason = "BLAS-style signature")]
+    fn packed_driver(
+        self,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f32,
+        a: MatRef<'_>,
+        b: BSource<'_>,
+        beta: f32,
+        c: MatMut<'_>,
+    ) {
+        let mut buf = [0.0f32; KC * NR];
+        check("A", m, k, a.rs, a.cs, a.data.len());
+        check("C", m, n, c.rs, 1, c.data.len());
+        let mut pc = 0;
+        while pc < k {
+            let kc = KC.min(k - pc);
+            let beta_blk = if pc == 0 { beta } else { 1.0 };
+            let mut jc = 0;
+            while jc < n {
+                let nc = NR.min(n - jc);
+                let bp: &[f32] = match b {
+                    BSource::Strided(b) => {
+                        pack_panel(&mut buf, b, pc, kc, jc, nc);
+                        &buf[..kc * NR]
+                    }
+                    BSource::Packed(packed) => {
+                        let start = (jc / NR) * (k * NR) + pc * NR;
+                        &packed[start..start + kc * NR]
+                    }
+                };
+                assert!(bp.len() >= kc * NR);
+                let mut ic = 0;
+                while ic < m {
+                    let mr = MR.min(m - ic);
+                    let t = Tile {
+                        kc,
+                        a: a.data[ic * a.rs + pc * a.cs..].as_ptr(),
+                        rsa: a.rs,
+                        csa: a.cs,
+                        b: bp.as_ptr(),
+                        c: c.data[ic * c.rs + jc..].as_mut_ptr(),
+                        rsc: c.rs,
+                        cols: nc,
+                        alpha,
+                        beta: beta_blk,
+                    };
+                    // SAFETY: the token proves AVX2+FMA. A rows ic..ic+mr,
+                    // columns pc..pc+kc and C rows ic..ic+mr, columns
+                    // jc..jc+nc are inside their slices by the `check`s above
+                    // (mr <= m - ic, kc <= k - pc, nc <= n - jc); the panel
+                    // holds kc x NR floats (asserted), of which the kernel
+                    // reads the first 8 * ceil(nc / 8) <= NR of each row.
+                    unsafe {
+                        match (mr, nc > 8) {
+                            (6, true) => micro::<6, 2>(&t),
+                            (6, false) => micro::<6, 1>(&t),
+                            (5, true) => micro::<5, 2>(&t),
+                            (5, false) => micro::<5, 1>(&t),
+                            (4, true) => micro::<4, 2>(&t),
+                            (4, false) => micro::<4, 1>(&t),
+                            (3, true) => micro::<3, 2>(&t),
+                            (3, false) => micro::<3, 1>(&t),
+                            (2, true) => micro::<2, 2>(&t),
+                            (2, false) => micro::<2, 1>(&t),
+                            (_, true) => micro::<1, 2>(&t),
+                            (_, false) => micro::<1, 1>(&t),
+                        }
+                    }
+                    ic += mr;
+                }
+                jc += nc;
+            }
+            pc += kc;
+        }
+    }
+}
+
+/// Where the packed driver gets its B panels from.
+#[derive(Debug, Clone, Copy)]
+enum BSource<'a> {
+    /// A strided matrix, packed panel by panel into a stack buffer.
+    Strided(MatRef<'a>),
+    /// Already packed (layout of [`crate::gemm::panel_index`]).
+    Packed(&'a [f32]),
+}
+
+/// Copies `B(pc..pc + kc, jc..jc + nc)` into the first `nc` columns of the
+/// `kc` rows (stride `NR`) of `buf`.
+fn pack_panel(buf: &mut [f32], b: MatRef<'_>, pc: usize, kc: usize, jc: usize, nc: usize) {
+    for (p, dst) in buf.chunks_exact_mut(NR).take(kc).enumerate() {
+        let row = (pc + p) * b.rs;
+        if b.cs == 1 && nc == NR {
+            // Fixed-size copy: inlined as two vector moves.
+            let src: &[f32; NR] = b.data[row + jc..row + jc + NR].try_into().expect("NR");
+            let dst: &mut [f32; NR] = dst.try_into().expect("NR");
+            *dst = *src;
+            continue;
+        }
+        let dst = &mut dst[..nc];
+        if b.cs == 1 {
+            dst.copy_from_slice(&b.data[row + jc..row + jc + nc]);
+        } else {
+            for (j, d) in dst.iter_mut().enumerate() {
+                *d = b.data[row + (jc + j) * b.cs];
+            }
+        }
+    }
+}
+
+/// One register tile: `C[R x cols] = alpha * A[R x kc] * Bpanel[kc x 8V] + beta * C`.
+struct Tile {
+    kc: usize,
+    a: *const f32,
+    rsa: usize,
+    csa: usize,
+    /// Packed panel, row stride `NR`.
+    b: *const f32,
+    c: *mut f32,
+    rsc: usize,
+    /// Valid columns, `8 * (V - 1) < cols <= 8 * V`.
+    cols: usize,
+    alpha: f32,
+    beta: f32,
+}
+
+/// Register-blocked micro-kernel: `R x 8V` accumulators.
+///
+/// # Safety
+/// AVX2+FMA available; `A(r, p)` (r < R, p < kc), the first `8V` floats of
+/// each of the `kc` panel rows and `C(r, 0..cols)` are valid.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn micro<const R: usize, const V: usize>(t: &Tile) {
+    let mut acc = [[_mm256_setzero_ps(); V]; R];
+    // SAFETY: every address below is one the caller vouches for (see above).
+    unsafe {
+        let mut ap = t.a;
+        let mut bp = t.b;
+        for _ in 0..t.kc {
+            let mut bv = [_mm256_setzero_ps(); V];
+            for v in 0..V {
+                bv[v] = _mm256_loadu_ps(bp.add(8 * v));
+            }
+            for r in 0..R {
+                let ar = _mm256_set1_ps(*ap.add(r * t.rsa));
+                for v in 0..V {
+                    acc[r][v] = _mm256_fmadd_ps(ar, bv[v], acc[r][v]);
+                }
+            }
+            ap = ap.add(t.csa);
+            bp = bp.add(NR);
+        }
+        for r in 0..R {
+            for v in 0..V {
+                let lanes = (t.cols - 8 * v).min(8);
+                store_c(
+                    acc[r][v],
+                    t.c.add(r * t.rsc + 8 * v),
+                    1,
+                    lanes,
+                    t.alpha,
+                    t.beta,
+                );
+            }
+        }
+    }
+}
+
+impl Avx2Fma {
+    /// Direct convolution of one (batch item, group) as an implicit GEMM:
+    /// `y[mg, oh·ow] = w[mg, k] · B + beta · y`, where row `(ci, r, s)` of B,
+    /// for a strip of `NR` output columns starting at `(oy, ox0)`, is the
+    /// contiguous run `xp[ci, oy·sh + r·dh, ox0 + s·dw ..][..NR]` of the
+    /// zero-padded input. The register tiles are those of [`micro`].
+    pub(crate) fn conv_direct(
+        self,
+        d: &crate::conv::Direct,
+        mg: usize,
+        w: &[f32],
+        xp: &[f32],
+        beta: f32,
+        y: &mut [f32],
+    ) {
+        let plane = d.hp * d.wp;
+        let k = d.cg * d.kh * d.kw;
+        if mg == 0 || d.oh == 0 || d.ow == 0 {
+            return;
+        }
+        assert!(w.len() >= mg * k && y.len() >= mg * d.oh * d.ow);
+        // Every tap of every strip stays inside the buffer: rows up to
+        // (oh-1)·sh + (kh-1)·dh < hp, columns up to ow-1 + (kw-1)·dw < wp,
+        // and a strip's last vector may run NR-1 floats past its row.
+        assert!(d.hp > (d.oh - 1) * d.sh + d.kh.saturating_sub(1) * d.dh);
+        assert!(d.wp >= d.ow + d.kw.saturating_sub(1) * d.dw);
+        assert!(xp.len() >= d.cg * plane + NR);
+        let ohw = d.oh * d.ow;
+        for oy in 0..d.oh {
+            let mut ox0 = 0;
+            while ox0 < d.ow {
+                let cols = NR.min(d.ow - ox0);
+                let mut ib = 0;
+                while ib < mg {
+                    let mr = MR.min(mg - ib);
+                    let t = ConvTile {
+                        a: w[ib * k..].as_ptr(),
+                        lda: k,
+                        b: xp[oy * d.sh * d.wp + ox0..].as_ptr(),
+                        d: *d,
+                        plane,
+                        c: y[ib * ohw + oy * d.ow + ox0..].as_mut_ptr(),
+                        ldc: ohw,
+                        cols,
+                        beta,
+                    };
+                    // SAFETY: the token proves AVX2+FMA. Weights rows
+                    // ib..ib+mr (k floats each) and the C strip (mr rows of
+                    // `cols` floats at stride oh·ow) are inside `w` and `y`
+                    // by the first assert; every B load reads NR floats from
+                    // xp[ci·plane + (oy·sh + r·dh)·wp + ox0 + s·dw ..], whose
+                    // end is below cg·plane + NR by the other asserts.
+                    unsafe {
+                        match (mr, cols > 8) {
+                            (6, true) => conv_micro::<6, 2>(&t),
+                            (6, false) => conv_micro::<6, 1>(&t),
+                            (5, true) => conv_micro::<5, 2>(&t),
+                            (5, false) => conv_micro::<5, 1>(&t),
+                            (4, true) => conv_micro::<4, 2>(&t),
+                            (4, false) => conv_micro::<4, 1>(&t),
+                            (3, true) => conv_micro::<3, 2>(&t),
+                            (3, false) => conv_micro::<3, 1>(&t),
+                            (2, true) => conv_micro::<2, 2>(&t),
+                            (2, false) => conv_micro::<2, 1>(&t),
+                            (_, true) => conv_micro::<1, 2>(&t),
+                            (_, false) => conv_micro::<1, 1>(&t),
+                        }
+                    }
+                    ib += mr;
+                }
+                ox0 += cols;
+            }
+        }
+    }
+}
+
+/// One register tile of the direct convolution.
+struct ConvTile {
+    /// Weights of the tile's first output channel (row stride `lda`).
+    a: *const f32,
+    lda: usize,
+    /// Padded input at (channel 0, row oy·sh, column ox0).
+    b: *const f32,
+    d: crate::conv::Direct,
+    plane: usize,
+    /// Output at (first channel, oy, ox0), channel stride `ldc`.
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    beta: f32,
+}
+
+/// `R x 8V` direct-convolution tile: like [`micro`], with B row `(ci, r, s)`
+/// read straight from the padded input.
+///
+/// # Safety
+/// AVX2+FMA available; the `R` weight rows, the `cg·kh·kw` input runs of
+/// `8V` floats and the `R x cols` outputs addressed are valid.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn conv_micro<const R: usize, const V: usize>(t: &ConvTile) {
+    let d = &t.d;
+    let mut acc = [[_mm256_setzero_ps(); V]; R];
+    // SAFETY: every address below is one the caller vouches for.
+    unsafe {
+        let mut ap = t.a;
+        for ci in 0..d.cg {
+            for r in 0..d.kh {
+                let br = t.b.add(ci * t.plane + r * d.dh * d.wp);
+                for s in 0..d.kw {
+                    let bp = br.add(s * d.dw);
+                    let mut bv = [_mm256_setzero_ps(); V];
+                    for v in 0..V {
+                        bv[v] = _mm256_loadu_ps(bp.add(8 * v));
+                    }
+                    for rr in 0..R {
+                        let ar = _mm256_set1_ps(*ap.add(rr * t.lda));
+                        for v in 0..V {
+                            acc[rr][v] = _mm256_fmadd_ps(ar, bv[v], acc[rr][v]);
+                        }
+                    }
+                    ap = ap.add(1);
+                }
+            }
+        }
+        for rr in 0..R {
+            for v in 0..V {
+                let lanes = t.cols.saturating_sub(8 * v).min(8);
+                if lanes > 0 {
+                    store_c(
+                        acc[rr][v],
+                        t.c.add(rr * t.ldc + 8 * v),
+                        1,
+                        lanes,
+                        1.0,
+                        t.beta,
+                    );
+                }
+            }
+        }
+    }
+}
