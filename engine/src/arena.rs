@@ -37,6 +37,10 @@ impl<'x> Regions<'x> {
         let mut pos = 0usize;
         for &i in order.iter() {
             let (off, len) = ranges[i];
+            if len == 0 {
+                regions.muts[i] = Some(&mut []);
+                continue;
+            }
             if off < pos {
                 return Err(bad("outputs overlap in the arena"));
             }

@@ -134,6 +134,10 @@ pub fn conv2d_scratch_len(p: &Conv2d) -> usize {
 /// [`PANEL`] floats of slack), so that every filter tap of a strip of
 /// [`PANEL`] output columns reads contiguous, in-bounds memory.
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(
+    not(all(target_arch = "x86_64", any(feature = "std", test))),
+    allow(dead_code, reason = "the fields are read by the AVX2 kernel only")
+)]
 pub(crate) struct Direct {
     /// Input channels per group.
     pub(crate) cg: usize,
@@ -204,7 +208,7 @@ impl Direct {
     }
 }
 
-/// y[n, m, oh, ow] = bias[m] + Σ x·w, w is [m, c/group, kh, kw].
+/// `y[n, m, oh, ow] = bias[m] + Σ x·w`, `w` is `[m, c/group, kh, kw]`.
 /// `scratch.len() >= conv2d_scratch_len(p)`.
 ///
 /// # Panics
@@ -238,7 +242,7 @@ pub(crate) fn conv2d_with(
         return;
     }
     if is_depthwise(p) {
-        eng.depthwise(p, x, w, bias, y);
+        eng.vectorized(depthwise, &(*p, w, bias), x, y);
         return;
     }
     let k = cg * p.kh * p.kw;
@@ -249,7 +253,7 @@ pub(crate) fn conv2d_with(
             "conv: scratch too short"
         );
     }
-    let direct = (!pointwise && p.w > 0 && Direct::suits(p)).then(|| Direct::new(p));
+    let direct = (!pointwise && hw > 0 && Direct::suits(p)).then(|| Direct::new(p));
     for b in 0..p.n {
         for g in 0..p.group {
             let xg = &x[(b * p.c + g * cg) * hw..][..cg * hw];
@@ -402,7 +406,8 @@ fn copy_small(dst: &mut [f32], src: &[f32]) {
 /// (where every tap is inside the input) as one vectorisable axpy, over the
 /// few border columns with bounds checks.
 #[inline(always)]
-pub(crate) fn depthwise(p: &Conv2d, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+fn depthwise((p, w, bias): &(Conv2d, &[f32], Option<&[f32]>), x: &[f32], y: &mut [f32]) {
+    let (w, bias) = (*w, *bias);
     let mult = p.m / p.c;
     let [sh, sw] = p.stride;
     let [dh, dw] = p.dilation;
@@ -422,44 +427,54 @@ pub(crate) fn depthwise(p: &Conv2d, x: &[f32], w: &[f32], bias: Option<&[f32]>, 
             for (oy, yrow) in yc.chunks_exact_mut(p.ow).enumerate() {
                 // Filter rows whose input row exists.
                 let (r0, r1) = out_range((oy * sh) as isize - pt, dh, p.h, p.kh);
-                let xrow = |r: usize| {
-                    let iy = (oy * sh + r * dh) as isize - pt;
-                    &xc[iy as usize * p.w..][..p.w]
-                };
-                // Border columns: every tap bounds-checked.
+                let iy0 = (oy * sh) as isize - pt;
+                let xrow = |r: usize| input_row(xc, p.w, iy0 + (r * dh) as isize);
+                // Border columns: only the taps inside the input.
                 for ox in (0..xa).chain(xb..p.ow) {
+                    let (s0, s1) = out_range((ox * sw) as isize - pl, dw, p.w, p.kw);
                     let mut acc = bv;
                     for r in r0..r1 {
                         let xr = xrow(r);
-                        for s in 0..p.kw {
-                            let ix = (ox * sw + s * dw) as isize - pl;
-                            if ix >= 0 && (ix as usize) < p.w {
-                                acc += wc[r * p.kw + s] * xr[ix as usize];
-                            }
+                        for s in s0..s1 {
+                            let ix = ((ox * sw + s * dw) as isize - pl) as usize;
+                            acc += wc[r * p.kw + s] * xr[ix];
                         }
                     }
                     yrow[ox] = acc;
                 }
-                // Interior columns, unit stride: tiles of DW_TILE outputs
-                // accumulated over all taps in registers.
+                // Interior columns, unit stride: tiles of outputs accumulated
+                // over all taps in registers. Tiles write final values, so
+                // the last one may overlap its predecessor.
                 let mut x_lo = xa;
                 if sw == 1 {
-                    while x_lo + DW_TILE <= xb {
-                        let mut acc = [bv; DW_TILE];
-                        for r in r0..r1 {
-                            let xr = xrow(r);
-                            for s in 0..p.kw {
-                                let wv = wc[r * p.kw + s];
-                                // >= 0 for interior columns.
-                                let base = ((x_lo + s * dw) as isize - pl) as usize;
-                                let xs = &xr[base..base + DW_TILE];
-                                for t in 0..DW_TILE {
-                                    acc[t] += wv * xs[t];
-                                }
+                    let width = xb - xa;
+                    let t = if width >= DW_TILE { DW_TILE } else { 8 };
+                    if width >= t {
+                        let g = DwTile {
+                            bias: bv,
+                            rows: r0..r1,
+                            xc,
+                            w: p.w,
+                            iy0,
+                            dh,
+                            wc,
+                            kw: p.kw,
+                            dw,
+                            pl,
+                        };
+                        loop {
+                            // The last tile may overlap its predecessor.
+                            let t0 = x_lo.min(xb - t);
+                            if t == DW_TILE {
+                                g.run::<DW_TILE>(yrow, t0);
+                            } else {
+                                g.run::<8>(yrow, t0);
+                            }
+                            x_lo = t0 + t;
+                            if x_lo >= xb {
+                                break;
                             }
                         }
-                        yrow[x_lo..x_lo + DW_TILE].copy_from_slice(&acc);
-                        x_lo += DW_TILE;
                     }
                 }
                 // Remaining interior columns: one axpy per tap.
@@ -506,6 +521,50 @@ pub(crate) fn depthwise(p: &Conv2d, x: &[f32], w: &[f32], bias: Option<&[f32]>, 
 /// Output columns accumulated in registers at once by [`depthwise`].
 const DW_TILE: usize = 32;
 
+/// Row `iy` (in range) of an input plane of width `w`.
+#[inline(always)]
+fn input_row(xc: &[f32], w: usize, iy: isize) -> &[f32] {
+    &xc[iy as usize * w..][..w]
+}
+
+/// Depthwise tile parameters for one output row (see [`DwTile::run`]).
+struct DwTile<'a> {
+    bias: f32,
+    /// Filter rows whose input row exists.
+    rows: core::ops::Range<usize>,
+    xc: &'a [f32],
+    w: usize,
+    /// Input row of filter row 0 (may be negative).
+    iy0: isize,
+    dh: usize,
+    wc: &'a [f32],
+    kw: usize,
+    dw: usize,
+    pl: isize,
+}
+
+impl DwTile<'_> {
+    /// Computes the `T` outputs `yrow[t0..t0 + T]` (interior columns, unit
+    /// stride): `bias + Σ_taps w · x`, accumulated in registers.
+    #[inline(always)]
+    fn run<const T: usize>(&self, yrow: &mut [f32], t0: usize) {
+        let mut acc = [self.bias; T];
+        for r in self.rows.clone() {
+            let xr = input_row(self.xc, self.w, self.iy0 + (r * self.dh) as isize);
+            for s in 0..self.kw {
+                let wv = self.wc[r * self.kw + s];
+                // >= 0 for interior columns.
+                let base = ((t0 + s * self.dw) as isize - self.pl) as usize;
+                let xs = &xr[base..base + T];
+                for t in 0..T {
+                    acc[t] += wv * xs[t];
+                }
+            }
+        }
+        yrow[t0..t0 + T].copy_from_slice(&acc);
+    }
+}
+
 /// Scalar reference for [`conv2d`].
 pub fn conv2d_reference(p: &Conv2d, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
     let cg = p.c.checked_div(p.group).unwrap_or(0);
@@ -544,7 +603,7 @@ pub fn conv2d_reference(p: &Conv2d, x: &[f32], w: &[f32], bias: Option<&[f32]>, 
     }
 }
 
-/// ConvTranspose: x [n, c, h, w], w [c, m/group, kh, kw], y [n, m, oh, ow]
+/// ConvTranspose: x `[n, c, h, w]`, w `[c, m/group, kh, kw]`, y `[n, m, oh, ow]`
 /// (oh/ow given; pads as in ONNX after auto_pad/output_padding resolution:
 /// top, left, bottom, right).
 ///

@@ -1,14 +1,20 @@
 //! General matrix multiply `C = alpha * op(A) * op(B) + beta * C` (row-major f32), with GEMV-shaped fast paths.
 //!
-//! Dispatch:
+//! Dispatch (the instruction set is chosen at run time: AVX2+FMA intrinsics
+//! on x86_64 with the `std` feature and a capable CPU, else portable code):
 //! * `m <= 4` (or `n <= 4`, by computing `Cᵀ = op(B)ᵀ op(A)ᵀ`): dedicated
 //!   skinny kernels, either "row axpy" (B contiguous along `n`: accumulate
 //!   `A(i, p) * B(p, j..)` over `p` for a strip of columns kept in registers)
-//!   or "dot" (A rows and B columns contiguous along `k`). On x86_64 with the
-//!   `std` feature and an AVX2+FMA CPU they use `core::arch` intrinsics,
-//!   otherwise portable multi-accumulator code that LLVM auto-vectorises.
-//! * everything else: `matrixmultiply::sgemm` (packed, cache-blocked; it takes
-//!   row/column strides, so transposes cost nothing).
+//!   or "dot" (A rows and B columns contiguous along `k`, several dot
+//!   products at once). The portable versions use multiple accumulators that
+//!   LLVM auto-vectorises.
+//! * everything else: on AVX2, a packed kernel (B packed in 16-column panels
+//!   on the stack, 6x16 register tiles, k blocked by 256); portable:
+//!   `matrixmultiply::sgemm` (it takes row/column strides, so transposes cost
+//!   nothing).
+//!
+//! `Engine` exposes the same machinery to the convolutions (B pre-packed
+//! by im2col, direct convolution, AVX2 builds of portable loops).
 
 #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
 use crate::simd_x86::Avx2Fma;
@@ -63,7 +69,7 @@ pub(crate) fn check(what: &str, rows: usize, cols: usize, rs: usize, cs: usize, 
     );
 }
 
-/// Instruction set chosen for the skinny kernels.
+/// Instruction set of the optimised paths.
 #[derive(Debug, Clone, Copy)]
 enum Isa {
     Portable,
@@ -71,8 +77,10 @@ enum Isa {
     Avx2(Avx2Fma),
 }
 
-/// GEMM entry point for callers that build the B operand themselves
-/// (im2col): on the AVX2 path B is expected pre-packed in panels.
+/// Optimised paths for the other kernels (convolution, pooling), bound to
+/// one instruction set: GEMM with a caller-built B operand (pre-packed in
+/// panels on the AVX2 path), direct convolution, and AVX2 builds of
+/// portable loops.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Engine(Isa);
 
@@ -94,19 +102,21 @@ impl Engine {
         Avx2Fma::detect().map(|t| Self(Isa::Avx2(t)))
     }
 
-    /// Depthwise convolution, compiled for this engine's instruction set.
-    pub(crate) fn depthwise(
+    /// Calls `f(a, x, y)` compiled for this engine's instruction set: on
+    /// the AVX2 engine an `#[inline(always)]` function item `f` is inlined
+    /// into an AVX2+FMA function and auto-vectorised with 256-bit vectors.
+    #[inline(always)]
+    pub(crate) fn vectorized<A: ?Sized, F: Fn(&A, &[f32], &mut [f32])>(
         self,
-        p: &crate::conv::Conv2d,
+        f: F,
+        a: &A,
         x: &[f32],
-        w: &[f32],
-        bias: Option<&[f32]>,
         y: &mut [f32],
     ) {
         match self.0 {
             #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
-            Isa::Avx2(t) => t.depthwise(p, x, w, bias, y),
-            Isa::Portable => crate::conv::depthwise(p, x, w, bias, y),
+            Isa::Avx2(t) => t.vectorized(f, a, x, y),
+            Isa::Portable => f(a, x, y),
         }
     }
 
@@ -130,12 +140,15 @@ impl Engine {
         match self.0 {
             #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
             Isa::Avx2(t) => t.conv_direct(d, mg, w, xp, beta, y),
-            Isa::Portable => unreachable!("conv_direct needs has_direct_conv"),
+            Isa::Portable => {
+                let _ = (d, mg, w, xp, beta, y);
+                unreachable!("conv_direct needs has_direct_conv");
+            }
         }
     }
 
     /// Whether [`Self::gemm_nn`] wants B packed in panels: element `(p, j)`
-    /// of the `k x n` B at [`Self::b_index`], panels zero-padded to
+    /// of the `k x n` B at [`panel_index`], panels zero-padded to
     /// [`PANEL`] columns, [`Self::b_len`] floats in all. Otherwise B is plain
     /// row-major.
     pub(crate) fn b_panels(self) -> bool {
@@ -167,7 +180,8 @@ impl Engine {
                 if m == 0 || n == 0 {
                     return;
                 }
-                let c = &mut c[..m * n];
+                let mn = m.checked_mul(n).expect("gemm: m*n overflows usize");
+                let c = &mut c[..mn];
                 if k == 0 {
                     scale(c, beta);
                     return;

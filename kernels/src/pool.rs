@@ -6,6 +6,7 @@
 //! per filter tap so that the inner loops vectorise.
 
 use crate::conv::out_range;
+use crate::gemm::Engine;
 
 /// Shape and attributes of a 2-D pooling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,8 +38,8 @@ pub struct Pool2d {
 /// Lanes of the independent accumulators in the reductions.
 const LANES: usize = 8;
 
-/// Checks attributes and slice lengths; returns `(h·w, oh·ow)`.
-fn check(p: &Pool2d, x: &[f32], y: &[f32]) -> (usize, usize) {
+/// Checks attributes and slice lengths.
+fn check(p: &Pool2d, x: &[f32], y: &[f32]) {
     assert!(
         p.stride.iter().chain(&p.dilation).all(|&v| v >= 1),
         "pool: strides and dilations must be >= 1"
@@ -54,7 +55,6 @@ fn check(p: &Pool2d, x: &[f32], y: &[f32]) -> (usize, usize) {
         planes.checked_mul(ohw).is_some_and(|l| y.len() >= l),
         "pool: y too short"
     );
-    (hw, ohw)
 }
 
 /// Number of taps `t < k` with `lo <= start + t·d < hi`.
@@ -66,12 +66,16 @@ fn tap_count(start: isize, d: usize, k: usize, lo: isize, hi: isize) -> usize {
     b - a
 }
 
-/// Combines `y[t]` with `x[t · stride]` for a run of outputs of one tap.
-type Combine<'a> = dyn FnMut(&mut [f32], &[f32], usize) + 'a;
-
-/// Runs `combine(yrow_slice, xrow, first_ix, stride)` for every valid tap
-/// of output row `oy` of one plane.
-fn for_each_tap(p: &Pool2d, xc: &[f32], oy: usize, yrow: &mut [f32], combine: &mut Combine<'_>) {
+/// Runs `combine(yrow_slice, xrow_from_first_input, stride)` for every
+/// valid tap of output row `oy` of one plane.
+#[inline(always)]
+fn for_each_tap(
+    p: &Pool2d,
+    xc: &[f32],
+    oy: usize,
+    yrow: &mut [f32],
+    mut combine: impl FnMut(&mut [f32], &[f32], usize),
+) {
     let [sh, sw] = p.stride;
     let [dh, dw] = p.dilation;
     let (pt, pl) = (p.pad[0] as isize, p.pad[1] as isize);
@@ -92,16 +96,146 @@ fn for_each_tap(p: &Pool2d, xc: &[f32], oy: usize, yrow: &mut [f32], combine: &m
     }
 }
 
-/// Applies `op(acc, x)` lane-wise: `y[t] = op(y[t], x[t · stride])`.
+/// Applies `op(acc, x)` lane-wise: `y[t] = op(y[t], x[t · stride])`; `x`
+/// holds at least `(y.len() - 1) · stride + 1` values.
 #[inline(always)]
 fn apply(y: &mut [f32], x: &[f32], stride: usize, op: impl Fn(f32, f32) -> f32) {
-    if stride == 1 {
-        for (a, &b) in y.iter_mut().zip(x) {
-            *a = op(*a, b);
+    match stride {
+        1 => {
+            for (a, &b) in y.iter_mut().zip(x) {
+                *a = op(*a, b);
+            }
         }
-    } else {
-        for (a, &b) in y.iter_mut().zip(x.iter().step_by(stride)) {
-            *a = op(*a, b);
+        // Constant stride: vectorised as interleaved loads.
+        2 => {
+            for (a, b) in y.iter_mut().zip(x.chunks_exact(2)) {
+                *a = op(*a, b[0]);
+            }
+            if x.len() < 2 * y.len()
+                && let Some(a) = y.last_mut()
+            {
+                *a = op(*a, x[x.len() - 1]);
+            }
+        }
+        _ => {
+            for (a, &b) in y.iter_mut().zip(x.iter().step_by(stride)) {
+                *a = op(*a, b);
+            }
+        }
+    }
+}
+
+/// `max(a, b)` for an accumulator `a` that is never NaN: NaN inputs are
+/// skipped (like `f32::max`), and it compiles to a single `maxps`.
+#[inline(always)]
+fn max_keep(a: f32, b: f32) -> f32 {
+    if b > a { b } else { a }
+}
+
+/// What a pooling computes per window.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Max,
+    /// Average; the divisor counts padding when `true`.
+    Avg(bool),
+    /// Lp norm with this exponent.
+    Lp(u32),
+}
+
+/// All pools: reduce every window row by row with `op` from `init`, then
+/// finish each output row (divide, take the root).
+#[inline(always)]
+fn pool(&(p, kind): &(Pool2d, Kind), x: &[f32], y: &mut [f32]) {
+    match kind {
+        Kind::Max => reduce(&p, x, y, f32::NEG_INFINITY, max_keep, |_, _| {}),
+        Kind::Avg(include_pad) => {
+            let [sh, sw] = p.stride;
+            let [dh, dw] = p.dilation;
+            let [pt, pl, pb, pr] = p.pad.map(|v| v as isize);
+            // Region the divisor counts, in unpadded input coordinates.
+            let (ylo, yhi, xlo, xhi) = if include_pad {
+                (-pt, p.h as isize + pb, -pl, p.w as isize + pr)
+            } else {
+                (0, p.h as isize, 0, p.w as isize)
+            };
+            // Columns whose whole window is inside that region.
+            let ca = out_range(-pl - xlo, sw, (xhi - xlo).max(0) as usize, p.ow).0;
+            let last = (p.kw.saturating_sub(1) * dw) as isize;
+            let cb = out_range(last - pl - xlo, sw, (xhi - xlo).max(0) as usize, p.ow)
+                .1
+                .max(ca);
+            reduce(
+                &p,
+                x,
+                y,
+                0.0,
+                |a, b| a + b,
+                |oy, yrow| {
+                    let rows = tap_count((oy * sh) as isize - pt, dh, p.kh, ylo, yhi);
+                    let full = (rows * p.kw) as f32;
+                    for v in &mut yrow[ca..cb] {
+                        *v /= full;
+                    }
+                    for ox in (0..ca).chain(cb..p.ow) {
+                        let cols = tap_count((ox * sw) as isize - pl, dw, p.kw, xlo, xhi);
+                        yrow[ox] /= (rows * cols) as f32;
+                    }
+                },
+            );
+        }
+        Kind::Lp(1) => reduce(&p, x, y, 0.0, |a, b| a + b.abs(), |_, _| {}),
+        Kind::Lp(2) => reduce(
+            &p,
+            x,
+            y,
+            0.0,
+            |a, b| a + b * b,
+            |_, yrow| {
+                for v in yrow {
+                    *v = libm::sqrtf(*v);
+                }
+            },
+        ),
+        Kind::Lp(pw) => {
+            let pf = pw as f32;
+            reduce(
+                &p,
+                x,
+                y,
+                0.0,
+                |a, b| a + libm::powf(b.abs(), pf),
+                |_, yrow| {
+                    for v in yrow {
+                        *v = libm::powf(*v, 1.0 / pf);
+                    }
+                },
+            );
+        }
+    }
+}
+
+/// Reduces every window with `op` (from `init`), then calls
+/// `finish(oy, yrow)` on each output row.
+#[inline(always)]
+fn reduce(
+    p: &Pool2d,
+    x: &[f32],
+    y: &mut [f32],
+    init: f32,
+    op: impl Fn(f32, f32) -> f32 + Copy,
+    mut finish: impl FnMut(usize, &mut [f32]),
+) {
+    let (hw, ohw) = (p.h * p.w, p.oh * p.ow);
+    if ohw == 0 {
+        return;
+    }
+    for plane in 0..p.n * p.c {
+        let xc = &x[plane * hw..][..hw];
+        let yc = &mut y[plane * ohw..][..ohw];
+        for (oy, yrow) in yc.chunks_exact_mut(p.ow).enumerate() {
+            yrow.fill(init);
+            for_each_tap(p, xc, oy, yrow, |ys, xs, st| apply(ys, xs, st, op));
+            finish(oy, yrow);
         }
     }
 }
@@ -112,18 +246,8 @@ fn apply(y: &mut [f32], x: &[f32], stride: usize, op: impl Fn(f32, f32) -> f32) 
 /// # Panics
 /// If a slice is too short or a stride or dilation is 0.
 pub fn max_pool2d(p: &Pool2d, x: &[f32], y: &mut [f32]) {
-    let (hw, ohw) = check(p, x, y);
-    for plane in 0..p.n * p.c {
-        let xc = &x[plane * hw..][..hw];
-        let yc = &mut y[plane * ohw..][..ohw];
-        for oy in 0..p.oh {
-            let yrow = &mut yc[oy * p.ow..][..p.ow];
-            yrow.fill(f32::NEG_INFINITY);
-            for_each_tap(p, xc, oy, yrow, &mut |ys, xs, st| {
-                apply(ys, xs, st, f32::max)
-            });
-        }
-    }
+    check(p, x, y);
+    Engine::detect().vectorized(pool, &(*p, Kind::Max), x, y);
 }
 
 /// AveragePool with ONNX semantics: without `count_include_pad` the divisor
@@ -134,32 +258,8 @@ pub fn max_pool2d(p: &Pool2d, x: &[f32], y: &mut [f32]) {
 /// # Panics
 /// If a slice is too short or a stride or dilation is 0.
 pub fn avg_pool2d(p: &Pool2d, count_include_pad: bool, x: &[f32], y: &mut [f32]) {
-    let (hw, ohw) = check(p, x, y);
-    let [sh, sw] = p.stride;
-    let [dh, dw] = p.dilation;
-    let [pt, pl, pb, pr] = p.pad.map(|v| v as isize);
-    // Valid region for the divisor, relative to unpadded input coordinates.
-    let (ylo, yhi, xlo, xhi) = if count_include_pad {
-        (-pt, p.h as isize + pb, -pl, p.w as isize + pr)
-    } else {
-        (0, p.h as isize, 0, p.w as isize)
-    };
-    for plane in 0..p.n * p.c {
-        let xc = &x[plane * hw..][..hw];
-        let yc = &mut y[plane * ohw..][..ohw];
-        for oy in 0..p.oh {
-            let yrow = &mut yc[oy * p.ow..][..p.ow];
-            yrow.fill(0.0);
-            for_each_tap(p, xc, oy, yrow, &mut |ys, xs, st| {
-                apply(ys, xs, st, |a, b| a + b)
-            });
-            let rows = tap_count((oy * sh) as isize - pt, dh, p.kh, ylo, yhi);
-            for (ox, v) in yrow.iter_mut().enumerate() {
-                let cols = tap_count((ox * sw) as isize - pl, dw, p.kw, xlo, xhi);
-                *v /= (rows * cols) as f32;
-            }
-        }
-    }
+    check(p, x, y);
+    Engine::detect().vectorized(pool, &(*p, Kind::Avg(count_include_pad)), x, y);
 }
 
 /// LpPool: `(Σ |x|^pw)^(1/pw)` over the input elements of each window
@@ -168,37 +268,8 @@ pub fn avg_pool2d(p: &Pool2d, count_include_pad: bool, x: &[f32], y: &mut [f32])
 /// # Panics
 /// If a slice is too short or a stride or dilation is 0.
 pub fn lp_pool2d(p: &Pool2d, pw: u32, x: &[f32], y: &mut [f32]) {
-    let (hw, ohw) = check(p, x, y);
-    let pf = pw as f32;
-    for plane in 0..p.n * p.c {
-        let xc = &x[plane * hw..][..hw];
-        let yc = &mut y[plane * ohw..][..ohw];
-        for oy in 0..p.oh {
-            let yrow = &mut yc[oy * p.ow..][..p.ow];
-            yrow.fill(0.0);
-            match pw {
-                1 => for_each_tap(p, xc, oy, yrow, &mut |ys, xs, st| {
-                    apply(ys, xs, st, |a, b| a + b.abs())
-                }),
-                2 => {
-                    for_each_tap(p, xc, oy, yrow, &mut |ys, xs, st| {
-                        apply(ys, xs, st, |a, b| a + b * b)
-                    });
-                    for v in yrow.iter_mut() {
-                        *v = libm::sqrtf(*v);
-                    }
-                }
-                _ => {
-                    for_each_tap(p, xc, oy, yrow, &mut |ys, xs, st| {
-                        apply(ys, xs, st, |a, b| a + libm::powf(b.abs(), pf));
-                    });
-                    for v in yrow.iter_mut() {
-                        *v = libm::powf(*v, 1.0 / pf);
-                    }
-                }
-            }
-        }
-    }
+    check(p, x, y);
+    Engine::detect().vectorized(pool, &(*p, Kind::Lp(pw)), x, y);
 }
 
 /// GlobalAveragePool over `n_c` planes of `hw` elements.
@@ -245,7 +316,7 @@ pub fn global_max_pool(n_c: usize, hw: usize, x: &[f32], y: &mut [f32]) {
         let mut chunks = plane.chunks_exact(LANES);
         for ch in &mut chunks {
             for (a, &b) in acc.iter_mut().zip(ch) {
-                *a = a.max(b);
+                *a = max_keep(*a, b);
             }
         }
         let tail = chunks
@@ -253,5 +324,55 @@ pub fn global_max_pool(n_c: usize, hw: usize, x: &[f32], y: &mut [f32]) {
             .iter()
             .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
         *v = acc.iter().fold(tail, |a, &b| a.max(b));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The AVX2-compiled pools against the portable build (which
+    //! `tests/pool.rs` checks against a naive implementation).
+    extern crate std;
+
+    use super::*;
+    use proptest::prelude::*;
+    use std::vec::Vec;
+
+    proptest! {
+        #[test]
+        fn avx2_build_matches_portable(
+            (h, w, kh, kw) in (1usize..=9, 1usize..=40, 1usize..=3, 1usize..=3),
+            (sh, sw, dh, dw) in (1usize..=3, 1usize..=3, 1usize..=2, 1usize..=2),
+            pad in [0usize..=1, 0usize..=1, 0usize..=2, 0usize..=2],
+            kind in prop_oneof![
+                Just(Kind::Max),
+                any::<bool>().prop_map(Kind::Avg),
+                (1u32..=3).prop_map(Kind::Lp),
+            ],
+        ) {
+            let span = |len: usize, p0: usize, p1: usize, k: usize, d: usize, s: usize| {
+                (len + p0 + p1).checked_sub(d * (k - 1) + 1).map(|v| v.div_ceil(s) + 1)
+            };
+            let (Some(oh), Some(ow)) = (
+                span(h, pad[0], pad[2], kh, dh, sh),
+                span(w, pad[1], pad[3], kw, dw, sw),
+            ) else {
+                return Ok(());
+            };
+            let p = Pool2d { n: 1, c: 2, h, w, oh, ow, kh, kw, stride: [sh, sw], dilation: [dh, dw], pad };
+            let x: Vec<f32> = (0..2 * h * w).map(|i| ((i * 37) % 19) as f32 - 9.0).collect();
+            let mut want = std::vec![f32::NAN; 2 * oh * ow];
+            Engine::portable().vectorized(pool, &(p, kind), &x, &mut want);
+            #[cfg(target_arch = "x86_64")]
+            if let Some(eng) = Engine::avx2() {
+                let mut got = std::vec![f32::NAN; 2 * oh * ow];
+                eng.vectorized(pool, &(p, kind), &x, &mut got);
+                for (g, w) in got.iter().zip(&want) {
+                    prop_assert!(
+                        g == w || (g - w).abs() <= 1e-5 * w.abs().max(1.0) || (g.is_nan() && w.is_nan()),
+                        "{:?} {:?}: {:?} vs {:?}", p, kind, got, want
+                    );
+                }
+            }
+        }
     }
 }

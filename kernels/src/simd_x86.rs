@@ -1,9 +1,10 @@
-//! AVX2 + FMA micro-kernels for x86_64 (skinny GEMMs), used only behind runtime feature detection.
+//! AVX2 + FMA kernels for x86_64 (skinny and packed GEMM, direct convolution), used only behind runtime feature detection.
 //!
 //! The only way to reach a kernel is through an [`Avx2Fma`] token, which can
 //! only be built by [`Avx2Fma::detect`] after the CPU reported both features.
 //! The safe entry points check every index the kernels will touch against the
-//! slice lengths before entering the `unsafe` inner loops.
+//! slice lengths before entering the `unsafe` inner loops. [`Avx2Fma::vectorized`]
+//! also lets portable code be compiled for AVX2.
 #![allow(
     unsafe_code,
     reason = "AVX2/FMA intrinsics need raw-pointer loads/stores and calls into \
@@ -42,21 +43,24 @@ impl Avx2Fma {
 }
 
 impl Avx2Fma {
-    /// [`crate::conv::depthwise`] compiled for AVX2 (auto-vectorised).
-    pub(crate) fn depthwise(
+    /// Calls `f(a, x, y)` from a `#[target_feature(enable = "avx2,fma")]`
+    /// function. When `f` is an `#[inline(always)]` function item it is
+    /// inlined there, so its portable loops are auto-vectorised for AVX2
+    /// (`x` and `y` keep their no-alias guarantee as arguments).
+    #[inline(always)]
+    pub(crate) fn vectorized<A: ?Sized, F: Fn(&A, &[f32], &mut [f32])>(
         self,
-        p: &crate::conv::Conv2d,
+        f: F,
+        a: &A,
         x: &[f32],
-        w: &[f32],
-        bias: Option<&[f32]>,
         y: &mut [f32],
     ) {
         #[target_feature(enable = "avx2,fma")]
-        fn run(p: &crate::conv::Conv2d, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
-            crate::conv::depthwise(p, x, w, bias, y);
+        fn run<A: ?Sized, F: Fn(&A, &[f32], &mut [f32])>(f: F, a: &A, x: &[f32], y: &mut [f32]) {
+            f(a, x, y);
         }
         // SAFETY: `self` proves the CPU supports AVX2 and FMA.
-        unsafe { run(p, x, w, bias, y) }
+        unsafe { run(f, a, x, y) }
     }
 }
 

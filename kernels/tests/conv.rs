@@ -315,3 +315,21 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn empty_input_with_padding_gives_bias() {
+    // h = 0 (or w = 0) input with padding: every output is just the bias.
+    for (h, w) in [(0, 20), (20, 0), (0, 0)] {
+        for group in [1, 2] {
+            let p = Conv2d {
+                dilation: [1, 1],
+                ..shape(1, 2, h, w, 2, [3, 3], [2, 16], group, [1, 1], [1, 1, 1, 1])
+            };
+            let (fast, reference) =
+                run_both(&p, &[], &vec![1.0; 2 * 2 / group * 9], Some(&[0.5, -1.0]));
+            let want: Vec<f32> = [0.5f32, -1.0].iter().flat_map(|&b| vec![b; 32]).collect();
+            assert_eq!(fast, want);
+            assert_eq!(reference, want);
+        }
+    }
+}

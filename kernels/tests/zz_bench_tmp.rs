@@ -169,3 +169,201 @@ fn bench_conv_one() {
         time_conv(v[0], v[1], v[2], v[3], v[4], v[5]);
     }
 }
+
+#[test]
+#[ignore]
+fn bench_pool() {
+    use kiln_kernels::pool::*;
+    let p = Pool2d {
+        n: 1,
+        c: 64,
+        h: 112,
+        w: 112,
+        oh: 56,
+        ow: 56,
+        kh: 3,
+        kw: 3,
+        stride: [2, 2],
+        dilation: [1, 1],
+        pad: [1, 1, 1, 1],
+    };
+    let x = fill(64 * 112 * 112, 9);
+    let mut y = vec![0.0f32; 64 * 56 * 56];
+    for (name, f) in [("max3x3s2", 0), ("avg3x3s2", 1), ("gap", 2)] {
+        let mut best = f64::MAX;
+        for _ in 0..20 {
+            let t = Instant::now();
+            match f {
+                0 => max_pool2d(&p, std::hint::black_box(&x), &mut y),
+                1 => avg_pool2d(&p, false, std::hint::black_box(&x), &mut y),
+                _ => global_avg_pool(64, 112 * 112, std::hint::black_box(&x), &mut y),
+            }
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "pool {name}: {:.1} us ({:.2} GB/s read)",
+            best * 1e6,
+            (x.len() * 4) as f64 / best / 1e9
+        );
+    }
+}
+
+#[test]
+#[ignore]
+fn bench_fixed() {
+    use kiln_kernels::conv::*;
+    let what = std::env::var("WHAT").unwrap();
+    let iters: usize = std::env::var("ITERS").unwrap().parse().unwrap();
+    match what.as_str() {
+        "gemv_nt" | "gemv_t" => {
+            let (n, k) = (500, 784);
+            let a = fill(k, 1);
+            let b = fill(k * n, 2);
+            let mut c = vec![0.0f32; n];
+            for _ in 0..iters {
+                gemm(
+                    1,
+                    n,
+                    k,
+                    1.0,
+                    std::hint::black_box(&a),
+                    false,
+                    &b,
+                    what == "gemv_t",
+                    0.0,
+                    &mut c,
+                );
+            }
+        }
+        _ => {
+            let p = Conv2d {
+                n: 1,
+                c: 16,
+                h: 32,
+                w: 32,
+                m: 16,
+                kh: 3,
+                kw: 3,
+                oh: 32,
+                ow: 32,
+                group: 1,
+                stride: [1, 1],
+                dilation: [1, 1],
+                pad: [1; 4],
+            };
+            let x = fill(16 * 32 * 32, 3);
+            let w = fill(16 * 16 * 9, 4);
+            let b = fill(16, 5);
+            let mut y = vec![0.0f32; 16 * 32 * 32];
+            let mut s = vec![0.0f32; conv2d_scratch_len(&p)];
+            for _ in 0..iters {
+                conv2d(&p, std::hint::black_box(&x), &w, Some(&b), &mut y, &mut s);
+            }
+        }
+    }
+}
+
+fn percall(name: &str, flops: f64, mut f: impl FnMut()) {
+    for _ in 0..200 {
+        f();
+    }
+    let mut v: Vec<f64> = (0..3000)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let (mn, med) = (v[0], v[v.len() / 2]);
+    println!(
+        "{name}: min {:.2} us ({:.1} GFLOP/s), median {:.2} us ({:.1} GFLOP/s)",
+        mn * 1e6,
+        flops / mn / 1e9,
+        med * 1e6,
+        flops / med / 1e9
+    );
+}
+
+#[test]
+#[ignore]
+fn bench_report() {
+    use kiln_kernels::conv::*;
+    for &(m, n, k) in &[
+        (1usize, 500usize, 784usize),
+        (1, 128, 640),
+        (1, 10, 64),
+        (16, 1024, 144),
+        (64, 256, 576),
+        (256, 64, 2304),
+    ] {
+        for tb in [false, true] {
+            if m > 1 && tb {
+                continue;
+            }
+            let a = fill(m * k, 1);
+            let b = fill(k * n, 2);
+            let mut c = vec![0.0f32; m * n];
+            percall(
+                &format!("gemm m={m} n={n} k={k} trans_b={tb}"),
+                2.0 * (m * n * k) as f64,
+                || {
+                    gemm(
+                        m,
+                        n,
+                        k,
+                        1.0,
+                        std::hint::black_box(&a),
+                        false,
+                        &b,
+                        tb,
+                        0.0,
+                        &mut c,
+                    )
+                },
+            );
+            let mut c2 = vec![0.0f32; m * n];
+            percall(&format!("  reference"), 2.0 * (m * n * k) as f64, || {
+                gemm_reference(
+                    m,
+                    n,
+                    k,
+                    1.0,
+                    std::hint::black_box(&a),
+                    false,
+                    &b,
+                    tb,
+                    0.0,
+                    &mut c2,
+                )
+            });
+        }
+    }
+    let p = Conv2d {
+        n: 1,
+        c: 16,
+        h: 32,
+        w: 32,
+        m: 16,
+        kh: 3,
+        kw: 3,
+        oh: 32,
+        ow: 32,
+        group: 1,
+        stride: [1, 1],
+        dilation: [1, 1],
+        pad: [1; 4],
+    };
+    let x = fill(16 * 32 * 32, 3);
+    let w = fill(16 * 16 * 9, 4);
+    let b = fill(16, 5);
+    let mut y = vec![0.0f32; 16 * 32 * 32];
+    let mut s = vec![0.0f32; conv2d_scratch_len(&p)];
+    let flops = 2.0 * (16 * 32 * 32 * 16 * 9) as f64;
+    percall("conv [1,16,32,32]x[16,16,3,3] pad 1 (+bias)", flops, || {
+        conv2d(&p, std::hint::black_box(&x), &w, Some(&b), &mut y, &mut s)
+    });
+    percall("  reference", flops, || {
+        conv2d_reference(&p, std::hint::black_box(&x), &w, Some(&b), &mut y)
+    });
+}

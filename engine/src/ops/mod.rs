@@ -54,6 +54,9 @@ impl<'x> Io<'x> {
 
     /// The node's scratch as f32, at least `n` elements.
     pub fn scratch_f32(&mut self, n: usize) -> Result<&mut [f32], EngineError> {
+        if n == 0 {
+            return Ok(&mut []);
+        }
         let s: &mut [f32] = bytemuck::try_cast_slice_mut(&mut *self.scratch)
             .map_err(|_| bad("misaligned scratch"))?;
         s.get_mut(..n)

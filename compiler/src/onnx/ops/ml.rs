@@ -50,7 +50,11 @@ fn rows_features(cx: &Ctx, node: &NodeProto, x: usize) -> Result<(usize, usize)>
 /// Labels tensor (i64) for a classifier, and its names for the schema.
 fn class_labels(cx: &mut Ctx, node: &NodeProto) -> Result<(Vec<i64>, Vec<String>)> {
     let a = Attrs::new(node);
-    if let Some(l) = a.ints("classlabels_int64s").filter(|v| !v.is_empty()) {
+    if let Some(l) = a
+        .ints("classlabels_int64s")
+        .or_else(|| a.ints("classlabels_ints"))
+        .filter(|v| !v.is_empty())
+    {
         let names = l.iter().map(i64::to_string).collect();
         return Ok((l, names));
     }

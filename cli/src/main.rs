@@ -1,0 +1,547 @@
+//! `kiln`: compile, inspect and run models.
+//!
+//! Exit codes: 0 ok, 1 other error, 2 usage, 3 invalid or unsupported
+//! model, 4 input rejected by the model's schema.
+
+use anyhow::{Context, Result, anyhow};
+use clap::{Parser, Subcommand};
+use kiln_cli::{npy_bytes, read_csv, read_npy};
+use kiln_compiler::{Options, Report, Stage};
+use kiln_runtime_native::{IoSchema, Model, RunError, TensorValue};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Compile, inspect and run edge ML models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Show a model's inputs, outputs, ops, parameters, MACs and memory.
+    Inspect {
+        /// An .onnx model or a .kiln artifact
+        model: PathBuf,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compile a model into a .kiln artifact.
+    Compile {
+        model: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Value for a symbolic dim, e.g. --dim length=58 (repeatable)
+        #[arg(long = "dim", value_name = "NAME=N")]
+        dims: Vec<String>,
+        /// Skip graph optimisations
+        #[arg(long)]
+        no_optimize: bool,
+        /// Model version recorded in the artifact
+        #[arg(long)]
+        model_version: Option<String>,
+    },
+    /// Run a model (.onnx or .kiln) on .npy or CSV inputs.
+    Run {
+        model: PathBuf,
+        /// Input as [NAME=]FILE.npy (repeatable; by position when NAME is omitted)
+        #[arg(long = "input", value_name = "[NAME=]FILE.npy")]
+        inputs: Vec<String>,
+        /// Tabular input: CSV with a header row, one row per sample
+        #[arg(long = "input-csv", value_name = "FILE")]
+        input_csv: Option<PathBuf>,
+        /// CSV columns to ignore (e.g. the label)
+        #[arg(long = "drop-column", value_name = "NAME")]
+        drop_columns: Vec<String>,
+        /// Write the first output here
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Write every output as DIR/<output name>.npy
+        #[arg(long)]
+        output_dir: Option<PathBuf>,
+        /// Print the outputs as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the supported ONNX operators.
+    Ops,
+}
+
+/// An error with the exit code it maps to.
+struct Failure {
+    code: u8,
+    err: anyhow::Error,
+}
+
+fn fail(code: u8) -> impl FnOnce(anyhow::Error) -> Failure {
+    move |err| Failure { code, err }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(err: anyhow::Error) -> Self {
+        Failure { code: 1, err }
+    }
+}
+
+fn run_error(e: RunError) -> Failure {
+    let code = if e.is_input_error() {
+        4
+    } else if e.is_model_error() {
+        3
+    } else {
+        1
+    };
+    Failure {
+        code,
+        err: anyhow!(e),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Inspect { model, json } => inspect(&model, json),
+        Cmd::Compile {
+            model,
+            output,
+            dims,
+            no_optimize,
+            model_version,
+        } => compile(&model, &output, &dims, no_optimize, model_version),
+        Cmd::Run {
+            model,
+            inputs,
+            input_csv,
+            drop_columns,
+            output,
+            output_dir,
+            json,
+        } => run(
+            &model,
+            &inputs,
+            input_csv.as_deref(),
+            &drop_columns,
+            output.as_deref(),
+            output_dir.as_deref(),
+            json,
+        ),
+        Cmd::Ops => {
+            for op in kiln_compiler::supported_ops() {
+                println!("{op}");
+            }
+            Ok(())
+        }
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            // One line: the chain of causes.
+            let mut msg = String::new();
+            for cause in f.err.chain().map(|c| c.to_string()) {
+                if !msg.contains(&cause) {
+                    if !msg.is_empty() {
+                        msg.push_str(": ");
+                    }
+                    msg.push_str(&cause);
+                }
+            }
+            eprintln!("error: {msg}");
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn is_artifact(bytes: &[u8]) -> bool {
+    bytes.starts_with(&kiln_format::MAGIC)
+}
+
+fn parse_dims(dims: &[String]) -> Result<HashMap<String, usize>, Failure> {
+    dims.iter()
+        .map(|d| {
+            let (k, v) = d
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--dim expects NAME=N, got '{d}'"))?;
+            Ok((
+                k.to_string(),
+                v.parse()
+                    .with_context(|| format!("--dim {d}: '{v}' is not a number"))?,
+            ))
+        })
+        .collect::<Result<_>>()
+        .map_err(fail(2))
+}
+
+fn compile_bytes(
+    bytes: &[u8],
+    path: &Path,
+    opts: &Options,
+    progress: bool,
+) -> Result<kiln_compiler::Compiled, Failure> {
+    let bar = if progress {
+        let pb = indicatif::ProgressBar::new(5);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{pos}/{len}] {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(pb)
+    } else {
+        None
+    };
+    let name = path
+        .file_name()
+        .and_then(|s| s.to_str())
+        .unwrap_or("model.onnx");
+    let r = kiln_compiler::compile_onnx_with_progress(bytes, name, opts, &mut |s| {
+        if let Some(pb) = &bar {
+            let (i, msg) = match s {
+                Stage::Parse => (1, "parsing"),
+                Stage::Import => (2, "importing"),
+                Stage::Optimize => (3, "optimising"),
+                Stage::Plan => (4, "planning memory"),
+                Stage::Write => (5, "writing"),
+            };
+            pb.set_position(i);
+            pb.set_message(msg);
+        }
+    });
+    if let Some(pb) = bar {
+        pb.finish_and_clear();
+    }
+    r.map_err(|e| Failure {
+        code: 3,
+        err: anyhow!(e).context(format!("cannot compile {}", path.display())),
+    })
+}
+
+fn compile(
+    model: &Path,
+    out: &Path,
+    dims: &[String],
+    no_optimize: bool,
+    version: Option<String>,
+) -> Result<(), Failure> {
+    let bytes = std::fs::read(model).with_context(|| format!("cannot read {}", model.display()))?;
+    if is_artifact(&bytes) {
+        return Err(Failure {
+            code: 3,
+            err: anyhow!("{} is already a compiled .kiln artifact", model.display()),
+        });
+    }
+    let mut opts = Options {
+        no_optimize,
+        version,
+        ..Default::default()
+    };
+    opts.import.dims = parse_dims(dims)?;
+    let c = compile_bytes(&bytes, model, &opts, true)?;
+    std::fs::write(out, &c.bytes).with_context(|| format!("cannot write {}", out.display()))?;
+    print_report(&c.report, out);
+    Ok(())
+}
+
+fn print_report(r: &Report, out: &Path) {
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!("{:<28} {:>8} {:>8}", "op", "before", "after");
+    let mut names: Vec<&String> = r
+        .ops_before
+        .iter()
+        .map(|x| &x.0)
+        .chain(r.ops_after.iter().map(|x| &x.0))
+        .collect();
+    names.sort();
+    names.dedup();
+    let get = |v: &[(String, usize)], n: &str| v.iter().find(|x| x.0 == n).map_or(0, |x| x.1);
+    for n in names {
+        println!(
+            "{:<28} {:>8} {:>8}",
+            n,
+            get(&r.ops_before, n),
+            get(&r.ops_after, n)
+        );
+    }
+    println!(
+        "{:<28} {:>8} {:>8}",
+        "total nodes", r.nodes_before, r.nodes_after
+    );
+    for (p, n) in &r.passes {
+        if *n > 0 {
+            println!("pass {p}: {n} rewrites");
+        }
+    }
+    println!("parameters     {}", r.params);
+    println!("MACs           {}", r.macs);
+    println!("weights        {} bytes", r.weight_bytes);
+    println!(
+        "arena          {} bytes{}",
+        r.arena_bytes,
+        if r.per_sample_batch {
+            " per sample"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "artifact       {} bytes -> {}",
+        r.artifact_bytes,
+        out.display()
+    );
+}
+
+/// Loads a model; ONNX is compiled in memory with dims taken from `shapes`.
+fn load_model(
+    path: &Path,
+    shapes: &HashMap<String, Vec<usize>>,
+) -> Result<(Model, Option<Report>), Failure> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if is_artifact(&bytes) {
+        return Ok((Model::load(&bytes).map_err(run_error)?, None));
+    }
+    let mut opts = Options::default();
+    opts.import.input_shapes = shapes.clone();
+    let c = compile_bytes(&bytes, path, &opts, false)?;
+    let m = Model::load(&c.bytes).map_err(run_error)?;
+    Ok((m, Some(c.report)))
+}
+
+fn inspect(path: &Path, json: bool) -> Result<(), Failure> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (art, report) = if is_artifact(&bytes) {
+        (bytes, None)
+    } else {
+        let c = compile_bytes(&bytes, path, &Options::default(), false)?;
+        (c.bytes, Some(c.report))
+    };
+    let model = Model::load(&art).map_err(run_error)?;
+    let view = model.view();
+    let meta = view.meta();
+    let mut ops: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    let mut params = 0usize;
+    for i in 0..view.node_count() {
+        let n = view.node(i).map_err(|e| Failure {
+            code: 3,
+            err: anyhow!(e),
+        })?;
+        *ops.entry(n.op.name().to_string()).or_insert(0) += 1;
+    }
+    for i in 0..view.tensor_count() {
+        let t = view.tensor(i).map_err(|e| Failure {
+            code: 3,
+            err: anyhow!(e),
+        })?;
+        if t.kind == kiln_format::TensorKind::Const && t.dtype.is_float() {
+            params += t.numel();
+        }
+    }
+    let macs = report.as_ref().map(|r| r.macs);
+    let io_json = |v: &[IoSchema]| -> serde_json::Value {
+        v.iter()
+            .map(|s| serde_json::json!({"name": s.name, "dtype": s.dtype.name(), "shape": s.shape_string(), "labels": s.labels}))
+            .collect()
+    };
+    let p = &meta.provenance;
+    let sha = p
+        .source_sha256
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    if json {
+        let v = serde_json::json!({
+            "name": meta.name, "version": meta.version,
+            "format": format!("{}.{}", view.header().major, view.header().minor),
+            "inputs": io_json(model.inputs()), "outputs": io_json(model.outputs()),
+            "ops": ops, "nodes": view.node_count(), "parameters": params, "macs": macs,
+            "arena_bytes": model.arena_size(), "weight_bytes": view.weights().len(), "artifact_bytes": view.len(),
+            "per_sample_batch": view.per_sample_batch(),
+            "provenance": {"source": p.source_name, "source_format": p.source_format, "source_sha256": sha, "producer": p.producer, "compiler": p.compiler, "created_unix": p.created_unix},
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).map_err(|e| anyhow!(e))?
+        );
+        return Ok(());
+    }
+    println!("model      {} (version {})", meta.name, meta.version);
+    println!(
+        "source     {} ({}, {}), sha256 {}",
+        p.source_name, p.source_format, p.producer, sha
+    );
+    println!("compiler   {}", p.compiler);
+    for s in model.inputs() {
+        println!("input      {} {} {}", s.name, s.dtype, s.shape_string());
+    }
+    for s in model.outputs() {
+        println!(
+            "output     {} {} {}{}",
+            s.name,
+            s.dtype,
+            s.shape_string(),
+            if s.labels.is_empty() {
+                String::new()
+            } else {
+                format!(" labels {:?}", s.labels)
+            }
+        );
+    }
+    println!("nodes      {}", view.node_count());
+    for (op, n) in &ops {
+        println!("  {op:<20} {n}");
+    }
+    println!("parameters {params}");
+    if let Some(m) = macs {
+        println!("MACs       {m}");
+    }
+    println!("weights    {} bytes", view.weights().len());
+    println!(
+        "arena      {} bytes{}",
+        model.arena_size(),
+        if view.per_sample_batch() {
+            " per sample"
+        } else {
+            ""
+        }
+    );
+    println!("artifact   {} bytes", view.len());
+    Ok(())
+}
+
+fn run(
+    path: &Path,
+    inputs: &[String],
+    csv: Option<&Path>,
+    drop: &[String],
+    output: Option<&Path>,
+    output_dir: Option<&Path>,
+    json: bool,
+) -> Result<(), Failure> {
+    // Read inputs first: an ONNX model's symbolic dims come from them.
+    let mut named: Vec<(Option<String>, TensorValue)> = vec![];
+    for spec in inputs {
+        let (name, file) = match spec.split_once('=') {
+            Some((n, f)) if !n.is_empty() && !n.contains('/') => (Some(n.to_string()), f),
+            _ => (None, spec.as_str()),
+        };
+        let t = read_npy(Path::new(file)).map_err(fail(1))?;
+        named.push((name, t));
+    }
+    if let Some(csv) = csv {
+        let drops: Vec<&str> = drop.iter().map(String::as_str).collect();
+        let (_, t) = read_csv(csv, &drops).map_err(fail(1))?;
+        named.push((None, t));
+    }
+    if named.is_empty() {
+        return Err(Failure {
+            code: 2,
+            err: anyhow!("no inputs: pass --input FILE.npy or --input-csv FILE"),
+        });
+    }
+    // Shapes by position or name, for in-memory ONNX compilation.
+    let bytes_head =
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut shapes = HashMap::new();
+    if !is_artifact(&bytes_head) {
+        if let Ok(m) = kiln_compiler::onnx::parse(&bytes_head) {
+            let init: std::collections::HashSet<&str> = m
+                .graph
+                .iter()
+                .flat_map(|g| g.initializer.iter().map(|t| t.name.as_str()))
+                .collect();
+            let names: Vec<String> = m
+                .graph
+                .iter()
+                .flat_map(|g| g.input.iter().map(|i| i.name.clone()))
+                .filter(|n| !init.contains(n.as_str()))
+                .collect();
+            for (k, (n, t)) in named.iter().enumerate() {
+                let key = n.clone().or_else(|| names.get(k).cloned());
+                if let Some(key) = key {
+                    shapes.insert(key, t.shape.clone());
+                }
+            }
+        }
+    }
+    let (model, report) = load_model(path, &shapes)?;
+    if let Some(r) = &report {
+        for w in &r.warnings {
+            eprintln!("warning: {w}");
+        }
+    }
+    // Order the inputs by the schema.
+    let mut ordered: Vec<&TensorValue> = vec![];
+    for (k, spec) in model.inputs().iter().enumerate() {
+        let found = named
+            .iter()
+            .find(|(n, _)| n.as_deref() == Some(spec.name.as_str()))
+            .or_else(|| named.get(k).filter(|(n, _)| n.is_none()));
+        match found {
+            Some((_, t)) => ordered.push(t),
+            None => {
+                return Err(Failure {
+                    code: 4,
+                    err: anyhow!(
+                        "missing input '{}' ({} {})",
+                        spec.name,
+                        spec.dtype,
+                        spec.shape_string()
+                    ),
+                });
+            }
+        }
+    }
+    if let Some((Some(n), _)) = named.iter().find(|(n, _)| {
+        n.as_ref()
+            .is_some_and(|n| !model.inputs().iter().any(|s| &s.name == n))
+    }) {
+        return Err(Failure {
+            code: 4,
+            err: anyhow!("the model has no input named '{n}'"),
+        });
+    }
+    let mut session = model.session();
+    let outs = session.run(&ordered).map_err(run_error)?;
+    if let Some(o) = output {
+        std::fs::write(o, npy_bytes(&outs[0]))
+            .with_context(|| format!("cannot write {}", o.display()))?;
+    }
+    if let Some(dir) = output_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        for (spec, t) in model.outputs().iter().zip(&outs) {
+            let safe: String = spec
+                .name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let p = dir.join(format!("{safe}.npy"));
+            std::fs::write(&p, npy_bytes(t))
+                .with_context(|| format!("cannot write {}", p.display()))?;
+        }
+    }
+    if json || (output.is_none() && output_dir.is_none()) {
+        let mut obj = serde_json::Map::new();
+        for (spec, t) in model.outputs().iter().zip(&outs) {
+            let vals = t.to_f64();
+            let mut entry =
+                serde_json::json!({"dtype": t.dtype.name(), "shape": t.shape, "data": vals});
+            if !spec.labels.is_empty() {
+                entry["labels"] = serde_json::json!(spec.labels);
+            }
+            obj.insert(spec.name.clone(), entry);
+        }
+        println!("{}", serde_json::to_string(&obj).map_err(|e| anyhow!(e))?);
+    }
+    Ok(())
+}

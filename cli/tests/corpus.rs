@@ -1,0 +1,213 @@
+//! Corpus cross-check: every ONNX model in `../shared/corpus` is compiled and
+//! run on its golden input; outputs must match the reference runtime's
+//! (onnxruntime 1.32.0 for ONNX).
+//!
+//! Tolerance rule: |got − want| ≤ 1e-5 · max(1, max|want|) + 1e-4 · |want|
+//! per element, i.e. 1e-4 relative and 1e-5 absolute, with the absolute part
+//! scaled by the output's magnitude (mnist-8 emits logits in the thousands
+//! because it takes raw 0..255 pixels). Integer outputs must be equal.
+
+use kiln_cli::read_npz;
+use kiln_compiler::{Options, compile_onnx};
+use kiln_runtime_native::{Model, TensorValue};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+fn corpus() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
+    assert!(
+        p.is_dir(),
+        "the shared corpus is expected at {}",
+        p.display()
+    );
+    p
+}
+
+/// (golden file stem, model path relative to the corpus).
+pub const MODELS: &[(&str, &str)] = &[
+    ("burn_mnist_cnn", "onnx-real/burn_mnist.onnx"),
+    ("burn_pico_sine", "onnx-real/burn_pico_sine.onnx"),
+    ("zoo_mnist8_cntk", "onnx-real/mnist-8_cntk.onnx"),
+    (
+        "ort_logreg_iris_zipmap",
+        "onnx-real/ort_logreg_iris_zipmap.onnx",
+    ),
+    (
+        "mlperf_ad_autoencoder_f32.tflite2onnx",
+        "mlperf-tiny-onnx/ad01_fp32.onnx",
+    ),
+    (
+        "mlperf_ic_resnet8_f32.tflite2onnx",
+        "mlperf-tiny-onnx/pretrainedResnet.onnx",
+    ),
+    ("sklearn_gb_wine", "sklearn/gb_wine.onnx"),
+    ("sklearn_logreg_iris", "sklearn/logreg_iris.onnx"),
+    ("sklearn_mlp_digits", "sklearn/mlp_digits.onnx"),
+    ("sklearn_rf_breast_cancer", "sklearn/rf_breast_cancer.onnx"),
+    (
+        "tract_byte_sb_bidi_lstm",
+        "tract-test-cases/byte_sb_bidi_lstm/model.onnx",
+    ),
+    (
+        "tract_keras_tf2_example",
+        "tract-test-cases/keras_tf2_example/model.onnx",
+    ),
+    (
+        "tract_lgbm_classifier_tensor",
+        "tract-test-cases/lgbm_classifier_tensor/model.onnx",
+    ),
+    (
+        "tract_lgbm_regressor_tensor",
+        "tract-test-cases/lgbm_regressor_tensor/model.onnx",
+    ),
+    (
+        "tract_linear_classifier",
+        "tract-test-cases/linear_classifier/model.onnx",
+    ),
+    (
+        "tract_qlstm_3-2-3_T3_S1",
+        "tract-test-cases/qlstm_3-2-3_T3_S1/model.onnx",
+    ),
+    (
+        "tract_qtdnn_10x5_101_i32_biases",
+        "tract-test-cases/qtdnn_10x5_101_i32_biases/model.onnx",
+    ),
+    (
+        "tract_xgboost_classifier_tree",
+        "tract-test-cases/xgboost_classifier_tree/model.onnx",
+    ),
+    (
+        "tract_xgboost_regressor_tree",
+        "tract-test-cases/xgboost_regressor_tree/model.onnx",
+    ),
+];
+
+/// Max violation of the tolerance rule (≤ 1 passes), with the worst abs diff.
+fn compare(got: &TensorValue, want: &TensorValue) -> Result<(f64, f64), String> {
+    if got.shape != want.shape {
+        return Err(format!("shape {:?}, want {:?}", got.shape, want.shape));
+    }
+    let (g, w) = (got.to_f64(), want.to_f64());
+    let scale = w.iter().fold(1f64, |m, v| m.max(v.abs()));
+    let exact = !want.dtype.is_float();
+    let mut worst = 0f64;
+    let mut worst_abs = 0f64;
+    for (a, b) in g.iter().zip(&w) {
+        let d = (a - b).abs();
+        let tol = if exact {
+            0.0
+        } else {
+            1e-5 * scale + 1e-4 * b.abs()
+        };
+        worst_abs = worst_abs.max(d);
+        let ratio = if d == 0.0 {
+            0.0
+        } else if tol == 0.0 {
+            f64::INFINITY
+        } else {
+            d / tol
+        };
+        worst = worst.max(ratio);
+    }
+    Ok((worst, worst_abs))
+}
+
+/// Runs one golden case; returns a one-line result.
+fn check(stem: &str, rel: &str) -> Result<String, String> {
+    let root = corpus();
+    let model_path = root.join(rel);
+    let golden =
+        read_npz(&root.join("golden").join(format!("{stem}.npz"))).map_err(|e| format!("{e:#}"))?;
+    let inputs: Vec<(String, TensorValue)> = golden
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("in:").map(|n| (n.to_string(), v.clone())))
+        .collect();
+    let outputs: HashMap<String, TensorValue> = golden
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("out:").map(|n| (n.to_string(), v.clone())))
+        .collect();
+    let bytes = std::fs::read(&model_path).map_err(|e| e.to_string())?;
+    let mut opts = Options::default();
+    for (n, t) in &inputs {
+        opts.import.input_shapes.insert(n.clone(), t.shape.clone());
+    }
+    // Compile for a symbolic batch when the golden input has batch 1 (the
+    // usual deployment), else at the golden's shapes.
+    if inputs.iter().all(|(_, t)| t.shape.first() == Some(&1)) {
+        opts.import.input_shapes.clear();
+    }
+    let compiled = match compile_onnx(&bytes, rel, &opts) {
+        // Symbolic dims other than the batch: take them from the golden input.
+        Err(kiln_compiler::CompileError::Input { .. }) => {
+            for (n, t) in &inputs {
+                opts.import.input_shapes.insert(n.clone(), t.shape.clone());
+            }
+            compile_onnx(&bytes, rel, &opts)
+        }
+        other => other,
+    }
+    .map_err(|e| format!("compile: {e}"))?;
+    let model = Model::load(&compiled.bytes).map_err(|e| format!("load: {e}"))?;
+    let ordered: Vec<&TensorValue> = model
+        .inputs()
+        .iter()
+        .map(|s| {
+            inputs
+                .iter()
+                .find(|(n, _)| n == &s.name)
+                .map(|(_, t)| t)
+                .ok_or(format!("golden lacks input {}", s.name))
+        })
+        .collect::<Result<_, _>>()?;
+    let got = model
+        .session()
+        .run(&ordered)
+        .map_err(|e| format!("run: {e}"))?;
+    let mut worst = 0f64;
+    let mut worst_abs = 0f64;
+    let mut n = 0;
+    for (spec, g) in model.outputs().iter().zip(&got) {
+        let Some(want) = outputs.get(&spec.name) else {
+            continue;
+        };
+        let (r, a) = compare(g, want).map_err(|e| format!("output {}: {e}", spec.name))?;
+        if r > 1.0 {
+            return Err(format!(
+                "output {}: exceeds tolerance ({r:.2}x, max abs diff {a:.3e})",
+                spec.name
+            ));
+        }
+        worst = worst.max(r);
+        worst_abs = worst_abs.max(a);
+        n += 1;
+    }
+    if n == 0 {
+        return Err("no golden output matched a model output".into());
+    }
+    Ok(format!(
+        "{n} outputs, max abs diff {worst_abs:.2e} ({:.0}% of tolerance)",
+        worst * 100.0
+    ))
+}
+
+#[test]
+fn corpus_models_match_golden_outputs() {
+    let mut failures = vec![];
+    println!("{:<40} result", "golden");
+    for (stem, rel) in MODELS {
+        match check(stem, rel) {
+            Ok(msg) => println!("{stem:<40} ok   {msg}"),
+            Err(e) => {
+                println!("{stem:<40} FAIL {e}");
+                failures.push(format!("{stem}: {e}"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} corpus models failed:\n{}",
+        failures.len(),
+        MODELS.len(),
+        failures.join("\n")
+    );
+}

@@ -1,0 +1,423 @@
+//! Kiln's native runtime: the Rust facade for running models.
+//!
+//! [`Model::load`] takes artifact bytes (or, with the `onnx` feature, an
+//! ONNX model that is compiled in memory), checks them once and keeps the
+//! schema. A [`Model`] is `Send + Sync`; each thread makes a cheap
+//! [`Session`] holding its own arena. [`Session::run`] validates every input
+//! against the schema (dtype, shape, batch, NaN/Inf, declared ranges) and
+//! returns a typed [`RunError`] naming the input and the violation.
+//! [`Session::run_into`] does not allocate.
+//!
+//! Architecture invariant: depends on `format` and `engine` only; the
+//! compiler comes in solely through the optional `onnx` feature, which the
+//! CLI enables and device builds leave off.
+
+mod error;
+mod tensor;
+
+pub use error::{InputProblem, RunError};
+pub use kiln_format::DType;
+pub use tensor::TensorValue;
+
+use kiln_engine::Plan;
+use kiln_format::{Dim, TensorInfo, View};
+use std::path::Path;
+
+/// 16-byte aligned owned bytes (the artifact and arenas live in these).
+#[derive(Debug, Clone)]
+struct Aligned {
+    words: Vec<u128>,
+    len: usize,
+}
+
+impl Aligned {
+    fn zeroed(len: usize) -> Self {
+        Aligned {
+            words: vec![0; len.div_ceil(16).max(1)],
+            len,
+        }
+    }
+    fn from_slice(b: &[u8]) -> Self {
+        let mut a = Self::zeroed(b.len());
+        a.as_mut().copy_from_slice(b);
+        a
+    }
+    fn as_ref(&self) -> &[u8] {
+        &bytemuck::cast_slice(&self.words)[..self.len]
+    }
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut bytemuck::cast_slice_mut(&mut self.words)[..self.len]
+    }
+}
+
+/// Schema of one input or output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IoSchema {
+    pub name: String,
+    pub dtype: DType,
+    /// `None` is the batch dimension.
+    pub dims: Vec<Option<usize>>,
+    pub batch_name: Option<String>,
+    /// Per-feature (last axis) valid ranges, inclusive; empty when undeclared.
+    pub ranges: Vec<(f32, f32)>,
+    pub labels: Vec<String>,
+}
+
+impl IoSchema {
+    /// The shape for a given batch size.
+    pub fn shape(&self, batch: usize) -> Vec<usize> {
+        self.dims.iter().map(|d| d.unwrap_or(batch)).collect()
+    }
+
+    /// The shape as a string, e.g. `[N, 1, 28, 28]`.
+    pub fn shape_string(&self) -> String {
+        let parts: Vec<String> = self
+            .dims
+            .iter()
+            .map(|d| {
+                d.map_or_else(
+                    || self.batch_name.clone().unwrap_or_else(|| "N".into()),
+                    |v| v.to_string(),
+                )
+            })
+            .collect();
+        format!("[{}]", parts.join(", "))
+    }
+}
+
+/// A loaded, validated model. Cheap to share between threads.
+#[derive(Debug)]
+pub struct Model {
+    bytes: Aligned,
+    inputs: Vec<IoSchema>,
+    outputs: Vec<IoSchema>,
+    input_info: Vec<TensorInfo>,
+    output_info: Vec<TensorInfo>,
+    arena_size: usize,
+    per_sample_batch: bool,
+    name: String,
+    version: String,
+}
+
+fn schema(spec: &kiln_format::IoSpec<'_>) -> Result<IoSchema, RunError> {
+    let mut dims = vec![];
+    let mut batch_name = None;
+    for d in spec.dims.iter() {
+        match d? {
+            Dim::Fixed(n) => dims.push(Some(n as usize)),
+            Dim::Batch(name) => {
+                dims.push(None);
+                batch_name = Some(name.to_string());
+            }
+        }
+    }
+    Ok(IoSchema {
+        name: spec.name.to_string(),
+        dtype: spec.dtype,
+        dims,
+        batch_name,
+        ranges: spec
+            .ranges
+            .iter()
+            .map(|r| r.map(|r| (r.min, r.max)))
+            .collect::<Result<_, _>>()?,
+        labels: spec
+            .labels
+            .iter()
+            .map(|l| l.map(str::to_string))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+impl Model {
+    /// Loads artifact bytes: parses, verifies the checksum and plans.
+    /// With the `onnx` feature, ONNX bytes are compiled in memory.
+    pub fn load(bytes: &[u8]) -> Result<Model, RunError> {
+        if !bytes.starts_with(&kiln_format::MAGIC) {
+            #[cfg(feature = "onnx")]
+            if looks_like_onnx(bytes) {
+                return Self::load_onnx(bytes, "model.onnx", &kiln_compiler::Options::default());
+            }
+        }
+        let aligned = Aligned::from_slice(bytes);
+        Self::from_aligned(aligned)
+    }
+
+    /// Compiles ONNX bytes in memory and loads the result.
+    #[cfg(feature = "onnx")]
+    pub fn load_onnx(
+        bytes: &[u8],
+        source_name: &str,
+        opts: &kiln_compiler::Options,
+    ) -> Result<Model, RunError> {
+        let compiled = kiln_compiler::compile_onnx(bytes, source_name, opts)
+            .map_err(|e| RunError::Compile(e.to_string()))?;
+        Self::from_aligned(Aligned::from_slice(&compiled.bytes))
+    }
+
+    /// Loads a file: `.kiln` artifacts, or ONNX with the `onnx` feature.
+    pub fn load_path(path: impl AsRef<Path>) -> Result<Model, RunError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| RunError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        #[cfg(feature = "onnx")]
+        if !bytes.starts_with(&kiln_format::MAGIC) && looks_like_onnx(&bytes) {
+            let name = path
+                .file_name()
+                .and_then(|s| s.to_str())
+                .unwrap_or("model.onnx");
+            return Self::load_onnx(&bytes, name, &kiln_compiler::Options::default());
+        }
+        Self::load(&bytes)
+    }
+
+    fn from_aligned(bytes: Aligned) -> Result<Model, RunError> {
+        let view = View::parse(bytes.as_ref())?;
+        view.verify_checksum()?;
+        Plan::new(view)?;
+        let meta = view.meta();
+        let inputs: Vec<IoSchema> = meta
+            .inputs
+            .iter()
+            .map(|s| schema(&s?))
+            .collect::<Result<_, _>>()?;
+        let outputs: Vec<IoSchema> = meta
+            .outputs
+            .iter()
+            .map(|s| schema(&s?))
+            .collect::<Result<_, _>>()?;
+        let input_info = view
+            .inputs()
+            .iter()
+            .map(|i| view.tensor(i as usize))
+            .collect::<Result<_, _>>()?;
+        let output_info = view
+            .outputs()
+            .iter()
+            .map(|i| view.tensor(i as usize))
+            .collect::<Result<_, _>>()?;
+        let model = Model {
+            inputs,
+            outputs,
+            input_info,
+            output_info,
+            arena_size: view.arena_size(),
+            per_sample_batch: view.per_sample_batch(),
+            name: meta.name.to_string(),
+            version: meta.version.to_string(),
+            bytes: Aligned::zeroed(0),
+        };
+        Ok(Model { bytes, ..model })
+    }
+
+    pub fn inputs(&self) -> &[IoSchema] {
+        &self.inputs
+    }
+
+    pub fn outputs(&self) -> &[IoSchema] {
+        &self.outputs
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Arena bytes one session allocates.
+    pub fn arena_size(&self) -> usize {
+        self.arena_size
+    }
+
+    /// The artifact bytes.
+    pub fn artifact_bytes(&self) -> &[u8] {
+        self.bytes.as_ref()
+    }
+
+    /// The validated view of the artifact.
+    pub fn view(&self) -> View<'_> {
+        View::parse(self.bytes.as_ref()).expect("validated at load")
+    }
+
+    /// A new session (one per thread).
+    pub fn session(&self) -> Session<'_> {
+        Session {
+            model: self,
+            plan: Plan::new(self.view()).expect("validated at load"),
+            arena: Aligned::zeroed(self.arena_size),
+        }
+    }
+}
+
+#[cfg(feature = "onnx")]
+fn looks_like_onnx(b: &[u8]) -> bool {
+    // An ONNX ModelProto starts with field 1 (ir_version, varint): tag 0x08.
+    b.first() == Some(&0x08)
+}
+
+/// Per-thread execution state: the arena.
+#[derive(Debug)]
+pub struct Session<'m> {
+    model: &'m Model,
+    plan: Plan<'m>,
+    arena: Aligned,
+}
+
+impl<'m> Session<'m> {
+    pub fn model(&self) -> &'m Model {
+        self.model
+    }
+
+    /// Validates `inputs` (in schema order) and returns the batch size.
+    pub fn check_inputs(&self, inputs: &[&TensorValue]) -> Result<usize, RunError> {
+        let m = self.model;
+        if inputs.len() != m.inputs.len() {
+            return Err(RunError::InputCount {
+                expected: m.inputs.len(),
+                got: inputs.len(),
+            });
+        }
+        let mut batch: Option<usize> = None;
+        for (spec, v) in m.inputs.iter().zip(inputs) {
+            let fail = |problem| RunError::Input {
+                input: spec.name.clone(),
+                problem,
+            };
+            if v.dtype != spec.dtype {
+                return Err(fail(InputProblem::DType {
+                    expected: spec.dtype,
+                    got: v.dtype,
+                }));
+            }
+            if v.shape.len() != spec.dims.len() {
+                return Err(fail(InputProblem::Shape {
+                    expected: spec.shape_string(),
+                    got: v.shape.clone(),
+                }));
+            }
+            for (d, (want, &got)) in spec.dims.iter().zip(&v.shape).enumerate() {
+                match want {
+                    Some(w) if *w != got => {
+                        return Err(fail(InputProblem::Shape {
+                            expected: spec.shape_string(),
+                            got: v.shape.clone(),
+                        }));
+                    }
+                    None => {
+                        if got == 0 {
+                            return Err(fail(InputProblem::EmptyBatch));
+                        }
+                        match batch {
+                            Some(b) if b != got => {
+                                return Err(fail(InputProblem::BatchMismatch {
+                                    expected: b,
+                                    got,
+                                    axis: d,
+                                }));
+                            }
+                            _ => batch = Some(got),
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if v.data.len() != v.shape.iter().product::<usize>() * v.dtype.size() {
+                return Err(fail(InputProblem::DataLength));
+            }
+            if let Some(index) = v.first_non_finite() {
+                return Err(fail(InputProblem::NonFinite { index }));
+            }
+            if !spec.ranges.is_empty() && v.dtype == DType::F32 {
+                let f = spec.ranges.len();
+                for (i, x) in v.f32_values().enumerate() {
+                    let (lo, hi) = spec.ranges[i % f];
+                    if x < lo || x > hi {
+                        return Err(fail(InputProblem::OutOfRange {
+                            index: i,
+                            value: x,
+                            min: lo,
+                            max: hi,
+                        }));
+                    }
+                }
+            }
+        }
+        Ok(batch.unwrap_or(1))
+    }
+
+    /// Runs the model on `inputs` given in schema order; returns the outputs in schema order.
+    pub fn run(&mut self, inputs: &[&TensorValue]) -> Result<Vec<TensorValue>, RunError> {
+        let batch = self.check_inputs(inputs)?;
+        let mut outs: Vec<TensorValue> = self
+            .model
+            .outputs
+            .iter()
+            .map(|o| {
+                let shape = o.shape(batch);
+                let n: usize = shape.iter().product();
+                TensorValue {
+                    dtype: o.dtype,
+                    shape,
+                    data: vec![0; n * o.dtype.size()],
+                }
+            })
+            .collect();
+        let ins: Vec<&[u8]> = inputs.iter().map(|v| v.data.as_slice()).collect();
+        let mut out_bufs: Vec<&mut [u8]> = outs.iter_mut().map(|o| o.data.as_mut_slice()).collect();
+        self.run_into(batch, &ins, &mut out_bufs)?;
+        Ok(outs)
+    }
+
+    /// Runs on already validated raw input bytes, writing raw output bytes.
+    /// Does not allocate. `batch` is the size of dim 0 for batched models.
+    pub fn run_into(
+        &mut self,
+        batch: usize,
+        inputs: &[&[u8]],
+        outputs: &mut [&mut [u8]],
+    ) -> Result<(), RunError> {
+        let m = self.model;
+        let samples = if m.per_sample_batch { batch } else { 1 };
+        if inputs.len() != m.input_info.len() || outputs.len() != m.output_info.len() {
+            return Err(RunError::InputCount {
+                expected: m.input_info.len(),
+                got: inputs.len(),
+            });
+        }
+        for (k, t) in m.input_info.iter().enumerate() {
+            if inputs[k].len() != t.byte_len as usize * samples {
+                return Err(RunError::Input {
+                    input: m.inputs[k].name.clone(),
+                    problem: InputProblem::DataLength,
+                });
+            }
+        }
+        for (k, t) in m.output_info.iter().enumerate() {
+            if outputs[k].len() != t.byte_len as usize * samples {
+                return Err(RunError::OutputBuffer {
+                    output: m.outputs[k].name.clone(),
+                });
+            }
+        }
+        for s in 0..samples {
+            let arena = self.arena.as_mut();
+            for (k, t) in m.input_info.iter().enumerate() {
+                let n = t.byte_len as usize;
+                arena[t.offset as usize..t.offset as usize + n]
+                    .copy_from_slice(&inputs[k][s * n..(s + 1) * n]);
+            }
+            self.plan.run(arena)?;
+            let arena = self.arena.as_ref();
+            for (k, t) in m.output_info.iter().enumerate() {
+                let n = t.byte_len as usize;
+                outputs[k][s * n..(s + 1) * n]
+                    .copy_from_slice(&arena[t.offset as usize..t.offset as usize + n]);
+            }
+        }
+        Ok(())
+    }
+}
