@@ -358,6 +358,44 @@ pub fn node_name(n: &pb::NodeProto) -> String {
     }
 }
 
+/// Imports one node through the registry.
+pub(crate) fn import_node(cx: &mut Ctx, reg: &Registry, node: &pb::NodeProto) -> Result<()> {
+    let dom: &str = match node.domain.as_str() {
+        "ai.onnx" => "",
+        d => d,
+    };
+    let key_dom: &'static str = match dom {
+        "" => "",
+        "ai.onnx.ml" => "ai.onnx.ml",
+        _ => {
+            return Err(CompileError::UnsupportedOp {
+                op: node.op_type.clone(),
+                domain: format!("{dom}::"),
+                opset: 0,
+                node: node_name(node),
+            });
+        }
+    };
+    let f = reg
+        .map
+        .get(&(key_dom, node.op_type.as_str()))
+        .ok_or_else(|| CompileError::UnsupportedOp {
+            op: node.op_type.clone(),
+            domain: if dom.is_empty() {
+                String::new()
+            } else {
+                format!("{dom}::")
+            },
+            opset: if dom.is_empty() {
+                cx.opset
+            } else {
+                cx.ml_opset
+            },
+            node: node_name(node),
+        })?;
+    f(cx, node)
+}
+
 /// Parses ONNX bytes.
 pub fn parse(bytes: &[u8]) -> Result<pb::ModelProto> {
     use tract_onnx::tract_hir::prelude::Framework;
@@ -473,40 +511,7 @@ pub fn import(model: &pb::ModelProto, opts: &ImportOptions) -> Result<Imported> 
     let reg = registry();
     let mut labels = HashMap::new();
     for node in &graph.node {
-        let dom: &str = match node.domain.as_str() {
-            "ai.onnx" => "",
-            d => d,
-        };
-        let key_dom: &'static str = match dom {
-            "" => "",
-            "ai.onnx.ml" => "ai.onnx.ml",
-            _ => {
-                return Err(CompileError::UnsupportedOp {
-                    op: node.op_type.clone(),
-                    domain: format!("{dom}::"),
-                    opset: 0,
-                    node: node_name(node),
-                });
-            }
-        };
-        let f = reg
-            .map
-            .get(&(key_dom, node.op_type.as_str()))
-            .ok_or_else(|| CompileError::UnsupportedOp {
-                op: node.op_type.clone(),
-                domain: if dom.is_empty() {
-                    String::new()
-                } else {
-                    format!("{dom}::")
-                },
-                opset: if dom.is_empty() {
-                    cx.opset
-                } else {
-                    cx.ml_opset
-                },
-                node: node_name(node),
-            })?;
-        f(&mut cx, node)?;
+        import_node(&mut cx, &reg, node)?;
         if node.op_type.ends_with("Classifier") {
             if let Some(a) = Attrs::new(node).strings("classlabels_strings") {
                 if let Some(out) = node.output.get(1) {

@@ -234,3 +234,77 @@ pub fn fuse_activation(g: &mut Graph) -> usize {
     }
     n
 }
+
+/// Conv(X, W, B?) → Add(·, c) with c of shape [1, M, 1, 1] (or [M, 1, 1])
+/// ⇒ Conv(X, W, B + c). CNTK and TF exporters emit the bias as an Add.
+pub fn fuse_conv_bias(g: &mut Graph) -> usize {
+    let mut n = 0;
+    let mut k = 0;
+    while k < g.nodes.len() {
+        let is_conv = matches!(
+            g.nodes[k].op,
+            Op::Conv {
+                act: Unary::Identity,
+                ..
+            }
+        );
+        let Some(t) = g.nodes[k].outputs[0].filter(|_| is_conv) else {
+            k += 1;
+            continue;
+        };
+        let Some(c) = sole_consumer(g, t) else {
+            k += 1;
+            continue;
+        };
+        let out_shape = g.tensors[t].shape.clone();
+        let m = out_shape.get(1).copied().unwrap_or(0);
+        let other = match (&g.nodes[c].op, g.nodes[c].inputs.as_slice()) {
+            (Op::Binary(Binary::Add), [Some(a), Some(b)]) if *a == t => Some(*b),
+            (Op::Binary(Binary::Add), [Some(a), Some(b)]) if *b == t => Some(*a),
+            _ => None,
+        };
+        let per_channel = other.is_some_and(|b| {
+            let bt = &g.tensors[b];
+            let s = &bt.shape;
+            // Right-aligned broadcast: exactly the channel dim is M.
+            bt.is_const()
+                && bt.numel() == m
+                && s.len() <= out_shape.len()
+                && s.iter().rev().enumerate().all(|(i, &d)| {
+                    let axis = out_shape.len() - 1 - i;
+                    if axis == 1 { d == m } else { d == 1 }
+                })
+        });
+        let same = g.nodes[c].outputs[0].is_some_and(|o| g.tensors[o].shape == out_shape);
+        let old_ok = g.nodes[k]
+            .inputs
+            .get(2)
+            .copied()
+            .flatten()
+            .is_none_or(|b| g.tensors[b].is_const());
+        if !per_channel || !same || !old_ok {
+            k += 1;
+            continue;
+        }
+        let add_v = other.and_then(|b| g.tensors[b].f32s()).unwrap_or_default();
+        let old = g.nodes[k]
+            .inputs
+            .get(2)
+            .copied()
+            .flatten()
+            .and_then(|b| g.tensors[b].f32s())
+            .unwrap_or_else(|| vec![0.0; m]);
+        let sum: Vec<f32> = old.iter().zip(&add_v).map(|(a, b)| a + b).collect();
+        let nb = g.const_f32(format!("{}:bias", g.nodes[k].name), vec![m], &sum);
+        let y = g.nodes[c].outputs[0];
+        let name = g.nodes[c].name.clone();
+        let conv = &mut g.nodes[k];
+        conv.inputs.resize(3, None);
+        conv.inputs[2] = Some(nb);
+        conv.outputs[0] = y;
+        conv.name = format!("{}+{}", conv.name, name);
+        g.nodes.remove(c);
+        n += 1;
+    }
+    n
+}

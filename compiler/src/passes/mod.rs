@@ -16,6 +16,7 @@ pub type Pass = (&'static str, fn(&mut Graph) -> usize);
 pub const PASSES: &[Pass] = &[
     ("fold-batchnorm", fuse::fold_batchnorm),
     ("fuse-bias", fuse::fuse_bias),
+    ("fuse-conv-bias", fuse::fuse_conv_bias),
     ("fuse-activation", fuse::fuse_activation),
     ("dead-nodes", dead_nodes),
 ];

@@ -307,8 +307,8 @@ fn linear_scores(
 ) -> Result<(usize, usize)> {
     let a = Attrs::new(node);
     let (rows, features) = rows_features(cx, node, x)?;
-    let coef = a.floats("coefficients").unwrap_or_default();
-    if coef.len() != targets * features {
+    let mut coef = a.floats("coefficients").unwrap_or_default();
+    if coef.len() < targets * features {
         return Err(cx.err(
             node,
             format!(
@@ -316,6 +316,17 @@ fn linear_scores(
                 coef.len()
             ),
         ));
+    }
+    if coef.len() > targets * features {
+        // onnxruntime reads the first targets x features values; so do we, loudly.
+        let msg = format!(
+            "node '{}': {} coefficients for {targets} targets x {features} features; using the first {}",
+            crate::onnx::node_name(node),
+            coef.len(),
+            targets * features
+        );
+        cx.warnings.push(msg);
+        coef.truncate(targets * features);
     }
     let inter = a
         .floats("intercepts")
@@ -360,15 +371,11 @@ fn linear_classifier(cx: &mut Ctx, node: &NodeProto) -> Result<()> {
         return Err(cx.err(node, "only float32 inputs are supported"));
     }
     let (labels, _names) = class_labels(cx, node)?;
-    let coef_len = Attrs::new(node)
-        .floats("coefficients")
-        .map_or(0, |v| v.len());
-    let (_, features) = rows_features(cx, node, x)?;
-    let targets = if features == 0 {
-        0
-    } else {
-        coef_len / features
-    };
+    // Like onnxruntime: one score per intercept (per label when there are none).
+    let targets = Attrs::new(node)
+        .floats("intercepts")
+        .filter(|v| !v.is_empty())
+        .map_or(labels.len(), |v| v.len());
     if targets != labels.len() {
         return Err(cx.err(
             node,

@@ -1,6 +1,7 @@
 //! ONNX op importers, one file per family. Each importer reads attributes,
 //! computes static output shapes and emits IR nodes.
 
+mod control;
 mod elementwise;
 mod ml;
 mod nn;
@@ -12,6 +13,7 @@ use super::Registry;
 use crate::error::{CompileError, Result};
 
 pub(super) fn register_all(r: &mut Registry) {
+    control::register(r);
     elementwise::register(r);
     shape::register(r);
     nn::register(r);

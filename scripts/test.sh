@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Kiln's whole test suite, cheapest checks first. Installs what it needs
+# (Rust components, the Python venv with peer runtimes, the ONNX node tests).
+# Usage: scripts/test.sh [--quick]   (--quick skips clippy and the no_std cross builds)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=0
+[[ ${1:-} == --quick ]] && quick=1
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kiln-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+step() { printf '\n== %s\n' "$*"; }
+
+step "toolchain"
+if ! command -v cargo >/dev/null; then
+  echo "cargo not found: install Rust with rustup (https://rustup.rs)" >&2
+  exit 1
+fi
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+cargo --version
+
+step "peer environment (Python venv: onnx, onnxruntime; ONNX node tests)"
+bash scripts/setup-test-env.sh
+# shellcheck disable=SC1091
+source "$HOME/.cache/kiln/env.sh"
+export KILN_PYTHON KILN_ONNX_NODE_TESTS
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+if ((quick == 0)); then
+  step "cargo clippy --all-targets -D warnings"
+  cargo clippy --workspace --all-targets -q -- -D warnings
+
+  step "no_std builds (format, kernels, engine) for thumbv7em-none-eabihf"
+  if timeout 60 rustup target add thumbv7em-none-eabihf >/dev/null 2>&1; then
+    cargo build -q --target thumbv7em-none-eabihf -p kiln-format -p kiln-kernels -p kiln-engine
+    echo "ok: the device crates build without std"
+  else
+    echo "warning: rustup could not add thumbv7em-none-eabihf; no_std cross build skipped" >&2
+  fi
+fi
+
+step "cargo test (unit, property, corpus cross-check, ONNX node conformance, CLI)"
+cargo test --workspace -q 2>&1 | tee "${TMPDIR:-/tmp}/kiln-test.log"
