@@ -330,7 +330,7 @@ fn inspect(path: &Path, json: bool) -> Result<(), Failure> {
             code: 3,
             err: anyhow!(e),
         })?;
-        *ops.entry(n.op.name().to_string()).or_insert(0) += 1;
+        *ops.entry(kiln_compiler::ir::op_label(&n.op)).or_insert(0) += 1;
     }
     for i in 0..view.tensor_count() {
         let t = view.tensor(i).map_err(|e| Failure {
@@ -341,7 +341,8 @@ fn inspect(path: &Path, json: bool) -> Result<(), Failure> {
             params += t.numel();
         }
     }
-    let macs = report.as_ref().map(|r| r.macs);
+    let prop = |key: &str| meta.properties.iter().flatten().find(|(k, _)| *k == key).and_then(|(_, v)| v.parse::<u64>().ok());
+    let macs = report.as_ref().map(|r| r.macs).or_else(|| prop("kiln.macs"));
     let io_json = |v: &[IoSchema]| -> serde_json::Value {
         v.iter()
             .map(|s| serde_json::json!({"name": s.name, "dtype": s.dtype.name(), "shape": s.shape_string(), "labels": s.labels}))

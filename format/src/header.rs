@@ -136,6 +136,18 @@ impl Header {
                 detail: "offset is not 16-byte aligned",
             });
         }
+        if bytes[56..64].iter().chain(&bytes[96..128]).any(|&b| b != 0) {
+            return Err(FormatError::Invalid {
+                what: "header",
+                detail: "reserved bytes are not zero",
+            });
+        }
+        if h.signature.len == 0 && h.signature.offset != 0 {
+            return Err(FormatError::Invalid {
+                what: "header",
+                detail: "signature offset without a signature",
+            });
+        }
         if h.signature.len != 0 {
             let end = h.signature.offset as u64 + h.signature.len as u64;
             if (h.signature.offset as u64) < h.content_len || end > bytes.len() as u64 {

@@ -237,3 +237,93 @@ impl ArtifactDesc {
         Ok(out)
     }
 }
+
+impl ArtifactDesc {
+    /// The description of a parsed artifact: `from_view(&View::parse(b)?)?.to_bytes()`
+    /// gives back `b` (without a signature), byte for byte.
+    pub fn from_view(v: &crate::View<'_>) -> Result<ArtifactDesc, crate::FormatError> {
+        let io = |spec: IoSpec<'_>| -> Result<IoDesc, crate::FormatError> {
+            let mut batch_name = String::new();
+            let dims = spec
+                .dims
+                .iter()
+                .map(|d| {
+                    d.map(|d| match d {
+                        Dim::Fixed(n) => Some(n),
+                        Dim::Batch(name) => {
+                            batch_name = name.into();
+                            None
+                        }
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(IoDesc {
+                name: spec.name.into(),
+                tensor: spec.tensor,
+                dtype: spec.dtype,
+                dims,
+                batch_name,
+                ranges: spec.ranges.iter().collect::<Result<_, _>>()?,
+                labels: spec
+                    .labels
+                    .iter()
+                    .map(|l| l.map(String::from))
+                    .collect::<Result<_, _>>()?,
+            })
+        };
+        let m = v.meta();
+        let p = m.provenance;
+        let ids = |x: Ids<'_>| x.iter().collect::<Vec<u32>>();
+        Ok(ArtifactDesc {
+            name: m.name.into(),
+            version: m.version.into(),
+            description: m.description.into(),
+            inputs: m.inputs.iter().map(|s| io(s?)).collect::<Result<_, _>>()?,
+            outputs: m.outputs.iter().map(|s| io(s?)).collect::<Result<_, _>>()?,
+            provenance: ProvenanceDesc {
+                source_format: p.source_format.into(),
+                source_name: p.source_name.into(),
+                source_sha256: p.source_sha256,
+                producer: p.producer.into(),
+                compiler: p.compiler.into(),
+                created_unix: p.created_unix,
+            },
+            preprocessing: m
+                .preprocessing
+                .iter()
+                .map(|x| {
+                    x.map(|x| PreprocessingDesc {
+                        kind: x.kind.into(),
+                        detail: x.detail.into(),
+                        input: x.input.into(),
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            properties: m
+                .properties
+                .iter()
+                .map(|x| x.map(|(k, v)| (k.into(), v.into())))
+                .collect::<Result<_, _>>()?,
+            tensors: (0..v.tensor_count())
+                .map(|i| v.tensor(i))
+                .collect::<Result<_, _>>()?,
+            nodes: (0..v.node_count())
+                .map(|i| {
+                    v.node(i).map(|n| NodeDesc {
+                        op: n.op,
+                        inputs: ids(n.inputs),
+                        outputs: ids(n.outputs),
+                        scratch_offset: n.scratch_offset,
+                        scratch_len: n.scratch_len,
+                        name: n.name.into(),
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            graph_inputs: ids(v.inputs()),
+            graph_outputs: ids(v.outputs()),
+            arena_size: v.arena_size() as u32,
+            per_sample_batch: v.per_sample_batch(),
+            weights: v.weights().to_vec(),
+        })
+    }
+}
