@@ -305,9 +305,16 @@ fn load_model(
     if is_artifact(&bytes) {
         return Ok((Model::load(&bytes).map_err(run_error)?, None));
     }
+    // Compile for the model's own schema first, so wrong inputs are rejected
+    // by it; only symbolic dims other than the batch take the inputs' shapes.
     let mut opts = Options::default();
-    opts.import.input_shapes = shapes.clone();
-    let c = compile_bytes(&bytes, path, &opts, false)?;
+    let c = match kiln_compiler::compile_onnx(&bytes, &path.display().to_string(), &opts) {
+        Err(kiln_compiler::CompileError::Input { .. }) => {
+            opts.import.input_shapes = shapes.clone();
+            compile_bytes(&bytes, path, &opts, false)?
+        }
+        _ => compile_bytes(&bytes, path, &opts, false)?,
+    };
     let m = Model::load(&c.bytes).map_err(run_error)?;
     Ok((m, Some(c.report)))
 }
@@ -341,8 +348,17 @@ fn inspect(path: &Path, json: bool) -> Result<(), Failure> {
             params += t.numel();
         }
     }
-    let prop = |key: &str| meta.properties.iter().flatten().find(|(k, _)| *k == key).and_then(|(_, v)| v.parse::<u64>().ok());
-    let macs = report.as_ref().map(|r| r.macs).or_else(|| prop("kiln.macs"));
+    let prop = |key: &str| {
+        meta.properties
+            .iter()
+            .flatten()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+    };
+    let macs = report
+        .as_ref()
+        .map(|r| r.macs)
+        .or_else(|| prop("kiln.macs"));
     let io_json = |v: &[IoSchema]| -> serde_json::Value {
         v.iter()
             .map(|s| serde_json::json!({"name": s.name, "dtype": s.dtype.name(), "shape": s.shape_string(), "labels": s.labels}))

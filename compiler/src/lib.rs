@@ -154,8 +154,10 @@ pub fn compile_onnx_with_progress(
         ..Default::default()
     };
     // Recorded so `kiln inspect` can report them for artifacts too.
-    desc.properties.push(("kiln.macs".into(), stats.macs.to_string()));
-    desc.properties.push(("kiln.params".into(), stats.params.to_string()));
+    desc.properties
+        .push(("kiln.macs".into(), stats.macs.to_string()));
+    desc.properties
+        .push(("kiln.params".into(), stats.params.to_string()));
     let mp = lower::lower(
         &lowered,
         &mut desc,

@@ -447,29 +447,40 @@ fn rows_strip<const R: usize, const W: usize>(
     mut c: MatMut<'_>,
 ) {
     let mut j0 = 0;
-    while j0 < n {
-        let w = W.min(n - j0);
+    // Full strips: fixed trip counts, so the accumulators stay in registers
+    // and the loops vectorise.
+    while j0 + W <= n {
+        let mut acc = [[0.0f32; W]; R];
+        for p in 0..k {
+            let brow = &b.data[p * b.rs + j0..][..W];
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let ar = a.data[r * a.rs + p * a.cs];
+                for (x, &y) in acc_r.iter_mut().zip(brow) {
+                    *x += ar * y;
+                }
+            }
+        }
+        for (r, acc_r) in acc.iter().enumerate() {
+            store_row(&mut c, r, j0, acc_r, alpha, beta);
+        }
+        j0 += W;
+    }
+    // Tail strip.
+    let w = n - j0;
+    if w > 0 {
         let mut acc = [[0.0f32; W]; R];
         for p in 0..k {
             let brow = &b.data[p * b.rs + j0..][..w];
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 let ar = a.data[r * a.rs + p * a.cs];
-                if w == W {
-                    // Fixed trip count: fully unrolled and vectorised.
-                    for (x, &y) in acc_r.iter_mut().zip(brow) {
-                        *x += ar * y;
-                    }
-                } else {
-                    for (x, &y) in acc_r[..w].iter_mut().zip(brow) {
-                        *x += ar * y;
-                    }
+                for (x, &y) in acc_r[..w].iter_mut().zip(brow) {
+                    *x += ar * y;
                 }
             }
         }
         for (r, acc_r) in acc.iter().enumerate() {
             store_row(&mut c, r, j0, &acc_r[..w], alpha, beta);
         }
-        j0 += w;
     }
 }
 
@@ -485,42 +496,31 @@ fn portable_dots(
     beta: f32,
     mut c: MatMut<'_>,
 ) {
-    const J: usize = 4;
-    const L: usize = 8;
     for i in 0..m {
         let arow = &a.data[i * a.rs..][..k];
-        let mut j0 = 0;
-        while j0 < n {
-            let jn = J.min(n - j0);
-            let mut cols: [&[f32]; J] = [arow; J];
-            for (j, col) in cols.iter_mut().enumerate().take(jn) {
-                *col = &b.data[(j0 + j) * b.cs..][..k];
-            }
-            let mut acc = [[0.0f32; L]; J];
-            let mut ac = arow.chunks_exact(L);
-            let mut offset = 0;
-            for av in &mut ac {
-                for (acc_j, col) in acc.iter_mut().zip(&cols) {
-                    let bv = &col[offset..offset + L];
-                    for l in 0..L {
-                        acc_j[l] += av[l] * bv[l];
-                    }
-                }
-                offset += L;
-            }
-            let mut sums = [0.0f32; J];
-            for ((s, acc_j), col) in sums.iter_mut().zip(&acc).zip(&cols) {
-                let mut t = acc_j.iter().sum::<f32>();
-                for (x, y) in ac.remainder().iter().zip(&col[offset..]) {
-                    t += x * y;
-                }
-                *s = t;
-            }
-            store_row(&mut c, i, j0, &sums[..jn], alpha, beta);
-            j0 += jn;
+        for j in 0..n {
+            let s = dot(arow, &b.data[j * b.cs..][..k]);
+            store_row(&mut c, i, j, &[s], alpha, beta);
         }
     }
 }
+
+/// Dot product with [`DOT_LANES`] independent accumulators (vectorised).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; DOT_LANES];
+    let (ac, ar) = a.as_chunks::<DOT_LANES>();
+    let (bc, br) = b.as_chunks::<DOT_LANES>();
+    for (x, y) in ac.iter().zip(bc) {
+        for l in 0..DOT_LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let tail: f32 = ar.iter().zip(br).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Accumulators of [`dot`].
+const DOT_LANES: usize = 16;
 
 /// Large products: `matrixmultiply::sgemm` on the strided views.
 #[allow(clippy::too_many_arguments, reason = "BLAS-style signature")]

@@ -3,7 +3,7 @@
 
 use super::axis_or;
 use crate::error::Result;
-use crate::onnx::{Attrs, Ctx, Registry, import_node, registry};
+use crate::onnx::{Attrs, Ctx, Registry, import_node, registry, tensor_from_proto};
 use kiln_format::{OP_RANK, Op};
 use tract_onnx::pb::NodeProto;
 
@@ -75,10 +75,19 @@ fn scan(cx: &mut Ctx, node: &NodeProto) -> Result<()> {
         ));
     }
     let reg = registry();
+    // The body's own initializers, imported once and bound in every step.
+    let mut body_consts = vec![];
+    for init in &body.initializer {
+        let (dt, shape, bytes) = tensor_from_proto(init)?;
+        body_consts.push((init.name.clone(), cx.const_bytes(dt, shape, bytes)));
+    }
     let mut state: Vec<usize> = ins[..n_state].to_vec();
     let mut per_step: Vec<Vec<usize>> = vec![vec![]; k_out];
     for t in 0..steps {
         let saved = cx.names.clone();
+        for (name, id) in &body_consts {
+            cx.bind(name, *id);
+        }
         for (i, &s) in state.iter().enumerate() {
             cx.bind(&body.input[i].name, s);
         }

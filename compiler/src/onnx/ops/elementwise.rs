@@ -399,6 +399,25 @@ fn clip(cx: &mut Ctx, node: &NodeProto) -> Result<()> {
 
 fn identity(cx: &mut Ctx, node: &NodeProto) -> Result<()> {
     let x = cx.input(node, 0)?;
+    if node.op_type == "Dropout" {
+        // Inference only: a training-mode Dropout would silently change results.
+        let training = match cx.opt_input(node, 2)? {
+            Some(t) => {
+                cx.const_ints(node, t, "training_mode")?
+                    .first()
+                    .copied()
+                    .unwrap_or(0)
+                    != 0
+            }
+            None => false,
+        };
+        if training || Attrs::new(node).int("is_test", 1) == 0 && cx.opset < 7 {
+            return Err(cx.err(
+                node,
+                "training-mode Dropout is not supported (export the model in eval mode)",
+            ));
+        }
+    }
     cx.bind(&node.output[0], x);
     if node.op_type == "Dropout" && node.output.len() > 1 && !node.output[1].is_empty() {
         // Inference: the mask is all true.

@@ -200,7 +200,14 @@ fn reshape(cx: &mut Ctx, node: &NodeProto) -> Result<()> {
 fn flatten(cx: &mut Ctx, node: &NodeProto) -> Result<()> {
     let x = cx.input(node, 0)?;
     let s = cx.shape(x);
-    let a = axis_or(cx, node, Attrs::new(node).int("axis", 1), s.len() + 1)?;
+    // Flatten's axis may equal the rank (all dims in the outer part).
+    let r = s.len() as i64;
+    let raw = Attrs::new(node).int("axis", 1);
+    let a = if raw < 0 { raw + r } else { raw };
+    if !(0..=r).contains(&a) {
+        return Err(cx.err(node, format!("axis {raw} is out of range for rank {r}")));
+    }
+    let a = a as usize;
     let outer: usize = s[..a].iter().product();
     let inner: usize = s[a..].iter().product();
     emit_reshape(cx, node, x, vec![outer, inner])
