@@ -464,8 +464,8 @@ fn run(
     let bytes_head =
         std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut shapes = HashMap::new();
-    if !is_artifact(&bytes_head) {
-        if let Ok(m) = kiln_compiler::onnx::parse(&bytes_head) {
+    if !is_artifact(&bytes_head)
+        && let Ok(m) = kiln_compiler::onnx::parse(&bytes_head) {
             let init: std::collections::HashSet<&str> = m
                 .graph
                 .iter()
@@ -484,7 +484,6 @@ fn run(
                 }
             }
         }
-    }
     let (model, report) = load_model(path, &shapes)?;
     if let Some(r) = &report {
         for w in &r.warnings {

@@ -106,7 +106,7 @@ impl<'a> Plan<'a> {
         if arena.len() < self.arena_size() {
             return Err(EngineError::Arena("arena is smaller than the plan needs"));
         }
-        if arena.as_ptr() as usize % kiln_format::WEIGHT_ALIGN != 0 {
+        if !(arena.as_ptr() as usize).is_multiple_of(kiln_format::WEIGHT_ALIGN) {
             return Err(EngineError::Arena("arena is not 16-byte aligned"));
         }
         for i in 0..self.view.node_count() {

@@ -130,7 +130,7 @@ impl Header {
                 });
             }
         }
-        if h.weights.offset as usize % WEIGHT_ALIGN != 0 {
+        if !(h.weights.offset as usize).is_multiple_of(WEIGHT_ALIGN) {
             return Err(FormatError::Invalid {
                 what: "weight section",
                 detail: "offset is not 16-byte aligned",

@@ -100,7 +100,7 @@ impl TensorInfo {
         if n != t.byte_len as u64 {
             return Err(bad("byte length does not match shape and dtype"));
         }
-        if t.offset as usize % WEIGHT_ALIGN != 0 {
+        if !(t.offset as usize).is_multiple_of(WEIGHT_ALIGN) {
             return Err(bad("offset is not 16-byte aligned"));
         }
         Ok(t)
@@ -153,7 +153,7 @@ impl<'a> View<'a> {
     /// a 16-byte aligned address (weights are read in place).
     pub fn parse(bytes: &'a [u8]) -> Result<View<'a>, FormatError> {
         let header = Header::parse(bytes)?;
-        if (bytes.as_ptr() as usize) % WEIGHT_ALIGN != 0 {
+        if !(bytes.as_ptr() as usize).is_multiple_of(WEIGHT_ALIGN) {
             return Err(FormatError::Misaligned);
         }
         let meta: Meta<'a> = postcard::from_bytes(&bytes[header.meta.range()])
@@ -173,7 +173,7 @@ impl<'a> View<'a> {
     }
 
     fn validate(&self) -> Result<(), FormatError> {
-        if self.graph.tensors.len() % TENSOR_RECORD_LEN != 0 {
+        if !self.graph.tensors.len().is_multiple_of(TENSOR_RECORD_LEN) {
             return Err(FormatError::Invalid {
                 what: "tensor table",
                 detail: "length is not a multiple of 48",
@@ -239,7 +239,7 @@ impl<'a> View<'a> {
                     arena_id(id, "node output")?;
                 }
             }
-            if n.scratch_offset as usize % WEIGHT_ALIGN != 0
+            if !(n.scratch_offset as usize).is_multiple_of(WEIGHT_ALIGN)
                 || n.scratch_offset as u64 + n.scratch_len as u64 > self.graph.arena_size as u64
             {
                 return Err(FormatError::InvalidAt {
@@ -330,7 +330,7 @@ impl<'a> View<'a> {
     }
 
     pub fn tensor(&self, i: usize) -> Result<TensorInfo, FormatError> {
-        let start = i.checked_mul(TENSOR_RECORD_LEN).unwrap_or(usize::MAX);
+        let start = i.saturating_mul(TENSOR_RECORD_LEN);
         let rec = self
             .graph
             .tensors

@@ -86,7 +86,7 @@ pub enum WriteError {
 impl ArtifactDesc {
     /// Appends a constant to the weight section (16-aligned) and returns its offset.
     pub fn push_weight(&mut self, bytes: &[u8]) -> u32 {
-        while self.weights.len() % WEIGHT_ALIGN != 0 {
+        while !self.weights.len().is_multiple_of(WEIGHT_ALIGN) {
             self.weights.push(0);
         }
         let off = self.weights.len() as u32;

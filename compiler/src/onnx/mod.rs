@@ -512,13 +512,11 @@ pub fn import(model: &pb::ModelProto, opts: &ImportOptions) -> Result<Imported> 
     let mut labels = HashMap::new();
     for node in &graph.node {
         import_node(&mut cx, &reg, node)?;
-        if node.op_type.ends_with("Classifier") {
-            if let Some(a) = Attrs::new(node).strings("classlabels_strings") {
-                if let Some(out) = node.output.get(1) {
+        if node.op_type.ends_with("Classifier")
+            && let Some(a) = Attrs::new(node).strings("classlabels_strings")
+                && let Some(out) = node.output.get(1) {
                     labels.insert(out.clone(), a);
                 }
-            }
-        }
     }
     let mut output_names = vec![];
     for vo in &graph.output {
@@ -532,7 +530,7 @@ pub fn import(model: &pb::ModelProto, opts: &ImportOptions) -> Result<Imported> 
                 continue;
             }
         };
-        if matches!(vo.r#type.as_ref().and_then(|t| t.value.as_ref()), None) && vo.r#type.is_some()
+        if vo.r#type.as_ref().and_then(|t| t.value.as_ref()).is_none() && vo.r#type.is_some()
         {
             cx.warnings.push(format!(
                 "output '{}' is not a tensor (e.g. a ZipMap sequence) and was dropped",

@@ -75,7 +75,7 @@ pub fn fold_batchnorm(g: &mut Graph) -> usize {
         let w_id = g.nodes[p].inputs[1].unwrap_or(0);
         let mut w = g.tensors[w_id].f32s().unwrap_or_default();
         let m_out = g.tensors[w_id].shape[0];
-        if s.len() != m_out || w.len() % m_out.max(1) != 0 {
+        if s.len() != m_out || !w.len().is_multiple_of(m_out.max(1)) {
             k += 1;
             continue;
         }

@@ -37,8 +37,8 @@ pub(crate) fn gemm(
     }
     let out = y.f32_mut()?;
     let mut beta_eff = 0.0;
-    if let Some(c) = c {
-        if beta != 0.0 {
+    if let Some(c) = c
+        && beta != 0.0 {
             let sc = c.shape();
             let xc = c.f32()?;
             // C broadcasts to [m, n] (unidirectional).
@@ -59,7 +59,6 @@ pub(crate) fn gemm(
             }
             beta_eff = beta;
         }
-    }
     kgemm(
         m,
         n,

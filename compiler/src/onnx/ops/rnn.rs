@@ -96,7 +96,7 @@ fn common(
         ));
     }
     let sw = cx.shape(w);
-    if sw.len() != 3 || sw[0] != dirs || sw[1] % hidden.max(1) != 0 {
+    if sw.len() != 3 || sw[0] != dirs || !sw[1].is_multiple_of(hidden.max(1)) {
         return Err(cx.err(
             node,
             format!("W shape {sw:?} disagrees with hidden_size {hidden}"),

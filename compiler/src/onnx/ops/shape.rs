@@ -189,7 +189,7 @@ fn reshape(cx: &mut Ctx, node: &NodeProto) -> Result<()> {
     }
     if let Some(i) = infer {
         let known: usize = out.iter().product();
-        if known == 0 || n % known != 0 {
+        if known == 0 || !n.is_multiple_of(known) {
             return Err(cx.err(node, format!("cannot reshape {sx:?} to {target:?}")));
         }
         out[i] = n / known;
@@ -609,7 +609,7 @@ fn depth_to_space(cx: &mut Ctx, node: &NodeProto) -> Result<()> {
     let s = cx.shape(x);
     let a = Attrs::new(node);
     let b = a.int("blocksize", 0).max(0) as usize;
-    if s.len() != 4 || b == 0 || s[1] % (b * b) != 0 {
+    if s.len() != 4 || b == 0 || !s[1].is_multiple_of(b * b) {
         return Err(cx.err(node, "needs NCHW with C divisible by blocksize²"));
     }
     let crd = a.string("mode").as_deref() == Some("CRD");
@@ -631,7 +631,7 @@ fn space_to_depth(cx: &mut Ctx, node: &NodeProto) -> Result<()> {
     let x = cx.input(node, 0)?;
     let s = cx.shape(x);
     let b = Attrs::new(node).int("blocksize", 0).max(0) as usize;
-    if s.len() != 4 || b == 0 || s[2] % b != 0 || s[3] % b != 0 {
+    if s.len() != 4 || b == 0 || !s[2].is_multiple_of(b) || !s[3].is_multiple_of(b) {
         return Err(cx.err(node, "needs NCHW with H, W divisible by blocksize"));
     }
     let out = vec![s[0], s[1] * b * b, s[2] / b, s[3] / b];
