@@ -465,25 +465,26 @@ fn run(
         std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut shapes = HashMap::new();
     if !is_artifact(&bytes_head)
-        && let Ok(m) = kiln_compiler::onnx::parse(&bytes_head) {
-            let init: std::collections::HashSet<&str> = m
-                .graph
-                .iter()
-                .flat_map(|g| g.initializer.iter().map(|t| t.name.as_str()))
-                .collect();
-            let names: Vec<String> = m
-                .graph
-                .iter()
-                .flat_map(|g| g.input.iter().map(|i| i.name.clone()))
-                .filter(|n| !init.contains(n.as_str()))
-                .collect();
-            for (k, (n, t)) in named.iter().enumerate() {
-                let key = n.clone().or_else(|| names.get(k).cloned());
-                if let Some(key) = key {
-                    shapes.insert(key, t.shape.clone());
-                }
+        && let Ok(m) = kiln_compiler::onnx::parse(&bytes_head)
+    {
+        let init: std::collections::HashSet<&str> = m
+            .graph
+            .iter()
+            .flat_map(|g| g.initializer.iter().map(|t| t.name.as_str()))
+            .collect();
+        let names: Vec<String> = m
+            .graph
+            .iter()
+            .flat_map(|g| g.input.iter().map(|i| i.name.clone()))
+            .filter(|n| !init.contains(n.as_str()))
+            .collect();
+        for (k, (n, t)) in named.iter().enumerate() {
+            let key = n.clone().or_else(|| names.get(k).cloned());
+            if let Some(key) = key {
+                shapes.insert(key, t.shape.clone());
             }
         }
+    }
     let (model, report) = load_model(path, &shapes)?;
     if let Some(r) = &report {
         for w in &r.warnings {

@@ -24,11 +24,13 @@ pub fn alias_reshapes(mut g: Graph) -> Lowered {
     for n in std::mem::take(&mut g.nodes) {
         if let (Op::Reshape, [Some(i)], [Some(o)]) =
             (&n.op, n.inputs.as_slice(), n.outputs.as_slice())
-            && !g.tensors[*i].is_const() && !g.outputs.contains(o) {
-                let root = *alias.get(i).unwrap_or(i);
-                alias.insert(*o, root);
-                continue;
-            }
+            && !g.tensors[*i].is_const()
+            && !g.outputs.contains(o)
+        {
+            let root = *alias.get(i).unwrap_or(i);
+            alias.insert(*o, root);
+            continue;
+        }
         kept.push(n);
     }
     // Rewrite uses of aliases to keep shapes: nodes read the alias tensor

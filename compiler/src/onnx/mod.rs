@@ -514,9 +514,10 @@ pub fn import(model: &pb::ModelProto, opts: &ImportOptions) -> Result<Imported> 
         import_node(&mut cx, &reg, node)?;
         if node.op_type.ends_with("Classifier")
             && let Some(a) = Attrs::new(node).strings("classlabels_strings")
-                && let Some(out) = node.output.get(1) {
-                    labels.insert(out.clone(), a);
-                }
+            && let Some(out) = node.output.get(1)
+        {
+            labels.insert(out.clone(), a);
+        }
     }
     let mut output_names = vec![];
     for vo in &graph.output {
@@ -530,8 +531,7 @@ pub fn import(model: &pb::ModelProto, opts: &ImportOptions) -> Result<Imported> 
                 continue;
             }
         };
-        if vo.r#type.as_ref().and_then(|t| t.value.as_ref()).is_none() && vo.r#type.is_some()
-        {
+        if vo.r#type.as_ref().and_then(|t| t.value.as_ref()).is_none() && vo.r#type.is_some() {
             cx.warnings.push(format!(
                 "output '{}' is not a tensor (e.g. a ZipMap sequence) and was dropped",
                 vo.name

@@ -38,27 +38,28 @@ pub(crate) fn gemm(
     let out = y.f32_mut()?;
     let mut beta_eff = 0.0;
     if let Some(c) = c
-        && beta != 0.0 {
-            let sc = c.shape();
-            let xc = c.f32()?;
-            // C broadcasts to [m, n] (unidirectional).
-            let (cr, cc) = match sc.rank {
-                0 => (1, 1),
-                1 => (1, sc.dims[0]),
-                2 => (sc.dims[0], sc.dims[1]),
-                _ => return Err(bad("Gemm C has rank above 2")),
-            };
-            if (cr != 1 && cr != m) || (cc != 1 && cc != n) {
-                return Err(bad("Gemm C does not broadcast to [M, N]"));
-            }
-            for i in 0..m {
-                for j in 0..n {
-                    out[i * n + j] =
-                        xc[(if cr == 1 { 0 } else { i }) * cc + if cc == 1 { 0 } else { j }];
-                }
-            }
-            beta_eff = beta;
+        && beta != 0.0
+    {
+        let sc = c.shape();
+        let xc = c.f32()?;
+        // C broadcasts to [m, n] (unidirectional).
+        let (cr, cc) = match sc.rank {
+            0 => (1, 1),
+            1 => (1, sc.dims[0]),
+            2 => (sc.dims[0], sc.dims[1]),
+            _ => return Err(bad("Gemm C has rank above 2")),
+        };
+        if (cr != 1 && cr != m) || (cc != 1 && cc != n) {
+            return Err(bad("Gemm C does not broadcast to [M, N]"));
         }
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] =
+                    xc[(if cr == 1 { 0 } else { i }) * cc + if cc == 1 { 0 } else { j }];
+            }
+        }
+        beta_eff = beta;
+    }
     kgemm(
         m,
         n,
