@@ -42,3 +42,6 @@ fi
 
 step "cargo test (unit, property, corpus cross-check, ONNX node conformance, CLI)"
 cargo test --workspace -q 2>&1 | tee "${TMPDIR:-/tmp}/kiln-test.log"
+
+step "conformance tables (ONNX node tests, corpus cross-check)"
+cargo test -q -p kiln-cli --test onnx_node --test corpus -- --nocapture 2>&1 | grep -vE '^\s*$' | tail -n 60
