@@ -139,6 +139,8 @@ pub(crate) fn conv_transpose(w: &Window, group: usize, io: &mut Io<'_>) -> Resul
     let full_h = (h.max(1) - 1) * p.stride[0] + p.dilation[0] * (kh.max(1) - 1) + 1;
     let full_w = (wd.max(1) - 1) * p.stride[1] + p.dilation[1] * (kw.max(1) - 1) + 1;
     if p.stride[0] == 0
+        || p.dilation[0] == 0
+        || p.dilation[1] == 0
         || p.stride[1] == 0
         || oh + p.pad[0] > full_h + p.pad[2] + p.stride[0]
         || ow + p.pad[1] > full_w + p.pad[3] + p.stride[1]

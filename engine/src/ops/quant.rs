@@ -151,11 +151,14 @@ pub(crate) fn qlinear_conv(w: &Window, group: usize, io: &mut Io<'_>) -> Result<
                                     x.int_at(((n * p.c + c) * h + iy as usize) * wd + ix as usize)?
                                 };
                                 let wv = wt.int_at(((m * cg + ci) * p.kh + ky) * p.kw + kx)?;
-                                acc += (xv - xz) * (wv - wzm);
+                                acc = acc.saturating_add(
+                                    xv.saturating_sub(xz).saturating_mul(wv.saturating_sub(wzm)),
+                                );
                             }
                         }
                     }
-                    let q = round_half_even(acc as f32 * mult) as i64 + yz;
+                    // A non-finite multiplier (e.g. y_scale = 0) saturates like the float cast does.
+                    let q = (round_half_even(acc as f32 * mult) as i64).saturating_add(yz);
                     write_q(
                         y.info.dtype,
                         y.data,
