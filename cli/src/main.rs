@@ -313,6 +313,11 @@ fn load_model(
             opts.import.input_shapes = shapes.clone();
             compile_bytes(&bytes, path, &opts, false)?
         }
+        // Dim 0 is not a batch here (e.g. time steps): use the inputs' sizes.
+        Ok(c) if c.report.batch_fixed_to_one && !shapes.is_empty() => {
+            opts.import.input_shapes = shapes.clone();
+            compile_bytes(&bytes, path, &opts, false)?
+        }
         _ => compile_bytes(&bytes, path, &opts, false)?,
     };
     let m = Model::load(&c.bytes).map_err(run_error)?;

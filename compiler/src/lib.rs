@@ -53,6 +53,8 @@ pub struct Report {
     pub macs: u64,
     pub artifact_bytes: usize,
     pub per_sample_batch: bool,
+    /// A symbolic dim 0 was fixed to 1 because samples are not independent.
+    pub batch_fixed_to_one: bool,
     pub warnings: Vec<String>,
 }
 
@@ -98,7 +100,10 @@ pub fn compile_onnx_with_progress(
     } else {
         passes::optimize(&mut g)
     };
-    let batch = if imported.batch_name.is_some() && passes::per_sample_batch_ok(&g) {
+    let batch = if imported.batch_name.is_some()
+        && imported.batch_unsafe.is_none()
+        && passes::per_sample_batch_ok(&g)
+    {
         imported.batch_name.clone()
     } else {
         None
@@ -192,6 +197,7 @@ pub fn compile_onnx_with_progress(
         macs: stats.macs,
         artifact_bytes: bytes.len(),
         per_sample_batch: batch.is_some(),
+        batch_fixed_to_one: imported.batch_name.is_some() && batch.is_none(),
         warnings,
     };
     Ok(Compiled { bytes, report })

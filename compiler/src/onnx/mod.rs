@@ -89,6 +89,9 @@ pub struct Ctx {
     pub batch_inputs: Vec<(String, String)>,
     pub warnings: Vec<String>,
     pub preprocessing: Vec<(String, String, String)>,
+    /// Why dim 0 cannot be run per sample, when an importer knows (e.g. a
+    /// Scan whose unrolled steps would be counted per sample).
+    pub batch_unsafe: Option<String>,
     node_counter: usize,
 }
 
@@ -106,6 +109,7 @@ pub struct Imported {
     pub preprocessing: Vec<(String, String, String)>,
     pub opset: i64,
     pub labels: HashMap<String, Vec<String>>,
+    pub batch_unsafe: Option<String>,
 }
 
 pub(crate) fn dtype_of(t: i32) -> Option<DType> {
@@ -431,6 +435,7 @@ pub fn import(model: &pb::ModelProto, opts: &ImportOptions) -> Result<Imported> 
         batch_inputs: vec![],
         warnings: vec![],
         preprocessing: vec![],
+        batch_unsafe: None,
         node_counter: 0,
     };
     for init in &graph.initializer {
@@ -590,5 +595,6 @@ pub fn import(model: &pb::ModelProto, opts: &ImportOptions) -> Result<Imported> 
         preprocessing: cx.preprocessing,
         opset,
         labels,
+        batch_unsafe: cx.batch_unsafe,
     })
 }

@@ -74,6 +74,14 @@ fn scan(cx: &mut Ctx, node: &NodeProto) -> Result<()> {
             format!("{steps} scan steps cannot be unrolled (1..={MAX_UNROLL})"),
         ));
     }
+    // The trip count is fixed by the shapes at compile time, so a symbolic
+    // dim 0 cannot be treated as an independent batch.
+    cx.batch_unsafe.get_or_insert_with(|| {
+        format!(
+            "Scan node '{}' is unrolled over its inputs",
+            crate::onnx::node_name(node)
+        )
+    });
     let reg = registry();
     // The body's own initializers, imported once and bound in every step.
     let mut body_consts = vec![];
