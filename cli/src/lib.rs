@@ -156,3 +156,63 @@ pub fn read_csv(path: &Path, drop: &[&str]) -> Result<(Vec<String>, TensorValue)
         TensorValue::from_f32(vec![rows, cols.len()], &values),
     ))
 }
+
+/// (golden file stem, model path relative to the corpus).
+/// Shared by the corpus cross-check test and `cargo xtask bench`.
+pub const CORPUS_GOLDEN: &[(&str, &str)] = &[
+    ("burn_mnist_cnn", "onnx-real/burn_mnist.onnx"),
+    ("burn_pico_sine", "onnx-real/burn_pico_sine.onnx"),
+    ("zoo_mnist8_cntk", "onnx-real/mnist-8_cntk.onnx"),
+    (
+        "ort_logreg_iris_zipmap",
+        "onnx-real/ort_logreg_iris_zipmap.onnx",
+    ),
+    (
+        "mlperf_ad_autoencoder_f32.tflite2onnx",
+        "mlperf-tiny-onnx/ad01_fp32.onnx",
+    ),
+    (
+        "mlperf_ic_resnet8_f32.tflite2onnx",
+        "mlperf-tiny-onnx/pretrainedResnet.onnx",
+    ),
+    ("sklearn_gb_wine", "sklearn/gb_wine.onnx"),
+    ("sklearn_logreg_iris", "sklearn/logreg_iris.onnx"),
+    ("sklearn_mlp_digits", "sklearn/mlp_digits.onnx"),
+    ("sklearn_rf_breast_cancer", "sklearn/rf_breast_cancer.onnx"),
+    (
+        "tract_byte_sb_bidi_lstm",
+        "tract-test-cases/byte_sb_bidi_lstm/model.onnx",
+    ),
+    (
+        "tract_keras_tf2_example",
+        "tract-test-cases/keras_tf2_example/model.onnx",
+    ),
+    (
+        "tract_lgbm_classifier_tensor",
+        "tract-test-cases/lgbm_classifier_tensor/model.onnx",
+    ),
+    (
+        "tract_lgbm_regressor_tensor",
+        "tract-test-cases/lgbm_regressor_tensor/model.onnx",
+    ),
+    (
+        "tract_linear_classifier",
+        "tract-test-cases/linear_classifier/model.onnx",
+    ),
+    (
+        "tract_qlstm_3-2-3_T3_S1",
+        "tract-test-cases/qlstm_3-2-3_T3_S1/model.onnx",
+    ),
+    (
+        "tract_qtdnn_10x5_101_i32_biases",
+        "tract-test-cases/qtdnn_10x5_101_i32_biases/model.onnx",
+    ),
+    (
+        "tract_xgboost_classifier_tree",
+        "tract-test-cases/xgboost_classifier_tree/model.onnx",
+    ),
+    (
+        "tract_xgboost_regressor_tree",
+        "tract-test-cases/xgboost_regressor_tree/model.onnx",
+    ),
+];
