@@ -16,13 +16,12 @@ fn fuzz_regressions_do_not_panic() {
             let mut buf = vec![0u128; bytes.len().div_ceil(16)];
             let aligned: &mut [u8] = bytemuck::cast_slice_mut(&mut buf);
             aligned[..bytes.len()].copy_from_slice(&bytes);
-            if let Ok(view) = kiln_format::View::parse(&aligned[..bytes.len()]) {
-                if let Ok(plan) = kiln_engine::Plan::new(view) {
-                    if plan.arena_size() <= 1 << 20 {
-                        let mut arena = vec![0u128; plan.arena_size().div_ceil(16) + 1];
-                        let _ = plan.run(bytemuck::cast_slice_mut(&mut arena));
-                    }
-                }
+            if let Ok(view) = kiln_format::View::parse(&aligned[..bytes.len()])
+                && let Ok(plan) = kiln_engine::Plan::new(view)
+                && plan.arena_size() <= 1 << 20
+            {
+                let mut arena = vec![0u128; plan.arena_size().div_ceil(16) + 1];
+                let _ = plan.run(bytemuck::cast_slice_mut(&mut arena));
             }
             if let Ok(model) = Model::load(&bytes) {
                 let inputs: Vec<TensorValue> = model
