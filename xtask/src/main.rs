@@ -302,10 +302,10 @@ fn to_tract(t: &TensorValue) -> Result<Tensor> {
     }
 }
 
-/// onnxruntime through `scripts/ort_bench.py`: its version, and per case
-/// (in order) stats or an error.
-fn bench_ort(cases: &[(PathBuf, PathBuf)]) -> (String, Vec<Result<Stats, String>>) {
-    let fail = |e: String| ("unavailable".to_string(), vec![Err(e); cases.len()]);
+/// onnxruntime through `scripts/ort_bench.py`, one model per call so that
+/// all three runtimes see about the same machine load: the ORT version and
+/// the stats.
+fn bench_ort(model: &Path, golden: &Path) -> Result<(String, Stats)> {
     let python = std::env::var_os("KILN_PYTHON").map_or_else(
         || {
             let home = std::env::var_os("HOME").unwrap_or_default();
@@ -314,44 +314,30 @@ fn bench_ort(cases: &[(PathBuf, PathBuf)]) -> (String, Vec<Result<Stats, String>
         PathBuf::from,
     );
     let json = std::env::temp_dir().join(format!("kiln-ort-bench-{}.json", std::process::id()));
-    let mut cmd = Command::new(&python);
-    cmd.arg(workspace_root().join("scripts/ort_bench.py"))
-        .arg("--json")
-        .arg(&json);
-    for (m, g) in cases {
-        cmd.arg(format!("{}={}", m.display(), g.display()));
-    }
-    // Exit status 1 only means some model failed; the JSON says which.
-    if let Err(e) = cmd.status() {
-        return fail(format!("cannot run {}: {e}", python.display()));
-    }
-    let doc: serde_json::Value = match std::fs::read(&json)
-        .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-    {
-        Ok(d) => d,
-        Err(e) => return fail(format!("no result from ort_bench.py: {e}")),
-    };
     let _ = std::fs::remove_file(&json);
-    let version = doc["onnxruntime"].as_str().unwrap_or("?").to_string();
-    let empty = vec![];
-    let models = doc["models"].as_array().unwrap_or(&empty);
-    let results = (0..cases.len())
-        .map(|i| {
-            let r = models.get(i).ok_or("missing from the JSON")?;
-            if let Some(e) = r["error"].as_str() {
-                return Err(e.to_string());
-            }
-            let f = |k: &str| r[k].as_f64().ok_or(format!("no {k}"));
-            Ok(Stats {
-                median: f("median_us")?,
-                p10: f("p10_us")?,
-                p90: f("p90_us")?,
-                iters: r["iters"].as_u64().unwrap_or(0) as usize,
-            })
-        })
-        .collect();
-    (version, results)
+    // Exit status 1 only means the model failed; the JSON says why.
+    Command::new(&python)
+        .arg(workspace_root().join("scripts/ort_bench.py"))
+        .arg("--json")
+        .arg(&json)
+        .arg(format!("{}={}", model.display(), golden.display()))
+        .status()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).context("ort_bench.py wrote no result")?)?;
+    let _ = std::fs::remove_file(&json);
+    let r = &doc["models"][0];
+    if let Some(e) = r["error"].as_str() {
+        bail!("{e}");
+    }
+    let f = |k: &str| r[k].as_f64().context(format!("ort_bench.py: no {k}"));
+    let stats = Stats {
+        median: f("median_us")?,
+        p10: f("p10_us")?,
+        p90: f("p90_us")?,
+        iters: r["iters"].as_u64().unwrap_or(0) as usize,
+    };
+    Ok((doc["onnxruntime"].as_str().unwrap_or("?").into(), stats))
 }
 
 /// Results for one model.
@@ -372,7 +358,7 @@ fn bench(b: &Budget, filter: &str, out: &Path, command: &str) -> Result<()> {
         bail!("the shared corpus is expected at {}", corpus.display());
     }
     let mut rows = vec![];
-    let mut cases = vec![];
+    let mut ort_version = "unavailable".to_string();
     for &(stem, rel) in MODELS.iter().filter(|(s, _)| s.contains(filter)) {
         let (path, golden) = (corpus.join(rel), corpus.join(format!("golden/{stem}.npz")));
         let g = Golden::load(&golden)?;
@@ -383,20 +369,19 @@ fn bench(b: &Budget, filter: &str, out: &Path, command: &str) -> Result<()> {
         };
         eprintln!("{stem}: tract…");
         let tract = bench_tract(&path, &g, b).map_err(|e| format!("{e:#}"));
+        eprintln!("{stem}: onnxruntime…");
+        let ort = bench_ort(&path, &golden).map(|(v, s)| {
+            ort_version = v;
+            s
+        });
         rows.push(Row {
             stem,
             shapes: g.shapes(),
             kiln,
             check,
-            ort: Err(String::new()),
+            ort: ort.map_err(|e| format!("{e:#}")),
             tract,
         });
-        cases.push((path, golden));
-    }
-    eprintln!("onnxruntime (scripts/ort_bench.py)…");
-    let (ort_version, ort) = bench_ort(&cases);
-    for (row, r) in rows.iter_mut().zip(ort) {
-        row.ort = r;
     }
     let report = render(&rows, b, command, &ort_version);
     print!("{report}");
@@ -487,7 +472,8 @@ fn render(rows: &[Row], b: &Budget, command: &str, ort_version: &str) -> String 
          - tract-onnx: {tract}, `TRACT_CPU_ISA={isa}` on x86_64 unless set in the environment \
          (its AMX int8 matmul segfaulted on tract_qlstm when this was written)\n\
          - Method: one thread, the golden input of each model (batch 1 unless its shape \
-         below says otherwise), warm-up, then per-call wall time; median of N calls, \
+         below says otherwise), the three runtimes back to back per model, warm-up, then \
+         per-call wall time; median of N calls, \
          N ≥ {iters} and ≥ {min:?} (cap {max:?}) for Kiln and tract, N ≥ 200 and ≥ 2 s for ORT. \
          Kiln times `Session::run_into` (no allocation); tract times `run` on one spawned \
          state; ORT times `InferenceSession.run` from Python, so **ORT numbers include about \
