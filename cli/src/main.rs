@@ -69,6 +69,9 @@ enum Cmd {
         /// Print the outputs as JSON
         #[arg(long)]
         json: bool,
+        /// Accept NaN/Inf inputs (e.g. missing values for tree ensembles)
+        #[arg(long)]
+        allow_non_finite: bool,
     },
     /// List the supported ONNX operators.
     Ops,
@@ -123,14 +126,15 @@ fn main() -> ExitCode {
             output,
             output_dir,
             json,
+            allow_non_finite,
         } => run(
             &model,
             &inputs,
             input_csv.as_deref(),
             &drop_columns,
-            output.as_deref(),
-            output_dir.as_deref(),
+            (output.as_deref(), output_dir.as_deref()),
             json,
+            allow_non_finite,
         ),
         Cmd::Ops => {
             for op in kiln_compiler::supported_ops() {
@@ -440,9 +444,9 @@ fn run(
     inputs: &[String],
     csv: Option<&Path>,
     drop: &[String],
-    output: Option<&Path>,
-    output_dir: Option<&Path>,
+    (output, output_dir): (Option<&Path>, Option<&Path>),
     json: bool,
+    allow_non_finite: bool,
 ) -> Result<(), Failure> {
     // Read inputs first: an ONNX model's symbolic dims come from them.
     let mut named: Vec<(Option<String>, TensorValue)> = vec![];
@@ -528,6 +532,7 @@ fn run(
         });
     }
     let mut session = model.session();
+    session.allow_non_finite(allow_non_finite);
     let outs = session.run(&ordered).map_err(run_error)?;
     if let Some(o) = output {
         std::fs::write(o, npy_bytes(&outs[0]))

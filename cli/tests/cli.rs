@@ -244,6 +244,12 @@ fn rejected_inputs_exit_4_and_name_the_input() {
             assert!(err.contains("'X'") && err.contains(needle), "{err}");
         }
     }
+    // Opting in to NaN/Inf (missing values) runs the model.
+    assert!(
+        kiln(&["run", &art, "--input", &nan, "--allow-non-finite"])
+            .status
+            .success()
+    );
     let (code, err) = failure(&kiln(&["run", &art, "--input", &format!("nope={}", nan)]));
     assert_eq!(code, 4, "{err}");
 }

@@ -249,6 +249,7 @@ impl Model {
             model: self,
             plan: Plan::new(self.view()).expect("validated at load"),
             arena: Aligned::zeroed(self.arena_size),
+            allow_non_finite: false,
         }
     }
 }
@@ -265,11 +266,19 @@ pub struct Session<'m> {
     model: &'m Model,
     plan: Plan<'m>,
     arena: Aligned,
+    allow_non_finite: bool,
 }
 
 impl<'m> Session<'m> {
     pub fn model(&self) -> &'m Model {
         self.model
+    }
+
+    /// Accept NaN and infinite inputs (rejected by default). Models that
+    /// treat NaN as "missing" (tree ensembles) need this.
+    pub fn allow_non_finite(&mut self, allow: bool) -> &mut Self {
+        self.allow_non_finite = allow;
+        self
     }
 
     /// Validates `inputs` (in schema order) and returns the batch size.
@@ -328,7 +337,7 @@ impl<'m> Session<'m> {
             if v.data.len() != v.shape.iter().product::<usize>() * v.dtype.size() {
                 return Err(fail(InputProblem::DataLength));
             }
-            if let Some(index) = v.first_non_finite() {
+            if let Some(index) = v.first_non_finite().filter(|_| !self.allow_non_finite) {
                 return Err(fail(InputProblem::NonFinite { index }));
             }
             if !spec.ranges.is_empty() && v.dtype == DType::F32 {
