@@ -3,11 +3,15 @@
 //! Every op has a scalar reference kernel; hot ops (GEMM, convolution) also
 //! have optimised paths that are property-tested against the reference.
 //! Kernels work on plain slices of `f32` (or bytes for data movement) in
-//! row-major NCHW layout, take their shapes as arguments, and never
-//! allocate: scratch memory is passed in by the caller.
+//! row-major NCHW layout, take their shapes as arguments, and take scratch
+//! memory from the caller.
 //!
-//! Architecture invariant: `#![no_std]`, no `alloc`, and no dependency on
-//! anything else in the workspace (it knows nothing of the artifact format).
+//! Architecture invariant: `#![no_std]` and no dependency on anything else
+//! in the workspace (it knows nothing of the artifact format). Kernels do not
+//! allocate, with one known exception to be removed before the
+//! microcontroller runtime: without the `std` feature, large GEMMs call
+//! `matrixmultiply`, which allocates its packing buffer (the AVX2 path used
+//! with `std` does not).
 //! Callers check shapes against slice lengths before calling; a kernel may
 //! panic on inconsistent lengths, so the engine validates first.
 #![no_std]
