@@ -3,7 +3,6 @@
 
 use crate::ir::{Graph, TensorId};
 use kiln_format::{Binary, Op, Unary};
-use std::sync::Arc;
 
 /// The single node reading `t`, if exactly one does and `t` is not a graph output.
 fn sole_consumer(g: &Graph, t: TensorId) -> Option<usize> {
@@ -24,8 +23,13 @@ fn sole_consumer(g: &Graph, t: TensorId) -> Option<usize> {
     found
 }
 
-fn set_f32(g: &mut Graph, t: TensorId, v: &[f32]) {
-    g.tensors[t].data = Some(Arc::new(v.iter().flat_map(|x| x.to_le_bytes()).collect()));
+/// When `node` is `Add(t, x)` or `Add(x, t)`, the other operand `x`.
+fn add_operand(node: &crate::ir::Node, t: TensorId) -> Option<TensorId> {
+    match (&node.op, node.inputs.as_slice()) {
+        (Op::Binary(Binary::Add), [Some(a), Some(b)]) if *a == t => Some(*b),
+        (Op::Binary(Binary::Add), [Some(a), Some(b)]) if *b == t => Some(*a),
+        _ => None,
+    }
 }
 
 /// Conv(W, B) → BatchNorm(s, b, m, v)  ⇒  Conv(W·k, (B − m)·k + b), k = s / √(v + ε).
@@ -104,7 +108,6 @@ pub fn fold_batchnorm(g: &mut Graph) -> usize {
             vec![m_out],
             &new_b,
         );
-        let _ = set_f32;
         let bn_name = g.nodes[k].name.clone();
         let conv = &mut g.nodes[p];
         conv.inputs.resize(3, None);
@@ -141,11 +144,7 @@ pub fn fuse_bias(g: &mut Graph) -> usize {
         };
         let add = &g.nodes[c];
         let cols = *g.tensors[t].shape.last().unwrap_or(&0);
-        let other = match (add.op.clone(), add.inputs.as_slice()) {
-            (Op::Binary(Binary::Add), [Some(a), Some(b)]) if *a == t => Some(*b),
-            (Op::Binary(Binary::Add), [Some(a), Some(b)]) if *b == t => Some(*a),
-            _ => None,
-        };
+        let other = add_operand(add, t);
         let bias_ok = other.is_some_and(|b| {
             let bt = &g.tensors[b];
             bt.is_const()
@@ -258,11 +257,7 @@ pub fn fuse_conv_bias(g: &mut Graph) -> usize {
         };
         let out_shape = g.tensors[t].shape.clone();
         let m = out_shape.get(1).copied().unwrap_or(0);
-        let other = match (&g.nodes[c].op, g.nodes[c].inputs.as_slice()) {
-            (Op::Binary(Binary::Add), [Some(a), Some(b)]) if *a == t => Some(*b),
-            (Op::Binary(Binary::Add), [Some(a), Some(b)]) if *b == t => Some(*a),
-            _ => None,
-        };
+        let other = add_operand(&g.nodes[c], t);
         let per_channel = other.is_some_and(|b| {
             let bt = &g.tensors[b];
             let s = &bt.shape;
