@@ -216,3 +216,51 @@ pub const CORPUS_GOLDEN: &[(&str, &str)] = &[
         "tract-test-cases/xgboost_regressor_tree/model.onnx",
     ),
 ];
+
+/// The `kiln run --profile` report: nodes by time (top 25), then time per op
+/// kind, each with its share of the total.
+pub fn profile_table(times: &[kiln_runtime_native::NodeTime], runs: usize) -> String {
+    use std::fmt::Write;
+    let total: f64 = times.iter().map(|t| t.micros).sum();
+    let share = |us: f64| if total > 0.0 { 100.0 * us / total } else { 0.0 };
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "profile: {} nodes, sum of per-node medians {total:.1} µs over {runs} runs",
+        times.len()
+    );
+    let mut by_time: Vec<_> = times.iter().collect();
+    by_time.sort_by(|a, b| b.micros.total_cmp(&a.micros));
+    let _ = writeln!(
+        s,
+        "{:>5}  {:<16} {:>10} {:>6}  name",
+        "node", "op", "µs", "%"
+    );
+    for t in by_time.iter().take(25) {
+        let _ = writeln!(
+            s,
+            "{:>5}  {:<16} {:>10.1} {:>5.1}%  {}",
+            t.index,
+            t.op,
+            t.micros,
+            share(t.micros),
+            t.name
+        );
+    }
+    let mut by_op: Vec<(&str, usize, f64)> = vec![];
+    for t in times {
+        match by_op.iter_mut().find(|(op, _, _)| *op == t.op) {
+            Some(e) => {
+                e.1 += 1;
+                e.2 += t.micros;
+            }
+            None => by_op.push((t.op, 1, t.micros)),
+        }
+    }
+    by_op.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let _ = writeln!(s, "{:<16} {:>5} {:>10} {:>6}", "op", "count", "µs", "%");
+    for (op, n, us) in by_op {
+        let _ = writeln!(s, "{op:<16} {n:>5} {us:>10.1} {:>5.1}%", share(us));
+    }
+    s
+}

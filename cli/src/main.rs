@@ -72,6 +72,9 @@ enum Cmd {
         /// Accept NaN/Inf inputs (e.g. missing values for tree ensembles)
         #[arg(long)]
         allow_non_finite: bool,
+        /// Also time every node over RUNS runs and print the medians (stderr)
+        #[arg(long, value_name = "RUNS", num_args = 0..=1, default_missing_value = "200")]
+        profile: Option<usize>,
     },
     /// List the supported ONNX operators.
     Ops,
@@ -127,6 +130,7 @@ fn main() -> ExitCode {
             output_dir,
             json,
             allow_non_finite,
+            profile,
         } => run(
             &model,
             &inputs,
@@ -135,6 +139,7 @@ fn main() -> ExitCode {
             (output.as_deref(), output_dir.as_deref()),
             json,
             allow_non_finite,
+            profile,
         ),
         Cmd::Ops => {
             for op in kiln_compiler::supported_ops() {
@@ -313,7 +318,9 @@ fn load_model(
     // by it; only symbolic dims other than the batch take the inputs' shapes.
     let mut opts = Options::default();
     let c = match kiln_compiler::compile_onnx(&bytes, &path.display().to_string(), &opts) {
-        Err(kiln_compiler::CompileError::Input { .. }) => {
+        // Symbolic dims without a value, or a default batch of 1 that does
+        // not fit the graph (dim 0 is time, say): use the inputs' sizes.
+        Err(_) if !shapes.is_empty() => {
             opts.import.input_shapes = shapes.clone();
             compile_bytes(&bytes, path, &opts, false)?
         }
@@ -447,6 +454,7 @@ fn run(
     (output, output_dir): (Option<&Path>, Option<&Path>),
     json: bool,
     allow_non_finite: bool,
+    profile: Option<usize>,
 ) -> Result<(), Failure> {
     // Read inputs first: an ONNX model's symbolic dims come from them.
     let mut named: Vec<(Option<String>, TensorValue)> = vec![];
@@ -534,6 +542,10 @@ fn run(
     let mut session = model.session();
     session.allow_non_finite(allow_non_finite);
     let outs = session.run(&ordered).map_err(run_error)?;
+    if let Some(runs) = profile {
+        let times = session.profile(&ordered, runs).map_err(run_error)?;
+        eprint!("{}", kiln_cli::profile_table(&times, runs));
+    }
     if let Some(o) = output {
         std::fs::write(o, npy_bytes(&outs[0]))
             .with_context(|| format!("cannot write {}", o.display()))?;

@@ -103,6 +103,16 @@ impl<'a> Plan<'a> {
     /// the same way. `arena` must be 16-byte aligned and at least
     /// [`Plan::arena_size`] bytes.
     pub fn run(&self, arena: &mut [u8]) -> Result<(), EngineError> {
+        self.run_observed(arena, |_| {})
+    }
+
+    /// [`Plan::run`], calling `after_node(i)` once node `i` has run (for
+    /// per-node profiling by a `std` host; the engine itself keeps no time).
+    pub fn run_observed(
+        &self,
+        arena: &mut [u8],
+        mut after_node: impl FnMut(usize),
+    ) -> Result<(), EngineError> {
         if arena.len() < self.arena_size() {
             return Err(EngineError::Arena("arena is smaller than the plan needs"));
         }
@@ -112,6 +122,7 @@ impl<'a> Plan<'a> {
         for i in 0..self.view.node_count() {
             let node = self.view.node(i)?;
             ops::run_node(&self.view, &node, arena).map_err(|e| e.at_node(i, node.op.name()))?;
+            after_node(i);
         }
         Ok(())
     }

@@ -48,12 +48,7 @@ pub struct Conv2d {
 
 /// Range `[lo, hi)` of output positions `o < out_len` whose input position
 /// `o * stride + off` lies in `[0, in_len)`. `stride >= 1`.
-pub(crate) fn out_range(
-    off: isize,
-    stride: usize,
-    in_len: usize,
-    out_len: usize,
-) -> (usize, usize) {
+pub fn out_range(off: isize, stride: usize, in_len: usize, out_len: usize) -> (usize, usize) {
     let s = stride as isize;
     let lo = if off >= 0 { 0 } else { (-off + s - 1) / s };
     let end = in_len as isize - off;
@@ -107,9 +102,11 @@ fn check_lens(
     }
 }
 
-/// Whether the direct depthwise kernel applies (one input channel per group).
+/// Whether the direct depthwise kernel applies (one input channel per group,
+/// several groups: a single-channel input is an ordinary convolution, which
+/// the GEMM-shaped paths do much faster).
 fn is_depthwise(p: &Conv2d) -> bool {
-    p.group == p.c && p.c > 0
+    p.group == p.c && p.c > 1
 }
 
 /// Whether the convolution is a plain per-pixel matrix product.
@@ -129,80 +126,143 @@ pub fn conv2d_scratch_len(p: &Conv2d) -> usize {
     im2col.max(Direct::new(p).len())
 }
 
+/// Most filter taps (`kh·kw`) the direct path handles (its tap table lives
+/// on the stack); larger kernels go through im2col.
+pub(crate) const MAX_TAPS: usize = 64;
+
 /// Geometry of the direct (implicit-GEMM) path: the input of one (batch
-/// item, group) copied into a zero-padded `[cg, hp, wp]` buffer (plus
-/// [`PANEL`] floats of slack), so that every filter tap of a strip of
-/// [`PANEL`] output columns reads contiguous, in-bounds memory.
+/// item, group) copied into a zero-padded buffer (plus [`PANEL`] floats of
+/// slack) laid out so that every filter tap of a strip of output columns
+/// reads contiguous, in-bounds memory.
+///
+/// Each padded row of `sw·wq` floats holds its columns split by phase
+/// (`col % sw`): phase `f` occupies `[f·wq, (f+1)·wq)` with padded column
+/// `q·sw + f` at `f·wq + q`. Output column `ox`'s tap `s` reads padded column
+/// `ox·sw + s·dw`, i.e. phase `(s·dw) % sw` at `ox + (s·dw) / sw`: output
+/// columns read consecutive floats whatever the stride (for `sw = 1` this is
+/// the plain padded row).
+///
+/// Output rows narrower than half a [`PANEL`] are computed two at a time
+/// (`pair`): the low half of a 16-float strip is row `oy`, the high half row
+/// `oy + 1`.
 #[derive(Debug, Clone, Copy)]
 #[cfg_attr(
     not(all(target_arch = "x86_64", any(feature = "std", test))),
-    allow(dead_code, reason = "the fields are read by the AVX2 kernel only")
+    allow(dead_code, reason = "the fields are read by the SIMD kernels only")
 )]
 pub(crate) struct Direct {
     /// Input channels per group.
     pub(crate) cg: usize,
     /// Padded input height.
     pub(crate) hp: usize,
-    /// Padded input width (row stride of the buffer).
-    pub(crate) wp: usize,
-    /// Kernel size.
+    /// Floats per phase of a padded row.
+    pub(crate) wq: usize,
+    /// Floats per padded row (`sw · wq`).
+    pub(crate) row: usize,
+    /// Strides.
+    pub(crate) sh: usize,
+    pub(crate) sw: usize,
+    /// Kernel size and dilations.
     pub(crate) kh: usize,
     pub(crate) kw: usize,
-    /// Vertical stride, dilations.
-    pub(crate) sh: usize,
     pub(crate) dh: usize,
     pub(crate) dw: usize,
     /// Output size.
     pub(crate) oh: usize,
     pub(crate) ow: usize,
+    /// Two output rows per strip.
+    pub(crate) pair: bool,
 }
 
 impl Direct {
     fn new(p: &Conv2d) -> Self {
         let cg = p.c.checked_div(p.group).unwrap_or(0);
-        let [sh, _] = p.stride;
+        let [sh, sw] = p.stride;
         let [dh, dw] = p.dilation;
         // Large enough for every tap of every output position, even when
         // the caller asks for more output than the padded input covers.
         let hp = (p.h + p.pad[0] + p.pad[2])
             .max(p.oh.saturating_sub(1) * sh + p.kh.saturating_sub(1) * dh + 1);
-        let wp = (p.w + p.pad[1] + p.pad[3]).max(p.ow + p.kw.saturating_sub(1) * dw);
+        let wp = p.w + p.pad[1] + p.pad[3];
+        let reach = (p.kw.saturating_sub(1) * dw) / sw.max(1);
+        let wq = wp.div_ceil(sw.max(1)).max(p.ow + reach);
         Self {
             cg,
             hp,
-            wp,
+            wq,
+            row: sw * wq,
+            sh,
+            sw,
             kh: p.kh,
             kw: p.kw,
-            sh,
             dh,
             dw,
             oh: p.oh,
             ow: p.ow,
+            pair: p.ow <= PANEL / 2 && p.oh >= 2,
         }
+    }
+
+    /// Floats of one padded input channel.
+    pub(crate) fn plane(&self) -> usize {
+        self.hp * self.row
     }
 
     /// Floats of the padded buffer.
     pub(crate) fn len(&self) -> usize {
-        prod(&[self.cg, self.hp, self.wp]) + PANEL
+        prod(&[self.cg, self.hp, self.row]) + PANEL
     }
 
-    /// Whether the direct path fits `p`: unit horizontal stride (a strip of
-    /// outputs reads a contiguous input run) and rows wide enough to fill
-    /// most of a [`PANEL`]-wide register tile.
+    #[cfg_attr(
+        not(all(target_arch = "x86_64", any(feature = "std", test))),
+        allow(dead_code, reason = "read by the SIMD kernels only")
+    )]
+    /// Offset of tap `(r, s)` from the strip's base `(row oy·sh, column ox)`.
+    pub(crate) fn tap(&self, r: usize, s: usize) -> usize {
+        let c = s * self.dw;
+        r * self.dh * self.row + (c % self.sw) * self.wq + c / self.sw
+    }
+
+    /// Whether the direct path fits `p`: more than one tap, a tap table that
+    /// fits [`MAX_TAPS`]
+    /// and strips that fill most of a register tile (rows of at least 12
+    /// outputs, or narrow rows taken two at a time).
     fn suits(p: &Conv2d) -> bool {
-        p.stride[1] == 1 && p.ow >= 12
+        // A strided 1x1 kernel reads a fraction of the input: im2col
+        // gathers just that, where the padded copy would take all of it.
+        let taps = p.kh * p.kw;
+        taps > 1
+            && taps <= MAX_TAPS
+            && (p.ow >= 12 || (p.ow >= 4 && p.ow <= PANEL / 2 && p.oh >= 2))
     }
 
     /// Copies `x` (`[cg, h, w]`) into `buf` with `top`/`left` zero padding
-    /// (everything else zero too).
+    /// (everything else zero too), columns split by phase.
     fn pad_input(&self, p: &Conv2d, x: &[f32], buf: &mut [f32]) {
         let buf = &mut buf[..self.len()];
         buf.fill(0.0);
-        let (plane, (pt, pl)) = (self.hp * self.wp, (p.pad[0], p.pad[1]));
+        let (plane, (pt, pl)) = (self.plane(), (p.pad[0], p.pad[1]));
         for (ci, xc) in x.chunks_exact(p.h * p.w).take(self.cg).enumerate() {
             for (iy, xrow) in xc.chunks_exact(p.w).enumerate() {
-                let start = ci * plane + (iy + pt) * self.wp + pl;
-                buf[start..start + p.w].copy_from_slice(xrow);
+                let start = ci * plane + (iy + pt) * self.row;
+                let dst = &mut buf[start..start + self.row];
+                if self.sw == 1 {
+                    dst[pl..pl + p.w].copy_from_slice(xrow);
+                } else {
+                    // Phase f holds padded columns q·sw + f, i.e. input
+                    // columns q·sw + f - pl.
+                    for f in 0..self.sw {
+                        let q0 = pl.saturating_sub(f).div_ceil(self.sw);
+                        let Some(ix0) = (q0 * self.sw + f).checked_sub(pl) else {
+                            continue;
+                        };
+                        let phase = &mut dst[f * self.wq + q0..(f + 1) * self.wq];
+                        let src = xrow.get(ix0..).unwrap_or(&[]).iter().step_by(self.sw);
+                        for (d, &v) in phase.iter_mut().zip(src) {
+                            *d = v;
+                        }
+                    }
+                }
             }
         }
     }
@@ -693,7 +753,7 @@ mod tests {
                 1usize..=2,
                 1usize..=3,
                 1usize..=4,
-                1usize..=3,
+                prop_oneof![1usize..=3, 4usize..=20],
                 prop_oneof![Just(0usize), 1usize..=3],
             ),
             (
@@ -775,7 +835,7 @@ mod tests {
         fn conv2d_engines_match_reference((p, with_bias, seed) in conv_case()) {
             check_conv(Engine::portable(), &p, with_bias, seed);
             #[cfg(target_arch = "x86_64")]
-            if let Some(eng) = Engine::avx2() {
+            for eng in Engine::simd() {
                 check_conv(eng, &p, with_bias, seed);
             }
         }

@@ -96,10 +96,18 @@ impl Engine {
         Self(Isa::Portable)
     }
 
-    /// The AVX2 engine, when the CPU has AVX2 and FMA.
+    /// The SIMD engines this CPU can run: AVX2 alone, then with the
+    /// AVX-512 tiles when available (tests check each against the reference).
     #[cfg(all(test, target_arch = "x86_64"))]
-    pub(crate) fn avx2() -> Option<Self> {
-        Avx2Fma::detect().map(|t| Self(Isa::Avx2(t)))
+    pub(crate) fn simd() -> std::vec::Vec<Self> {
+        let mut v = std::vec::Vec::new();
+        if let Some(t) = Avx2Fma::detect() {
+            v.push(Self(Isa::Avx2(t.without_avx512())));
+            if t.has_avx512() {
+                v.push(Self(Isa::Avx2(t)));
+            }
+        }
+        v
     }
 
     /// Calls `f(a, x, y)` compiled for this engine's instruction set: on
@@ -595,7 +603,10 @@ mod tests {
         let mut v = std::vec![Isa::Portable];
         #[cfg(target_arch = "x86_64")]
         if let Some(t) = Avx2Fma::detect() {
-            v.push(Isa::Avx2(t));
+            v.push(Isa::Avx2(t.without_avx512()));
+            if t.has_avx512() {
+                v.push(Isa::Avx2(t));
+            }
         }
         v
     }
@@ -709,7 +720,7 @@ mod tests {
             let (a, b, c0) = inputs(&cs);
             let mut engines = std::vec![Engine::portable()];
             #[cfg(target_arch = "x86_64")]
-            engines.extend(Engine::avx2());
+            engines.extend(Engine::simd());
             for eng in engines {
                 let bl: Vec<f32> = if eng.b_panels() {
                     let mut packed = std::vec![f32::NAN; Engine::b_len(cs.k, cs.n)];

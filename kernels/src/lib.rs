@@ -16,7 +16,7 @@
 //! panic on inconsistent lengths, so the engine validates first.
 #![no_std]
 
-#[cfg(feature = "std")]
+#[cfg(any(feature = "std", test))]
 extern crate std;
 
 pub mod conv;

@@ -57,16 +57,125 @@ pub fn map<F: Fn(f32) -> f32>(x: &[f32], y: &mut [f32], f: F) {
 }
 
 /// Applies `f` in place.
-#[inline]
+#[inline(always)]
 pub fn map_inplace<F: Fn(f32) -> f32>(y: &mut [f32], f: F) {
     for v in y.iter_mut() {
         *v = f(*v);
     }
 }
 
+/// Clamps to `[lo, hi]`, letting NaN through (`f32::clamp`-like, but
+/// written with comparisons so it vectorises and never hides a NaN).
+#[inline(always)]
+fn clamp_keep_nan(x: f32, lo: f32, hi: f32) -> f32 {
+    let x = if x < lo { lo } else { x };
+    if x > hi { hi } else { x }
+}
+
+/// `e^x` without branches or calls, so loops over it vectorise: range
+/// reduction `x = n·ln2 + r` (`|r| <= ln2/2`, ln2 split in two for an exact
+/// product), a degree-7 Taylor polynomial for `e^r` (truncation below
+/// 1e-8 relative) and `2^n` built from its exponent bits. Within 2 ulp of
+/// `libm::expf` on `[-87, 88]`; inputs are clamped to that range (so the
+/// result is never 0 or infinite), NaN stays NaN.
+#[inline(always)]
+pub fn exp_approx(x: f32) -> f32 {
+    const LOG2E: f32 = core::f32::consts::LOG2_E;
+    // ln2 = LN2_HI + LN2_LO, LN2_HI with few mantissa bits so n·LN2_HI is exact.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding and subtracting 1.5·2^23 rounds to the nearest integer.
+    const ROUND: f32 = 12_582_912.0;
+    let x = clamp_keep_nan(x, -87.0, 88.0);
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0 / 5040.0;
+    let p = p * r + 1.0 / 720.0;
+    let p = p * r + 1.0 / 120.0;
+    let p = p * r + 1.0 / 24.0;
+    let p = p * r + 1.0 / 6.0;
+    let p = p * r + 0.5;
+    let p = p * r + 1.0;
+    let p = p * r + 1.0;
+    // n is in [-126, 127] and sits in the low mantissa bits of t (whose
+    // exponent is that of ROUND): the biased exponent n + 127 is an integer
+    // subtraction away, with no float-to-int conversion (which would not
+    // vectorise). A NaN x gives a NaN p, so any scale keeps it NaN.
+    let scale = f32::from_bits(t.to_bits().wrapping_sub(ROUND.to_bits() - 127) << 23);
+    p * scale
+}
+
+/// Logistic sigmoid through [`exp_approx`] (vectorisable; absolute error
+/// below 1e-7, relative error a few ulp where the result is above 1e-30).
+#[inline(always)]
+pub fn sigmoid_approx(x: f32) -> f32 {
+    1.0 / (1.0 + exp_approx(-x))
+}
+
+/// `tanh` without branches or calls: an odd Taylor polynomial for
+/// `|x| < 0.3` (truncation below 1e-7 relative), else
+/// `1 - 2 / (e^{2|x|} + 1)` with the sign of `x`. Within a few ulp of
+/// `libm::tanhf`; NaN stays NaN.
+#[inline(always)]
+pub fn tanh_approx(x: f32) -> f32 {
+    let ax = if x < 0.0 { -x } else { x };
+    let x2 = x * x;
+    let p = 62.0 / 2835.0;
+    let p = p * x2 - 17.0 / 315.0;
+    let p = p * x2 + 2.0 / 15.0;
+    let p = p * x2 - 1.0 / 3.0;
+    let small = x + x * x2 * p;
+    let big = 1.0 - 2.0 / (exp_approx(2.0 * ax) + 1.0);
+    let big = if x < 0.0 { -big } else { big };
+    if ax < 0.3 { small } else { big }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sweeps `[lo, hi]` and returns the largest error of `f` against `g`
+    /// measured as |d| / max(|want|, floor).
+    fn worst(f: fn(f32) -> f32, g: fn(f32) -> f32, lo: f32, hi: f32, floor: f32) -> (f32, f32) {
+        let steps = 200_000;
+        let mut worst = (0.0f32, lo);
+        for i in 0..=steps {
+            let x = lo + (hi - lo) * (i as f32 / steps as f32);
+            let (got, want) = (f(x), g(x));
+            let e = (got - want).abs() / want.abs().max(floor);
+            if e > worst.0 {
+                worst = (e, x);
+            }
+        }
+        worst
+    }
+
+    #[test]
+    fn approximations_match_libm() {
+        let sig = |x: f32| 1.0 / (1.0 + libm::expf(-x));
+        let (e, at) = worst(exp_approx, libm::expf, -87.0, 88.0, 0.0);
+        assert!(e < 3e-7, "exp: rel error {e} at {at}");
+        let (e, at) = worst(sigmoid_approx, sig, -80.0, 80.0, 1e-30);
+        assert!(e < 3e-7, "sigmoid: rel error {e} at {at}");
+        let (e, at) = worst(tanh_approx, libm::tanhf, -20.0, 20.0, 0.0);
+        assert!(e < 5e-7, "tanh: rel error {e} at {at}");
+        let (e, at) = worst(tanh_approx, libm::tanhf, -1e-3, 1e-3, 0.0);
+        assert!(e < 3e-7, "tanh near 0: rel error {e} at {at}");
+    }
+
+    #[test]
+    fn approximations_keep_nan_and_saturate() {
+        assert!(exp_approx(f32::NAN).is_nan());
+        assert!(sigmoid_approx(f32::NAN).is_nan());
+        assert!(tanh_approx(f32::NAN).is_nan());
+        assert_eq!(tanh_approx(f32::INFINITY), 1.0);
+        assert_eq!(tanh_approx(f32::NEG_INFINITY), -1.0);
+        assert_eq!(sigmoid_approx(f32::INFINITY), 1.0);
+        assert!(sigmoid_approx(f32::NEG_INFINITY) < 1e-37);
+        assert!(exp_approx(1e6).is_finite() && exp_approx(-1e6) > 0.0);
+        assert_eq!(tanh_approx(0.0), 0.0);
+    }
 
     #[test]
     fn round_half_even_matches_onnx() {

@@ -114,6 +114,29 @@ pub fn act(a: Act, x: f32) -> f32 {
     }
 }
 
+/// Clips (when `c` is set) and applies `a` to every element of `v`. Sigmoid
+/// and tanh, the cells' usual gates, use the vectorisable
+/// [`crate::math::sigmoid_approx`] / [`crate::math::tanh_approx`] (a few ulp
+/// from libm), compiled for the CPU's vector unit; the rest go through
+/// [`act`].
+fn act_rows(a: Act, c: Option<f32>, v: &mut [f32]) {
+    #[inline(always)]
+    fn rows(&(a, c): &(Act, Option<f32>), _: &[f32], v: &mut [f32]) {
+        match (a, c) {
+            (Act::Sigmoid, None) => crate::math::map_inplace(v, crate::math::sigmoid_approx),
+            (Act::Tanh, None) => crate::math::map_inplace(v, crate::math::tanh_approx),
+            (Act::Sigmoid, Some(c)) => {
+                crate::math::map_inplace(v, |x| crate::math::sigmoid_approx(clip(x, Some(c))))
+            }
+            (Act::Tanh, Some(c)) => {
+                crate::math::map_inplace(v, |x| crate::math::tanh_approx(clip(x, Some(c))))
+            }
+            _ => crate::math::map_inplace(v, |x| act(a, clip(x, c))),
+        }
+    }
+    crate::gemm::Engine::detect().vectorized(rows, &(a, c), &[], v);
+}
+
 /// Shape and direction of an LSTM / GRU run.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rnn {
@@ -239,39 +262,55 @@ pub fn lstm(
                     }
                     continue;
                 }
-                let gr = &g[bi * g4..(bi + 1) * g4];
+                let gr = &mut g[bi * g4..(bi + 1) * g4];
+                let (gi, gr) = gr.split_at_mut(h);
+                let (go, gr) = gr.split_at_mut(h);
+                let (gf, gc) = gr.split_at_mut(h);
                 let hr = &mut hs[bi * h..(bi + 1) * h];
                 let cr = &mut cs[bi * h..(bi + 1) * h];
+                // Gate by gate over whole rows, so every loop vectorises;
+                // per element the order of operations is that of the
+                // reference cell: (xW + hR) [+ P ⊙ c] + (Wb + Rb), clip, act.
+                if let Some(pd) = pd {
+                    for j in 0..h {
+                        gi[j] += pd[j] * cr[j];
+                        gf[j] += pd[2 * h + j] * cr[j];
+                    }
+                }
+                if let Some(bd) = bd {
+                    for j in 0..h {
+                        gi[j] += bd[j] + bd[g4 + j];
+                        gf[j] += bd[2 * h + j] + bd[g4 + 2 * h + j];
+                        gc[j] += bd[3 * h + j] + bd[g4 + 3 * h + j];
+                    }
+                }
+                act_rows(fa, p.clip, gi);
+                if input_forget {
+                    for j in 0..h {
+                        gf[j] = 1.0 - gi[j];
+                    }
+                } else {
+                    act_rows(fa, p.clip, gf);
+                }
+                act_rows(ga, p.clip, gc);
                 for j in 0..h {
-                    let c_prev = cr[j];
-                    let (mut pi, mut po, mut pf, mut pc) =
-                        (gr[j], gr[h + j], gr[2 * h + j], gr[3 * h + j]);
-                    if let Some(pd) = pd {
-                        pi += pd[j] * c_prev;
-                        pf += pd[2 * h + j] * c_prev;
+                    cr[j] = gf[j] * cr[j] + gi[j] * gc[j];
+                }
+                if let Some(pd) = pd {
+                    for j in 0..h {
+                        go[j] += pd[h + j] * cr[j];
                     }
-                    if let Some(bd) = bd {
-                        pi += bd[j] + bd[g4 + j];
-                        pf += bd[2 * h + j] + bd[g4 + 2 * h + j];
-                        pc += bd[3 * h + j] + bd[g4 + 3 * h + j];
+                }
+                if let Some(bd) = bd {
+                    for j in 0..h {
+                        go[j] += bd[h + j] + bd[g4 + h + j];
                     }
-                    let i = act(fa, clip(pi, p.clip));
-                    let f = if input_forget {
-                        1.0 - i
-                    } else {
-                        act(fa, clip(pf, p.clip))
-                    };
-                    let c_hat = act(ga, clip(pc, p.clip));
-                    let c_new = f * c_prev + i * c_hat;
-                    if let Some(pd) = pd {
-                        po += pd[h + j] * c_new;
-                    }
-                    if let Some(bd) = bd {
-                        po += bd[h + j] + bd[g4 + h + j];
-                    }
-                    let o = act(fa, clip(po, p.clip));
-                    cr[j] = c_new;
-                    hr[j] = o * act(ha, c_new);
+                }
+                act_rows(fa, p.clip, go);
+                hr.copy_from_slice(cr);
+                act_rows(ha, None, hr);
+                for j in 0..h {
+                    hr[j] *= go[j];
                 }
                 if let Some(y) = y.as_deref_mut() {
                     y[out].copy_from_slice(hr);

@@ -19,26 +19,44 @@ extern crate std;
 
 use crate::gemm::{MatMut, MatRef, check};
 use core::arch::x86_64::{
-    __m256, __m256i, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_movehl_ps, _mm_shuffle_ps,
-    _mm256_castps256_ps128, _mm256_cmpgt_epi32, _mm256_extractf128_ps, _mm256_fmadd_ps,
-    _mm256_loadu_ps, _mm256_maskload_ps, _mm256_maskstore_ps, _mm256_mul_ps, _mm256_set1_epi32,
-    _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_ps, _mm256_storeu_ps,
+    __m256, __m256i, __m512, __mmask16, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_movehl_ps,
+    _mm_shuffle_ps, _mm256_castps256_ps128, _mm256_cmpgt_epi32, _mm256_extractf128_ps,
+    _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_maskload_ps, _mm256_maskstore_ps, _mm256_mul_ps,
+    _mm256_set1_epi32, _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_ps, _mm256_storeu_ps,
+    _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_loadu_ps, _mm512_mask_storeu_ps,
+    _mm512_maskz_loadu_ps, _mm512_mul_ps, _mm512_set1_ps, _mm512_setzero_ps,
 };
 
-/// Proof that the running CPU supports AVX2 and FMA.
+/// Proof that the running CPU supports AVX2 and FMA, and whether it also
+/// supports AVX-512F (then the packed GEMM and direct convolution use
+/// 16-lane register tiles).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Avx2Fma {
-    _private: (),
+    avx512: bool,
 }
 
 impl Avx2Fma {
     /// Returns the token when the CPU supports AVX2 and FMA.
     pub(crate) fn detect() -> Option<Self> {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            Some(Self { _private: () })
+            Some(Self {
+                avx512: std::is_x86_feature_detected!("avx512f"),
+            })
         } else {
             None
         }
+    }
+
+    /// The same token restricted to the AVX2 kernels (tests run both).
+    #[cfg(test)]
+    pub(crate) fn without_avx512(self) -> Self {
+        Self { avx512: false }
+    }
+
+    /// Whether the AVX-512 kernels will be used.
+    #[cfg(test)]
+    pub(crate) fn has_avx512(self) -> bool {
+        self.avx512
     }
 }
 
@@ -497,7 +515,7 @@ impl Avx2Fma {
                 assert!(bp.len() >= kc * NR);
                 let mut ic = 0;
                 while ic < m {
-                    let mr = MR.min(m - ic);
+                    let mr = self.mr().min(m - ic);
                     let t = Tile {
                         kc,
                         a: a.data[ic * a.rs + pc * a.cs..].as_ptr(),
@@ -510,12 +528,22 @@ impl Avx2Fma {
                         alpha,
                         beta: beta_blk,
                     };
-                    // SAFETY: the token proves AVX2+FMA. A rows ic..ic+mr,
-                    // columns pc..pc+kc and C rows ic..ic+mr, columns
-                    // jc..jc+nc are inside their slices by the `check`s above
-                    // (mr <= m - ic, kc <= k - pc, nc <= n - jc); the panel
-                    // holds kc x NR floats (asserted), of which the kernel
-                    // reads the first 8 * ceil(nc / 8) <= NR of each row.
+                    // A rows ic..ic+mr, columns pc..pc+kc and C rows
+                    // ic..ic+mr, columns jc..jc+nc are inside their slices
+                    // by the `check`s above (mr <= m - ic, kc <= k - pc,
+                    // nc <= n - jc); the panel holds kc x NR floats
+                    // (asserted).
+                    if self.avx512 {
+                        // SAFETY: the token saw AVX-512F; see above for the
+                        // addresses. The 16-lane kernel reads exactly NR
+                        // floats per panel row and stores only nc columns.
+                        unsafe { micro16_dispatch(mr, &t) };
+                        ic += mr;
+                        continue;
+                    }
+                    // SAFETY: the token proves AVX2+FMA; see above for the
+                    // addresses. The kernel reads the first
+                    // 8 * ceil(nc / 8) <= NR floats of each panel row.
                     unsafe {
                         match (mr, nc > 8) {
                             (6, true) => micro::<6, 2>(&t),
@@ -537,6 +565,182 @@ impl Avx2Fma {
                 jc += nc;
             }
             pc += kc;
+        }
+    }
+}
+
+impl Avx2Fma {
+    /// Rows of C per register tile.
+    fn mr(self) -> usize {
+        if self.avx512 { MR16 } else { MR }
+    }
+}
+
+/// Rows per tile of the AVX-512 kernels: `MR16` accumulators of one 16-lane
+/// panel row each, one panel load and `MR16` broadcast-FMAs per step.
+const MR16: usize = 16;
+
+/// Calls the `R`-row AVX-512 kernel for `r = R` (1..=16).
+macro_rules! rows_1_to_16 {
+    ($f:ident, $r:expr, $t:expr) => {
+        match $r {
+            16 => $f::<16>($t),
+            15 => $f::<15>($t),
+            14 => $f::<14>($t),
+            13 => $f::<13>($t),
+            12 => $f::<12>($t),
+            11 => $f::<11>($t),
+            10 => $f::<10>($t),
+            9 => $f::<9>($t),
+            8 => $f::<8>($t),
+            7 => $f::<7>($t),
+            6 => $f::<6>($t),
+            5 => $f::<5>($t),
+            4 => $f::<4>($t),
+            3 => $f::<3>($t),
+            2 => $f::<2>($t),
+            _ => $f::<1>($t),
+        }
+    };
+}
+
+/// # Safety
+/// As [`micro16`], with `1 <= r <= 16` rows.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn micro16_dispatch(r: usize, t: &Tile) {
+    // SAFETY: forwarded from the caller.
+    unsafe { rows_1_to_16!(micro16, r, t) }
+}
+
+/// # Safety
+/// As [`conv_micro16`], with `1 <= r <= 16` rows.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn conv_micro16_dispatch<const PAIR: bool>(r: usize, t: &ConvTile<'_>) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match r {
+            16 => conv_micro16::<16, PAIR>(t),
+            15 => conv_micro16::<15, PAIR>(t),
+            14 => conv_micro16::<14, PAIR>(t),
+            13 => conv_micro16::<13, PAIR>(t),
+            12 => conv_micro16::<12, PAIR>(t),
+            11 => conv_micro16::<11, PAIR>(t),
+            10 => conv_micro16::<10, PAIR>(t),
+            9 => conv_micro16::<9, PAIR>(t),
+            8 => conv_micro16::<8, PAIR>(t),
+            7 => conv_micro16::<7, PAIR>(t),
+            6 => conv_micro16::<6, PAIR>(t),
+            5 => conv_micro16::<5, PAIR>(t),
+            4 => conv_micro16::<4, PAIR>(t),
+            3 => conv_micro16::<3, PAIR>(t),
+            2 => conv_micro16::<2, PAIR>(t),
+            _ => conv_micro16::<1, PAIR>(t),
+        }
+    }
+}
+
+/// Lane mask of the first `cols` (clamped to 16) lanes.
+#[inline]
+fn mask16(cols: usize) -> __mmask16 {
+    if cols >= 16 {
+        0xFFFF
+    } else {
+        ((1u32 << cols) - 1) as __mmask16
+    }
+}
+
+/// Writes `alpha * acc + beta * C` to the lanes of `mask` at `cp`.
+///
+/// # Safety
+/// AVX-512F available; the C elements of the set lanes are valid (masked-off
+/// lanes are never accessed, not even by the load).
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn store16(acc: __m512, cp: *mut f32, mask: __mmask16, alpha: f32, beta: f32) {
+    let res = _mm512_mul_ps(acc, _mm512_set1_ps(alpha));
+    // SAFETY: see above.
+    unsafe {
+        let res = if beta == 0.0 {
+            res
+        } else {
+            _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(mask, cp), res)
+        };
+        _mm512_mask_storeu_ps(cp, mask, res);
+    }
+}
+
+/// AVX-512 register tile: `C[R x cols] = alpha * A[R x kc] * Bpanel + beta * C`
+/// with one 16-lane accumulator per row.
+///
+/// # Safety
+/// AVX-512F available; `A(r, p)` (r < R, p < kc), the `NR` floats of each of
+/// the `kc` panel rows and `C(r, 0..cols)` are valid.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn micro16<const R: usize>(t: &Tile) {
+    let mut acc = [_mm512_setzero_ps(); R];
+    // SAFETY: every address below is one the caller vouches for.
+    unsafe {
+        let mut ap = t.a;
+        let mut bp = t.b;
+        for _ in 0..t.kc {
+            let bv = _mm512_loadu_ps(bp);
+            for r in 0..R {
+                acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(*ap.add(r * t.rsa)), bv, acc[r]);
+            }
+            ap = ap.add(t.csa);
+            bp = bp.add(NR);
+        }
+        let mask = mask16(t.cols);
+        for r in 0..R {
+            store16(acc[r], t.c.add(r * t.rsc), mask, t.alpha, t.beta);
+        }
+    }
+}
+
+/// AVX-512 direct-convolution tile: like [`micro16`], with B row
+/// `(ci, r, s)` read straight from the padded input. In pair mode lanes 0..8
+/// are output row oy and lanes 8..16 row oy+1 (both masked to `cols`).
+///
+/// # Safety
+/// AVX-512F available; the `R` weight rows, the `cg·kh·kw` input runs of
+/// `NR` floats (two runs of 8 in pair mode) and the outputs addressed are
+/// valid.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn conv_micro16<const R: usize, const PAIR: bool>(t: &ConvTile<'_>) {
+    let mut acc = [_mm512_setzero_ps(); R];
+    // SAFETY: every address below is one the caller vouches for. In pair
+    // mode the high half is loaded with lanes 8..16 addressing
+    // `bp + hi + (0..8)` through a base pointer 8 floats lower (built with
+    // wrapping arithmetic; masked-off lanes are never accessed).
+    unsafe {
+        let mut ap = t.a;
+        for ci in 0..t.cg {
+            let bc = t.b.add(ci * t.plane);
+            for &tap in t.taps {
+                let bp = bc.add(tap);
+                let bv = if PAIR {
+                    let lo = _mm512_maskz_loadu_ps(0x00FF, bp);
+                    _mm512_mask_loadu_ps(lo, 0xFF00, bp.wrapping_add(t.hi).wrapping_sub(8))
+                } else {
+                    _mm512_loadu_ps(bp)
+                };
+                for rr in 0..R {
+                    acc[rr] = _mm512_fmadd_ps(_mm512_set1_ps(*ap.add(rr * t.lda)), bv, acc[rr]);
+                }
+                ap = ap.add(1);
+            }
+        }
+        let mask = mask16(t.cols.min(if PAIR { 8 } else { NR }));
+        for rr in 0..R {
+            let cp = t.c.add(rr * t.ldc);
+            store16(acc[rr], cp, mask, 1.0, t.beta);
+            if PAIR && t.rows == 2 {
+                // Lane 8 + j goes to cp + ow + j.
+                let hp = cp.wrapping_add(t.ow).wrapping_sub(8);
+                store16(acc[rr], hp, mask << 8, 1.0, t.beta);
+            }
         }
     }
 }
@@ -635,9 +839,11 @@ unsafe fn micro<const R: usize, const V: usize>(t: &Tile) {
 impl Avx2Fma {
     /// Direct convolution of one (batch item, group) as an implicit GEMM:
     /// `y[mg, oh·ow] = w[mg, k] · B + beta · y`, where row `(ci, r, s)` of B,
-    /// for a strip of `NR` output columns starting at `(oy, ox0)`, is the
-    /// contiguous run `xp[ci, oy·sh + r·dh, ox0 + s·dw ..][..NR]` of the
-    /// zero-padded input. The register tiles are those of [`micro`].
+    /// for a strip of output columns starting at `(oy, ox0)`, is the
+    /// contiguous run at `xp[ci·plane + oy·sh·row + ox0 + tap(r, s)..]` of the
+    /// padded input laid out by [`crate::conv::Direct`] (two such runs, for
+    /// rows `oy` and `oy + 1`, in pair mode). The register tiles are those
+    /// of [`micro`] / [`micro16`].
     pub(crate) fn conv_direct(
         self,
         d: &crate::conv::Direct,
@@ -647,123 +853,173 @@ impl Avx2Fma {
         beta: f32,
         y: &mut [f32],
     ) {
-        let plane = d.hp * d.wp;
-        let k = d.cg * d.kh * d.kw;
-        if mg == 0 || d.oh == 0 || d.ow == 0 {
+        use crate::conv::MAX_TAPS;
+        let plane = d.plane();
+        let ntaps = d.kh * d.kw;
+        let k = d.cg * ntaps;
+        if mg == 0 || d.oh == 0 || d.ow == 0 || k == 0 {
             return;
         }
-        assert!(w.len() >= mg * k && y.len() >= mg * d.oh * d.ow);
-        // Every tap of every strip stays inside the buffer: rows up to
-        // (oh-1)·sh + (kh-1)·dh < hp, columns up to ow-1 + (kw-1)·dw < wp,
-        // and a strip's last vector may run NR-1 floats past its row.
-        assert!(d.hp > (d.oh - 1) * d.sh + d.kh.saturating_sub(1) * d.dh);
-        assert!(d.wp >= d.ow + d.kw.saturating_sub(1) * d.dw);
+        assert!(ntaps <= MAX_TAPS && w.len() >= mg * k && y.len() >= mg * d.oh * d.ow);
+        // Every tap of every strip starts inside the buffer: rows up to
+        // (oh-1)·sh + (kh-1)·dh < hp, and within a row the phase offset plus
+        // ow - 1 + ((kw-1)·dw)/sw stays below sw·wq; a strip then reads at
+        // most NR floats from there, which the NR floats of slack cover.
+        assert!(d.hp > (d.oh - 1) * d.sh + (d.kh - 1) * d.dh);
+        assert!(d.sw >= 1 && d.wq >= d.ow + (d.kw - 1) * d.dw / d.sw && d.row == d.sw * d.wq);
         assert!(xp.len() >= d.cg * plane + NR);
+        if d.pair {
+            assert!(d.ow <= NR / 2);
+        }
+        let mut taps = [0usize; MAX_TAPS];
+        for r in 0..d.kh {
+            for s in 0..d.kw {
+                taps[r * d.kw + s] = d.tap(r, s);
+            }
+        }
         let ohw = d.oh * d.ow;
-        for oy in 0..d.oh {
-            let mut ox0 = 0;
-            while ox0 < d.ow {
-                let cols = NR.min(d.ow - ox0);
-                let mut ib = 0;
-                while ib < mg {
-                    let mr = MR.min(mg - ib);
-                    let t = ConvTile {
-                        a: w[ib * k..].as_ptr(),
-                        lda: k,
-                        b: xp[oy * d.sh * d.wp + ox0..].as_ptr(),
-                        d: *d,
-                        plane,
-                        c: y[ib * ohw + oy * d.ow + ox0..].as_mut_ptr(),
-                        ldc: ohw,
-                        cols,
-                        beta,
-                    };
-                    // SAFETY: the token proves AVX2+FMA. Weights rows
-                    // ib..ib+mr (k floats each) and the C strip (mr rows of
-                    // `cols` floats at stride oh·ow) are inside `w` and `y`
-                    // by the first assert; every B load reads NR floats from
-                    // xp[ci·plane + (oy·sh + r·dh)·wp + ox0 + s·dw ..], whose
-                    // end is below cg·plane + NR by the other asserts.
-                    unsafe {
-                        match (mr, cols > 8) {
-                            (6, true) => conv_micro::<6, 2>(&t),
-                            (6, false) => conv_micro::<6, 1>(&t),
-                            (5, true) => conv_micro::<5, 2>(&t),
-                            (5, false) => conv_micro::<5, 1>(&t),
-                            (4, true) => conv_micro::<4, 2>(&t),
-                            (4, false) => conv_micro::<4, 1>(&t),
-                            (3, true) => conv_micro::<3, 2>(&t),
-                            (3, false) => conv_micro::<3, 1>(&t),
-                            (2, true) => conv_micro::<2, 2>(&t),
-                            (2, false) => conv_micro::<2, 1>(&t),
-                            (_, true) => conv_micro::<1, 2>(&t),
-                            (_, false) => conv_micro::<1, 1>(&t),
-                        }
+        let mut strip = |oy: usize, ox0: usize, cols: usize, hi: usize, rows: usize| {
+            let mut ib = 0;
+            while ib < mg {
+                let mr = self.mr().min(mg - ib);
+                let t = ConvTile {
+                    a: w[ib * k..].as_ptr(),
+                    lda: k,
+                    b: xp[oy * d.sh * d.row + ox0..].as_ptr(),
+                    taps: &taps[..ntaps],
+                    cg: d.cg,
+                    plane,
+                    c: y[ib * ohw + oy * d.ow + ox0..].as_mut_ptr(),
+                    ldc: ohw,
+                    cols,
+                    hi,
+                    rows,
+                    ow: d.ow,
+                    beta,
+                };
+                // SAFETY: the token proves AVX2+FMA (and AVX-512F when
+                // `self.avx512`). Weight rows ib..ib+mr (k floats each) and
+                // the C strip (mr rows of `cols` floats at stride oh·ow, plus
+                // the same of row oy+1 in pair mode, which exists when
+                // rows == 2) are inside `w` and `y` by the first assert;
+                // every B load starts at a tap position inside the buffer
+                // and reads at most NR floats, covered by the other asserts.
+                unsafe {
+                    match (self.avx512, d.pair) {
+                        (true, false) => conv_micro16_dispatch::<false>(mr, &t),
+                        (true, true) => conv_micro16_dispatch::<true>(mr, &t),
+                        (false, true) => conv_micro_dispatch::<2, true>(mr, &t),
+                        (false, false) if cols > 8 => conv_micro_dispatch::<2, false>(mr, &t),
+                        (false, false) => conv_micro_dispatch::<1, false>(mr, &t),
                     }
-                    ib += mr;
                 }
-                ox0 += cols;
+                ib += mr;
+            }
+        };
+        if d.pair {
+            for oy in (0..d.oh).step_by(2) {
+                let rows = (d.oh - oy).min(2);
+                let hi = if rows == 2 { d.sh * d.row } else { 0 };
+                strip(oy, 0, d.ow, hi, rows);
+            }
+        } else {
+            for oy in 0..d.oh {
+                let mut ox0 = 0;
+                while ox0 < d.ow {
+                    let cols = NR.min(d.ow - ox0);
+                    strip(oy, ox0, cols, 0, 1);
+                    ox0 += cols;
+                }
             }
         }
     }
 }
 
 /// One register tile of the direct convolution.
-struct ConvTile {
+struct ConvTile<'t> {
     /// Weights of the tile's first output channel (row stride `lda`).
     a: *const f32,
     lda: usize,
     /// Padded input at (channel 0, row oy·sh, column ox0).
     b: *const f32,
-    d: crate::conv::Direct,
+    /// Offset of each filter tap from `b` within a channel.
+    taps: &'t [usize],
+    cg: usize,
     plane: usize,
     /// Output at (first channel, oy, ox0), channel stride `ldc`.
     c: *mut f32,
     ldc: usize,
+    /// Valid columns per output row.
     cols: usize,
+    /// Pair mode: input offset of row oy+1 from `b` (0 when `rows == 1`),
+    /// output rows in the strip and the output row length.
+    hi: usize,
+    rows: usize,
+    ow: usize,
     beta: f32,
 }
 
+/// # Safety
+/// As [`conv_micro`], with `1 <= r <= MR`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn conv_micro_dispatch<const V: usize, const PAIR: bool>(r: usize, t: &ConvTile<'_>) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match r {
+            6 => conv_micro::<6, V, PAIR>(t),
+            5 => conv_micro::<5, V, PAIR>(t),
+            4 => conv_micro::<4, V, PAIR>(t),
+            3 => conv_micro::<3, V, PAIR>(t),
+            2 => conv_micro::<2, V, PAIR>(t),
+            _ => conv_micro::<1, V, PAIR>(t),
+        }
+    }
+}
+
 /// `R x 8V` direct-convolution tile: like [`micro`], with B row `(ci, r, s)`
-/// read straight from the padded input.
+/// read straight from the padded input; in pair mode (`V = 2`) vector 1 is
+/// output row oy+1.
 ///
 /// # Safety
 /// AVX2+FMA available; the `R` weight rows, the `cg·kh·kw` input runs of
-/// `8V` floats and the `R x cols` outputs addressed are valid.
+/// `8V` floats (two runs of 8 in pair mode) and the outputs addressed are
+/// valid.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn conv_micro<const R: usize, const V: usize>(t: &ConvTile) {
-    let d = &t.d;
+unsafe fn conv_micro<const R: usize, const V: usize, const PAIR: bool>(t: &ConvTile<'_>) {
     let mut acc = [[_mm256_setzero_ps(); V]; R];
+    let voff = |v: usize| if PAIR { v * t.hi } else { 8 * v };
     // SAFETY: every address below is one the caller vouches for.
     unsafe {
         let mut ap = t.a;
-        for ci in 0..d.cg {
-            for r in 0..d.kh {
-                let br = t.b.add(ci * t.plane + r * d.dh * d.wp);
-                for s in 0..d.kw {
-                    let bp = br.add(s * d.dw);
-                    let mut bv = [_mm256_setzero_ps(); V];
-                    for v in 0..V {
-                        bv[v] = _mm256_loadu_ps(bp.add(8 * v));
-                    }
-                    for rr in 0..R {
-                        let ar = _mm256_set1_ps(*ap.add(rr * t.lda));
-                        for v in 0..V {
-                            acc[rr][v] = _mm256_fmadd_ps(ar, bv[v], acc[rr][v]);
-                        }
-                    }
-                    ap = ap.add(1);
+        for ci in 0..t.cg {
+            let bc = t.b.add(ci * t.plane);
+            for &tap in t.taps {
+                let bp = bc.add(tap);
+                let mut bv = [_mm256_setzero_ps(); V];
+                for v in 0..V {
+                    bv[v] = _mm256_loadu_ps(bp.add(voff(v)));
                 }
+                for rr in 0..R {
+                    let ar = _mm256_set1_ps(*ap.add(rr * t.lda));
+                    for v in 0..V {
+                        acc[rr][v] = _mm256_fmadd_ps(ar, bv[v], acc[rr][v]);
+                    }
+                }
+                ap = ap.add(1);
             }
         }
         for rr in 0..R {
             for v in 0..V {
-                let lanes = t.cols.saturating_sub(8 * v).min(8);
+                let (lanes, coff) = if PAIR {
+                    (if v < t.rows { t.cols.min(8) } else { 0 }, v * t.ow)
+                } else {
+                    (t.cols.saturating_sub(8 * v).min(8), 8 * v)
+                };
                 if lanes > 0 {
                     store_c(
                         acc[rr][v],
-                        t.c.add(rr * t.ldc + 8 * v),
+                        t.c.add(rr * t.ldc + coff),
                         1,
                         lanes,
                         1.0,

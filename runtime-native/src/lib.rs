@@ -260,6 +260,20 @@ fn looks_like_onnx(b: &[u8]) -> bool {
     b.first() == Some(&0x08)
 }
 
+/// Median wall time of one node, from [`Session::profile`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeTime {
+    /// Position in the compiled graph.
+    pub index: usize,
+    /// Kiln op name.
+    pub op: &'static str,
+    /// Node name (from the source model, possibly fused names).
+    pub name: String,
+    /// Median microseconds over the profiled runs (summed over the samples
+    /// of a per-sample batch).
+    pub micros: f64,
+}
+
 /// Per-thread execution state: the arena.
 #[derive(Debug)]
 pub struct Session<'m> {
@@ -389,6 +403,66 @@ impl<'m> Session<'m> {
         inputs: &[&[u8]],
         outputs: &mut [&mut [u8]],
     ) -> Result<(), RunError> {
+        self.run_into_observed(batch, inputs, outputs, |_| {})
+    }
+
+    /// Per-node wall time of `runs` calls of [`Session::run`] on `inputs`
+    /// (validated first): the median per node, in graph order. For finding
+    /// where time goes (`kiln run --profile`); timing adds a clock read per
+    /// node.
+    pub fn profile(
+        &mut self,
+        inputs: &[&TensorValue],
+        runs: usize,
+    ) -> Result<Vec<NodeTime>, RunError> {
+        let batch = self.check_inputs(inputs)?;
+        let m = self.model;
+        let view = m.view();
+        let ins: Vec<&[u8]> = inputs.iter().map(|t| t.data.as_slice()).collect();
+        let mut outs: Vec<Vec<u8>> = m
+            .output_info
+            .iter()
+            .map(|t| {
+                let samples = if m.per_sample_batch { batch } else { 1 };
+                vec![0; t.byte_len as usize * samples]
+            })
+            .collect();
+        let n = view.node_count();
+        let mut samples = vec![Vec::with_capacity(runs); n];
+        for _ in 0..runs.max(1) {
+            let mut outs: Vec<&mut [u8]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+            let mut times = vec![0f64; n];
+            let mut last = std::time::Instant::now();
+            self.run_into_observed(batch, &ins, &mut outs, |i| {
+                let now = std::time::Instant::now();
+                times[i] += (now - last).as_secs_f64() * 1e6;
+                last = now;
+            })?;
+            for (s, t) in samples.iter_mut().zip(times) {
+                s.push(t);
+            }
+        }
+        let mut result = Vec::with_capacity(n);
+        for (i, mut s) in samples.into_iter().enumerate() {
+            s.sort_by(f64::total_cmp);
+            let node = view.node(i)?;
+            result.push(NodeTime {
+                index: i,
+                op: node.op.name(),
+                name: node.name.to_string(),
+                micros: s[s.len() / 2],
+            });
+        }
+        Ok(result)
+    }
+
+    fn run_into_observed(
+        &mut self,
+        batch: usize,
+        inputs: &[&[u8]],
+        outputs: &mut [&mut [u8]],
+        mut after_node: impl FnMut(usize),
+    ) -> Result<(), RunError> {
         let m = self.model;
         let samples = if m.per_sample_batch { batch } else { 1 };
         if inputs.len() != m.input_info.len() || outputs.len() != m.output_info.len() {
@@ -419,7 +493,7 @@ impl<'m> Session<'m> {
                 arena[t.offset as usize..t.offset as usize + n]
                     .copy_from_slice(&inputs[k][s * n..(s + 1) * n]);
             }
-            self.plan.run(arena)?;
+            self.plan.run_observed(arena, &mut after_node)?;
             let arena = self.arena.as_ref();
             for (k, t) in m.output_info.iter().enumerate() {
                 let n = t.byte_len as usize;

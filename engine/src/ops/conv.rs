@@ -201,8 +201,18 @@ pub(crate) fn max_pool(w: &Window, io: &mut Io<'_>) -> Result<(), EngineError> {
     let x = io.input(0)?;
     let mut y = io.output(0)?;
     let p = pool_params(w, &x.shape(), &y.shape())?;
+    if covers_whole_plane(&p) {
+        kpool::global_max_pool(p.n * p.c, p.h * p.w, x.f32()?, y.f32_mut()?);
+        return Ok(());
+    }
     kpool::max_pool2d(&p, x.f32()?, y.f32_mut()?);
     Ok(())
+}
+
+/// Whether a pooling is one window over each whole unpadded plane (Keras'
+/// pooling to 1x1): then it is the global pooling, with its faster kernel.
+fn covers_whole_plane(p: &Pool2d) -> bool {
+    p.oh == 1 && p.ow == 1 && [p.kh, p.kw] == [p.h, p.w] && p.pad == [0; 4] && p.dilation == [1, 1]
 }
 
 pub(crate) fn avg_pool(
@@ -213,6 +223,10 @@ pub(crate) fn avg_pool(
     let x = io.input(0)?;
     let mut y = io.output(0)?;
     let p = pool_params(w, &x.shape(), &y.shape())?;
+    if covers_whole_plane(&p) {
+        kpool::global_avg_pool(p.n * p.c, p.h * p.w, x.f32()?, y.f32_mut()?);
+        return Ok(());
+    }
     kpool::avg_pool2d(&p, count_include_pad, x.f32()?, y.f32_mut()?);
     Ok(())
 }

@@ -165,6 +165,54 @@ fn broadcast_strides(out: &Shape, inp: &Shape) -> Result<[usize; MAX_RANK], Engi
     Ok(strides)
 }
 
+/// Calls `f(out_index, [in_index; N], len, [in_stride; N])` for every run of
+/// `len` output elements along the innermost dim (strides are 0 or 1 for
+/// broadcast or contiguous operands).
+#[inline(always)]
+fn for_each_broadcast_row<const N: usize>(
+    out: &Shape,
+    ins: [&Shape; N],
+    mut f: impl FnMut(usize, [usize; N], usize, [usize; N]),
+) -> Result<(), EngineError> {
+    let mut strides = [[0usize; MAX_RANK]; N];
+    for (s, i) in strides.iter_mut().zip(ins) {
+        *s = broadcast_strides(out, i)?;
+    }
+    if out.numel() == 0 {
+        return Ok(());
+    }
+    if out.rank == 0 {
+        f(0, [0; N], 1, [0; N]);
+        return Ok(());
+    }
+    let r = out.rank;
+    let inner = out.dims[r - 1];
+    let inner_stride: [usize; N] = core::array::from_fn(|k| strides[k][r - 1]);
+    let rows = out.numel() / inner;
+    let mut idx = [0usize; MAX_RANK];
+    let mut base = [0usize; N];
+    for row in 0..rows {
+        f(row * inner, base, inner, inner_stride);
+        // Advance the odometer over dims 0..r-1.
+        let mut d = r - 1;
+        while d > 0 {
+            d -= 1;
+            idx[d] += 1;
+            for k in 0..N {
+                base[k] += strides[k][d];
+            }
+            if idx[d] < out.dims[d] {
+                break;
+            }
+            for k in 0..N {
+                base[k] -= strides[k][d] * out.dims[d];
+            }
+            idx[d] = 0;
+        }
+    }
+    Ok(())
+}
+
 /// Calls `f(out_index, [in_index; N])` for every output element, walking the
 /// innermost dim in a tight loop.
 fn for_each_broadcast<const N: usize>(
@@ -221,6 +269,66 @@ fn for_each_broadcast<const N: usize>(
     Ok(())
 }
 
+/// `out = f(a, c)` with broadcasting, monomorphised per op so the common
+/// cases (same shapes, a scalar operand, rows against a broadcast row or
+/// constant) compile to vector loops.
+#[inline(always)]
+fn binary_f32_with(
+    (sy, sa, sc): (&Shape, &Shape, &Shape),
+    (xa, xc): (&[f32], &[f32]),
+    out: &mut [f32],
+    f: impl Fn(f32, f32) -> f32 + Copy,
+) -> Result<(), EngineError> {
+    if sa == sy && sc == sy {
+        for ((o, &p), &q) in out.iter_mut().zip(xa).zip(xc) {
+            *o = f(p, q);
+        }
+        return Ok(());
+    }
+    if sa == sy && sc.numel() == 1 {
+        let q = xc[0];
+        for (o, &p) in out.iter_mut().zip(xa) {
+            *o = f(p, q);
+        }
+        return Ok(());
+    }
+    if sc == sy && sa.numel() == 1 {
+        let p = xa[0];
+        for (o, &q) in out.iter_mut().zip(xc) {
+            *o = f(p, q);
+        }
+        return Ok(());
+    }
+    for_each_broadcast_row(sy, [sa, sc], |o, [i, j], n, [di, dj]| {
+        let out = &mut out[o..o + n];
+        match (di, dj) {
+            (1, 1) => {
+                for ((o, &p), &q) in out.iter_mut().zip(&xa[i..i + n]).zip(&xc[j..j + n]) {
+                    *o = f(p, q);
+                }
+            }
+            (1, 0) => {
+                let q = xc[j];
+                for (o, &p) in out.iter_mut().zip(&xa[i..i + n]) {
+                    *o = f(p, q);
+                }
+            }
+            (0, 1) => {
+                let p = xa[i];
+                for (o, &q) in out.iter_mut().zip(&xc[j..j + n]) {
+                    *o = f(p, q);
+                }
+            }
+            _ => {
+                for (t, o) in out.iter_mut().enumerate() {
+                    *o = f(xa[i + t * di], xc[j + t * dj]);
+                }
+            }
+        }
+    })
+}
+
+#[inline(always)]
 fn binary_f32(b: Binary, x: f32, y: f32) -> f32 {
     match b {
         Binary::Add => x + y,
@@ -362,23 +470,14 @@ pub(crate) fn binary(b: Binary, io: &mut Io<'_>) -> Result<(), EngineError> {
             if c.dtype() != DType::F32 {
                 return Err(bad("mixed-dtype Pow is not supported"));
             }
-            // Fast paths: same shape, scalar right-hand side.
-            if sa == sy && sc == sy {
-                for ((o, &p), &q) in out.iter_mut().zip(xa).zip(xc) {
-                    *o = binary_f32(b, p, q);
-                }
-                return Ok(());
+            let (sh, x) = ((&sy, &sa, &sc), (xa, xc));
+            match b {
+                Binary::Add => binary_f32_with(sh, x, out, |p, q| p + q),
+                Binary::Sub => binary_f32_with(sh, x, out, |p, q| p - q),
+                Binary::Mul => binary_f32_with(sh, x, out, |p, q| p * q),
+                Binary::Div => binary_f32_with(sh, x, out, |p, q| p / q),
+                _ => binary_f32_with(sh, x, out, |p, q| binary_f32(b, p, q)),
             }
-            if sa == sy && sc.numel() == 1 {
-                let q = xc[0];
-                for (o, &p) in out.iter_mut().zip(xa) {
-                    *o = binary_f32(b, p, q);
-                }
-                return Ok(());
-            }
-            for_each_broadcast(&sy, [&sa, &sc], |o, [i, j]| {
-                out[o] = binary_f32(b, xa[i], xc[j])
-            })
         }
         (DType::F32, DType::Bool) => {
             let (xa, xc) = (a.f32()?, c.f32()?);

@@ -124,50 +124,127 @@ pub(crate) fn qlinear_conv(w: &Window, group: usize, io: &mut Io<'_>) -> Result<
         return Err(bad("QLinearConv bias must be int32 with M elements"));
     }
     let (lo, hi) = range_of(y.info.dtype)?;
-    let (cg, mg) = (p.c / group, p.m / group);
-    for n in 0..p.n {
-        for m in 0..p.m {
-            let g = m / mg;
-            let wzm = wz.int_at(if wz.info.numel() == 1 { 0 } else { m })?;
-            let mult = xs * ws[if ws.len() == 1 { 0 } else { m }] / ys;
-            let b = match bias {
-                Some(b) => b.int_at(m)?,
-                None => 0,
-            };
-            for oy in 0..p.oh {
-                for ox in 0..p.ow {
-                    let mut acc: i64 = b;
-                    for ci in 0..cg {
-                        let c = g * cg + ci;
-                        for ky in 0..p.kh {
-                            let iy =
-                                (oy * p.stride[0] + ky * p.dilation[0]) as i64 - p.pad[0] as i64;
-                            for kx in 0..p.kw {
-                                let ix = (ox * p.stride[1] + kx * p.dilation[1]) as i64
-                                    - p.pad[1] as i64;
-                                let xv = if iy < 0 || ix < 0 || iy >= h as i64 || ix >= wd as i64 {
-                                    xz
-                                } else {
-                                    x.int_at(((n * p.c + c) * h + iy as usize) * wd + ix as usize)?
-                                };
-                                let wv = wt.int_at(((m * cg + ci) * p.kh + ky) * p.kw + kx)?;
-                                acc = acc.saturating_add(
-                                    xv.saturating_sub(xz).saturating_mul(wv.saturating_sub(wzm)),
-                                );
+    let q = QConv {
+        p: &p,
+        h,
+        wd,
+        xz,
+        xs,
+        ys,
+        yz,
+        lo,
+        hi,
+    };
+    let (xd, wd8) = (x.data, wt.data);
+    if xd.len() < x.info.numel() || wd8.len() < wt.info.numel() {
+        return Err(bad("QLinearConv operand shorter than its shape"));
+    }
+    let signed = |t: &Tensor<'_>| match t.dtype() {
+        DType::I8 => Ok(true),
+        DType::U8 => Ok(false),
+        _ => Err(bad("QLinearConv operands must be int8 or uint8")),
+    };
+    let (out_dt, out) = (y.info.dtype, y.data);
+    match (signed(&x)?, signed(&wt)?) {
+        (false, false) => q.run(xd, wd8, ws, wz, bias, out_dt, out),
+        (false, true) => q.run(xd, i8s(wd8), ws, wz, bias, out_dt, out),
+        (true, false) => q.run(i8s(xd), wd8, ws, wz, bias, out_dt, out),
+        (true, true) => q.run(i8s(xd), i8s(wd8), ws, wz, bias, out_dt, out),
+    }
+}
+
+fn i8s(d: &[u8]) -> &[i8] {
+    bytemuck::cast_slice(d)
+}
+
+/// The shape and quantization of one QLinearConv, run once the operand
+/// element types are known (so the inner loops read plain slices).
+struct QConv<'p> {
+    p: &'p kiln_kernels::conv::Conv2d,
+    h: usize,
+    wd: usize,
+    xz: i64,
+    xs: f32,
+    ys: f32,
+    yz: i64,
+    lo: i64,
+    hi: i64,
+}
+
+impl QConv<'_> {
+    #[allow(clippy::too_many_arguments, reason = "the op's operands")]
+    fn run<X: Copy + Into<i32>, W: Copy + Into<i32>>(
+        &self,
+        x: &[X],
+        wt: &[W],
+        ws: &[f32],
+        wz: Tensor<'_>,
+        bias: Option<Tensor<'_>>,
+        out_dt: DType,
+        out: &mut [u8],
+    ) -> Result<(), EngineError> {
+        let (p, h, wd) = (self.p, self.h, self.wd);
+        let (cg, mg) = (p.c / p.group, p.m / p.group);
+        // Accumulate one strip of an output row at a time over the filter
+        // taps, each tap a contiguous (for stride 1) run of input columns;
+        // taps over padding add (xz - xz)·w = 0 and are skipped. Int32
+        // accumulation, as the ONNX operator specifies.
+        const STRIP: usize = 64;
+        let xz = self.xz as i32;
+        let (ph, pw) = (p.pad[0] as isize, p.pad[1] as isize);
+        for n in 0..p.n {
+            for m in 0..p.m {
+                let g = m / mg;
+                let wzm = wz.int_at(if wz.info.numel() == 1 { 0 } else { m })? as i32;
+                let mult = self.xs * ws[if ws.len() == 1 { 0 } else { m }] / self.ys;
+                let b = match bias {
+                    Some(b) => b.int_at(m)? as i32,
+                    None => 0,
+                };
+                let wm = &wt[m * cg * p.kh * p.kw..(m + 1) * cg * p.kh * p.kw];
+                for oy in 0..p.oh {
+                    for ox0 in (0..p.ow).step_by(STRIP) {
+                        let len = STRIP.min(p.ow - ox0);
+                        let mut acc = [b; STRIP];
+                        for ci in 0..cg {
+                            let xc = &x[(n * p.c + g * cg + ci) * h * wd..][..h * wd];
+                            for ky in 0..p.kh {
+                                let iy = (oy * p.stride[0] + ky * p.dilation[0]) as isize - ph;
+                                if iy < 0 || iy >= h as isize {
+                                    continue;
+                                }
+                                let xrow = &xc[iy as usize * wd..][..wd];
+                                for kx in 0..p.kw {
+                                    let wv = wm[(ci * p.kh + ky) * p.kw + kx].into() - wzm;
+                                    let off = (kx * p.dilation[1]) as isize - pw;
+                                    let (a, e) =
+                                        kiln_kernels::conv::out_range(off, p.stride[1], wd, p.ow);
+                                    let (a, e) = (a.max(ox0), e.min(ox0 + len));
+                                    for ox in a..e {
+                                        let ix = (ox * p.stride[1]) as isize + off;
+                                        let xv = xrow[ix as usize].into() - xz;
+                                        acc[ox - ox0] =
+                                            acc[ox - ox0].wrapping_add(wv.wrapping_mul(xv));
+                                    }
+                                }
                             }
                         }
+                        for (t, &v) in acc[..len].iter().enumerate() {
+                            // A non-finite multiplier (e.g. y_scale = 0)
+                            // saturates like the float cast does.
+                            let q =
+                                (round_half_even(v as f32 * mult) as i64).saturating_add(self.yz);
+                            write_q(
+                                out_dt,
+                                out,
+                                ((n * p.m + m) * p.oh + oy) * p.ow + ox0 + t,
+                                q.clamp(self.lo, self.hi),
+                            );
+                        }
                     }
-                    // A non-finite multiplier (e.g. y_scale = 0) saturates like the float cast does.
-                    let q = (round_half_even(acc as f32 * mult) as i64).saturating_add(yz);
-                    write_q(
-                        y.info.dtype,
-                        y.data,
-                        ((n * p.m + m) * p.oh + oy) * p.ow + ox,
-                        q.clamp(lo, hi),
-                    );
                 }
             }
         }
+        Ok(())
     }
-    Ok(())
 }
