@@ -157,6 +157,21 @@ pub fn read_csv(path: &Path, drop: &[&str]) -> Result<(Vec<String>, TensorValue)
     ))
 }
 
+/// Float TFLite models of the corpus with their LiteRT goldens (golden file
+/// stem, model path): checked by the corpus test within 1e-5 of the output
+/// scale. Integer TFLite models are not imported yet.
+pub const CORPUS_TFLITE_GOLDEN: &[(&str, &str)] = &[
+    (
+        "tflm_hello_world_f32",
+        "tflite-micro/hello_world_float.tflite",
+    ),
+    ("mlperf_ad_autoencoder_f32", "mlperf-tiny/ad01_fp32.tflite"),
+    (
+        "mlperf_ic_resnet8_f32",
+        "mlperf-tiny/pretrainedResnet.tflite",
+    ),
+];
+
 /// (golden file stem, model path relative to the corpus).
 /// Shared by the corpus cross-check test and `cargo xtask bench`.
 pub const CORPUS_GOLDEN: &[(&str, &str)] = &[

@@ -207,7 +207,7 @@ fn compile_bytes(
         .file_name()
         .and_then(|s| s.to_str())
         .unwrap_or("model.onnx");
-    let r = kiln_compiler::compile_onnx_with_progress(bytes, name, opts, &mut |s| {
+    let r = kiln_compiler::compile_model_with_progress(bytes, name, opts, &mut |s| {
         if let Some(pb) = &bar {
             let (i, msg) = match s {
                 Stage::Parse => (1, "parsing"),
@@ -317,7 +317,7 @@ fn load_model(
     // Compile for the model's own schema first, so wrong inputs are rejected
     // by it; only symbolic dims other than the batch take the inputs' shapes.
     let mut opts = Options::default();
-    let c = match kiln_compiler::compile_onnx(&bytes, &path.display().to_string(), &opts) {
+    let c = match kiln_compiler::compile_model(&bytes, &path.display().to_string(), &opts) {
         // Symbolic dims without a value, or a default batch of 1 that does
         // not fit the graph (dim 0 is time, say): use the inputs' sizes.
         Err(_) if !shapes.is_empty() => {

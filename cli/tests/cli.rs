@@ -125,6 +125,38 @@ fn json_output_has_labels_and_scores() {
 }
 
 #[test]
+fn profile_times_every_node_and_keeps_the_outputs() {
+    let x = npy("prof.npy", "f32", &[1, 4], &f32s(&[5.1, 3.5, 1.4, 0.2]));
+    let art = compiled_iris();
+    let o = kiln(&["run", &art, "--input", &x, "--json", "--profile", "20"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json on stdout");
+    assert_eq!(v["label"]["data"][0], 0.0);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let head = err.lines().next().unwrap_or_default();
+    let nodes: usize = head
+        .strip_prefix("profile: ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no profile header in {err}"));
+    assert!(nodes > 0 && head.ends_with("over 20 runs"), "{head}");
+    // One line per node (at most 25), each naming a Kiln op with a time.
+    let per_node: Vec<&str> = err
+        .lines()
+        .skip(2)
+        .take_while(|l| !l.starts_with("op "))
+        .collect();
+    assert_eq!(per_node.len(), nodes.min(25), "{err}");
+    for l in per_node {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        assert!(
+            f.len() >= 4 && f[2].parse::<f64>().is_ok_and(|us| us >= 0.0),
+            "{l}"
+        );
+    }
+}
+
+#[test]
 fn malformed_models_exit_3() {
     let art = std::fs::read(compiled_iris()).expect("artifact");
     let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -164,6 +196,33 @@ fn malformed_models_exit_3() {
     let (code, err) = failure(&kiln(&["inspect", p.to_str().unwrap_or("")]));
     assert_eq!(code, 3);
     assert!(err.contains("checksum"), "{err}");
+}
+
+#[test]
+fn tflite_models_compile_or_fail_cleanly() {
+    let corpus = repo().join("../shared/corpus");
+    let float = corpus.join("tflite-micro/hello_world_float.tflite");
+    let x = npy("hw.npy", "f32", &[1, 1], &f32s(&[1.5]));
+    let o = kiln(&["run", float.to_str().unwrap_or(""), "--input", &x, "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let y = v["StatefulPartitionedCall:0"]["data"][0]
+        .as_f64()
+        .expect("a number");
+    assert!((y - 1.5f64.sin()).abs() < 0.2, "the sine model gives {y}");
+    // Integer models are refused with the reason, not run wrongly.
+    let int8 = corpus.join("tflite-micro/hello_world_int8.tflite");
+    let (code, err) = failure(&kiln(&["inspect", int8.to_str().unwrap_or("")]));
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("integer-quantized TFLite"), "{err}");
+    // Every truncation of a real flatbuffer is an error (exit 3), never a panic.
+    let bytes = std::fs::read(&float).expect("model");
+    for cut in [8, 16, 40, 100, 200, bytes.len() / 2, bytes.len() - 7] {
+        let p = tmp(&format!("cut{cut}.tflite"));
+        std::fs::write(&p, &bytes[..cut]).expect("write");
+        let (code, err) = failure(&kiln(&["inspect", p.to_str().unwrap_or("")]));
+        assert_eq!(code, 3, "cut at {cut}: {err}");
+    }
 }
 
 #[test]

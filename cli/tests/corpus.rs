@@ -7,8 +7,8 @@
 //! scaled by the output's magnitude (mnist-8 emits logits in the thousands
 //! because it takes raw 0..255 pixels). Integer outputs must be equal.
 
-use kiln_cli::{CORPUS_GOLDEN as MODELS, read_npz};
-use kiln_compiler::{Options, compile_onnx};
+use kiln_cli::{CORPUS_GOLDEN as MODELS, CORPUS_TFLITE_GOLDEN, read_npz};
+use kiln_compiler::{Options, compile_model};
 use kiln_runtime_native::{Model, TensorValue};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +24,8 @@ fn corpus() -> PathBuf {
 }
 
 /// Max violation of the tolerance rule (≤ 1 passes), with the worst abs diff.
-fn compare(got: &TensorValue, want: &TensorValue) -> Result<(f64, f64), String> {
+/// Floats: |d| ≤ 1e-5·scale + `rel`·|want|, scale = max(1, max |want|).
+fn compare(got: &TensorValue, want: &TensorValue, rel: f64) -> Result<(f64, f64), String> {
     if got.shape != want.shape {
         return Err(format!("shape {:?}, want {:?}", got.shape, want.shape));
     }
@@ -38,7 +39,7 @@ fn compare(got: &TensorValue, want: &TensorValue) -> Result<(f64, f64), String> 
         let tol = if exact {
             0.0
         } else {
-            1e-5 * scale + 1e-4 * b.abs()
+            1e-5 * scale + rel * b.abs()
         };
         worst_abs = worst_abs.max(d);
         let ratio = if d == 0.0 {
@@ -53,8 +54,9 @@ fn compare(got: &TensorValue, want: &TensorValue) -> Result<(f64, f64), String> 
     Ok((worst, worst_abs))
 }
 
-/// Runs one golden case; returns a one-line result.
-fn check(stem: &str, rel: &str) -> Result<String, String> {
+/// Runs one golden case; returns a one-line result. `tol_rel` is the
+/// relative part of the float tolerance.
+fn check(stem: &str, rel: &str, tol_rel: f64) -> Result<String, String> {
     let root = corpus();
     let model_path = root.join(rel);
     let golden =
@@ -77,13 +79,13 @@ fn check(stem: &str, rel: &str) -> Result<String, String> {
     if inputs.iter().all(|(_, t)| t.shape.first() == Some(&1)) {
         opts.import.input_shapes.clear();
     }
-    let compiled = match compile_onnx(&bytes, rel, &opts) {
+    let compiled = match compile_model(&bytes, rel, &opts) {
         // Symbolic dims other than the batch: take them from the golden input.
         Err(kiln_compiler::CompileError::Input { .. }) => {
             for (n, t) in &inputs {
                 opts.import.input_shapes.insert(n.clone(), t.shape.clone());
             }
-            compile_onnx(&bytes, rel, &opts)
+            compile_model(&bytes, rel, &opts)
         }
         other => other,
     }
@@ -111,7 +113,7 @@ fn check(stem: &str, rel: &str) -> Result<String, String> {
         let Some(want) = outputs.get(&spec.name) else {
             continue;
         };
-        let (r, a) = compare(g, want).map_err(|e| format!("output {}: {e}", spec.name))?;
+        let (r, a) = compare(g, want, tol_rel).map_err(|e| format!("output {}: {e}", spec.name))?;
         if r > 1.0 {
             return Err(format!(
                 "output {}: exceeds tolerance ({r:.2}x, max abs diff {a:.3e})",
@@ -135,8 +137,15 @@ fn check(stem: &str, rel: &str) -> Result<String, String> {
 fn corpus_models_match_golden_outputs() {
     let mut failures = vec![];
     println!("{:<40} result", "golden");
-    for (stem, rel) in MODELS {
-        match check(stem, rel) {
+    // ONNX against onnxruntime (rel 1e-4); float TFLite against LiteRT
+    // (1e-5 of the output scale, nothing relative).
+    let cases = MODELS
+        .iter()
+        .map(|c| (c, 1e-4))
+        .chain(CORPUS_TFLITE_GOLDEN.iter().map(|c| (c, 0.0)));
+    let total = MODELS.len() + CORPUS_TFLITE_GOLDEN.len();
+    for ((stem, rel), tol_rel) in cases {
+        match check(stem, rel, tol_rel) {
             Ok(msg) => println!("{stem:<40} ok   {msg}"),
             Err(e) => {
                 println!("{stem:<40} FAIL {e}");
@@ -148,7 +157,7 @@ fn corpus_models_match_golden_outputs() {
         failures.is_empty(),
         "{} of {} corpus models failed:\n{}",
         failures.len(),
-        MODELS.len(),
+        total,
         failures.join("\n")
     );
 }

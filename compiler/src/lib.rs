@@ -19,6 +19,7 @@ pub mod onnx;
 pub mod passes;
 pub mod plan;
 pub mod stats;
+pub mod tflite;
 
 pub use error::{CompileError, Result};
 pub use eval::AlignedBytes;
@@ -91,6 +92,56 @@ pub fn compile_onnx_with_progress(
     let model = onnx::parse(bytes)?;
     progress(Stage::Import);
     let imported = onnx::import(&model, &opts.import)?;
+    finish(imported, bytes, "onnx", source_name, opts, progress)
+}
+
+/// Compiles a TFLite flatbuffer (float models; see [`tflite`]).
+pub fn compile_tflite(bytes: &[u8], source_name: &str, opts: &Options) -> Result<Compiled> {
+    compile_tflite_with_progress(bytes, source_name, opts, &mut |_| {})
+}
+
+/// [`compile_tflite`] with progress callbacks.
+pub fn compile_tflite_with_progress(
+    bytes: &[u8],
+    source_name: &str,
+    opts: &Options,
+    progress: &mut dyn FnMut(Stage),
+) -> Result<Compiled> {
+    progress(Stage::Parse);
+    progress(Stage::Import);
+    let imported = tflite::import(bytes, &opts.import)?;
+    finish(imported, bytes, "tflite", source_name, opts, progress)
+}
+
+/// Compiles ONNX or TFLite, whichever `bytes` are (TFLite by its `TFL3`
+/// file identifier).
+pub fn compile_model_with_progress(
+    bytes: &[u8],
+    source_name: &str,
+    opts: &Options,
+    progress: &mut dyn FnMut(Stage),
+) -> Result<Compiled> {
+    if tflite::is_tflite(bytes) {
+        compile_tflite_with_progress(bytes, source_name, opts, progress)
+    } else {
+        compile_onnx_with_progress(bytes, source_name, opts, progress)
+    }
+}
+
+/// [`compile_model_with_progress`] without progress.
+pub fn compile_model(bytes: &[u8], source_name: &str, opts: &Options) -> Result<Compiled> {
+    compile_model_with_progress(bytes, source_name, opts, &mut |_| {})
+}
+
+/// Everything after import: passes, planning, writing.
+fn finish(
+    imported: onnx::Imported,
+    bytes: &[u8],
+    source_format: &str,
+    source_name: &str,
+    opts: &Options,
+    progress: &mut dyn FnMut(Stage),
+) -> Result<Compiled> {
     let mut g = imported.graph;
     let nodes_before = g.nodes.len();
     let ops_before = g.op_histogram();
@@ -135,7 +186,7 @@ pub fn compile_onnx_with_progress(
         version: opts.version.clone().unwrap_or_else(|| "1".into()),
         description: String::new(),
         provenance: ProvenanceDesc {
-            source_format: "onnx".into(),
+            source_format: source_format.into(),
             source_name: std::path::Path::new(source_name)
                 .file_name()
                 .and_then(|s| s.to_str())

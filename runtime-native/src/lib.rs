@@ -143,14 +143,14 @@ impl Model {
         Self::from_aligned(aligned)
     }
 
-    /// Compiles ONNX bytes in memory and loads the result.
+    /// Compiles ONNX (or TFLite) bytes in memory and loads the result.
     #[cfg(feature = "onnx")]
     pub fn load_onnx(
         bytes: &[u8],
         source_name: &str,
         opts: &kiln_compiler::Options,
     ) -> Result<Model, RunError> {
-        let compiled = kiln_compiler::compile_onnx(bytes, source_name, opts)
+        let compiled = kiln_compiler::compile_model(bytes, source_name, opts)
             .map_err(|e| RunError::Compile(e.to_string()))?;
         Self::from_aligned(Aligned::from_slice(&compiled.bytes))
     }
@@ -256,8 +256,9 @@ impl Model {
 
 #[cfg(feature = "onnx")]
 fn looks_like_onnx(b: &[u8]) -> bool {
-    // An ONNX ModelProto starts with field 1 (ir_version, varint): tag 0x08.
-    b.first() == Some(&0x08)
+    // An ONNX ModelProto starts with field 1 (ir_version, varint): tag 0x08;
+    // a TFLite flatbuffer has the identifier TFL3 at byte 4 (both compile).
+    b.first() == Some(&0x08) || kiln_compiler::tflite::is_tflite(b)
 }
 
 /// Median wall time of one node, from [`Session::profile`].

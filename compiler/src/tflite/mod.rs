@@ -1,0 +1,1005 @@
+//! TFLite import: a `.tflite` flatbuffer (schema v3, subgraph 0) into the IR.
+//!
+//! Field ids follow TensorFlow Lite's public `schema.fbs`; the reader is
+//! [`fb`] (bounds-checked, no `unsafe`). TFLite activations are NHWC while
+//! Kiln's spatial kernels are NCHW: 4-D activations are kept NCHW inside the
+//! graph (one Transpose at a 4-D graph input, converted back only where an
+//! op needs the TFLite layout: reshapes, fully connected layers, outputs),
+//! and weights are permuted at compile time. Shapes come from the tensor
+//! table (TFLite stores them statically).
+//!
+//! This importer handles float models (float32 weights, or float16/int8
+//! weights behind DEQUANTIZE, which are folded to float32). Integer
+//! (int8-activation) models are refused with a clear error until the
+//! integer kernels land.
+
+pub mod fb;
+
+use crate::error::{CompileError, Result};
+use crate::eval;
+use crate::ir::{Graph, Node, Tensor, TensorId};
+use crate::onnx::{ImportOptions, Imported};
+use fb::Table;
+use kiln_format::{DType, Op, PadMode, ReduceKind, Unary, Window};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Whether `bytes` look like a TFLite flatbuffer (file identifier `TFL3`).
+pub fn is_tflite(bytes: &[u8]) -> bool {
+    bytes.get(4..8) == Some(b"TFL3")
+}
+
+fn parse_err(e: fb::FbError) -> CompileError {
+    CompileError::Invalid(format!("could not parse the TFLite model: {e}"))
+}
+
+/// TFLite `TensorType` → Kiln dtype.
+fn dtype_of(t: u8) -> Option<DType> {
+    Some(match t {
+        0 => DType::F32,
+        1 => DType::F16,
+        2 => DType::I32,
+        3 => DType::U8,
+        4 => DType::I64,
+        6 => DType::Bool,
+        7 => DType::I16,
+        9 => DType::I8,
+        _ => return None,
+    })
+}
+
+/// Builtin operator codes used below (schema.fbs `BuiltinOperator`).
+mod code {
+    pub const ADD: i32 = 0;
+    pub const AVERAGE_POOL_2D: i32 = 1;
+    pub const CONCATENATION: i32 = 2;
+    pub const CONV_2D: i32 = 3;
+    pub const DEPTHWISE_CONV_2D: i32 = 4;
+    pub const DEQUANTIZE: i32 = 6;
+    pub const FULLY_CONNECTED: i32 = 9;
+    pub const LOGISTIC: i32 = 14;
+    pub const MAX_POOL_2D: i32 = 17;
+    pub const MUL: i32 = 18;
+    pub const RELU: i32 = 19;
+    pub const RELU6: i32 = 21;
+    pub const RESHAPE: i32 = 22;
+    pub const SOFTMAX: i32 = 25;
+    pub const TANH: i32 = 28;
+    pub const PAD: i32 = 34;
+    pub const TRANSPOSE: i32 = 39;
+    pub const MEAN: i32 = 40;
+    pub const SUB: i32 = 41;
+    pub const SQUEEZE: i32 = 43;
+    pub const EXPAND_DIMS: i32 = 70;
+}
+
+/// Name of a builtin code, for error messages.
+fn code_name(c: i32) -> String {
+    let known = [
+        (0, "ADD"),
+        (1, "AVERAGE_POOL_2D"),
+        (2, "CONCATENATION"),
+        (3, "CONV_2D"),
+        (4, "DEPTHWISE_CONV_2D"),
+        (6, "DEQUANTIZE"),
+        (9, "FULLY_CONNECTED"),
+        (14, "LOGISTIC"),
+        (16, "LSTM"),
+        (17, "MAX_POOL_2D"),
+        (18, "MUL"),
+        (19, "RELU"),
+        (21, "RELU6"),
+        (22, "RESHAPE"),
+        (25, "SOFTMAX"),
+        (27, "SVDF"),
+        (28, "TANH"),
+        (32, "CUSTOM"),
+        (34, "PAD"),
+        (39, "TRANSPOSE"),
+        (40, "MEAN"),
+        (41, "SUB"),
+        (43, "SQUEEZE"),
+        (44, "UNIDIRECTIONAL_SEQUENCE_LSTM"),
+        (45, "STRIDED_SLICE"),
+        (70, "EXPAND_DIMS"),
+        (114, "QUANTIZE"),
+    ];
+    known
+        .iter()
+        .find(|(k, _)| *k == c)
+        .map_or_else(|| format!("builtin {c}"), |(_, n)| (*n).to_string())
+}
+
+/// One tensor of the subgraph.
+#[derive(Debug, Clone)]
+struct TfTensor {
+    name: String,
+    shape: Vec<usize>,
+    /// -1 entries of `shape_signature` (dynamic dims).
+    dynamic0: bool,
+    ty: u8,
+    data: Option<Vec<u8>>,
+    scale: Vec<f32>,
+    zero_point: Vec<i64>,
+    qdim: usize,
+}
+
+/// Fused activation (schema `ActivationFunctionType`).
+fn fused(code: i8) -> std::result::Result<Unary, String> {
+    Ok(match code {
+        0 => Unary::Identity,
+        1 => Unary::Relu,
+        2 => Unary::Clip {
+            min: -1.0,
+            max: 1.0,
+        },
+        3 => Unary::Clip { min: 0.0, max: 6.0 },
+        4 => Unary::Tanh,
+        other => return Err(format!("fused activation {other} is not supported")),
+    })
+}
+
+/// NHWC ↔ NCHW permutations.
+const TO_NCHW: [usize; 4] = [0, 3, 1, 2];
+const TO_NHWC: [usize; 4] = [0, 2, 3, 1];
+
+fn permute<T: Copy>(v: &[T], perm: &[usize]) -> Vec<T> {
+    perm.iter().map(|&p| v[p]).collect()
+}
+
+/// Permutes the axes of a constant (row-major bytes of `elem` bytes each).
+fn permute_const(bytes: &[u8], elem: usize, shape: &[usize], perm: &[usize]) -> Vec<u8> {
+    let rank = shape.len();
+    let out_shape = permute(shape, perm);
+    let mut in_strides = vec![1usize; rank];
+    for d in (0..rank.saturating_sub(1)).rev() {
+        in_strides[d] = in_strides[d + 1] * shape[d + 1];
+    }
+    let n: usize = shape.iter().product();
+    let mut out = vec![0u8; n * elem];
+    let mut idx = vec![0usize; rank];
+    for o in 0..n {
+        let src: usize = (0..rank).map(|d| idx[d] * in_strides[perm[d]]).sum();
+        out[o * elem..(o + 1) * elem].copy_from_slice(&bytes[src * elem..(src + 1) * elem]);
+        for d in (0..rank).rev() {
+            idx[d] += 1;
+            if idx[d] < out_shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    out
+}
+
+/// SAME/VALID padding of one spatial dim: (begin, end).
+fn tf_pads(same: bool, input: usize, k: usize, s: usize, d: usize) -> (usize, usize) {
+    if !same {
+        return (0, 0);
+    }
+    let out = input.div_ceil(s.max(1));
+    let eff = (k.saturating_sub(1)) * d + 1;
+    let total = ((out.saturating_sub(1)) * s + eff).saturating_sub(input);
+    (total / 2, total - total / 2)
+}
+
+/// Import state.
+struct Cx<'m> {
+    g: Graph,
+    tensors: Vec<TfTensor>,
+    /// IR value of a TFLite tensor and whether it is stored NCHW.
+    vals: HashMap<usize, (TensorId, bool)>,
+    /// Converted forms: (tensor, want NCHW) → id.
+    forms: HashMap<(usize, bool), TensorId>,
+    warnings: Vec<String>,
+    node: String,
+    op: String,
+    _m: std::marker::PhantomData<&'m ()>,
+}
+
+impl Cx<'_> {
+    fn err(&self, detail: impl Into<String>) -> CompileError {
+        CompileError::Node {
+            node: self.node.clone(),
+            op: self.op.clone(),
+            detail: detail.into(),
+        }
+    }
+
+    fn tensor(&self, i: i32) -> Result<&TfTensor> {
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| self.tensors.get(i))
+            .ok_or_else(|| self.err(format!("tensor index {i} out of range")))
+    }
+
+    /// Emits a node (folded when all inputs are constant).
+    fn emit(
+        &mut self,
+        op: Op,
+        inputs: Vec<Option<TensorId>>,
+        dtype: DType,
+        shape: Vec<usize>,
+    ) -> Result<TensorId> {
+        let id = self.g.add_tensor(Tensor {
+            name: format!("{}#{}", self.node, self.g.tensors.len()),
+            dtype,
+            shape,
+            data: None,
+        });
+        let node = Node {
+            op,
+            inputs,
+            outputs: vec![Some(id)],
+            name: self.node.clone(),
+        };
+        if node
+            .inputs
+            .iter()
+            .flatten()
+            .all(|&i| self.g.tensors[i].is_const())
+        {
+            let outs = eval::eval_node(&self.g, &node).map_err(|source| CompileError::Fold {
+                node: self.node.clone(),
+                source,
+            })?;
+            if let Some(b) = outs.into_iter().next() {
+                self.g.tensors[id].data = Some(Arc::new(b));
+            }
+        } else {
+            self.g.nodes.push(node);
+        }
+        Ok(id)
+    }
+
+    /// The IR value of tensor `i`, materialising constants (float16/int8
+    /// constants stay as they are; DEQUANTIZE folds them).
+    fn stored(&mut self, i: i32) -> Result<(TensorId, bool)> {
+        let t = self.tensor(i)?.clone();
+        let key = i as usize;
+        if let Some(&v) = self.vals.get(&key) {
+            return Ok(v);
+        }
+        let Some(data) = t.data else {
+            return Err(self.err(format!("tensor '{}' is used before it is produced", t.name)));
+        };
+        let dt = dtype_of(t.ty).ok_or_else(|| {
+            self.err(format!(
+                "tensor '{}' has an unsupported type {}",
+                t.name, t.ty
+            ))
+        })?;
+        if data.len() != t.shape.iter().product::<usize>() * dt.size() {
+            return Err(self.err(format!(
+                "constant '{}' holds {} bytes, its shape {:?} needs {}",
+                t.name,
+                data.len(),
+                t.shape,
+                t.shape.iter().product::<usize>() * dt.size()
+            )));
+        }
+        let id = self.g.add_const(t.name.clone(), dt, t.shape.clone(), data);
+        self.vals.insert(key, (id, false));
+        Ok((id, false))
+    }
+
+    /// Tensor `i` in the TFLite layout (`nchw = false`) or, for rank 4,
+    /// NCHW (`nchw = true`).
+    fn get(&mut self, i: i32, nchw: bool) -> Result<TensorId> {
+        let (id, is_nchw) = self.stored(i)?;
+        let rank = self.g.tensors[id].shape.len();
+        if is_nchw == nchw || rank != 4 {
+            return Ok(id);
+        }
+        if let Some(&f) = self.forms.get(&(i as usize, nchw)) {
+            return Ok(f);
+        }
+        let perm = if nchw { TO_NCHW } else { TO_NHWC };
+        let t = self.g.tensors[id].clone();
+        let shape = permute(&t.shape, &perm);
+        let mut p = [0u8; kiln_format::OP_RANK];
+        for (d, &v) in perm.iter().enumerate() {
+            p[d] = v as u8;
+        }
+        let f = self.emit(Op::Transpose { perm: p }, vec![Some(id)], t.dtype, shape)?;
+        self.forms.insert((i as usize, nchw), f);
+        Ok(f)
+    }
+
+    /// Records `id` as the value of output tensor `o` (stored NCHW or not),
+    /// checking the shape against the tensor table.
+    fn set(&mut self, o: i32, id: TensorId, nchw: bool) -> Result<()> {
+        let t = self.tensor(o)?.clone();
+        let want = if nchw && t.shape.len() == 4 {
+            permute(&t.shape, &TO_NCHW)
+        } else {
+            t.shape.clone()
+        };
+        if self.g.tensors[id].shape != want {
+            return Err(self.err(format!(
+                "computed shape {:?} for '{}' but the model says {:?}",
+                self.g.tensors[id].shape, t.name, t.shape
+            )));
+        }
+        self.vals
+            .insert(o as usize, (id, nchw && t.shape.len() == 4));
+        Ok(())
+    }
+
+    fn f32_const(&self, id: TensorId, what: &str) -> Result<Vec<f32>> {
+        self.g.tensors[id]
+            .f32s()
+            .ok_or_else(|| self.err(format!("{what} must be a float32 constant")))
+    }
+
+    fn int_const(&self, id: TensorId, what: &str) -> Result<Vec<i64>> {
+        self.g.tensors[id]
+            .ints()
+            .ok_or_else(|| self.err(format!("{what} must be an integer constant")))
+    }
+
+    fn activation(&mut self, x: TensorId, act: Unary) -> Result<TensorId> {
+        if act == Unary::Identity {
+            return Ok(x);
+        }
+        let t = self.g.tensors[x].clone();
+        self.emit(Op::Unary(act), vec![Some(x)], t.dtype, t.shape)
+    }
+}
+
+/// The operands and options of one operator.
+struct OpDesc<'a> {
+    code: i32,
+    inputs: Vec<i32>,
+    outputs: Vec<i32>,
+    options: Option<Table<'a>>,
+}
+
+/// Imports a `.tflite` model (subgraph 0).
+pub fn import(bytes: &[u8], opts: &ImportOptions) -> Result<Imported> {
+    if !is_tflite(bytes) {
+        return Err(CompileError::Invalid(
+            "not a TFLite flatbuffer (no TFL3 identifier at byte 4)".into(),
+        ));
+    }
+    let model = Table::root(bytes).map_err(parse_err)?;
+    let codes: Vec<(i32, Option<String>)> = model
+        .tables(1)
+        .map_err(parse_err)?
+        .iter()
+        .map(|c| {
+            let old = c.i8(0, 0)? as i32;
+            let new = c.i32(3, 0)?;
+            Ok((old.max(new), c.str(1)?))
+        })
+        .collect::<fb::Result<_>>()
+        .map_err(parse_err)?;
+    let buffers: Vec<Vec<u8>> = model
+        .tables(4)
+        .map_err(parse_err)?
+        .iter()
+        .map(|b| {
+            let inline = b.bytes(0)?;
+            let (off, size) = (b.u64(1, 0)?, b.u64(2, 0)?);
+            if inline.is_empty() && off > 1 {
+                let (off, size) = (off as usize, size as usize);
+                return off
+                    .checked_add(size)
+                    .and_then(|end| bytes.get(off..end))
+                    .map(<[u8]>::to_vec)
+                    .ok_or(fb::FbError {
+                        what: "buffer outside the file",
+                        at: off,
+                    });
+            }
+            Ok(inline.to_vec())
+        })
+        .collect::<fb::Result<_>>()
+        .map_err(parse_err)?;
+    let subgraphs = model.tables(2).map_err(parse_err)?;
+    let sg = subgraphs
+        .first()
+        .ok_or_else(|| CompileError::Invalid("the TFLite model has no subgraph".into()))?;
+    if subgraphs.len() > 1 {
+        // Control flow (WHILE/IF/CALL) would reference other subgraphs;
+        // those ops are refused below, so extra subgraphs are unused.
+    }
+    let mut tensors = vec![];
+    for t in sg.tables(0).map_err(parse_err)? {
+        let shape = t.i32s(0).map_err(parse_err)?;
+        let sig = t.i32s(7).map_err(parse_err)?;
+        let buffer = t.u32(2, 0).map_err(parse_err)? as usize;
+        let data = buffers.get(buffer).filter(|b| !b.is_empty()).cloned();
+        let q = t.table(4).map_err(parse_err)?;
+        let (scale, zero_point, qdim) = match q {
+            Some(q) => (
+                q.f32s(2).map_err(parse_err)?,
+                q.i64s(3).map_err(parse_err)?,
+                q.i32(6, 0).map_err(parse_err)?.max(0) as usize,
+            ),
+            None => (vec![], vec![], 0),
+        };
+        tensors.push(TfTensor {
+            name: t.str(3).map_err(parse_err)?.unwrap_or_default(),
+            shape: shape.iter().map(|&d| d.max(0) as usize).collect(),
+            dynamic0: sig.first() == Some(&-1),
+            ty: t.u8(1, 0).map_err(parse_err)?,
+            data,
+            scale,
+            zero_point,
+            qdim,
+        });
+    }
+    let mut ops = vec![];
+    for o in sg.tables(3).map_err(parse_err)? {
+        let idx = o.u32(0, 0).map_err(parse_err)? as usize;
+        let (code, custom) = codes.get(idx).cloned().ok_or_else(|| {
+            CompileError::Invalid(format!("operator code index {idx} out of range"))
+        })?;
+        if code == 32 {
+            return Err(CompileError::UnsupportedOp {
+                op: format!("CUSTOM({})", custom.unwrap_or_default()),
+                domain: "tflite:".into(),
+                opset: 3,
+                node: format!("#{}", ops.len()),
+            });
+        }
+        ops.push(OpDesc {
+            code,
+            inputs: o.i32s(1).map_err(parse_err)?,
+            outputs: o.i32s(2).map_err(parse_err)?,
+            options: o.table(4).map_err(parse_err)?,
+        });
+    }
+    let inputs = sg.i32s(1).map_err(parse_err)?;
+    let outputs = sg.i32s(2).map_err(parse_err)?;
+
+    let mut cx = Cx {
+        g: Graph::default(),
+        tensors,
+        vals: HashMap::new(),
+        forms: HashMap::new(),
+        warnings: vec![],
+        node: String::new(),
+        op: String::new(),
+        _m: std::marker::PhantomData,
+    };
+    let mut input_names = vec![];
+    let mut batch_name = None;
+    for &i in &inputs {
+        let t = cx.tensor(i)?.clone();
+        let dt = dtype_of(t.ty).ok_or_else(|| CompileError::Input {
+            input: t.name.clone(),
+            detail: format!("TFLite type {} is not supported", t.ty),
+        })?;
+        if dt != DType::F32 {
+            return Err(CompileError::Input {
+                input: t.name.clone(),
+                detail: format!(
+                    "{dt} model input: integer-quantized TFLite models are not supported yet (float models are)"
+                ),
+            });
+        }
+        let shape = opts
+            .input_shapes
+            .get(&t.name)
+            .cloned()
+            .unwrap_or(t.shape.clone());
+        if t.dynamic0 {
+            batch_name.get_or_insert_with(|| "batch".to_string());
+        }
+        let id = cx.g.add_tensor(Tensor {
+            name: t.name.clone(),
+            dtype: dt,
+            shape,
+            data: None,
+        });
+        cx.g.inputs.push(id);
+        cx.vals.insert(i as usize, (id, false));
+        input_names.push(t.name.clone());
+    }
+    for (k, op) in ops.iter().enumerate() {
+        cx.op = code_name(op.code);
+        cx.node = op
+            .outputs
+            .first()
+            .and_then(|&o| cx.tensors.get(o.max(0) as usize))
+            .map_or_else(|| format!("op#{k}"), |t| t.name.clone());
+        import_op(&mut cx, op)?;
+    }
+    let mut output_names = vec![];
+    for &o in &outputs {
+        let name = cx.tensor(o)?.name.clone();
+        let mut id = cx.get(o, false)?;
+        let needs_copy =
+            cx.g.tensors[id].is_const() || cx.g.outputs.contains(&id) || cx.g.inputs.contains(&id);
+        if needs_copy {
+            let t = cx.g.tensors[id].clone();
+            let out = cx.g.add_tensor(Tensor {
+                name: name.clone(),
+                dtype: t.dtype,
+                shape: t.shape,
+                data: None,
+            });
+            cx.g.nodes.push(Node {
+                op: Op::Reshape,
+                inputs: vec![Some(id)],
+                outputs: vec![Some(out)],
+                name: format!("{name}:copy"),
+            });
+            id = out;
+        }
+        cx.g.tensors[id].name = name.clone();
+        cx.g.outputs.push(id);
+        output_names.push(name);
+    }
+    let description = model.str(3).map_err(parse_err)?.unwrap_or_default();
+    Ok(Imported {
+        graph: cx.g,
+        input_names,
+        output_names,
+        batch_name,
+        producer: format!(
+            "TFLite schema v{} {description}",
+            model.u32(0, 0).unwrap_or(0)
+        )
+        .trim()
+        .to_string(),
+        properties: vec![],
+        warnings: cx.warnings,
+        preprocessing: vec![],
+        opset: 3,
+        labels: HashMap::new(),
+        batch_unsafe: None,
+    })
+}
+
+fn opt_i32(t: Option<Table<'_>>, id: usize, default: i32) -> Result<i32> {
+    match t {
+        Some(t) => t.i32(id, default).map_err(parse_err),
+        None => Ok(default),
+    }
+}
+
+fn opt_i8(t: Option<Table<'_>>, id: usize) -> Result<i8> {
+    match t {
+        Some(t) => t.i8(id, 0).map_err(parse_err),
+        None => Ok(0),
+    }
+}
+
+fn import_op(cx: &mut Cx<'_>, op: &OpDesc<'_>) -> Result<()> {
+    let o = *op
+        .outputs
+        .first()
+        .ok_or_else(|| cx.err("operator without outputs"))?;
+    let (node, opname) = (cx.node.clone(), cx.op.clone());
+    let input = |k: usize| -> Result<i32> {
+        op.inputs
+            .get(k)
+            .copied()
+            .filter(|&i| i >= 0)
+            .ok_or_else(|| CompileError::Node {
+                node: node.clone(),
+                op: opname.clone(),
+                detail: format!("missing input {k}"),
+            })
+    };
+    let out_t = cx.tensor(o)?.clone();
+    let out_dt = dtype_of(out_t.ty).unwrap_or(DType::F32);
+    if out_dt != DType::F32 && op.code != code::DEQUANTIZE && !out_t.scale.is_empty() {
+        return Err(cx.err("integer-quantized TFLite ops are not supported yet (float models are)"));
+    }
+    let act_of = |cx: &Cx<'_>, id: usize| -> Result<Unary> {
+        fused(opt_i8(op.options, id)?).map_err(|e| cx.err(e))
+    };
+    match op.code {
+        code::CONV_2D | code::DEPTHWISE_CONV_2D => {
+            let depthwise = op.code == code::DEPTHWISE_CONV_2D;
+            let x = cx.get(input(0)?, true)?;
+            let (wid, _) = cx.stored(input(1)?)?;
+            let bias = match op.inputs.get(2).copied().filter(|&b| b >= 0) {
+                Some(b) => Some(cx.get(b, false)?),
+                None => None,
+            };
+            let wt = cx.g.tensors[wid].clone();
+            let (Some(wdata), true) = (wt.data.clone(), wt.shape.len() == 4) else {
+                return Err(cx.err("the filter must be a constant [O, KH, KW, I] tensor"));
+            };
+            let xs = cx.g.tensors[x].shape.clone();
+            let (c, h, w) = (xs[1], xs[2], xs[3]);
+            let [_, kh, kw, _] = [wt.shape[0], wt.shape[1], wt.shape[2], wt.shape[3]];
+            let (wshape, wbytes, group) = if depthwise {
+                // [1, KH, KW, C·mult] → [C·mult, 1, KH, KW], one group per input channel.
+                let perm = [3, 0, 1, 2];
+                (
+                    permute(&wt.shape, &perm),
+                    permute_const(&wdata, wt.dtype.size(), &wt.shape, &perm),
+                    c,
+                )
+            } else {
+                // [O, KH, KW, I] → [O, I, KH, KW].
+                let perm = [0, 3, 1, 2];
+                (
+                    permute(&wt.shape, &perm),
+                    permute_const(&wdata, wt.dtype.size(), &wt.shape, &perm),
+                    1,
+                )
+            };
+            let wnew =
+                cx.g.add_const(format!("{}:nchw", wt.name), wt.dtype, wshape, wbytes);
+            let wnew = if wt.dtype == DType::F32 {
+                wnew
+            } else {
+                return Err(cx.err(format!("{} filters are not supported", wt.dtype)));
+            };
+            let opts = op.options;
+            let same = opt_i8(opts, 0)? == 0;
+            let (sw, sh) = (opt_i32(opts, 1, 1)?, opt_i32(opts, 2, 1)?);
+            let (act_id, dw_id, dh_id) = if depthwise { (4, 5, 6) } else { (3, 4, 5) };
+            let act = act_of(cx, act_id)?;
+            let (dw, dh) = (opt_i32(opts, dw_id, 1)?, opt_i32(opts, dh_id, 1)?);
+            let pos = |v: i32| -> Result<usize> {
+                usize::try_from(v)
+                    .ok()
+                    .filter(|&v| v >= 1)
+                    .ok_or_else(|| cx.err("strides and dilations must be >= 1"))
+            };
+            let (sh, sw, dh, dw) = (pos(sh)?, pos(sw)?, pos(dh)?, pos(dw)?);
+            let (pt, pb) = tf_pads(same, h, kh, sh, dh);
+            let (pl, pr) = tf_pads(same, w, kw, sw, dw);
+            let window = Window {
+                kernel: [kh as u32, kw as u32],
+                strides: [sh as u32, sw as u32],
+                dilations: [dh as u32, dw as u32],
+                pads: [pt as u32, pl as u32, pb as u32, pr as u32],
+            };
+            let oshape = permute(&out_t.shape, &TO_NCHW);
+            let y = cx.emit(
+                Op::Conv {
+                    window,
+                    group: group as u32,
+                    act,
+                },
+                vec![Some(x), Some(wnew), bias],
+                DType::F32,
+                oshape,
+            )?;
+            cx.set(o, y, true)
+        }
+        code::AVERAGE_POOL_2D | code::MAX_POOL_2D => {
+            let x = cx.get(input(0)?, true)?;
+            let xs = cx.g.tensors[x].shape.clone();
+            let opts = op.options;
+            let same = opt_i8(opts, 0)? == 0;
+            let (sw, sh) = (opt_i32(opts, 1, 1)?, opt_i32(opts, 2, 1)?);
+            let (kw, kh) = (opt_i32(opts, 3, 1)?, opt_i32(opts, 4, 1)?);
+            let act = act_of(cx, 5)?;
+            let u = |v: i32| usize::try_from(v).ok().filter(|&v| v >= 1);
+            let (Some(sh), Some(sw), Some(kh), Some(kw)) = (u(sh), u(sw), u(kh), u(kw)) else {
+                return Err(cx.err("pool sizes and strides must be >= 1"));
+            };
+            let (pt, pb) = tf_pads(same, xs[2], kh, sh, 1);
+            let (pl, pr) = tf_pads(same, xs[3], kw, sw, 1);
+            let window = Window {
+                kernel: [kh as u32, kw as u32],
+                strides: [sh as u32, sw as u32],
+                dilations: [1, 1],
+                pads: [pt as u32, pl as u32, pb as u32, pr as u32],
+            };
+            let pool = if op.code == code::MAX_POOL_2D {
+                Op::MaxPool { window }
+            } else {
+                // TFLite divides by the number of real (unpadded) inputs.
+                Op::AveragePool {
+                    window,
+                    count_include_pad: false,
+                }
+            };
+            let y = cx.emit(
+                pool,
+                vec![Some(x)],
+                DType::F32,
+                permute(&out_t.shape, &TO_NCHW),
+            )?;
+            let y = cx.activation(y, act)?;
+            cx.set(o, y, true)
+        }
+        code::FULLY_CONNECTED => {
+            let x = cx.get(input(0)?, false)?;
+            let (w, _) = cx.stored(input(1)?)?;
+            let ws = cx.g.tensors[w].shape.clone();
+            if ws.len() != 2 {
+                return Err(cx.err("FULLY_CONNECTED weights must be [O, I]"));
+            }
+            let bias = match op.inputs.get(2).copied().filter(|&b| b >= 0) {
+                Some(b) => Some(cx.get(b, false)?),
+                None => None,
+            };
+            let act = act_of(cx, 0)?;
+            let xt = cx.g.tensors[x].clone();
+            let rows = xt.numel() / ws[1].max(1);
+            if rows * ws[1] != xt.numel() {
+                return Err(cx.err(format!(
+                    "input of {} values is not a multiple of the weights' {} columns",
+                    xt.numel(),
+                    ws[1]
+                )));
+            }
+            let x2 = if xt.shape.len() == 2 {
+                x
+            } else {
+                cx.emit(Op::Reshape, vec![Some(x)], DType::F32, vec![rows, ws[1]])?
+            };
+            let y = cx.emit(
+                Op::Gemm {
+                    trans_a: false,
+                    trans_b: true,
+                    alpha: 1.0,
+                    beta: 1.0,
+                    act,
+                },
+                vec![Some(x2), Some(w), bias],
+                DType::F32,
+                vec![rows, ws[0]],
+            )?;
+            let y = if out_t.shape == [rows, ws[0]] {
+                y
+            } else {
+                cx.emit(Op::Reshape, vec![Some(y)], DType::F32, out_t.shape.clone())?
+            };
+            cx.set(o, y, false)
+        }
+        code::ADD | code::MUL | code::SUB => {
+            let (a, b) = (input(0)?, input(1)?);
+            let ra = cx.tensor(a)?.shape.len();
+            let rb = cx.tensor(b)?.shape.len();
+            // Compute NCHW when both operands are 4-D (no layout change),
+            // else in the TFLite layout.
+            let nchw = ra == 4 && rb == 4 && out_t.shape.len() == 4;
+            let (xa, xb) = (cx.get(a, nchw)?, cx.get(b, nchw)?);
+            let kind = match op.code {
+                code::ADD => kiln_format::Binary::Add,
+                code::MUL => kiln_format::Binary::Mul,
+                _ => kiln_format::Binary::Sub,
+            };
+            let shape = if nchw {
+                permute(&out_t.shape, &TO_NCHW)
+            } else {
+                out_t.shape.clone()
+            };
+            let act = act_of(cx, 0)?;
+            let y = cx.emit(
+                Op::Binary(kind),
+                vec![Some(xa), Some(xb)],
+                DType::F32,
+                shape,
+            )?;
+            let y = cx.activation(y, act)?;
+            cx.set(o, y, nchw)
+        }
+        code::RESHAPE | code::SQUEEZE | code::EXPAND_DIMS => {
+            let x = cx.get(input(0)?, false)?;
+            if cx.g.tensors[x].numel() != out_t.shape.iter().product::<usize>() {
+                return Err(cx.err("reshape changes the number of elements"));
+            }
+            let dt = cx.g.tensors[x].dtype;
+            let y = cx.emit(Op::Reshape, vec![Some(x)], dt, out_t.shape.clone())?;
+            cx.set(o, y, false)
+        }
+        code::SOFTMAX => {
+            let x = cx.get(input(0)?, false)?;
+            let beta = match op.options {
+                Some(t) => t.f32(0, 1.0).map_err(parse_err)?,
+                None => 1.0,
+            };
+            let rank = cx.g.tensors[x].shape.len();
+            let x = if beta == 1.0 {
+                x
+            } else {
+                let b = cx.g.const_f32(format!("{}:beta", cx.node), vec![], &[beta]);
+                let s = cx.g.tensors[x].shape.clone();
+                cx.emit(
+                    Op::Binary(kiln_format::Binary::Mul),
+                    vec![Some(x), Some(b)],
+                    DType::F32,
+                    s,
+                )?
+            };
+            let y = cx.emit(
+                Op::Softmax {
+                    axis: rank.saturating_sub(1) as u8,
+                    coerce_2d: false,
+                    log: false,
+                },
+                vec![Some(x)],
+                DType::F32,
+                out_t.shape.clone(),
+            )?;
+            cx.set(o, y, false)
+        }
+        code::LOGISTIC | code::TANH | code::RELU | code::RELU6 => {
+            let (x, nchw) = cx.stored(input(0)?)?;
+            let u = match op.code {
+                code::LOGISTIC => Unary::Sigmoid,
+                code::TANH => Unary::Tanh,
+                code::RELU => Unary::Relu,
+                _ => Unary::Clip { min: 0.0, max: 6.0 },
+            };
+            let y = cx.activation(x, u)?;
+            let y = if y == x {
+                let s = cx.g.tensors[x].shape.clone();
+                cx.emit(Op::Reshape, vec![Some(x)], DType::F32, s)?
+            } else {
+                y
+            };
+            cx.set(o, y, nchw)
+        }
+        code::MEAN => {
+            let (x, nchw) = cx.stored(input(0)?)?;
+            let (axes_id, _) = cx.stored(input(1)?)?;
+            let rank = cx.g.tensors[x].shape.len();
+            let axes = cx.int_const(axes_id, "MEAN axes")?;
+            let mut mask = 0u32;
+            for a in axes {
+                let a = if a < 0 { a + rank as i64 } else { a };
+                let a = usize::try_from(a)
+                    .ok()
+                    .filter(|&a| a < rank)
+                    .ok_or_else(|| cx.err("MEAN axis out of range"))?;
+                let a = if nchw { TO_NHWC[a] } else { a };
+                mask |= 1 << a;
+            }
+            let keep = match op.options {
+                Some(t) => t.bool(0).map_err(parse_err)?,
+                None => false,
+            };
+            let xs = cx.g.tensors[x].shape.clone();
+            let shape: Vec<usize> = xs
+                .iter()
+                .enumerate()
+                .filter_map(|(d, &n)| {
+                    if mask & (1 << d) == 0 {
+                        Some(n)
+                    } else if keep {
+                        Some(1)
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            let y = cx.emit(
+                Op::Reduce {
+                    kind: ReduceKind::Mean,
+                    axes: mask,
+                },
+                vec![Some(x)],
+                DType::F32,
+                shape,
+            )?;
+            cx.set(o, y, nchw && keep)
+        }
+        code::PAD => {
+            let x = cx.get(input(0)?, false)?;
+            let (pid, _) = cx.stored(input(1)?)?;
+            let p = cx.int_const(pid, "PAD paddings")?;
+            let rank = cx.g.tensors[x].shape.len();
+            if p.len() != 2 * rank || rank > kiln_format::OP_RANK {
+                return Err(cx.err("PAD paddings must be [rank, 2]"));
+            }
+            let mut pads = [0i64; 2 * kiln_format::OP_RANK];
+            for d in 0..rank {
+                pads[d] = p[2 * d];
+                pads[rank + d] = p[2 * d + 1];
+            }
+            let y = cx.emit(
+                Op::Pad {
+                    mode: PadMode::Constant,
+                    pads,
+                    value: 0.0,
+                },
+                vec![Some(x)],
+                DType::F32,
+                out_t.shape.clone(),
+            )?;
+            cx.set(o, y, false)
+        }
+        code::CONCATENATION => {
+            let axis = opt_i32(op.options, 0, 0)?;
+            let act = act_of(cx, 1)?;
+            let rank = out_t.shape.len() as i32;
+            let axis = if axis < 0 { axis + rank } else { axis };
+            if !(0..rank).contains(&axis) {
+                return Err(cx.err("CONCATENATION axis out of range"));
+            }
+            let mut ins = vec![];
+            for &i in &op.inputs {
+                ins.push(Some(cx.get(i, false)?));
+            }
+            let y = cx.emit(
+                Op::Concat { axis: axis as u8 },
+                ins,
+                DType::F32,
+                out_t.shape.clone(),
+            )?;
+            let y = cx.activation(y, act)?;
+            cx.set(o, y, false)
+        }
+        code::TRANSPOSE => {
+            let x = cx.get(input(0)?, false)?;
+            let (pid, _) = cx.stored(input(1)?)?;
+            let p = cx.int_const(pid, "TRANSPOSE perm")?;
+            if p.len() > kiln_format::OP_RANK || p.len() != cx.g.tensors[x].shape.len() {
+                return Err(cx.err("TRANSPOSE perm does not match the input rank"));
+            }
+            let mut perm = [0u8; kiln_format::OP_RANK];
+            for (d, &v) in p.iter().enumerate() {
+                perm[d] = u8::try_from(v).map_err(|_| cx.err("bad perm"))?;
+            }
+            let dt = cx.g.tensors[x].dtype;
+            let y = cx.emit(
+                Op::Transpose { perm },
+                vec![Some(x)],
+                dt,
+                out_t.shape.clone(),
+            )?;
+            cx.set(o, y, false)
+        }
+        code::DEQUANTIZE => {
+            let i = input(0)?;
+            let t = cx.tensor(i)?.clone();
+            let (x, _) = cx.stored(i)?;
+            if !cx.g.tensors[x].is_const() {
+                return Err(cx.err(
+                    "DEQUANTIZE of a computed tensor (an integer model) is not supported yet",
+                ));
+            }
+            let src = cx.g.tensors[x].clone();
+            let data = src.data.clone().unwrap_or_default();
+            let vals: Vec<f32> = match src.dtype {
+                DType::F16 => data
+                    .chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                DType::I8 | DType::U8 => {
+                    let n = src.numel();
+                    let (scale, zp) = (&t.scale, &t.zero_point);
+                    if scale.is_empty() {
+                        return Err(cx.err("DEQUANTIZE input has no scale"));
+                    }
+                    let dims = &src.shape;
+                    let inner: usize = dims.get(t.qdim + 1..).map_or(1, |d| d.iter().product());
+                    let ch = dims.get(t.qdim).copied().unwrap_or(1);
+                    (0..n)
+                        .map(|k| {
+                            let c = if scale.len() == 1 {
+                                0
+                            } else {
+                                (k / inner) % ch
+                            };
+                            let q = if src.dtype == DType::I8 {
+                                data[k] as i8 as f32
+                            } else {
+                                data[k] as f32
+                            };
+                            let s = scale.get(c).copied().unwrap_or(scale[0]);
+                            let z = zp.get(c).or(zp.first()).copied().unwrap_or(0) as f32;
+                            (q - z) * s
+                        })
+                        .collect()
+                }
+                DType::F32 => cx.f32_const(x, "DEQUANTIZE input")?,
+                other => return Err(cx.err(format!("DEQUANTIZE from {other} is not supported"))),
+            };
+            let id =
+                cx.g.const_f32(format!("{}:f32", src.name), src.shape, &vals);
+            cx.set(o, id, false)
+        }
+        other => Err(CompileError::UnsupportedOp {
+            op: code_name(other),
+            domain: "tflite:".into(),
+            opset: 3,
+            node: cx.node.clone(),
+        }),
+    }
+}
