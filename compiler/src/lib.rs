@@ -95,37 +95,21 @@ pub fn compile_onnx_with_progress(
     finish(imported, bytes, "onnx", source_name, opts, progress)
 }
 
-/// Compiles a TFLite flatbuffer (float models; see [`tflite`]).
-pub fn compile_tflite(bytes: &[u8], source_name: &str, opts: &Options) -> Result<Compiled> {
-    compile_tflite_with_progress(bytes, source_name, opts, &mut |_| {})
-}
-
-/// [`compile_tflite`] with progress callbacks.
-pub fn compile_tflite_with_progress(
-    bytes: &[u8],
-    source_name: &str,
-    opts: &Options,
-    progress: &mut dyn FnMut(Stage),
-) -> Result<Compiled> {
-    progress(Stage::Parse);
-    progress(Stage::Import);
-    let imported = tflite::import(bytes, &opts.import)?;
-    finish(imported, bytes, "tflite", source_name, opts, progress)
-}
-
-/// Compiles ONNX or TFLite, whichever `bytes` are (TFLite by its `TFL3`
-/// file identifier).
+/// Compiles ONNX or TFLite (float models, see [`tflite`]), whichever
+/// `bytes` are (TFLite by its `TFL3` file identifier).
 pub fn compile_model_with_progress(
     bytes: &[u8],
     source_name: &str,
     opts: &Options,
     progress: &mut dyn FnMut(Stage),
 ) -> Result<Compiled> {
-    if tflite::is_tflite(bytes) {
-        compile_tflite_with_progress(bytes, source_name, opts, progress)
-    } else {
-        compile_onnx_with_progress(bytes, source_name, opts, progress)
+    if !tflite::is_tflite(bytes) {
+        return compile_onnx_with_progress(bytes, source_name, opts, progress);
     }
+    progress(Stage::Parse);
+    progress(Stage::Import);
+    let imported = tflite::import(bytes, &opts.import)?;
+    finish(imported, bytes, "tflite", source_name, opts, progress)
 }
 
 /// [`compile_model_with_progress`] without progress.

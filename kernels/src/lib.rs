@@ -20,6 +20,7 @@
 extern crate std;
 
 pub mod conv;
+pub mod fixed;
 pub mod gemm;
 pub mod math;
 pub mod norm;

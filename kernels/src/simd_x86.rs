@@ -24,7 +24,7 @@ use core::arch::x86_64::{
     _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_maskload_ps, _mm256_maskstore_ps, _mm256_mul_ps,
     _mm256_set1_epi32, _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_ps, _mm256_storeu_ps,
     _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_loadu_ps, _mm512_mask_storeu_ps,
-    _mm512_maskz_loadu_ps, _mm512_mul_ps, _mm512_reduce_add_ps, _mm512_set1_ps, _mm512_setzero_ps,
+    _mm512_maskz_loadu_ps, _mm512_mul_ps, _mm512_set1_ps, _mm512_setzero_ps,
 };
 
 /// Proof that the running CPU supports AVX2 and FMA, and whether it also
@@ -190,18 +190,6 @@ impl Avx2Fma {
             rsc: c.rs,
             csc: c.cs,
         };
-        if self.avx512 {
-            // SAFETY: as below; the token also saw AVX-512F.
-            unsafe {
-                match m {
-                    1 => dots16_m::<1, 8>(&args),
-                    2 => dots16_m::<2, 4>(&args),
-                    3 => dots16_m::<3, 3>(&args),
-                    _ => dots16_m::<4, 2>(&args),
-                }
-            }
-            return;
-        }
         // SAFETY: as in `gemm_rows`: the token proves the CPU features and the
         // checks above bound every index the kernels compute.
         unsafe {
@@ -435,70 +423,6 @@ unsafe fn dots_tile<const R: usize, const J: usize>(g: &Args, j0: usize) {
             for j in 0..J {
                 let cp = g.c.add(r * g.rsc + (j0 + j) * g.csc);
                 let s = g.alpha * hsum(acc[r][j]);
-                *cp = if g.beta == 0.0 { s } else { g.beta * *cp + s };
-            }
-        }
-    }
-}
-
-/// [`dots_m`] with 16-lane vectors.
-///
-/// # Safety
-/// As [`dots_m`], with AVX-512F available.
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn dots16_m<const R: usize, const J: usize>(g: &Args) {
-    let mut j = 0;
-    // SAFETY: every tile lies within the `n` columns the caller vouches for.
-    unsafe {
-        while j + J <= g.n {
-            dots16_tile::<R, J>(g, j);
-            j += J;
-        }
-        match g.n - j {
-            0 => {}
-            1 => dots16_tile::<R, 1>(g, j),
-            2 => dots16_tile::<R, 2>(g, j),
-            3 => dots16_tile::<R, 3>(g, j),
-            4 => dots16_tile::<R, 4>(g, j),
-            5 => dots16_tile::<R, 5>(g, j),
-            6 => dots16_tile::<R, 6>(g, j),
-            _ => dots16_tile::<R, 7>(g, j),
-        }
-    }
-}
-
-/// [`dots_tile`] with 16-lane vectors and a masked tail.
-///
-/// # Safety
-/// As [`dots_tile`], with AVX-512F available.
-#[inline]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn dots16_tile<const R: usize, const J: usize>(g: &Args, j0: usize) {
-    let mut acc = [[_mm512_setzero_ps(); J]; R];
-    // SAFETY: full loads cover p < k16 and the masked tail only the lanes
-    // p < k, so only A(r, p) / B(p, j) with p < k are read; C writes are the
-    // R x J elements vouched for by the caller.
-    unsafe {
-        let bj = g.b.add(j0 * g.ldb);
-        let mut p = 0;
-        while p < g.k {
-            let mask = mask16(g.k - p);
-            let mut av = [_mm512_setzero_ps(); R];
-            for r in 0..R {
-                av[r] = _mm512_maskz_loadu_ps(mask, g.a.add(r * g.rsa + p));
-            }
-            for j in 0..J {
-                let bv = _mm512_maskz_loadu_ps(mask, bj.add(j * g.ldb + p));
-                for r in 0..R {
-                    acc[r][j] = _mm512_fmadd_ps(av[r], bv, acc[r][j]);
-                }
-            }
-            p += 16;
-        }
-        for r in 0..R {
-            for j in 0..J {
-                let cp = g.c.add(r * g.rsc + (j0 + j) * g.csc);
-                let s = g.alpha * _mm512_reduce_add_ps(acc[r][j]);
                 *cp = if g.beta == 0.0 { s } else { g.beta * *cp + s };
             }
         }

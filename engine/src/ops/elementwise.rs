@@ -220,53 +220,11 @@ fn for_each_broadcast<const N: usize>(
     ins: [&Shape; N],
     mut f: impl FnMut(usize, [usize; N]),
 ) -> Result<(), EngineError> {
-    let mut strides = [[0usize; MAX_RANK]; N];
-    for (s, i) in strides.iter_mut().zip(ins) {
-        *s = broadcast_strides(out, i)?;
-    }
-    let total = out.numel();
-    if total == 0 {
-        return Ok(());
-    }
-    if out.rank == 0 {
-        f(0, [0; N]);
-        return Ok(());
-    }
-    let r = out.rank;
-    let inner = out.dims[r - 1];
-    let inner_stride: [usize; N] = core::array::from_fn(|k| strides[k][r - 1]);
-    let mut idx = [0usize; MAX_RANK];
-    let mut base = [0usize; N];
-    let mut o = 0usize;
-    while o < total {
-        for j in 0..inner {
-            f(
-                o + j,
-                core::array::from_fn(|k| base[k] + j * inner_stride[k]),
-            );
+    for_each_broadcast_row(out, ins, |o, base, len, stride| {
+        for j in 0..len {
+            f(o + j, core::array::from_fn(|k| base[k] + j * stride[k]));
         }
-        o += inner;
-        // Advance the odometer over dims 0..r-1.
-        let mut d = r - 1;
-        loop {
-            if d == 0 {
-                break;
-            }
-            d -= 1;
-            idx[d] += 1;
-            for k in 0..N {
-                base[k] += strides[k][d];
-            }
-            if idx[d] < out.dims[d] {
-                break;
-            }
-            for k in 0..N {
-                base[k] -= strides[k][d] * out.dims[d];
-            }
-            idx[d] = 0;
-        }
-    }
-    Ok(())
+    })
 }
 
 /// `out = f(a, c)` with broadcasting, monomorphised per op so the common

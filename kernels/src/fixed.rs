@@ -1,0 +1,165 @@
+//! Fixed-point requantization of the TFLite integer spec (gemmlowp
+//! semantics): a real multiplier in (0, 2^31) becomes a Q31 mantissa and a
+//! power-of-two exponent; an int32 accumulator is scaled by a saturating,
+//! rounding doubling high multiply and a rounding right shift. Every
+//! integer kernel goes through these, so integer results are the same bytes
+//! on every target (no floating point at run time).
+
+/// A real multiplier as `mantissa · 2^(shift - 31)`, `mantissa` in
+/// `[2^30, 2^31)` (or 0 for a zero multiplier).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Multiplier {
+    pub mantissa: i32,
+    pub shift: i32,
+}
+
+/// `x = m · 2^e` with `m` in `[0.5, 1)` (C `frexp`) for finite positive `x`.
+fn frexp(x: f64) -> (f64, i32) {
+    let bits = x.to_bits();
+    let exp = ((bits >> 52) & 0x7ff) as i32;
+    if exp == 0 {
+        // Subnormal: scale into the normal range first.
+        let (m, e) = frexp(x * f64::from_bits(0x4350_0000_0000_0000)); // 2^54
+        return (m, e - 54);
+    }
+    let m = f64::from_bits((bits & !(0x7ff << 52)) | (1022 << 52));
+    (m, exp - 1022)
+}
+
+/// Round half away from zero (C `round`), for the values used here.
+fn round_away(x: f64) -> f64 {
+    let t = x.trunc();
+    if (x - t).abs() >= 0.5 { t + x.signum() } else { t }
+}
+
+impl Multiplier {
+    /// TFLite's `QuantizeMultiplier`: `None` for a negative, NaN or
+    /// infinite multiplier (a model bug the importer reports). Multipliers
+    /// below 2^-31 become 0, as in TFLite.
+    pub fn new(real: f64) -> Option<Multiplier> {
+        if !real.is_finite() || real < 0.0 {
+            return None;
+        }
+        if real == 0.0 {
+            return Some(Multiplier {
+                mantissa: 0,
+                shift: 0,
+            });
+        }
+        let (q, mut shift) = frexp(real);
+        let mut fixed = round_away(q * (1u64 << 31) as f64) as i64;
+        if fixed == 1 << 31 {
+            fixed /= 2;
+            shift += 1;
+        }
+        if shift < -31 {
+            return Some(Multiplier {
+                mantissa: 0,
+                shift: 0,
+            });
+        }
+        if shift > 30 {
+            // Larger than 2^30: saturate like TFLite's newer versions.
+            return Some(Multiplier {
+                mantissa: i32::MAX,
+                shift: 30,
+            });
+        }
+        Some(Multiplier {
+            mantissa: fixed as i32,
+            shift,
+        })
+    }
+
+    /// `round(x · real)` in the spec's fixed-point arithmetic
+    /// (`MultiplyByQuantizedMultiplier`).
+    #[inline]
+    pub fn apply(self, x: i32) -> i32 {
+        // `new` keeps shift <= 30; a hand-built larger one is clamped.
+        let left = self.shift.clamp(0, 30) as u32;
+        let right = (-self.shift).max(0);
+        let x = x.wrapping_mul(1i32 << left);
+        rounding_divide_by_pot(saturating_rounding_doubling_high_mul(x, self.mantissa), right)
+    }
+}
+
+/// `(a · b · 2 + 2^31) >> 32` with rounding half away from zero, saturating
+/// the single overflow case (`i32::MIN · i32::MIN`).
+#[inline]
+pub fn saturating_rounding_doubling_high_mul(a: i32, b: i32) -> i32 {
+    if a == i32::MIN && b == i32::MIN {
+        return i32::MAX;
+    }
+    let ab = a as i64 * b as i64;
+    let nudge = if ab >= 0 { 1 << 30 } else { 1 - (1 << 30) };
+    // |ab + nudge| < 2^62: the division is exact integer arithmetic and the
+    // quotient fits i32 (it is at most 2^31 - 1 in magnitude).
+    ((ab + nudge) / (1i64 << 31)) as i32
+}
+
+/// `x / 2^exponent` rounded half away from zero; `exponent` in `0..=31`
+/// (larger exponents are clamped to 31).
+#[inline]
+pub fn rounding_divide_by_pot(x: i32, exponent: i32) -> i32 {
+    let e = exponent.clamp(0, 31) as u32;
+    let mask = ((1i64 << e) - 1) as i32;
+    let remainder = x & mask;
+    let threshold = (mask >> 1) + i32::from(x < 0);
+    (x >> e) + i32::from(remainder > threshold)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Exact rational reference: round(x · real) half away from zero,
+    /// computed from the same mantissa/shift in i128.
+    fn reference(x: i32, m: Multiplier) -> i64 {
+        // value = x · mantissa · 2^(shift - 31)
+        let num = x as i128 * m.mantissa as i128;
+        let e = 31 - m.shift; // divide by 2^e (e >= 1 here)
+        let d = 1i128 << e;
+        let q = num / d;
+        let r = num % d;
+        let half = d / 2;
+        (if r.abs() >= half { q + num.signum() } else { q }) as i64
+    }
+
+    #[test]
+    fn known_multipliers() {
+        let m = Multiplier::new(0.5).unwrap();
+        assert_eq!((m.mantissa, m.shift), (1 << 30, 0));
+        let m = Multiplier::new(1.0).unwrap();
+        assert_eq!((m.mantissa, m.shift), (1 << 30, 1));
+        let m = Multiplier::new(0.75).unwrap();
+        assert_eq!((m.mantissa, m.shift), (0x6000_0000, 0));
+        assert_eq!(Multiplier::new(0.0).unwrap().mantissa, 0);
+        assert_eq!(Multiplier::new(1e-12).unwrap().mantissa, 0);
+        assert!(Multiplier::new(-1.0).is_none() && Multiplier::new(f64::NAN).is_none());
+        // Rounding: 0.5 · 3 = 1.5 → 2; 0.5 · -3 = -1.5 → -2.
+        let half = Multiplier::new(0.5).unwrap();
+        assert_eq!(half.apply(3), 2);
+        assert_eq!(half.apply(-3), -2);
+        assert_eq!(half.apply(2), 1);
+        assert_eq!(rounding_divide_by_pot(-5, 1), -3);
+        assert_eq!(rounding_divide_by_pot(5, 1), 3);
+        assert_eq!(rounding_divide_by_pot(-4, 1), -2);
+        assert_eq!(saturating_rounding_doubling_high_mul(i32::MIN, i32::MIN), i32::MAX);
+    }
+
+    proptest! {
+        #[test]
+        fn apply_is_rounded_scaling(x in -(1i32 << 24)..(1 << 24), real in 1e-6f64..0.999) {
+            let m = Multiplier::new(real).unwrap();
+            // The real multiplier is represented to 2^-31 relative.
+            let back = m.mantissa as f64 * 2f64.powi(m.shift - 31);
+            prop_assert!((back - real).abs() <= real * 1e-9);
+            // Two roundings (doubling high mul, then the shift) can differ
+            // from one exact rounding by at most 1.
+            let got = m.apply(x) as i64;
+            let want = reference(x, m);
+            prop_assert!((got - want).abs() <= 1, "x={x} real={real} got={got} want={want}");
+        }
+    }
+}
