@@ -26,12 +26,6 @@ fn frexp(x: f64) -> (f64, i32) {
     (m, exp - 1022)
 }
 
-/// Round half away from zero (C `round`), for the values used here.
-fn round_away(x: f64) -> f64 {
-    let t = x.trunc();
-    if (x - t).abs() >= 0.5 { t + x.signum() } else { t }
-}
-
 impl Multiplier {
     /// TFLite's `QuantizeMultiplier`: `None` for a negative, NaN or
     /// infinite multiplier (a model bug the importer reports). Multipliers
@@ -47,7 +41,8 @@ impl Multiplier {
             });
         }
         let (q, mut shift) = frexp(real);
-        let mut fixed = round_away(q * (1u64 << 31) as f64) as i64;
+        // C `round`: half away from zero, as TFLite's TfLiteRound.
+        let mut fixed = libm::round(q * (1u64 << 31) as f64) as i64;
         if fixed == 1 << 31 {
             fixed /= 2;
             shift += 1;
@@ -137,10 +132,11 @@ mod tests {
         assert_eq!(Multiplier::new(0.0).unwrap().mantissa, 0);
         assert_eq!(Multiplier::new(1e-12).unwrap().mantissa, 0);
         assert!(Multiplier::new(-1.0).is_none() && Multiplier::new(f64::NAN).is_none());
-        // Rounding: 0.5 · 3 = 1.5 → 2; 0.5 · -3 = -1.5 → -2.
+        // gemmlowp's doubling high multiply breaks ties upwards:
+        // 0.5 · 3 = 1.5 → 2, 0.5 · -3 = -1.5 → -1 (as TFLite computes).
         let half = Multiplier::new(0.5).unwrap();
         assert_eq!(half.apply(3), 2);
-        assert_eq!(half.apply(-3), -2);
+        assert_eq!(half.apply(-3), -1);
         assert_eq!(half.apply(2), 1);
         assert_eq!(rounding_divide_by_pot(-5, 1), -3);
         assert_eq!(rounding_divide_by_pot(5, 1), 3);
