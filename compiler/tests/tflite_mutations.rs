@@ -35,8 +35,8 @@ fn intact_models_import() {
         "mlperf-tiny/pretrainedResnet.tflite",
     ] {
         let b = model(rel);
-        let imported = tflite::import(&b, &ImportOptions::default())
-            .unwrap_or_else(|e| panic!("{rel}: {e}"));
+        let imported =
+            tflite::import(&b, &ImportOptions::default()).unwrap_or_else(|e| panic!("{rel}: {e}"));
         assert!(!imported.graph.nodes.is_empty(), "{rel}");
     }
 }
@@ -64,7 +64,7 @@ fn truncations_and_mutations_never_panic() {
         let mut b = big.clone();
         let head = (next() % 4096) as usize;
         let tail = n - 1 - (next() % 8192) as usize;
-        let i = if next() % 2 == 0 { head } else { tail };
+        let i = if next().is_multiple_of(2) { head } else { tail };
         b[i] = next() as u8;
         import(&b);
     }

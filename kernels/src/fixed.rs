@@ -74,7 +74,10 @@ impl Multiplier {
         let left = self.shift.clamp(0, 30) as u32;
         let right = (-self.shift).max(0);
         let x = x.wrapping_mul(1i32 << left);
-        rounding_divide_by_pot(saturating_rounding_doubling_high_mul(x, self.mantissa), right)
+        rounding_divide_by_pot(
+            saturating_rounding_doubling_high_mul(x, self.mantissa),
+            right,
+        )
     }
 }
 
@@ -141,7 +144,10 @@ mod tests {
         assert_eq!(rounding_divide_by_pot(-5, 1), -3);
         assert_eq!(rounding_divide_by_pot(5, 1), 3);
         assert_eq!(rounding_divide_by_pot(-4, 1), -2);
-        assert_eq!(saturating_rounding_doubling_high_mul(i32::MIN, i32::MIN), i32::MAX);
+        assert_eq!(
+            saturating_rounding_doubling_high_mul(i32::MIN, i32::MIN),
+            i32::MAX
+        );
     }
 
     proptest! {
