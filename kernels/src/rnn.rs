@@ -158,83 +158,9 @@ pub struct Rnn {
 
 /// f32 scratch elements lstm()/gru() need.
 ///
-/// LSTM: the input projection `[seq, batch, 4H]`, the `h` and `c` states and,
-/// for runs of 4 steps or more, `R` of one direction packed in panels.
+/// LSTM: the input projection `[seq, batch, 4H]` plus the `h` and `c` states.
 pub fn lstm_scratch_len(p: &Rnn) -> usize {
-    p.seq * p.batch * 4 * p.hidden + 2 * p.batch * p.hidden + packed_r_len(p)
-}
-
-/// Floats of `R` of one direction packed for [`gemv_panels`] (0 when the
-/// run is too short for packing to pay).
-fn packed_r_len(p: &Rnn) -> usize {
-    if p.seq >= 4 {
-        p.hidden * (4 * p.hidden).div_ceil(PANEL) * PANEL
-    } else {
-        0
-    }
-}
-
-/// Columns per panel of a packed matrix.
-const PANEL: usize = 16;
-
-/// Packs the `n x k` row-major `r` as `Rᵀ` (`k x n`) in column panels of
-/// [`PANEL`]: panel `q` holds `k` rows of `PANEL` floats, element `(p, j)`
-/// of `Rᵀ` at `q·k·PANEL + p·PANEL + j % PANEL` (padding columns zero).
-fn pack_panels(r: &[f32], n: usize, k: usize, out: &mut [f32]) {
-    for (q, panel) in out.chunks_exact_mut(k * PANEL).enumerate() {
-        panel.fill(0.0);
-        for c in 0..PANEL.min(n.saturating_sub(q * PANEL)) {
-            let row = &r[(q * PANEL + c) * k..][..k];
-            for (p, &v) in row.iter().enumerate() {
-                panel[p * PANEL + c] = v;
-            }
-        }
-    }
-}
-
-/// `y[j] += Σ_p x[p] · Rᵀ(p, j)` for `j < n`, `Rᵀ` packed by
-/// [`pack_panels`]. Streams each panel once, contiguously; eight panels'
-/// accumulators at a time keep the FMA units busy without horizontal sums.
-fn gemv_panels(k: usize, n: usize, x: &[f32], packed: &[f32], y: &mut [f32]) {
-    /// `G` panels from panel `q0`: accumulators in registers (fixed `G`).
-    #[inline(always)]
-    fn group<const G: usize>(k: usize, q0: usize, x: &[f32], packed: &[f32]) -> [[f32; PANEL]; G] {
-        let mut acc = [[0.0f32; PANEL]; G];
-        let base = &packed[q0 * k * PANEL..][..G * k * PANEL];
-        for (p, &xv) in x[..k].iter().enumerate() {
-            for t in 0..G {
-                let row: &[f32; PANEL] = base[(t * k + p) * PANEL..][..PANEL]
-                    .try_into()
-                    .unwrap_or(&[0.0; PANEL]);
-                for c in 0..PANEL {
-                    acc[t][c] += xv * row[c];
-                }
-            }
-        }
-        acc
-    }
-    #[inline(always)]
-    fn body(&(k, n, packed): &(usize, usize, &[f32]), x: &[f32], y: &mut [f32]) {
-        let panels = n.div_ceil(PANEL);
-        let mut q0 = 0;
-        let mut add = |q0: usize, acc: &[[f32; PANEL]]| {
-            for (t, a) in acc.iter().enumerate() {
-                let j0 = (q0 + t) * PANEL;
-                for (c, &v) in a.iter().enumerate().take(n.saturating_sub(j0).min(PANEL)) {
-                    y[j0 + c] += v;
-                }
-            }
-        };
-        while q0 + 4 <= panels {
-            add(q0, &group::<4>(k, q0, x, packed));
-            q0 += 4;
-        }
-        while q0 < panels {
-            add(q0, &group::<1>(k, q0, x, packed));
-            q0 += 1;
-        }
-    }
-    crate::gemm::Engine::detect().vectorized(body, &(k, n, packed), x, y);
+    p.seq * p.batch * 4 * p.hidden + 2 * p.batch * p.hidden
 }
 
 /// f32 scratch elements gru() needs: the input projection `[seq, batch, 3H]`,
@@ -304,10 +230,7 @@ pub fn lstm(
     let [fa, ga, ha] = acts;
     let (xw, rest) = scratch.split_at_mut(s * nb * g4);
     let (hs, rest) = rest.split_at_mut(nb * h);
-    let (cs, rest) = rest.split_at_mut(nb * h);
-    // Long runs pack R once per direction so each step's h·Rᵀ streams it
-    // contiguously (see gemv_panels); short ones use the plain GEMM.
-    let rp = &mut rest[..packed_r_len(p)];
+    let cs = &mut rest[..nb * h];
 
     for d in 0..dirs {
         let backward = is_backward(p, d);
@@ -326,21 +249,11 @@ pub fn lstm(
         }
 
         gemm(s * nb, g4, ni, 1.0, x, false, wd, true, 0.0, xw);
-        if !rp.is_empty() {
-            pack_panels(rd, g4, h, rp);
-        }
 
         for step in 0..s {
             let t = if backward { s - 1 - step } else { step };
             let g = &mut xw[t * nb * g4..(t + 1) * nb * g4];
-            if rp.is_empty() {
-                gemm(nb, g4, h, 1.0, hs, false, rd, true, 1.0, g);
-            } else {
-                for bi in 0..nb {
-                    let gb = &mut g[bi * g4..(bi + 1) * g4];
-                    gemv_panels(h, g4, &hs[bi * h..(bi + 1) * h], rp, gb);
-                }
-            }
+            gemm(nb, g4, h, 1.0, hs, false, rd, true, 1.0, g);
             for bi in 0..nb {
                 let out = ((t * dirs + d) * nb + bi) * h..((t * dirs + d) * nb + bi + 1) * h;
                 if t >= seq_len(seq_lens, bi, s) {
@@ -811,34 +724,6 @@ mod tests {
             &mut scratch,
         );
         close(&yh, &[0.94]);
-    }
-
-    #[test]
-    fn packed_gemv_matches_naive() {
-        for (n, k) in [
-            (1usize, 1usize),
-            (16, 3),
-            (17, 5),
-            (64, 64),
-            (100, 37),
-            (512, 128),
-        ] {
-            let r: std::vec::Vec<f32> = (0..n * k)
-                .map(|i| ((i * 7919) % 23) as f32 - 11.0)
-                .collect();
-            let x: std::vec::Vec<f32> = (0..k).map(|i| (i % 5) as f32 * 0.25 - 0.5).collect();
-            let mut packed = std::vec![f32::NAN; k * n.div_ceil(PANEL) * PANEL];
-            pack_panels(&r, n, k, &mut packed);
-            let mut y: std::vec::Vec<f32> = (0..n).map(|j| j as f32).collect();
-            gemv_panels(k, n, &x, &packed, &mut y);
-            for j in 0..n {
-                let want = j as f32 + (0..k).map(|p| x[p] * r[j * k + p]).sum::<f32>();
-                assert!(
-                    (y[j] - want).abs() <= 1e-4 * want.abs().max(1.0),
-                    "n={n} k={k} j={j}"
-                );
-            }
-        }
     }
 
     #[test]
