@@ -184,7 +184,7 @@ fn tf_pads(same: bool, input: usize, k: usize, s: usize, d: usize) -> (usize, us
 }
 
 /// Import state.
-struct Cx<'m> {
+struct Cx {
     g: Graph,
     tensors: Vec<TfTensor>,
     /// IR value of a TFLite tensor and whether it is stored NCHW.
@@ -194,10 +194,9 @@ struct Cx<'m> {
     warnings: Vec<String>,
     node: String,
     op: String,
-    _m: std::marker::PhantomData<&'m ()>,
 }
 
-impl Cx<'_> {
+impl Cx {
     fn err(&self, detail: impl Into<String>) -> CompileError {
         CompileError::Node {
             node: self.node.clone(),
@@ -400,10 +399,8 @@ pub fn import(bytes: &[u8], opts: &ImportOptions) -> Result<Imported> {
     let sg = subgraphs
         .first()
         .ok_or_else(|| CompileError::Invalid("the TFLite model has no subgraph".into()))?;
-    if subgraphs.len() > 1 {
-        // Control flow (WHILE/IF/CALL) would reference other subgraphs;
-        // those ops are refused below, so extra subgraphs are unused.
-    }
+    // Other subgraphs are only reachable through control-flow ops (WHILE,
+    // IF, CALL), which are refused as unsupported below.
     let mut tensors = vec![];
     for t in sg.tables(0).map_err(parse_err)? {
         let shape = t.i32s(0).map_err(parse_err)?;
@@ -462,7 +459,6 @@ pub fn import(bytes: &[u8], opts: &ImportOptions) -> Result<Imported> {
         warnings: vec![],
         node: String::new(),
         op: String::new(),
-        _m: std::marker::PhantomData,
     };
     let mut input_names = vec![];
     let mut batch_name = None;
@@ -568,7 +564,7 @@ fn opt_i8(t: Option<Table<'_>>, id: usize) -> Result<i8> {
     }
 }
 
-fn import_op(cx: &mut Cx<'_>, op: &OpDesc<'_>) -> Result<()> {
+fn import_op(cx: &mut Cx, op: &OpDesc<'_>) -> Result<()> {
     let o = *op
         .outputs
         .first()
@@ -590,7 +586,7 @@ fn import_op(cx: &mut Cx<'_>, op: &OpDesc<'_>) -> Result<()> {
     if out_dt != DType::F32 && op.code != code::DEQUANTIZE && !out_t.scale.is_empty() {
         return Err(cx.err("integer-quantized TFLite ops are not supported yet (float models are)"));
     }
-    let act_of = |cx: &Cx<'_>, id: usize| -> Result<Unary> {
+    let act_of = |cx: &Cx, id: usize| -> Result<Unary> {
         fused(opt_i8(op.options, id)?).map_err(|e| cx.err(e))
     };
     match op.code {
@@ -606,6 +602,9 @@ fn import_op(cx: &mut Cx<'_>, op: &OpDesc<'_>) -> Result<()> {
             let (Some(wdata), true) = (wt.data.clone(), wt.shape.len() == 4) else {
                 return Err(cx.err("the filter must be a constant [O, KH, KW, I] tensor"));
             };
+            if wt.dtype != DType::F32 {
+                return Err(cx.err(format!("{} filters are not supported", wt.dtype)));
+            }
             let xs = cx.g.tensors[x].shape.clone();
             let (c, h, w) = (xs[1], xs[2], xs[3]);
             let [_, kh, kw, _] = [wt.shape[0], wt.shape[1], wt.shape[2], wt.shape[3]];
@@ -628,11 +627,6 @@ fn import_op(cx: &mut Cx<'_>, op: &OpDesc<'_>) -> Result<()> {
             };
             let wnew =
                 cx.g.add_const(format!("{}:nchw", wt.name), wt.dtype, wshape, wbytes);
-            let wnew = if wt.dtype == DType::F32 {
-                wnew
-            } else {
-                return Err(cx.err(format!("{} filters are not supported", wt.dtype)));
-            };
             let opts = op.options;
             let same = opt_i8(opts, 0)? == 0;
             let (sw, sh) = (opt_i32(opts, 1, 1)?, opt_i32(opts, 2, 1)?);
