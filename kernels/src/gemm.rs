@@ -128,6 +128,27 @@ impl Engine {
         }
     }
 
+    /// Runs `k` compiled for this engine's instruction set (like
+    /// [`Self::vectorized`], for loops over several mutable slices).
+    #[inline(always)]
+    pub(crate) fn run<K: Kernel>(self, k: K) {
+        match self.0 {
+            #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
+            Isa::Avx2(t) => t.run_kernel(k),
+            Isa::Portable => k.run(),
+        }
+    }
+
+    /// One batch row of the default LSTM cell (see `rnn::Cell`): gates `g`
+    /// (`4n`), biases `b` (`8n`), state `c` and output `h` (`n` = `c.len()`).
+    pub(crate) fn lstm_cell(self, cell: crate::rnn::Cell<'_>) {
+        match self.0 {
+            #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
+            Isa::Avx2(t) if t.has_lstm_cell() => t.lstm_cell(cell.g, cell.b, cell.c, cell.h),
+            _ => self.run(cell),
+        }
+    }
+
     /// Whether [`Self::conv_direct`] is available.
     pub(crate) fn has_direct_conv(self) -> bool {
         !matches!(self.0, Isa::Portable)
@@ -167,6 +188,37 @@ impl Engine {
     /// for either layout).
     pub(crate) fn b_len(k: usize, n: usize) -> usize {
         k * n.div_ceil(PANEL) * PANEL
+    }
+
+    /// Writes `B = btᵀ` (`k x n`; `bt` is `n x k` row-major, the layout of
+    /// ONNX weights applied as `x · Wᵀ`) into `out` ([`Self::b_len`] floats)
+    /// in the layout [`Self::gemm_nn`] wants.
+    pub(crate) fn pack_bt(self, bt: &[f32], k: usize, n: usize, out: &mut [f32]) {
+        let bt = &bt[..n * k];
+        if !self.b_panels() {
+            for (j, row) in bt.chunks_exact(k.max(1)).enumerate().take(n) {
+                for (p, &v) in row.iter().enumerate() {
+                    out[p * n + j] = v;
+                }
+            }
+            return;
+        }
+        // Panel q holds rows q·PANEL.. of bt, transposed: k rows of PANEL.
+        for (q, panel) in out[..Self::b_len(k, n)]
+            .chunks_exact_mut((k * PANEL).max(1))
+            .enumerate()
+        {
+            let cols = PANEL.min(n - q * PANEL);
+            if cols < PANEL {
+                panel.fill(0.0);
+            }
+            for c in 0..cols {
+                let row = &bt[(q * PANEL + c) * k..][..k];
+                for (p, &v) in row.iter().enumerate() {
+                    panel[p * PANEL + c] = v;
+                }
+            }
+        }
     }
 
     /// `C = A * B + beta * C` for row-major `A` (m×k) and `C` (m×n), `B` in
@@ -209,6 +261,14 @@ impl Engine {
             Isa::Portable => gemm_with(self.0, m, n, k, 1.0, a, false, b, false, beta, c),
         }
     }
+}
+
+/// A loop to compile for the engine's instruction set ([`Engine::run`]):
+/// implement `run` as `#[inline(always)]` so it is inlined into the
+/// feature-enabled caller and auto-vectorised there.
+pub(crate) trait Kernel {
+    /// Does the work.
+    fn run(self);
 }
 
 /// Index of `B(p, j)` in the panel layout of a `k x n` matrix: panels of
@@ -735,6 +795,36 @@ mod tests {
                 };
                 let mut c = c0.clone();
                 eng.gemm_nn(cs.m, cs.n, cs.k, &a, &bl, cs.beta, &mut c);
+                assert_close(&cs, &c, &c0, &a, &b);
+            }
+        }
+
+        /// `pack_bt` + `gemm_nn` as the recurrent cells use them: a few
+        /// rows of A against wide B (the multi-panel AVX-512 tiles).
+        #[test]
+        fn engine_pack_bt_then_gemm_nn_matches_reference(
+            m in prop_oneof![1usize..=4, 5usize..=9],
+            n in prop_oneof![1usize..=40, 100usize..=300],
+            k in 1usize..=140,
+            beta in prop_oneof![Just(0.0f32), Just(1.0f32), -2.0f32..2.0],
+            seed in any::<u64>(),
+        ) {
+            let cs = Case { m, n, k, ta: false, tb: false, alpha: 1.0, beta, seed };
+            let (a, b, c0) = inputs(&cs);
+            let mut bt = std::vec![0.0f32; n * k];
+            for p in 0..k {
+                for j in 0..n {
+                    bt[j * k + p] = b[p * n + j];
+                }
+            }
+            let mut engines = std::vec![Engine::portable()];
+            #[cfg(target_arch = "x86_64")]
+            engines.extend(Engine::simd());
+            for eng in engines {
+                let mut packed = std::vec![f32::NAN; Engine::b_len(k, n)];
+                eng.pack_bt(&bt, k, n, &mut packed);
+                let mut c = c0.clone();
+                eng.gemm_nn(m, n, k, &a, &packed, beta, &mut c);
                 assert_close(&cs, &c, &c0, &a, &b);
             }
         }

@@ -15,7 +15,7 @@
 //! real step. As in onnxruntime, an entry with length 0 gets zeros in
 //! `Y_h`/`Y_c` (not `h0`/`c0`). Lengths outside `0..=seq` are clamped.
 
-use crate::gemm::gemm;
+use crate::gemm::{Engine, gemm};
 
 /// Activation function of a recurrent cell (ONNX `activations` attribute).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -158,9 +158,10 @@ pub struct Rnn {
 
 /// f32 scratch elements lstm()/gru() need.
 ///
-/// LSTM: the input projection `[seq, batch, 4H]` plus the `h` and `c` states.
+/// LSTM: the input projection `[seq, batch, 4H]`, the `h` and `c` states and
+/// `Rᵀ` of one direction in the GEMM engine's packed layout.
 pub fn lstm_scratch_len(p: &Rnn) -> usize {
-    p.seq * p.batch * 4 * p.hidden + 2 * p.batch * p.hidden
+    p.seq * p.batch * 4 * p.hidden + 2 * p.batch * p.hidden + Engine::b_len(p.hidden, 4 * p.hidden)
 }
 
 /// f32 scratch elements gru() needs: the input projection `[seq, batch, 3H]`,
@@ -230,7 +231,15 @@ pub fn lstm(
     let [fa, ga, ha] = acts;
     let (xw, rest) = scratch.split_at_mut(s * nb * g4);
     let (hs, rest) = rest.split_at_mut(nb * h);
-    let cs = &mut rest[..nb * h];
+    let (cs, rest) = rest.split_at_mut(nb * h);
+    // Rᵀ is packed once per direction: every step then streams it in the
+    // order the GEMM reads it (all batch rows at once, no transposed reads).
+    let rp = &mut rest[..Engine::b_len(h, g4)];
+    let eng = Engine::detect();
+    let plain = acts == [Act::Sigmoid, Act::Tanh, Act::Tanh]
+        && p.clip.is_none()
+        && !input_forget
+        && peep.is_none();
 
     for d in 0..dirs {
         let backward = is_backward(p, d);
@@ -249,16 +258,31 @@ pub fn lstm(
         }
 
         gemm(s * nb, g4, ni, 1.0, x, false, wd, true, 0.0, xw);
+        eng.pack_bt(rd, h, g4, rp);
 
         for step in 0..s {
             let t = if backward { s - 1 - step } else { step };
             let g = &mut xw[t * nb * g4..(t + 1) * nb * g4];
-            gemm(nb, g4, h, 1.0, hs, false, rd, true, 1.0, g);
+            eng.gemm_nn(nb, g4, h, hs, rp, 1.0, g);
             for bi in 0..nb {
                 let out = ((t * dirs + d) * nb + bi) * h..((t * dirs + d) * nb + bi + 1) * h;
                 if t >= seq_len(seq_lens, bi, s) {
                     if let Some(y) = y.as_deref_mut() {
                         y[out].fill(0.0);
+                    }
+                    continue;
+                }
+                if plain {
+                    // The default cell, fused into one pass per batch row.
+                    let cell = Cell {
+                        g: &g[bi * g4..(bi + 1) * g4],
+                        c: &mut cs[bi * h..(bi + 1) * h],
+                        h: &mut hs[bi * h..(bi + 1) * h],
+                        b: bd,
+                    };
+                    eng.lstm_cell(cell);
+                    if let Some(y) = y.as_deref_mut() {
+                        y[out].copy_from_slice(&hs[bi * h..(bi + 1) * h]);
                     }
                     continue;
                 }
@@ -328,6 +352,73 @@ pub fn lstm(
                 copy_or_zero(&mut yc[o], &cs[bi * h..(bi + 1) * h], zero);
             }
         }
+    }
+}
+
+/// One batch row of the default LSTM cell (sigmoid, tanh, tanh; no clip,
+/// peepholes or coupling): gates `g` (`i, o, f, c`, each `H`) to the new
+/// `c` and `h`, with the operation order of the general path.
+pub(crate) struct Cell<'a> {
+    pub(crate) g: &'a [f32],
+    pub(crate) c: &'a mut [f32],
+    pub(crate) h: &'a mut [f32],
+    /// `Wb` then `Rb` (`8H`).
+    pub(crate) b: Option<&'a [f32]>,
+}
+
+impl crate::gemm::Kernel for Cell<'_> {
+    #[inline(always)]
+    fn run(self) {
+        /// Lanes per block: a whole number of vectors on every target, so
+        /// the block body compiles to straight-line SIMD.
+        const L: usize = 16;
+        let n = self.c.len();
+        let (c, h) = (self.c, &mut self.h[..n]);
+        let g = &self.g[..4 * n];
+        let mut j = 0;
+        while j + L <= n {
+            cell_block::<L>(g, self.b, n, j, &mut c[j..j + L], &mut h[j..j + L]);
+            j += L;
+        }
+        while j < n {
+            cell_block::<1>(g, self.b, n, j, &mut c[j..=j], &mut h[j..=j]);
+            j += 1;
+        }
+    }
+}
+
+/// Columns `j..j + L` of [`Cell`]: gates `g` (`4n`, order i, o, f, c),
+/// biases `b` (`8n`), state `c` and output `h` (`L` each).
+#[inline(always)]
+fn cell_block<const L: usize>(
+    g: &[f32],
+    b: Option<&[f32]>,
+    n: usize,
+    j: usize,
+    c: &mut [f32],
+    h: &mut [f32],
+) {
+    use crate::math::{sigmoid_approx as sig, tanh_approx as tanh};
+    let lanes = |off: usize| -> [f32; L] {
+        let mut v = [0.0; L];
+        v.copy_from_slice(&g[off + j..off + j + L]);
+        v
+    };
+    let (mut gi, mut go, mut gf, mut gc) = (lanes(0), lanes(n), lanes(2 * n), lanes(3 * n));
+    if let Some(b) = b {
+        let (wb, rb) = b.split_at(4 * n);
+        for (gate, v) in [&mut gi, &mut go, &mut gf, &mut gc].into_iter().enumerate() {
+            let (wb, rb) = (&wb[gate * n + j..][..L], &rb[gate * n + j..][..L]);
+            for l in 0..L {
+                v[l] += wb[l] + rb[l];
+            }
+        }
+    }
+    let (c, h) = (&mut c[..L], &mut h[..L]);
+    for l in 0..L {
+        let cl = sig(gf[l]) * c[l] + sig(gi[l]) * tanh(gc[l]);
+        c[l] = cl;
+        h[l] = sig(go[l]) * tanh(cl);
     }
 }
 
@@ -760,6 +851,115 @@ mod tests {
 
     // Expected values below come from a direct per-sample transcription of
     // the ONNX formulas in f64 (Python), not from this implementation.
+
+    /// Every engine's default cell (AVX-512 intrinsics, AVX2 and portable
+    /// builds of the loop) against the textbook formulas in f64, on gate
+    /// values from deep saturation to zero and row lengths around the
+    /// vector widths.
+    #[test]
+    fn lstm_cell_engines_match_f64_formulas() {
+        let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+        let mut engines = vec![crate::gemm::Engine::portable()];
+        #[cfg(target_arch = "x86_64")]
+        engines.extend(crate::gemm::Engine::simd());
+        for n in [1usize, 7, 16, 17, 31, 32, 33, 64, 100] {
+            let val = |i: usize| ((i * 7919) % 4001) as f32 / 40.0 - 50.0;
+            let g: Vec<f32> = (0..4 * n)
+                .map(|i| {
+                    if i % 11 == 0 {
+                        0.0
+                    } else {
+                        val(i) / (1 + i % 5) as f32
+                    }
+                })
+                .collect();
+            let b: Vec<f32> = (0..8 * n).map(|i| val(i + 3) / 100.0).collect();
+            let c0: Vec<f32> = (0..n).map(|i| val(i + 5) / 20.0).collect();
+            for &eng in &engines {
+                for bias in [None, Some(&b[..])] {
+                    let (mut c, mut h) = (c0.clone(), vec![f32::NAN; n]);
+                    eng.lstm_cell(Cell {
+                        g: &g,
+                        c: &mut c,
+                        h: &mut h,
+                        b: bias,
+                    });
+                    for j in 0..n {
+                        let gate = |k: usize| {
+                            let bk = bias
+                                .map_or(0.0, |b| b[k * n + j] as f64 + b[4 * n + k * n + j] as f64);
+                            g[k * n + j] as f64 + bk
+                        };
+                        let cw = sig(gate(2)) * c0[j] as f64 + sig(gate(0)) * gate(3).tanh();
+                        let hw = sig(gate(1)) * cw.tanh();
+                        for (got, want) in [(c[j], cw), (h[j], hw)] {
+                            assert!(
+                                (got as f64 - want).abs() <= 1e-6 * want.abs().max(1.0),
+                                "{eng:?} n={n} j={j}: {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The fused default cell agrees with the general gate-by-gate path
+    /// (forced here by a clip no value reaches; bit for bit on the portable
+    /// engine, within rounding where the cell uses FMA and reciprocal
+    /// estimates), with and without bias, on a hidden size that is not a
+    /// multiple of any vector width.
+    #[test]
+    fn lstm_fused_cell_matches_general_path() {
+        for bias in [false, true] {
+            let run = |clip: Option<f32>| {
+                let p = Rnn {
+                    hidden: 19,
+                    ..rnn(5, 3, 2, false, clip)
+                };
+                let (x, w, r, b) = (
+                    arr(15 * 2, 1),
+                    arr(2 * 76 * 2, 2),
+                    arr(2 * 76 * 19, 3),
+                    arr(2 * 152, 4),
+                );
+                let (h0, c0) = (arr(2 * 3 * 19, 5), arr(2 * 3 * 19, 6));
+                let mut y = vec![f32::NAN; 5 * 2 * 3 * 19];
+                let mut yc = vec![f32::NAN; 2 * 3 * 19];
+                let mut scratch = vec![f32::NAN; lstm_scratch_len(&p)];
+                lstm(
+                    &p,
+                    LSTM_ACTS,
+                    false,
+                    &x,
+                    &w,
+                    &r,
+                    bias.then_some(&b[..]),
+                    Some(&[5, 2, 0]),
+                    Some(&h0),
+                    Some(&c0),
+                    None,
+                    Some(&mut y),
+                    None,
+                    Some(&mut yc),
+                    &mut scratch,
+                );
+                (y, yc)
+            };
+            let (fused, general) = (run(None), run(Some(f32::MAX)));
+            for (a, b) in fused
+                .0
+                .iter()
+                .chain(&fused.1)
+                .zip(general.0.iter().chain(&general.1))
+            {
+                assert!(
+                    (a - b).abs() <= 2e-6 * b.abs().max(1.0),
+                    "bias {bias}: {a} vs {b}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn lstm_bidirectional_peephole_seq_lens() {

@@ -47,7 +47,9 @@ impl Avx2Fma {
         }
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             Some(Self {
-                avx512: std::is_x86_feature_detected!("avx512f") && cap.as_deref() != Some("avx2"),
+                avx512: std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512vl")
+                    && cap.as_deref() != Some("avx2"),
             })
         } else {
             None
@@ -86,6 +88,27 @@ impl Avx2Fma {
         }
         // SAFETY: `self` proves the CPU supports AVX2 and FMA.
         unsafe { run(f, a, x, y) }
+    }
+
+    /// Runs `k` compiled for AVX2+FMA, or AVX-512 (F and VL: 32 vector
+    /// registers) where the token has it (see [`crate::gemm::Kernel`]).
+    #[inline(always)]
+    pub(crate) fn run_kernel<K: crate::gemm::Kernel>(self, k: K) {
+        #[target_feature(enable = "avx2,fma")]
+        fn run<K: crate::gemm::Kernel>(k: K) {
+            k.run();
+        }
+        #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+        fn run512<K: crate::gemm::Kernel>(k: K) {
+            k.run();
+        }
+        if self.avx512 {
+            // SAFETY: the token saw AVX-512F and AVX-512VL.
+            unsafe { run512(k) }
+        } else {
+            // SAFETY: `self` proves the CPU supports AVX2 and FMA.
+            unsafe { run(k) }
+        }
     }
 }
 
@@ -499,9 +522,24 @@ impl Avx2Fma {
         beta: f32,
         c: MatMut<'_>,
     ) {
-        let mut buf = [0.0f32; KC * NR];
         check("A", m, k, a.rs, a.cs, a.data.len());
         check("C", m, n, c.rs, 1, c.data.len());
+        // Stack buffers are only zeroed where B needs packing (a 16-32 KiB
+        // memset per call shows up in profiles of many small products).
+        match b {
+            BSource::Packed(packed) if self.avx512 && m <= 4 => {
+                return self.packed_short(m, n, k, alpha, a, packed, beta, c);
+            }
+            BSource::Packed(_) if self.avx512 => {
+                return self.packed_driver512(m, n, k, alpha, a, b, beta, c, &mut []);
+            }
+            BSource::Strided(_) if self.avx512 => {
+                let mut buf = [0.0f32; 2 * KC * NR];
+                return self.packed_driver512(m, n, k, alpha, a, b, beta, c, &mut buf);
+            }
+            _ => {}
+        }
+        let mut buf = [0.0f32; KC * NR];
         let mut pc = 0;
         while pc < k {
             let kc = KC.min(k - pc);
@@ -522,7 +560,7 @@ impl Avx2Fma {
                 assert!(bp.len() >= kc * NR);
                 let mut ic = 0;
                 while ic < m {
-                    let mr = self.mr().min(m - ic);
+                    let mr = MR.min(m - ic);
                     let t = Tile {
                         kc,
                         a: a.data[ic * a.rs + pc * a.cs..].as_ptr(),
@@ -540,14 +578,6 @@ impl Avx2Fma {
                     // by the `check`s above (mr <= m - ic, kc <= k - pc,
                     // nc <= n - jc); the panel holds kc x NR floats
                     // (asserted).
-                    if self.avx512 {
-                        // SAFETY: the token saw AVX-512F; see above for the
-                        // addresses. The 16-lane kernel reads exactly NR
-                        // floats per panel row and stores only nc columns.
-                        unsafe { micro16_dispatch(mr, &t) };
-                        ic += mr;
-                        continue;
-                    }
                     // SAFETY: the token proves AVX2+FMA; see above for the
                     // addresses. The kernel reads the first
                     // 8 * ceil(nc / 8) <= NR floats of each panel row.
@@ -577,15 +607,154 @@ impl Avx2Fma {
 }
 
 impl Avx2Fma {
-    /// Rows of C per register tile.
-    fn mr(self) -> usize {
-        if self.avx512 { MR16 } else { MR }
+    /// [`Self::packed_driver`] on AVX-512: `MR16 x 2·NR` register tiles
+    /// (two panels per step of depth: 2 loads and `MR16` broadcasts feed
+    /// `2·MR16` FMAs; one panel per tile would leave the load ports, not the
+    /// FMA units, as the limit). B is packed two panels at a time into
+    /// `buf` (`2·KC·NR` floats; may be empty when B comes packed).
+    #[allow(clippy::too_many_arguments, reason = "BLAS-style signature")]
+    fn packed_driver512(
+        self,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f32,
+        a: MatRef<'_>,
+        b: BSource<'_>,
+        beta: f32,
+        c: MatMut<'_>,
+        buf: &mut [f32],
+    ) {
+        let mut pc = 0;
+        while pc < k {
+            let kc = KC.min(k - pc);
+            let beta_blk = if pc == 0 { beta } else { 1.0 };
+            let mut jc = 0;
+            while jc < n {
+                let nc = (2 * NR).min(n - jc);
+                let g = nc.div_ceil(NR);
+                let (bp, pstride): (&[f32], usize) = match b {
+                    BSource::Strided(b) => {
+                        for q in 0..g {
+                            let cols = NR.min(nc - q * NR);
+                            pack_panel(&mut buf[q * kc * NR..], b, pc, kc, jc + q * NR, cols);
+                        }
+                        (&buf[..g * kc * NR], kc * NR)
+                    }
+                    BSource::Packed(packed) => {
+                        let start = (jc / NR) * (k * NR) + pc * NR;
+                        (&packed[start..start + (g - 1) * k * NR + kc * NR], k * NR)
+                    }
+                };
+                let mut ic = 0;
+                while ic < m {
+                    let mr = MR16.min(m - ic);
+                    let t = Tile {
+                        kc,
+                        a: a.data[ic * a.rs + pc * a.cs..].as_ptr(),
+                        rsa: a.rs,
+                        csa: a.cs,
+                        b: bp.as_ptr(),
+                        c: c.data[ic * c.rs + jc..].as_mut_ptr(),
+                        rsc: c.rs,
+                        cols: nc,
+                        alpha,
+                        beta: beta_blk,
+                    };
+                    // SAFETY: the token saw AVX-512F. A rows ic..ic+mr,
+                    // columns pc..pc+kc and C rows ic..ic+mr, columns
+                    // jc..jc+nc are inside their slices (`check`ed by the
+                    // caller; mr <= m - ic, kc <= k - pc, nc <= n - jc);
+                    // `bp` holds g panels of kc rows of NR floats, pstride
+                    // apart (sliced above).
+                    unsafe {
+                        if g == 2 {
+                            rows_1_to_12_wide2(mr, &t, pstride);
+                        } else {
+                            micro16_dispatch(mr, &t);
+                        }
+                    }
+                    ic += mr;
+                }
+                jc += nc;
+            }
+            pc += kc;
+        }
+    }
+
+    /// [`Self::packed_driver`] for at most four rows of A and an already
+    /// packed B (a GEMV per step of a recurrent cell, say): one pass over
+    /// the whole depth with several panels' accumulators in registers, so
+    /// B streams through once and the FMA chains are independent.
+    #[allow(clippy::too_many_arguments, reason = "BLAS-style signature")]
+    fn packed_short(
+        self,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f32,
+        a: MatRef<'_>,
+        packed: &[f32],
+        beta: f32,
+        c: MatMut<'_>,
+    ) {
+        assert!((1..=4).contains(&m) && self.avx512);
+        let panels = n.div_ceil(NR);
+        assert!(packed.len() >= panels * k * NR, "packed B is too short");
+        let group = match m {
+            1 | 2 => 8,
+            3 => 6,
+            _ => 4,
+        };
+        let mut q = 0;
+        while q < panels {
+            let g = if q + group <= panels { group } else { 1 };
+            let jc = q * NR;
+            let t = Tile {
+                kc: k,
+                a: a.data.as_ptr(),
+                rsa: a.rs,
+                csa: a.cs,
+                b: packed[q * k * NR..].as_ptr(),
+                c: c.data[jc..].as_mut_ptr(),
+                rsc: c.rs,
+                cols: (n - jc).min(g * NR),
+                alpha,
+                beta,
+            };
+            // SAFETY: the token saw AVX-512F. A rows 0..m and C rows 0..m,
+            // columns jc..jc + cols are inside their slices (`check`ed by
+            // the caller); panels q..q + g exist (g <= panels - q) and each
+            // holds k rows of NR floats (length asserted above).
+            unsafe {
+                match (m, g) {
+                    (1, 8) => micro16_wide::<1, 8>(&t, k * NR),
+                    (2, 8) => micro16_wide::<2, 8>(&t, k * NR),
+                    (3, 6) => micro16_wide::<3, 6>(&t, k * NR),
+                    (4, 4) => micro16_wide::<4, 4>(&t, k * NR),
+                    (1, _) => micro16_wide::<1, 1>(&t, k * NR),
+                    (2, _) => micro16_wide::<2, 1>(&t, k * NR),
+                    (3, _) => micro16_wide::<3, 1>(&t, k * NR),
+                    _ => micro16_wide::<4, 1>(&t, k * NR),
+                }
+            }
+            q += g;
+        }
+    }
+
+    /// Rows of C per register tile of the direct convolution.
+    fn conv_mr(self) -> usize {
+        if self.avx512 { CONV_MR16 } else { MR }
     }
 }
 
-/// Rows per tile of the AVX-512 kernels: `MR16` accumulators of one 16-lane
-/// panel row each, one panel load and `MR16` broadcast-FMAs per step.
-const MR16: usize = 16;
+/// Rows per tile of the AVX-512 GEMM kernels: `MR16` rows of two 16-lane
+/// panels (24 accumulators, 2 panel loads, 12 broadcasts per step).
+const MR16: usize = 12;
+
+/// Rows per tile of the AVX-512 direct convolution (one panel of 16 output
+/// columns, so up to 16 rows fit the registers).
+const CONV_MR16: usize = 16;
 
 /// Calls the `R`-row AVX-512 kernel for `r = R` (1..=16).
 macro_rules! rows_1_to_16 {
@@ -617,6 +786,29 @@ macro_rules! rows_1_to_16 {
 unsafe fn micro16_dispatch(r: usize, t: &Tile) {
     // SAFETY: forwarded from the caller.
     unsafe { rows_1_to_16!(micro16, r, t) }
+}
+
+/// # Safety
+/// As [`micro16_wide`] with `G = 2`, `1 <= r <= MR16` rows.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn rows_1_to_12_wide2(r: usize, t: &Tile, pstride: usize) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match r {
+            12 => micro16_wide::<12, 2>(t, pstride),
+            11 => micro16_wide::<11, 2>(t, pstride),
+            10 => micro16_wide::<10, 2>(t, pstride),
+            9 => micro16_wide::<9, 2>(t, pstride),
+            8 => micro16_wide::<8, 2>(t, pstride),
+            7 => micro16_wide::<7, 2>(t, pstride),
+            6 => micro16_wide::<6, 2>(t, pstride),
+            5 => micro16_wide::<5, 2>(t, pstride),
+            4 => micro16_wide::<4, 2>(t, pstride),
+            3 => micro16_wide::<3, 2>(t, pstride),
+            2 => micro16_wide::<2, 2>(t, pstride),
+            _ => micro16_wide::<1, 2>(t, pstride),
+        }
+    }
 }
 
 /// # Safety
@@ -701,6 +893,51 @@ unsafe fn micro16<const R: usize>(t: &Tile) {
         let mask = mask16(t.cols);
         for r in 0..R {
             store16(acc[r], t.c.add(r * t.rsc), mask, t.alpha, t.beta);
+        }
+    }
+}
+
+/// AVX-512 tile over `G` consecutive panels (`pstride` floats apart):
+/// `C[R x cols] = alpha * A[R x kc] * B[kc x cols] + beta * C`, `R * G`
+/// accumulators, `G` panel loads and `R * G` FMAs per step of depth.
+///
+/// # Safety
+/// AVX-512F available; `A(r, p)` (r < R, p < kc), the `NR` floats of the
+/// first `kc` rows of each of the `G` panels and `C(r, 0..cols)` are valid,
+/// `cols <= G * NR`.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn micro16_wide<const R: usize, const G: usize>(t: &Tile, pstride: usize) {
+    let mut acc = [[_mm512_setzero_ps(); G]; R];
+    // SAFETY: every address below is one the caller vouches for.
+    unsafe {
+        let mut ap = t.a;
+        let mut bp = t.b;
+        for _ in 0..t.kc {
+            let mut bv = [_mm512_setzero_ps(); G];
+            for g in 0..G {
+                bv[g] = _mm512_loadu_ps(bp.add(g * pstride));
+            }
+            for r in 0..R {
+                let av = _mm512_set1_ps(*ap.add(r * t.rsa));
+                for g in 0..G {
+                    acc[r][g] = _mm512_fmadd_ps(av, bv[g], acc[r][g]);
+                }
+            }
+            ap = ap.add(t.csa);
+            bp = bp.add(NR);
+        }
+        for g in 0..G {
+            let mask = mask16(t.cols.saturating_sub(g * NR));
+            for r in 0..R {
+                store16(
+                    acc[r][g],
+                    t.c.add(r * t.rsc + g * NR),
+                    mask,
+                    t.alpha,
+                    t.beta,
+                );
+            }
         }
     }
 }
@@ -888,7 +1125,7 @@ impl Avx2Fma {
         let mut strip = |oy: usize, ox0: usize, cols: usize, hi: usize, rows: usize| {
             let mut ib = 0;
             while ib < mg {
-                let mr = self.mr().min(mg - ib);
+                let mr = self.conv_mr().min(mg - ib);
                 let t = ConvTile {
                     a: w[ib * k..].as_ptr(),
                     lda: k,
@@ -1033,6 +1270,185 @@ unsafe fn conv_micro<const R: usize, const V: usize, const PAIR: bool>(t: &ConvT
                         t.beta,
                     );
                 }
+            }
+        }
+    }
+}
+
+impl Avx2Fma {
+    /// Whether [`Self::lstm_cell`] has an intrinsics path.
+    pub(crate) fn has_lstm_cell(self) -> bool {
+        self.avx512
+    }
+
+    /// The default LSTM cell (sigmoid, tanh, tanh) for one batch row, 16
+    /// lanes at a time: `g` holds the gates `i, o, f, c` (`4n`), `b` the
+    /// biases `Wb, Rb` (`8n`). Same formulas and operation order as
+    /// `rnn::Cell`, with exp's polynomial in fused multiply-adds and each
+    /// division replaced by a 14-bit reciprocal estimate plus one Newton
+    /// step (within an ulp or two of the quotient).
+    ///
+    /// # Panics
+    /// If the slices are shorter than stated or `self` lacks AVX-512.
+    pub(crate) fn lstm_cell(self, g: &[f32], b: Option<&[f32]>, c: &mut [f32], h: &mut [f32]) {
+        let n = c.len();
+        assert!(self.avx512 && h.len() >= n && g.len() >= 4 * n);
+        assert!(b.is_none_or(|b| b.len() >= 8 * n));
+        // SAFETY: the token saw AVX-512F; every access is masked to lanes
+        // below n, inside the lengths asserted above.
+        unsafe { cell::row(g, b, n, c.as_mut_ptr(), h.as_mut_ptr()) };
+    }
+}
+
+/// Vector `e^x`, sigmoid and tanh for [`Avx2Fma::lstm_cell`]: the
+/// algorithms of [`crate::math`] on 16 lanes.
+mod cell {
+    use core::arch::x86_64::{
+        __m512, __mmask16, _CMP_LT_OQ, _mm512_abs_ps, _mm512_add_ps, _mm512_castps_si512,
+        _mm512_castsi512_ps, _mm512_cmp_ps_mask, _mm512_fmadd_ps, _mm512_fnmadd_ps,
+        _mm512_mask_blend_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_max_ps,
+        _mm512_min_ps, _mm512_mul_ps, _mm512_rcp14_ps, _mm512_set1_epi32, _mm512_set1_ps,
+        _mm512_slli_epi32, _mm512_sub_epi32, _mm512_sub_ps, _mm512_xor_si512,
+    };
+
+    /// `1 / d` from the 14-bit estimate and one Newton step.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn recip(d: __m512) -> __m512 {
+        let r = _mm512_rcp14_ps(d);
+        _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0)))
+    }
+
+    /// [`crate::math::exp_approx`] with fused multiply-adds.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn exp(x: __m512) -> __m512 {
+        const ROUND: f32 = 12_582_912.0;
+        // max/min return their second operand when either is NaN: x stays NaN.
+        let x = _mm512_min_ps(
+            _mm512_set1_ps(88.0),
+            _mm512_max_ps(_mm512_set1_ps(-87.0), x),
+        );
+        let t = _mm512_fmadd_ps(
+            x,
+            _mm512_set1_ps(core::f32::consts::LOG2_E),
+            _mm512_set1_ps(ROUND),
+        );
+        let n = _mm512_sub_ps(t, _mm512_set1_ps(ROUND));
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+        // The degree-7 polynomial by Estrin's scheme (depth 3 instead of 7).
+        let c = |k: f32| _mm512_set1_ps(k);
+        let r2 = _mm512_mul_ps(r, r);
+        let r4 = _mm512_mul_ps(r2, r2);
+        let p01 = _mm512_fmadd_ps(r, c(1.0), c(1.0));
+        let p23 = _mm512_fmadd_ps(r, c(1.0 / 6.0), c(0.5));
+        let p45 = _mm512_fmadd_ps(r, c(1.0 / 120.0), c(1.0 / 24.0));
+        let p67 = _mm512_fmadd_ps(r, c(1.0 / 5040.0), c(1.0 / 720.0));
+        let lo = _mm512_fmadd_ps(r2, p23, p01);
+        let hi = _mm512_fmadd_ps(r2, p67, p45);
+        let p = _mm512_fmadd_ps(r4, hi, lo);
+        let bias = _mm512_set1_epi32((ROUND.to_bits() - 127) as i32);
+        let scale = _mm512_slli_epi32::<23>(_mm512_sub_epi32(_mm512_castps_si512(t), bias));
+        _mm512_mul_ps(p, _mm512_castsi512_ps(scale))
+    }
+
+    /// [`crate::math::sigmoid_approx`].
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn sigmoid(x: __m512) -> __m512 {
+        let e = exp(_mm512_sub_ps(_mm512_set1_ps(0.0), x));
+        recip(_mm512_add_ps(_mm512_set1_ps(1.0), e))
+    }
+
+    /// [`crate::math::tanh_approx`].
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn tanh(x: __m512) -> __m512 {
+        let ax = _mm512_abs_ps(x);
+        let x2 = _mm512_mul_ps(x, x);
+        let mut p = _mm512_set1_ps(62.0 / 2835.0);
+        for k in [-17.0 / 315.0, 2.0 / 15.0, -1.0 / 3.0] {
+            p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(k));
+        }
+        let small = _mm512_fmadd_ps(_mm512_mul_ps(x, x2), p, x);
+        let e = exp(_mm512_add_ps(ax, ax));
+        let big = _mm512_fnmadd_ps(
+            _mm512_set1_ps(2.0),
+            recip(_mm512_add_ps(e, _mm512_set1_ps(1.0))),
+            _mm512_set1_ps(1.0),
+        );
+        // Give `big` the sign of x (tanh is odd).
+        let sign = _mm512_xor_si512(_mm512_castps_si512(x), _mm512_castps_si512(ax));
+        let big = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(big), sign));
+        let is_small: __mmask16 = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(ax, _mm512_set1_ps(0.3));
+        _mm512_mask_blend_ps(is_small, big, small)
+    }
+
+    /// A whole row of `n` columns, two blocks of 16 at a time (two
+    /// independent dependency chains interleaved: each block is a long
+    /// chain of exp, reciprocal, exp again).
+    ///
+    /// # Safety
+    /// AVX-512F available; `g` has `4n` floats, `b` `8n`, `c` and `h` `n`.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn row(g: &[f32], b: Option<&[f32]>, n: usize, c: *mut f32, h: *mut f32) {
+        let mut j = 0;
+        while j < n {
+            let m0 = super::mask16(n - j);
+            let m1 = super::mask16((n - j).saturating_sub(16));
+            // SAFETY: forwarded; lanes past n are masked off (m1 is empty
+            // when j + 16 >= n).
+            unsafe { block2(g, b, n, j, [m0, m1], c, h) };
+            j += 32;
+        }
+    }
+
+    /// Columns `j..j + 32` under `masks` (16 lanes each).
+    ///
+    /// # Safety
+    /// As [`row`]; masked-off lanes are never accessed.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn block2(
+        g: &[f32],
+        b: Option<&[f32]>,
+        n: usize,
+        j: usize,
+        masks: [__mmask16; 2],
+        c: *mut f32,
+        h: *mut f32,
+    ) {
+        // SAFETY: the caller vouches for every masked lane; the pointer
+        // offsets stay inside the slices for the lanes that are accessed.
+        unsafe {
+            let load =
+                |w: usize, p: *const f32| _mm512_maskz_loadu_ps(masks[w], p.wrapping_add(16 * w));
+            let gate = |w: usize, k: usize| {
+                let v = load(w, g.as_ptr().wrapping_add(k * n + j));
+                match b {
+                    Some(b) => {
+                        let wb = load(w, b.as_ptr().wrapping_add(k * n + j));
+                        let rb = load(w, b.as_ptr().wrapping_add(4 * n + k * n + j));
+                        _mm512_add_ps(v, _mm512_add_ps(wb, rb))
+                    }
+                    None => v,
+                }
+            };
+            let i = [sigmoid(gate(0, 0)), sigmoid(gate(1, 0))];
+            let f = [sigmoid(gate(0, 2)), sigmoid(gate(1, 2))];
+            let z = [tanh(gate(0, 3)), tanh(gate(1, 3))];
+            let o = [sigmoid(gate(0, 1)), sigmoid(gate(1, 1))];
+            let cp = c.wrapping_add(j);
+            let cv = [
+                _mm512_fmadd_ps(f[0], load(0, cp), _mm512_mul_ps(i[0], z[0])),
+                _mm512_fmadd_ps(f[1], load(1, cp), _mm512_mul_ps(i[1], z[1])),
+            ];
+            let hv = [tanh(cv[0]), tanh(cv[1])];
+            for w in 0..2 {
+                _mm512_mask_storeu_ps(cp.wrapping_add(16 * w), masks[w], cv[w]);
+                let hp = h.wrapping_add(j + 16 * w);
+                _mm512_mask_storeu_ps(hp, masks[w], _mm512_mul_ps(o[w], hv[w]));
             }
         }
     }
