@@ -648,7 +648,7 @@ impl Avx2Fma {
                 };
                 let mut ic = 0;
                 while ic < m {
-                    let mr = MR16.min(m - ic);
+                    let mr = balanced_rows(m - ic, MR16);
                     let t = Tile {
                         kc,
                         a: a.data[ic * a.rs + pc * a.cs..].as_ptr(),
@@ -751,6 +751,14 @@ impl Avx2Fma {
 /// Rows per tile of the AVX-512 GEMM kernels: `MR16` rows of two 16-lane
 /// panels (24 accumulators, 2 panel loads, 12 broadcasts per step).
 const MR16: usize = 12;
+
+/// Rows of the next tile when `left` rows remain and a tile holds at most
+/// `max`: the rows are spread evenly over the tiles still needed (16 rows
+/// become 8 + 8, not 12 + 4, whose short tile would waste most of its
+/// loads).
+fn balanced_rows(left: usize, max: usize) -> usize {
+    left.div_ceil(left.div_ceil(max))
+}
 
 /// Rows per tile of the AVX-512 direct convolution (one panel of 16 output
 /// columns, so up to 16 rows fit the registers).
@@ -1122,7 +1130,7 @@ impl Avx2Fma {
             }
         }
         let ohw = d.oh * d.ow;
-        let mut strip = |oy: usize, ox0: usize, cols: usize, hi: usize, rows: usize| {
+        let strip = |y: &mut [f32], oy: usize, ox0: usize, cols: usize, hi: usize, rows: usize| {
             let mut ib = 0;
             while ib < mg {
                 let mr = self.conv_mr().min(mg - ib);
@@ -1160,19 +1168,143 @@ impl Avx2Fma {
                 ib += mr;
             }
         };
+        // Two strips per AVX-512 tile (`MR16` rows x 2 strips): two input
+        // loads and `MR16` weight broadcasts feed `2·MR16` FMAs.
+        type Strip = (usize, usize, usize, usize, usize);
+        let strips2 = |y: &mut [f32], s0: Strip, s1: Strip| {
+            let mut ib = 0;
+            while ib < mg {
+                let mr = balanced_rows(mg - ib, MR16);
+                let mut tile = |(oy, ox0, cols, hi, rows): Strip| ConvTile {
+                    a: w[ib * k..].as_ptr(),
+                    lda: k,
+                    b: xp[oy * d.sh * d.row + ox0..].as_ptr(),
+                    taps: &taps[..ntaps],
+                    cg: d.cg,
+                    plane,
+                    c: y[ib * ohw + oy * d.ow + ox0..].as_mut_ptr(),
+                    ldc: ohw,
+                    cols,
+                    hi,
+                    rows,
+                    ow: d.ow,
+                    beta,
+                };
+                let (t0, t1) = (tile(s0), tile(s1));
+                // SAFETY: the token saw AVX-512F; each strip is one the
+                // single-strip kernel accepts (see `strip` above), and the
+                // two share weights, taps and channel geometry.
+                unsafe {
+                    if d.pair {
+                        conv_rows_1_to_12_x2::<true>(mr, &t0, &t1);
+                    } else {
+                        conv_rows_1_to_12_x2::<false>(mr, &t0, &t1);
+                    }
+                }
+                ib += mr;
+            }
+        };
+        // Strips in order; on AVX-512 consecutive ones go two to a tile,
+        // except in pair mode (measured slower there: its merged half-loads
+        // already give each tile two rows).
+        let mut pending: Option<Strip> = None;
+        let mut visit = |y: &mut [f32], st: Strip| {
+            if !self.avx512 || d.pair {
+                strip(y, st.0, st.1, st.2, st.3, st.4);
+            } else if let Some(s0) = pending.take() {
+                strips2(y, s0, st);
+            } else {
+                pending = Some(st);
+            }
+        };
         if d.pair {
             for oy in (0..d.oh).step_by(2) {
                 let rows = (d.oh - oy).min(2);
                 let hi = if rows == 2 { d.sh * d.row } else { 0 };
-                strip(oy, 0, d.ow, hi, rows);
+                visit(y, (oy, 0, d.ow, hi, rows));
             }
         } else {
             for oy in 0..d.oh {
                 let mut ox0 = 0;
                 while ox0 < d.ow {
                     let cols = NR.min(d.ow - ox0);
-                    strip(oy, ox0, cols, 0, 1);
+                    visit(y, (oy, ox0, cols, 0, 1));
                     ox0 += cols;
+                }
+            }
+        }
+        if let Some((oy, ox0, cols, hi, rows)) = pending {
+            strip(y, oy, ox0, cols, hi, rows);
+        }
+    }
+}
+
+/// # Safety
+/// As [`conv_micro16x2`], with `1 <= r <= MR16` rows.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn conv_rows_1_to_12_x2<const PAIR: bool>(r: usize, t0: &ConvTile<'_>, t1: &ConvTile<'_>) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match r {
+            12 => conv_micro16x2::<12, PAIR>(t0, t1),
+            11 => conv_micro16x2::<11, PAIR>(t0, t1),
+            10 => conv_micro16x2::<10, PAIR>(t0, t1),
+            9 => conv_micro16x2::<9, PAIR>(t0, t1),
+            8 => conv_micro16x2::<8, PAIR>(t0, t1),
+            7 => conv_micro16x2::<7, PAIR>(t0, t1),
+            6 => conv_micro16x2::<6, PAIR>(t0, t1),
+            5 => conv_micro16x2::<5, PAIR>(t0, t1),
+            4 => conv_micro16x2::<4, PAIR>(t0, t1),
+            3 => conv_micro16x2::<3, PAIR>(t0, t1),
+            2 => conv_micro16x2::<2, PAIR>(t0, t1),
+            _ => conv_micro16x2::<1, PAIR>(t0, t1),
+        }
+    }
+}
+
+/// Two strips of [`conv_micro16`] (same weights, taps and channels; their
+/// own input, output, columns and, in pair mode, rows) in one tile.
+///
+/// # Safety
+/// As [`conv_micro16`] for each of `t0` and `t1`.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn conv_micro16x2<const R: usize, const PAIR: bool>(t0: &ConvTile<'_>, t1: &ConvTile<'_>) {
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    // SAFETY: every address below is one the caller vouches for; the pair
+    // loads are those of `conv_micro16`.
+    unsafe {
+        let load = |t: &ConvTile<'_>, bp: *const f32| {
+            if PAIR {
+                let lo = _mm512_maskz_loadu_ps(0x00FF, bp);
+                _mm512_mask_loadu_ps(lo, 0xFF00, bp.wrapping_add(t.hi).wrapping_sub(8))
+            } else {
+                _mm512_loadu_ps(bp)
+            }
+        };
+        let mut ap = t0.a;
+        for ci in 0..t0.cg {
+            let b0 = t0.b.add(ci * t0.plane);
+            let b1 = t1.b.add(ci * t0.plane);
+            for &tap in t0.taps {
+                let v0 = load(t0, b0.add(tap));
+                let v1 = load(t1, b1.add(tap));
+                for rr in 0..R {
+                    let wv = _mm512_set1_ps(*ap.add(rr * t0.lda));
+                    acc[rr][0] = _mm512_fmadd_ps(wv, v0, acc[rr][0]);
+                    acc[rr][1] = _mm512_fmadd_ps(wv, v1, acc[rr][1]);
+                }
+                ap = ap.add(1);
+            }
+        }
+        for (v, t) in [t0, t1].into_iter().enumerate() {
+            let mask = mask16(t.cols.min(if PAIR { 8 } else { NR }));
+            for rr in 0..R {
+                let cp = t.c.add(rr * t.ldc);
+                store16(acc[rr][v], cp, mask, 1.0, t.beta);
+                if PAIR && t.rows == 2 {
+                    let hp = cp.wrapping_add(t.ow).wrapping_sub(8);
+                    store16(acc[rr][v], hp, mask << 8, 1.0, t.beta);
                 }
             }
         }
