@@ -121,7 +121,8 @@ pub fn conv2d_scratch_len(p: &Conv2d) -> usize {
         return 0;
     }
     let k = prod(&[p.c / p.group, p.kh, p.kw]);
-    let im2col = Engine::b_len(k, prod(&[p.oh, p.ow]));
+    // Slack to start the packed columns on a cache line.
+    let im2col = Engine::b_len(k, prod(&[p.oh, p.ow])) + 15;
     // Independent of the CPU: the larger of both paths' needs.
     im2col.max(Direct::new(p).len())
 }
@@ -328,7 +329,8 @@ pub(crate) fn conv2d_with(
                 d.pad_input(p, xg, scratch);
                 eng.conv_direct(&d, mg, wg, &scratch[..d.len()], beta, yg);
             } else {
-                let col = &mut scratch[..Engine::b_len(k, ohw)];
+                let skip = scratch.as_ptr().align_offset(64).min(15);
+                let col = &mut scratch[skip..skip + Engine::b_len(k, ohw)];
                 im2col(p, xg, cg, eng.b_panels(), col);
                 eng.gemm_nn(mg, ohw, k, wg, col, beta, yg);
             }

@@ -209,12 +209,21 @@ impl Engine {
             .enumerate()
         {
             let cols = PANEL.min(n - q * PANEL);
+            // Whole 16x16 blocks by register transposes where the CPU can;
+            // the depth from `done` on is packed below.
+            let done = match self.0 {
+                #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
+                Isa::Avx2(t) if cols == PANEL => {
+                    t.transpose_panel(&bt[q * PANEL * k..(q + 1) * PANEL * k], k, panel)
+                }
+                _ => 0,
+            };
             if cols < PANEL {
                 panel.fill(0.0);
             }
             for c in 0..cols {
                 let row = &bt[(q * PANEL + c) * k..][..k];
-                for (p, &v) in row.iter().enumerate() {
+                for (p, &v) in row.iter().enumerate().skip(done) {
                     panel[p * PANEL + c] = v;
                 }
             }

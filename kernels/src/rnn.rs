@@ -159,10 +159,18 @@ pub struct Rnn {
 /// f32 scratch elements lstm()/gru() need.
 ///
 /// LSTM: the input projection `[seq, batch, 4H]`, the `h` and `c` states and
-/// `Rᵀ` of one direction in the GEMM engine's packed layout.
+/// `Wᵀ` or `Rᵀ` of one direction (one after the other) in the GEMM engine's
+/// packed layout.
 pub fn lstm_scratch_len(p: &Rnn) -> usize {
-    p.seq * p.batch * 4 * p.hidden + 2 * p.batch * p.hidden + Engine::b_len(p.hidden, 4 * p.hidden)
+    p.seq * p.batch * 4 * p.hidden
+        + 2 * p.batch * p.hidden
+        + Engine::b_len(p.hidden.max(p.input), 4 * p.hidden)
+        + ALIGN_SLACK
 }
+
+/// Floats of slack so the packed weights can start on a 64-byte boundary
+/// (each 16-float panel row is then exactly one cache line).
+const ALIGN_SLACK: usize = 15;
 
 /// f32 scratch elements gru() needs: the input projection `[seq, batch, 3H]`,
 /// the `h` state, `h·R[zr]ᵀ` (`[batch, 2H]`) and two `[batch, H]` temporaries.
@@ -232,9 +240,10 @@ pub fn lstm(
     let (xw, rest) = scratch.split_at_mut(s * nb * g4);
     let (hs, rest) = rest.split_at_mut(nb * h);
     let (cs, rest) = rest.split_at_mut(nb * h);
-    // Rᵀ is packed once per direction: every step then streams it in the
-    // order the GEMM reads it (all batch rows at once, no transposed reads).
-    let rp = &mut rest[..Engine::b_len(h, g4)];
+    // Wᵀ and Rᵀ are packed once per direction: every step then streams Rᵀ
+    // in the order the GEMM reads it (all batch rows at once).
+    let skip = rest.as_ptr().align_offset(64).min(ALIGN_SLACK);
+    let packed = &mut rest[skip..skip + Engine::b_len(h.max(ni), g4)];
     let eng = Engine::detect();
     let plain = acts == [Act::Sigmoid, Act::Tanh, Act::Tanh]
         && p.clip.is_none()
@@ -257,8 +266,14 @@ pub fn lstm(
             None => cs.fill(0.0),
         }
 
-        gemm(s * nb, g4, ni, 1.0, x, false, wd, true, 0.0, xw);
-        eng.pack_bt(rd, h, g4, rp);
+        // W is used once per direction but for every time step: packing it
+        // first turns the projection into a prepacked GEMM.
+        if s * nb > 0 {
+            eng.pack_bt(wd, ni, g4, packed);
+            eng.gemm_nn(s * nb, g4, ni, x, packed, 0.0, xw);
+        }
+        eng.pack_bt(rd, h, g4, packed);
+        let rp = &*packed;
 
         for step in 0..s {
             let t = if backward { s - 1 - step } else { step };

@@ -534,12 +534,13 @@ impl Avx2Fma {
                 return self.packed_driver512(m, n, k, alpha, a, b, beta, c, &mut []);
             }
             BSource::Strided(_) if self.avx512 => {
-                let mut buf = [0.0f32; 2 * KC * NR];
-                return self.packed_driver512(m, n, k, alpha, a, b, beta, c, &mut buf);
+                let mut buf = Aligned([0.0f32; 2 * KC * NR]);
+                return self.packed_driver512(m, n, k, alpha, a, b, beta, c, &mut buf.0);
             }
             _ => {}
         }
-        let mut buf = [0.0f32; KC * NR];
+        let mut buf = Aligned([0.0f32; KC * NR]);
+        let buf = &mut buf.0;
         let mut pc = 0;
         while pc < k {
             let kc = KC.min(k - pc);
@@ -549,7 +550,7 @@ impl Avx2Fma {
                 let nc = NR.min(n - jc);
                 let bp: &[f32] = match b {
                     BSource::Strided(b) => {
-                        pack_panel(&mut buf, b, pc, kc, jc, nc);
+                        pack_panel(buf, b, pc, kc, jc, nc);
                         &buf[..kc * NR]
                     }
                     BSource::Packed(packed) => {
@@ -997,6 +998,11 @@ unsafe fn conv_micro16<const R: usize, const PAIR: bool>(t: &ConvTile<'_>) {
     }
 }
 
+/// A stack buffer on a cache-line boundary: each 16-float panel row is then
+/// one line (a misaligned row costs two, and split loads).
+#[repr(C, align(64))]
+struct Aligned<T>(T);
+
 /// Where the packed driver gets its B panels from.
 #[derive(Debug, Clone, Copy)]
 enum BSource<'a> {
@@ -1408,6 +1414,30 @@ unsafe fn conv_micro<const R: usize, const V: usize, const PAIR: bool>(t: &ConvT
 }
 
 impl Avx2Fma {
+    /// Packs the 16 rows of `rows` (`16 x k`, row-major) transposed into
+    /// `panel` (`k x 16`) for depth `0..done`, 16 at a time with AVX-512
+    /// register transposes, and returns `done` (a multiple of 16; 0 without
+    /// AVX-512). The caller packs the rest.
+    ///
+    /// # Panics
+    /// If `rows` is shorter than `16k` or `panel` than `16k`.
+    pub(crate) fn transpose_panel(self, rows: &[f32], k: usize, panel: &mut [f32]) -> usize {
+        if !self.avx512 {
+            return 0;
+        }
+        assert!(rows.len() >= NR * k && panel.len() >= NR * k);
+        let done = k & !(NR - 1);
+        let mut p = 0;
+        while p < done {
+            // SAFETY: the token saw AVX-512F; row c's loads cover
+            // rows[c·k + p..+16] and the stores panel[(p + i)·16..+16], all
+            // below 16k (p + 16 <= done <= k, asserted lengths).
+            unsafe { transpose16(rows.as_ptr().add(p), k, panel.as_mut_ptr().add(p * NR)) };
+            p += NR;
+        }
+        done
+    }
+
     /// Whether [`Self::lstm_cell`] has an intrinsics path.
     pub(crate) fn has_lstm_cell(self) -> bool {
         self.avx512
@@ -1582,6 +1612,70 @@ mod cell {
                 let hp = h.wrapping_add(j + 16 * w);
                 _mm512_mask_storeu_ps(hp, masks[w], _mm512_mul_ps(o[w], hv[w]));
             }
+        }
+    }
+}
+
+/// Transposes the 16x16 block at `src` (row stride `lds`) into 16
+/// contiguous rows of 16 at `dst`: unpack pairs, then quads, then two rounds
+/// of 128-bit lane shuffles.
+///
+/// # Safety
+/// AVX-512F available; `src + r·lds + 0..16` (r < 16) readable and
+/// `dst + 0..256` writable.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn transpose16(src: *const f32, lds: usize, dst: *mut f32) {
+    use core::arch::x86_64::{
+        _mm512_castpd_ps, _mm512_castps_pd, _mm512_shuffle_f32x4, _mm512_storeu_ps,
+        _mm512_unpackhi_pd, _mm512_unpackhi_ps, _mm512_unpacklo_pd, _mm512_unpacklo_ps,
+    };
+    // SAFETY: the caller vouches for the 16 rows read and 256 floats written.
+    unsafe {
+        let mut r = [_mm512_setzero_ps(); 16];
+        for (i, v) in r.iter_mut().enumerate() {
+            *v = _mm512_loadu_ps(src.add(i * lds));
+        }
+        // t: within each 128-bit lane, pairs of rows interleaved.
+        let mut t = [_mm512_setzero_ps(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        // u[4g + j]: rows 4g..4g+4 at column 4l + j of each lane l.
+        let mut u = [_mm512_setzero_ps(); 16];
+        for g in 0..4 {
+            let (a, b, c, d) = (t[4 * g], t[4 * g + 1], t[4 * g + 2], t[4 * g + 3]);
+            let pd = |x, y, hi: bool| {
+                let (x, y) = (_mm512_castps_pd(x), _mm512_castps_pd(y));
+                _mm512_castpd_ps(if hi {
+                    _mm512_unpackhi_pd(x, y)
+                } else {
+                    _mm512_unpacklo_pd(x, y)
+                })
+            };
+            u[4 * g] = pd(a, c, false);
+            u[4 * g + 1] = pd(a, c, true);
+            u[4 * g + 2] = pd(b, d, false);
+            u[4 * g + 3] = pd(b, d, true);
+        }
+        // v: lanes 0 and 2 (0x88) or 1 and 3 (0xdd) of two row groups.
+        let mut v = [_mm512_setzero_ps(); 16];
+        for j in 0..4 {
+            v[j] = _mm512_shuffle_f32x4::<0x88>(u[j], u[4 + j]);
+            v[4 + j] = _mm512_shuffle_f32x4::<0xdd>(u[j], u[4 + j]);
+            v[8 + j] = _mm512_shuffle_f32x4::<0x88>(u[8 + j], u[12 + j]);
+            v[12 + j] = _mm512_shuffle_f32x4::<0xdd>(u[8 + j], u[12 + j]);
+        }
+        // Column c of the block: c = 4l + j comes from lane l of group j.
+        for j in 0..8 {
+            _mm512_storeu_ps(
+                dst.add(j * 16),
+                _mm512_shuffle_f32x4::<0x88>(v[j], v[8 + j]),
+            );
+            _mm512_storeu_ps(
+                dst.add((8 + j) * 16),
+                _mm512_shuffle_f32x4::<0xdd>(v[j], v[8 + j]),
+            );
         }
     }
 }
