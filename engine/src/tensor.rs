@@ -76,6 +76,7 @@ macro_rules! typed {
 typed!(f32, f32_mut, f32, F32);
 typed!(i64, i64_mut, i64, I64);
 typed!(i32, i32_mut, i32, I32);
+typed!(i8, i8_mut, i8, I8);
 
 impl<'x> Tensor<'x> {
     pub fn shape(&self) -> Shape {

@@ -357,6 +357,17 @@ pub enum Op {
     ScatterElements {
         axis: u8,
     },
+    /// TFLite int8 `FULLY_CONNECTED`: x i8 `[rows, depth]`, w i8
+    /// `[units, depth]` (symmetric), bias i32 `[units]` (optional),
+    /// requantization i32 `[1 or units, 2]` (Q31 mantissa, shift of
+    /// `real = mantissa · 2^(shift - 31)`); output i8 `[rows, units]`
+    /// clamped to `[act_min, act_max]` (the fused activation).
+    QFullyConnected {
+        x_zp: i32,
+        y_zp: i32,
+        act_min: i32,
+        act_max: i32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -418,6 +429,7 @@ impl Op {
             Op::Trilu { .. } => "Trilu",
             Op::LRN { .. } => "LRN",
             Op::ScatterElements { .. } => "ScatterElements",
+            Op::QFullyConnected { .. } => "QFullyConnected",
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod gemm;
 pub mod math;
 pub mod norm;
 pub mod pool;
+pub mod quant;
 pub mod rnn;
 #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
 mod simd_x86;

@@ -216,6 +216,12 @@ fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
         Op::Dequantize { axis } => quant::dequantize(*axis as usize, io),
         Op::Quantize { axis } => quant::quantize(*axis as usize, io),
         Op::QLinearConv { window, group } => quant::qlinear_conv(window, *group as usize, io),
+        Op::QFullyConnected {
+            x_zp,
+            y_zp,
+            act_min,
+            act_max,
+        } => quant::q_fully_connected([*x_zp, *y_zp, *act_min, *act_max], io),
     }
 }
 

@@ -1,4 +1,5 @@
-//! QuantizeLinear, DequantizeLinear and the integer-exact QLinearConv.
+//! QuantizeLinear, DequantizeLinear, the integer-exact QLinearConv and the
+//! TFLite int8 kernels (fixed-point requantization).
 
 use super::conv::nchw;
 use super::{Io, same_len};
@@ -247,4 +248,57 @@ impl QConv<'_> {
         }
         Ok(())
     }
+}
+
+/// TFLite int8 FULLY_CONNECTED (see `kiln_format::Op::QFullyConnected`).
+pub(crate) fn q_fully_connected(
+    [x_zp, y_zp, act_min, act_max]: [i32; 4],
+    io: &mut Io<'_>,
+) -> Result<(), EngineError> {
+    use kiln_kernels::quant::{QFullyConnected, fully_connected_i8};
+    let x = io.input(0)?;
+    let w = io.input(1)?;
+    let bias = io.opt_input(2);
+    let rq = io.input(3)?;
+    let mut y = io.output(0)?;
+    let (xs, ws, ys) = (x.shape(), w.shape(), y.shape());
+    if ws.rank != 2 || xs.rank != 2 || ys.rank != 2 {
+        return Err(bad("QFullyConnected operands must be 2-D"));
+    }
+    let (rows, depth, units) = (xs.dims[0], xs.dims[1], ws.dims[0]);
+    if ws.dims[1] != depth || ys.dims[0] != rows || ys.dims[1] != units {
+        return Err(bad("QFullyConnected shapes disagree"));
+    }
+    let rq: &[[i32; 2]] = bytemuck::try_cast_slice(rq.i32()?)
+        .map_err(|_| bad("QFullyConnected requantization must be [n, 2]"))?;
+    if rq.len() != 1 && rq.len() != units {
+        return Err(bad(
+            "QFullyConnected requantization must be [1 or units, 2]",
+        ));
+    }
+    let bias = match bias {
+        Some(b) if b.info.numel() == units => Some(b.i32()?),
+        Some(_) => {
+            return Err(bad(
+                "QFullyConnected bias must be int32 with one value per unit",
+            ));
+        }
+        None => None,
+    };
+    let (xd, wd) = (x.i8()?, w.i8()?);
+    let out = y.i8_mut()?;
+    if xd.len() < rows * depth || wd.len() < units * depth || out.len() < rows * units {
+        return Err(bad("QFullyConnected operand shorter than its shape"));
+    }
+    let p = QFullyConnected {
+        rows,
+        depth,
+        units,
+        x_zp,
+        y_zp,
+        act_min,
+        act_max,
+    };
+    fully_connected_i8(&p, xd, wd, bias, rq, out);
+    Ok(())
 }
