@@ -170,6 +170,12 @@ pub const CORPUS_TFLITE_GOLDEN: &[(&str, &str)] = &[
         "mlperf_ic_resnet8_f32",
         "mlperf-tiny/pretrainedResnet.tflite",
     ),
+    // Int8 (TFLite spec): compared byte for byte.
+    (
+        "tflm_hello_world_int8",
+        "tflite-micro/hello_world_int8.tflite",
+    ),
+    ("mlperf_ad_autoencoder_int8", "mlperf-tiny/ad01_int8.tflite"),
 ];
 
 /// (golden file stem, model path relative to the corpus).

@@ -573,8 +573,14 @@ fn run(
         let mut obj = serde_json::Map::new();
         for (spec, t) in model.outputs().iter().zip(&outs) {
             let vals = t.to_f64();
+            // Integers print as integers (an int8 output of 104, not 104.0).
+            let data = if t.dtype.is_float() {
+                serde_json::json!(vals)
+            } else {
+                serde_json::json!(vals.iter().map(|&v| v as i64).collect::<Vec<_>>())
+            };
             let mut entry =
-                serde_json::json!({"dtype": t.dtype.name(), "shape": t.shape, "data": vals});
+                serde_json::json!({"dtype": t.dtype.name(), "shape": t.shape, "data": data});
             if !spec.labels.is_empty() {
                 entry["labels"] = serde_json::json!(spec.labels);
             }

@@ -47,6 +47,7 @@ fn npy(name: &str, dtype: &str, shape: &[usize], data: &[u8]) -> String {
     let t = kiln_runtime_native::TensorValue {
         dtype: match dtype {
             "f32" => kiln_format::DType::F32,
+            "i8" => kiln_format::DType::I8,
             _ => kiln_format::DType::I64,
         },
         shape: shape.to_vec(),
@@ -210,11 +211,20 @@ fn tflite_models_compile_or_fail_cleanly() {
         .as_f64()
         .expect("a number");
     assert!((y - 1.5f64.sin()).abs() < 0.2, "the sine model gives {y}");
-    // Integer models are refused with the reason, not run wrongly.
+    // The int8 sine model runs in integer arithmetic: LiteRT 2.3.0 maps
+    // -87 to 104 (the golden pair).
     let int8 = corpus.join("tflite-micro/hello_world_int8.tflite");
-    let (code, err) = failure(&kiln(&["inspect", int8.to_str().unwrap_or("")]));
+    let x = npy("hw8.npy", "i8", &[1, 1], &[(-87i8) as u8]);
+    let o = kiln(&["run", int8.to_str().unwrap_or(""), "--input", &x, "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["StatefulPartitionedCall:0"]["data"][0], 104, "{v}");
+    // Int8 ops without integer kernels yet are refused with the reason, not
+    // run wrongly.
+    let kws = corpus.join("mlperf-tiny/kws_ref_model.tflite");
+    let (code, err) = failure(&kiln(&["inspect", kws.to_str().unwrap_or("")]));
     assert_eq!(code, 3, "{err}");
-    assert!(err.contains("integer-quantized TFLite"), "{err}");
+    assert!(err.contains("CONV_2D is not supported yet"), "{err}");
     // Every truncation of a real flatbuffer is an error (exit 3), never a panic.
     let bytes = std::fs::read(&float).expect("model");
     for cut in [8, 16, 40, 100, 200, bytes.len() / 2, bytes.len() - 7] {

@@ -46,6 +46,7 @@ pub fn graph_stats(g: &Graph) -> GraphStats {
                 let k = if *trans_a { a[0] } else { a[1] };
                 numel(&out) * k as u64
             }
+            Op::QFullyConnected { .. } => numel(&out) * *shape(0).last().unwrap_or(&1) as u64,
             Op::MatMul { .. } => {
                 let a = shape(0);
                 numel(&out) * *a.last().unwrap_or(&1) as u64

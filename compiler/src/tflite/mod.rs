@@ -468,11 +468,12 @@ pub fn import(bytes: &[u8], opts: &ImportOptions) -> Result<Imported> {
             input: t.name.clone(),
             detail: format!("TFLite type {} is not supported", t.ty),
         })?;
-        if dt != DType::F32 {
+        let int8_input = dt == DType::I8 && t.scale.len() == 1 && t.zero_point.len() == 1;
+        if dt != DType::F32 && !int8_input {
             return Err(CompileError::Input {
                 input: t.name.clone(),
                 detail: format!(
-                    "{dt} model input: integer-quantized TFLite models are not supported yet (float models are)"
+                    "{dt} model input: only float32 and per-tensor int8 TFLite inputs are supported"
                 ),
             });
         }
@@ -550,6 +551,135 @@ pub fn import(bytes: &[u8], opts: &ImportOptions) -> Result<Imported> {
     })
 }
 
+/// Per-tensor `(scale, zero point)` of an int8 tensor.
+fn per_tensor(cx: &Cx, t: &TfTensor) -> Result<(f32, i32)> {
+    match (t.scale.as_slice(), t.zero_point.as_slice()) {
+        ([s], [z]) if s.is_finite() && *s > 0.0 && (-128..=127).contains(z) => Ok((*s, *z as i32)),
+        _ => Err(cx.err(format!(
+            "int8 tensor '{}' needs one positive scale and an int8 zero point (has {:?}, {:?})",
+            t.name, t.scale, t.zero_point
+        ))),
+    }
+}
+
+/// The fused activation as an int8 clamp (TFLite's
+/// `CalculateActivationRangeQuantized`: bounds quantized with
+/// round-half-away-from-zero in float).
+fn act_range(cx: &Cx, act: i8, scale: f32, zp: i32) -> Result<(i32, i32)> {
+    let q = |v: f32| zp.saturating_add((v / scale).round() as i32);
+    let (lo, hi) = match act {
+        0 => (-128, 127),
+        1 => (q(0.0), 127),
+        2 => (q(-1.0), q(1.0)),
+        3 => (q(0.0), q(6.0)),
+        other => {
+            return Err(cx.err(format!(
+                "fused activation {other} on an int8 op is not supported"
+            )));
+        }
+    };
+    Ok((lo.max(-128), hi.min(127)))
+}
+
+/// Int8 FULLY_CONNECTED: the multipliers are computed here exactly as
+/// LiteRT's `Prepare` does (per tensor: the scale product in float, then the
+/// division in double; per channel: all in double), so the run-time
+/// integer arithmetic reproduces its bytes.
+fn q_fully_connected(
+    cx: &mut Cx,
+    xi: i32,
+    wi: i32,
+    bi: Option<i32>,
+    o: i32,
+    act: i8,
+) -> Result<()> {
+    use kiln_kernels::fixed::Multiplier;
+    let (xt, wt, yt) = (
+        cx.tensor(xi)?.clone(),
+        cx.tensor(wi)?.clone(),
+        cx.tensor(o)?.clone(),
+    );
+    if dtype_of(xt.ty) != Some(DType::I8) || dtype_of(wt.ty) != Some(DType::I8) {
+        return Err(cx.err("int8 FULLY_CONNECTED needs int8 input and weights (hybrid models are not supported yet)"));
+    }
+    let (xs, xz) = per_tensor(cx, &xt)?;
+    let (ys, yz) = per_tensor(cx, &yt)?;
+    if wt.shape.len() != 2 || wt.data.is_none() {
+        return Err(cx.err("FULLY_CONNECTED weights must be a constant [units, depth]"));
+    }
+    let (units, depth) = (wt.shape[0], wt.shape[1]);
+    if wt.zero_point.iter().any(|&z| z != 0) {
+        return Err(cx.err("int8 weights must be symmetric (zero point 0)"));
+    }
+    let ws = &wt.scale;
+    if ws.len() != 1 && ws.len() != units {
+        return Err(cx.err(format!("{} weight scales for {units} units", ws.len())));
+    }
+    let mut rq = Vec::with_capacity(ws.len() * 2);
+    for &w in ws {
+        let real = if ws.len() == 1 {
+            f64::from(xs * w) / f64::from(ys)
+        } else {
+            f64::from(xs) * f64::from(w) / f64::from(ys)
+        };
+        let m = Multiplier::new(real)
+            .ok_or_else(|| cx.err(format!("requantization multiplier {real} is out of range")))?;
+        rq.extend([m.mantissa, m.shift]);
+    }
+    let (act_min, act_max) = act_range(cx, act, ys, yz)?;
+    let x = cx.get(xi, false)?;
+    let xn = cx.g.tensors[x].numel();
+    if depth == 0 || !xn.is_multiple_of(depth) {
+        return Err(cx.err(format!(
+            "input of {xn} values is not a multiple of the weights' {depth} columns"
+        )));
+    }
+    let rows = xn / depth;
+    let x2 = if cx.g.tensors[x].shape == [rows, depth] {
+        x
+    } else {
+        cx.emit(Op::Reshape, vec![Some(x)], DType::I8, vec![rows, depth])?
+    };
+    let (w, _) = cx.stored(wi)?;
+    let bias = match bi {
+        Some(b) => {
+            let bt = cx.tensor(b)?.clone();
+            if dtype_of(bt.ty) != Some(DType::I32) || bt.shape.iter().product::<usize>() != units {
+                return Err(
+                    cx.err("int8 FULLY_CONNECTED bias must be int32 with one value per unit")
+                );
+            }
+            Some(cx.stored(b)?.0)
+        }
+        None => None,
+    };
+    let n = rq.len() / 2;
+    let rq_bytes: Vec<u8> = rq.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let rq_id = cx.g.add_const(
+        format!("{}:requant", cx.node),
+        DType::I32,
+        vec![n, 2],
+        rq_bytes,
+    );
+    let y = cx.emit(
+        Op::QFullyConnected {
+            x_zp: xz,
+            y_zp: yz,
+            act_min,
+            act_max,
+        },
+        vec![Some(x2), Some(w), bias, Some(rq_id)],
+        DType::I8,
+        vec![rows, units],
+    )?;
+    let y = if yt.shape == [rows, units] {
+        y
+    } else {
+        cx.emit(Op::Reshape, vec![Some(y)], DType::I8, yt.shape.clone())?
+    };
+    cx.set(o, y, false)
+}
+
 fn opt_i32(t: Option<Table<'_>>, id: usize, default: i32) -> Result<i32> {
     match t {
         Some(t) => t.i32(id, default).map_err(parse_err),
@@ -583,8 +713,15 @@ fn import_op(cx: &mut Cx, op: &OpDesc<'_>) -> Result<()> {
     };
     let out_t = cx.tensor(o)?.clone();
     let out_dt = dtype_of(out_t.ty).unwrap_or(DType::F32);
-    if out_dt != DType::F32 && op.code != code::DEQUANTIZE && !out_t.scale.is_empty() {
-        return Err(cx.err("integer-quantized TFLite ops are not supported yet (float models are)"));
+    let int8_ok = matches!(
+        op.code,
+        code::FULLY_CONNECTED | code::RESHAPE | code::SQUEEZE | code::EXPAND_DIMS
+    );
+    if out_dt != DType::F32 && op.code != code::DEQUANTIZE && !out_t.scale.is_empty() && !int8_ok {
+        return Err(cx.err(format!(
+            "{out_dt} (quantized) {} is not supported yet: the int8 kernels cover FULLY_CONNECTED so far",
+            cx.op
+        )));
     }
     let act_of = |cx: &Cx, id: usize| -> Result<Unary> {
         fused(opt_i8(op.options, id)?).map_err(|e| cx.err(e))
@@ -698,6 +835,17 @@ fn import_op(cx: &mut Cx, op: &OpDesc<'_>) -> Result<()> {
             )?;
             let y = cx.activation(y, act)?;
             cx.set(o, y, true)
+        }
+        code::FULLY_CONNECTED if out_dt == DType::I8 => {
+            let act = opt_i8(op.options, 0)?;
+            q_fully_connected(
+                cx,
+                input(0)?,
+                input(1)?,
+                op.inputs.get(2).copied().filter(|&b| b >= 0),
+                o,
+                act,
+            )
         }
         code::FULLY_CONNECTED => {
             let x = cx.get(input(0)?, false)?;
