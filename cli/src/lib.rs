@@ -176,6 +176,11 @@ pub const CORPUS_TFLITE_GOLDEN: &[(&str, &str)] = &[
         "tflite-micro/hello_world_int8.tflite",
     ),
     ("mlperf_ad_autoencoder_int8", "mlperf-tiny/ad01_int8.tflite"),
+    (
+        "tflm_micro_speech_int8",
+        "tflite-micro/micro_speech_quantized.tflite",
+    ),
+    ("mlperf_kws_dscnn_int8", "mlperf-tiny/kws_ref_model.tflite"),
 ];
 
 /// (golden file stem, model path relative to the corpus).

@@ -368,6 +368,31 @@ pub enum Op {
         act_min: i32,
         act_max: i32,
     },
+    /// TFLite int8 `SOFTMAX` over the last axis: x i8, table f32 `[256]`
+    /// (`e^(-input_scale·beta·d)` for `d = max - x`); output i8 with
+    /// `y_scale`, `y_zp` (see `kiln_kernels::quant::softmax_i8`).
+    QSoftmax {
+        y_scale: f32,
+        y_zp: i32,
+    },
+    /// TFLite int8 `CONV_2D` / `DEPTHWISE_CONV_2D` (NCHW): x i8, w i8
+    /// `[M, C/group, KH, KW]` (symmetric), bias i32 `[M]` (optional),
+    /// requantization i32 `[1 or M, 2]` as in `QFullyConnected`; output i8.
+    QConv {
+        window: Window,
+        group: u32,
+        x_zp: i32,
+        y_zp: i32,
+        act_min: i32,
+        act_max: i32,
+    },
+    /// TFLite int8 `AVERAGE_POOL_2D` (NCHW, input and output share their
+    /// quantization): rounded mean of the in-bounds window, clamped.
+    QAvgPool {
+        window: Window,
+        act_min: i32,
+        act_max: i32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -430,6 +455,9 @@ impl Op {
             Op::LRN { .. } => "LRN",
             Op::ScatterElements { .. } => "ScatterElements",
             Op::QFullyConnected { .. } => "QFullyConnected",
+            Op::QSoftmax { .. } => "QSoftmax",
+            Op::QConv { .. } => "QConv",
+            Op::QAvgPool { .. } => "QAvgPool",
         }
     }
 }

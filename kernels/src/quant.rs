@@ -4,7 +4,94 @@
 //! ([`crate::fixed`]), saturated to the fused activation's range. No
 //! floating point at run time, so every target computes the same bytes.
 
+use crate::conv::Conv2d;
 use crate::fixed::Multiplier;
+use crate::pool::Pool2d;
+
+/// Zero points and output clamp shared by the int8 convolution kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QOut {
+    /// Zero point of the input.
+    pub x_zp: i32,
+    /// Zero point of the output.
+    pub y_zp: i32,
+    /// Clamp of the output (the fused activation in the quantized domain).
+    pub act_min: i32,
+    /// See `act_min`.
+    pub act_max: i32,
+}
+
+impl QOut {
+    /// Requantizes accumulator `acc` of output channel `c` and saturates.
+    #[inline]
+    fn store(&self, acc: i32, requant: &[[i32; 2]], c: usize) -> i8 {
+        let [mantissa, shift] = requant[if requant.len() == 1 { 0 } else { c }];
+        let v = Multiplier { mantissa, shift }
+            .apply(acc)
+            .saturating_add(self.y_zp);
+        v.clamp(self.act_min.max(-128), self.act_max.min(127)) as i8
+    }
+}
+
+/// Int8 2-D convolution (TFLite `CONV_2D` / `DEPTHWISE_CONV_2D` semantics,
+/// NCHW here, filters `[m, c/group, kh, kw]`): padding contributes nothing
+/// (as if it held the input zero point), `acc = Σ (x - x_zp)·w + bias`,
+/// requantized per output channel (or per tensor) and clamped.
+///
+/// # Panics
+/// If a slice is shorter than its shape, `group` does not divide `c` and
+/// `m`, or `requant` has neither 1 nor `m` entries.
+pub fn conv2d_i8(
+    p: &Conv2d,
+    q: &QOut,
+    x: &[i8],
+    w: &[i8],
+    bias: Option<&[i32]>,
+    requant: &[[i32; 2]],
+    y: &mut [i8],
+) {
+    assert!(p.group > 0 && p.c.is_multiple_of(p.group) && p.m.is_multiple_of(p.group));
+    assert!(
+        requant.len() == 1 || requant.len() == p.m,
+        "one multiplier or one per channel"
+    );
+    let (cg, mg) = (p.c / p.group, p.m / p.group);
+    let (x, w) = (&x[..p.n * p.c * p.h * p.w], &w[..p.m * cg * p.kh * p.kw]);
+    let y = &mut y[..p.n * p.m * p.oh * p.ow];
+    let bias = bias.map(|b| &b[..p.m]);
+    let [sh, sw] = p.stride;
+    let [dh, dw] = p.dilation;
+    for b in 0..p.n {
+        for oc in 0..p.m {
+            let g = oc / mg;
+            let wk = &w[oc * cg * p.kh * p.kw..][..cg * p.kh * p.kw];
+            for oy in 0..p.oh {
+                for ox in 0..p.ow {
+                    let mut acc = bias.map_or(0, |bs| bs[oc]);
+                    for ci in 0..cg {
+                        let xc = &x[(b * p.c + g * cg + ci) * p.h * p.w..][..p.h * p.w];
+                        for r in 0..p.kh {
+                            let iy = (oy * sh + r * dh).wrapping_sub(p.pad[0]);
+                            if iy >= p.h {
+                                continue;
+                            }
+                            for s in 0..p.kw {
+                                let ix = (ox * sw + s * dw).wrapping_sub(p.pad[1]);
+                                if ix >= p.w {
+                                    continue;
+                                }
+                                let xv = i32::from(xc[iy * p.w + ix]) - q.x_zp;
+                                let wv = i32::from(wk[(ci * p.kh + r) * p.kw + s]);
+                                acc = acc.wrapping_add(xv * wv);
+                            }
+                        }
+                    }
+                    y[((b * p.m + oc) * p.oh + oy) * p.ow + ox] = q.store(acc, requant, oc);
+                }
+            }
+        }
+    }
+}
 
 /// Shape and quantization of a TFLite int8 `FULLY_CONNECTED`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +162,80 @@ pub fn fully_connected_i8(
     }
 }
 
+/// Int8 average pooling (TFLite `AVERAGE_POOL_2D`; input and output share
+/// scale and zero point): the sum of the window's in-bounds values divided
+/// by their count, rounded half away from zero, clamped to
+/// `[act_min, act_max]`. A window with no in-bounds value gives `act_min`
+/// clamped zero (LiteRT refuses such shapes; the compiler never emits
+/// them).
+///
+/// # Panics
+/// If a slice is shorter than its shape.
+pub fn avg_pool_i8(p: &Pool2d, act_min: i32, act_max: i32, x: &[i8], y: &mut [i8]) {
+    let x = &x[..p.n * p.c * p.h * p.w];
+    let y = &mut y[..p.n * p.c * p.oh * p.ow];
+    let (lo, hi) = (act_min.max(-128), act_max.min(127));
+    for (xc, yc) in x
+        .chunks_exact((p.h * p.w).max(1))
+        .zip(y.chunks_exact_mut((p.oh * p.ow).max(1)))
+    {
+        for oy in 0..p.oh {
+            for ox in 0..p.ow {
+                let (mut sum, mut count) = (0i32, 0i32);
+                for r in 0..p.kh {
+                    let iy = (oy * p.stride[0] + r * p.dilation[0]).wrapping_sub(p.pad[0]);
+                    if iy >= p.h {
+                        continue;
+                    }
+                    for s in 0..p.kw {
+                        let ix = (ox * p.stride[1] + s * p.dilation[1]).wrapping_sub(p.pad[1]);
+                        if ix < p.w {
+                            sum += i32::from(xc[iy * p.w + ix]);
+                            count += 1;
+                        }
+                    }
+                }
+                let avg = match count {
+                    0 => 0,
+                    _ if sum > 0 => (sum + count / 2) / count,
+                    _ => (sum - count / 2) / count,
+                };
+                yc[oy * p.ow + ox] = avg.clamp(lo, hi) as i8;
+            }
+        }
+    }
+}
+
+/// Int8 softmax over rows of `row` values, as LiteRT computes it on x86:
+/// `table[d] = e^(-input_scale·beta·d)` for the distance `d = max - x`
+/// (computed once by the compiler, in f32, and stored: every runtime
+/// reads the same 256 values), the row sum accumulated in f32 in index
+/// order, `inv = 1 / (sum · output_scale)`, each output
+/// `round_half_away(table[d] · inv) + y_zp` saturated to int8. The f32
+/// operations are plain IEEE multiplies and adds (Rust never fuses them),
+/// so the bytes are the same on every target.
+///
+/// # Panics
+/// If `row` is 0 or does not divide `x.len()`, `y` is shorter than `x`, or
+/// `table` has fewer than 256 entries.
+pub fn softmax_i8(x: &[i8], row: usize, table: &[f32], y_scale: f32, y_zp: i32, y: &mut [i8]) {
+    assert!(row > 0 && x.len().is_multiple_of(row) && y.len() >= x.len() && table.len() >= 256);
+    for (xr, yr) in x.chunks_exact(row).zip(y.chunks_exact_mut(row)) {
+        let max = xr.iter().copied().max().map_or(0, i32::from);
+        // `max - v` is in 0..=255 for int8 values.
+        let t = |v: i8| table[(max - i32::from(v)) as usize];
+        let mut sum = 0.0f32;
+        for &v in xr {
+            sum += t(v);
+        }
+        let inv = 1.0 / (sum * y_scale);
+        for (&v, out) in xr.iter().zip(yr.iter_mut()) {
+            let q = libm::roundf(t(v) * inv) as i32;
+            *out = q.saturating_add(y_zp).clamp(-128, 127) as i8;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +272,115 @@ mod tests {
         fully_connected_i8(&q, &[3, -1], &[1, 2, -3, 4], Some(&[10, 0]), &m, &mut y);
         // acc1 * 0.25 = -3.5 -> -3 (ties up), + 5 = 2, clamped to 5.
         assert_eq!(y, [9, 5]);
+    }
+
+    #[test]
+    fn softmax_matches_float_definition() {
+        // Scale 0.1: table[d] = e^(-0.1 d). Output scale 1/256, zp -128 (the
+        // TFLite convention), so y = round(256 p) - 128.
+        let table: std::vec::Vec<f32> = (0..256).map(|d| (-0.1f32 * d as f32).exp()).collect();
+        let x = [10i8, 0, -20, 10, 127, -128];
+        let mut y = [0i8; 6];
+        softmax_i8(&x, 3, &table, 1.0 / 256.0, -128, &mut y);
+        for (xr, yr) in x.chunks(3).zip(y.chunks(3)) {
+            let e: std::vec::Vec<f64> = xr.iter().map(|&v| (0.1 * v as f64).exp()).collect();
+            let s: f64 = e.iter().sum();
+            for (ev, &got) in e.iter().zip(yr) {
+                let want = ((ev / s * 256.0).round() - 128.0).clamp(-128.0, 127.0);
+                assert!((got as f64 - want).abs() <= 1.0, "{xr:?}: {got} vs {want}");
+            }
+        }
+        // A row dominated by one value saturates at 127 and 0 maps to -128.
+        assert_eq!(y[4], 127);
+        assert_eq!(y[5], -128);
+    }
+
+    #[test]
+    fn conv_pads_with_the_zero_point() {
+        // 1 channel 2x2 input, 3x3 kernel of ones, pad 1: each output sums
+        // the in-bounds neighbours of (x - zp). x - zp = [1, 2, 3, 4].
+        let p = Conv2d {
+            n: 1,
+            c: 1,
+            h: 2,
+            w: 2,
+            m: 1,
+            kh: 3,
+            kw: 3,
+            oh: 2,
+            ow: 2,
+            group: 1,
+            stride: [1, 1],
+            dilation: [1, 1],
+            pad: [1, 1, 1, 1],
+        };
+        let q = QOut {
+            x_zp: -3,
+            y_zp: 0,
+            act_min: -128,
+            act_max: 127,
+        };
+        let one = Multiplier::new(0.5).unwrap();
+        let mut y = [0i8; 4];
+        conv2d_i8(
+            &p,
+            &q,
+            &[-2, -1, 0, 1],
+            &[2; 9],
+            None,
+            &[[one.mantissa, one.shift]],
+            &mut y,
+        );
+        // Every 3x3 window covers all four inputs: 2·(1+2+3+4)·0.5 = 10.
+        assert_eq!(y, [10; 4]);
+        // Depthwise (group = c = 2, one filter each), stride 2, no padding.
+        let d = Conv2d {
+            c: 2,
+            m: 2,
+            kh: 1,
+            kw: 1,
+            oh: 1,
+            ow: 1,
+            group: 2,
+            stride: [2, 2],
+            pad: [0; 4],
+            ..p
+        };
+        let x = [5i8, 0, 0, 0, 7, 0, 0, 0];
+        let mut y = [0i8; 2];
+        conv2d_i8(
+            &d,
+            &QOut { x_zp: 1, ..q },
+            &x,
+            &[3, -2],
+            Some(&[1, 0]),
+            &[[one.mantissa, one.shift]],
+            &mut y,
+        );
+        // (5-1)·3 + 1 = 13 → 6.5 → 7; (7-1)·-2 = -12 → -6.
+        assert_eq!(y, [7, -6]);
+    }
+
+    #[test]
+    fn avg_pool_rounds_half_away_from_zero() {
+        let p = Pool2d {
+            n: 1,
+            c: 2,
+            h: 1,
+            w: 4,
+            oh: 1,
+            ow: 2,
+            kh: 1,
+            kw: 2,
+            stride: [1, 2],
+            dilation: [1, 1],
+            pad: [0; 4],
+        };
+        let mut y = [0i8; 4];
+        // (1 + 2) / 2 = 1.5 → 2; (-1 - 2) / 2 = -1.5 → -2; (4 + 4) / 2 = 4;
+        // (-128 + 127) / 2 = -0.5 → -1; then a clamp at -1 lifts nothing.
+        avg_pool_i8(&p, -1, 127, &[1, 2, -1, -2, 4, 4, -128, 127], &mut y);
+        assert_eq!(y, [2, -1, 4, -1]);
     }
 
     #[test]

@@ -680,6 +680,44 @@ fn q_fully_connected(
     cx.set(o, y, false)
 }
 
+/// Zero points, clamp and per-channel requantization of an int8
+/// convolution, computed as LiteRT's `PopulateConvolutionQuantizationParams`
+/// (all in double).
+fn q_conv_params(
+    cx: &Cx,
+    xt: &TfTensor,
+    ft: &TfTensor,
+    yt: &TfTensor,
+    act: i8,
+) -> Result<(kiln_kernels::quant::QOut, Vec<i32>)> {
+    use kiln_kernels::fixed::Multiplier;
+    if dtype_of(xt.ty) != Some(DType::I8) {
+        return Err(cx.err("int8 convolution needs an int8 input"));
+    }
+    let (xs, xz) = per_tensor(cx, xt)?;
+    let (ys, yz) = per_tensor(cx, yt)?;
+    if ft.zero_point.iter().any(|&z| z != 0) || ft.scale.is_empty() {
+        return Err(cx.err("int8 filters must be symmetric (zero point 0) with scales"));
+    }
+    let mut rq = Vec::with_capacity(ft.scale.len() * 2);
+    for &w in &ft.scale {
+        let real = f64::from(xs) * f64::from(w) / f64::from(ys);
+        let m = Multiplier::new(real)
+            .ok_or_else(|| cx.err(format!("requantization multiplier {real} is out of range")))?;
+        rq.extend([m.mantissa, m.shift]);
+    }
+    let (act_min, act_max) = act_range(cx, act, ys, yz)?;
+    Ok((
+        kiln_kernels::quant::QOut {
+            x_zp: xz,
+            y_zp: yz,
+            act_min,
+            act_max,
+        },
+        rq,
+    ))
+}
+
 fn opt_i32(t: Option<Table<'_>>, id: usize, default: i32) -> Result<i32> {
     match t {
         Some(t) => t.i32(id, default).map_err(parse_err),
@@ -715,11 +753,18 @@ fn import_op(cx: &mut Cx, op: &OpDesc<'_>) -> Result<()> {
     let out_dt = dtype_of(out_t.ty).unwrap_or(DType::F32);
     let int8_ok = matches!(
         op.code,
-        code::FULLY_CONNECTED | code::RESHAPE | code::SQUEEZE | code::EXPAND_DIMS
+        code::FULLY_CONNECTED
+            | code::SOFTMAX
+            | code::AVERAGE_POOL_2D
+            | code::CONV_2D
+            | code::DEPTHWISE_CONV_2D
+            | code::RESHAPE
+            | code::SQUEEZE
+            | code::EXPAND_DIMS
     );
     if out_dt != DType::F32 && op.code != code::DEQUANTIZE && !out_t.scale.is_empty() && !int8_ok {
         return Err(cx.err(format!(
-            "{out_dt} (quantized) {} is not supported yet: the int8 kernels cover FULLY_CONNECTED so far",
+            "{out_dt} (quantized) {} is not supported yet: the int8 kernels cover FULLY_CONNECTED, CONV_2D, DEPTHWISE_CONV_2D, AVERAGE_POOL_2D and SOFTMAX so far",
             cx.op
         )));
     }
@@ -739,7 +784,8 @@ fn import_op(cx: &mut Cx, op: &OpDesc<'_>) -> Result<()> {
             let (Some(wdata), true) = (wt.data.clone(), wt.shape.len() == 4) else {
                 return Err(cx.err("the filter must be a constant [O, KH, KW, I] tensor"));
             };
-            if wt.dtype != DType::F32 {
+            let int8 = out_dt == DType::I8;
+            if wt.dtype != DType::F32 && !(int8 && wt.dtype == DType::I8) {
                 return Err(cx.err(format!("{} filters are not supported", wt.dtype)));
             }
             let xs = cx.g.tensors[x].shape.clone();
@@ -786,6 +832,40 @@ fn import_op(cx: &mut Cx, op: &OpDesc<'_>) -> Result<()> {
                 pads: [pt as u32, pl as u32, pb as u32, pr as u32],
             };
             let oshape = permute(&out_t.shape, &TO_NCHW);
+            if int8 {
+                let (xt, ft) = (cx.tensor(input(0)?)?.clone(), cx.tensor(input(1)?)?.clone());
+                let q = q_conv_params(cx, &xt, &ft, &out_t, opt_i8(opts, act_id)?)?;
+                let (qout, rq) = q;
+                if bias.is_some_and(|b| {
+                    cx.g.tensors[b].dtype != DType::I32 || cx.g.tensors[b].numel() != oshape[1]
+                }) {
+                    return Err(cx.err(
+                        "int8 convolution bias must be int32 with one value per output channel",
+                    ));
+                }
+                let n = rq.len() / 2;
+                let rq_bytes: Vec<u8> = rq.iter().flat_map(|v| v.to_le_bytes()).collect();
+                let rq_id = cx.g.add_const(
+                    format!("{}:requant", cx.node),
+                    DType::I32,
+                    vec![n, 2],
+                    rq_bytes,
+                );
+                let y = cx.emit(
+                    Op::QConv {
+                        window,
+                        group: group as u32,
+                        x_zp: qout.x_zp,
+                        y_zp: qout.y_zp,
+                        act_min: qout.act_min,
+                        act_max: qout.act_max,
+                    },
+                    vec![Some(x), Some(wnew), bias, Some(rq_id)],
+                    DType::I8,
+                    oshape,
+                )?;
+                return cx.set(o, y, true);
+            }
             let y = cx.emit(
                 Op::Conv {
                     window,
@@ -818,6 +898,34 @@ fn import_op(cx: &mut Cx, op: &OpDesc<'_>) -> Result<()> {
                 dilations: [1, 1],
                 pads: [pt as u32, pl as u32, pb as u32, pr as u32],
             };
+            if out_dt == DType::I8 {
+                if op.code != code::AVERAGE_POOL_2D {
+                    return Err(cx.err("int8 MAX_POOL_2D is not supported yet"));
+                }
+                let xt = cx.tensor(input(0)?)?.clone();
+                let (xs_, xz) = per_tensor(cx, &xt)?;
+                let (ys, yz) = per_tensor(cx, &out_t)?;
+                if xs_ != ys || xz != yz {
+                    return Err(
+                        cx.err("int8 AVERAGE_POOL_2D must keep its input's scale and zero point")
+                    );
+                }
+                if pt >= kh || pb >= kh || pl >= kw || pr >= kw {
+                    return Err(cx.err("a pooling window would cover only padding"));
+                }
+                let (act_min, act_max) = act_range(cx, opt_i8(opts, 5)?, ys, yz)?;
+                let y = cx.emit(
+                    Op::QAvgPool {
+                        window,
+                        act_min,
+                        act_max,
+                    },
+                    vec![Some(x)],
+                    DType::I8,
+                    permute(&out_t.shape, &TO_NCHW),
+                )?;
+                return cx.set(o, y, true);
+            }
             let pool = if op.code == code::MAX_POOL_2D {
                 Op::MaxPool { window }
             } else {
@@ -927,6 +1035,35 @@ fn import_op(cx: &mut Cx, op: &OpDesc<'_>) -> Result<()> {
             }
             let dt = cx.g.tensors[x].dtype;
             let y = cx.emit(Op::Reshape, vec![Some(x)], dt, out_t.shape.clone())?;
+            cx.set(o, y, false)
+        }
+        code::SOFTMAX if out_dt == DType::I8 => {
+            let beta = match op.options {
+                Some(t) => t.f32(0, 1.0).map_err(parse_err)?,
+                None => 1.0,
+            };
+            let xt = cx.tensor(input(0)?)?.clone();
+            if dtype_of(xt.ty) != Some(DType::I8) {
+                return Err(cx.err("int8 SOFTMAX needs an int8 input"));
+            }
+            let (xs, _) = per_tensor(cx, &xt)?;
+            let (ys, yz) = per_tensor(cx, &out_t)?;
+            // LiteRT's table, in f32 as it computes it: e^(scale · v) at
+            // index 255 - v, i.e. e^(-xs·beta·d) at distance d = max - x.
+            let scale = -xs * beta;
+            let table: Vec<f32> = (0..256).map(|d| (scale * d as f32).exp()).collect();
+            let tid =
+                cx.g.const_f32(format!("{}:exp_table", cx.node), vec![256], &table);
+            let x = cx.get(input(0)?, false)?;
+            let y = cx.emit(
+                Op::QSoftmax {
+                    y_scale: ys,
+                    y_zp: yz,
+                },
+                vec![Some(x), Some(tid)],
+                DType::I8,
+                out_t.shape.clone(),
+            )?;
             cx.set(o, y, false)
         }
         code::SOFTMAX => {

@@ -197,6 +197,24 @@ fn pool_params(w: &Window, sx: &Shape, sy: &Shape) -> Result<Pool2d, EngineError
     }
 }
 
+/// TFLite int8 AVERAGE_POOL_2D (see `kiln_format::Op::QAvgPool`).
+pub(crate) fn q_avg_pool(
+    w: &Window,
+    act_min: i32,
+    act_max: i32,
+    io: &mut Io<'_>,
+) -> Result<(), EngineError> {
+    let x = io.input(0)?;
+    let mut y = io.output(0)?;
+    let p = pool_params(w, &x.shape(), &y.shape())?;
+    let (xd, out) = (x.i8()?, y.i8_mut()?);
+    if xd.len() < p.n * p.c * p.h * p.w || out.len() < p.n * p.c * p.oh * p.ow {
+        return Err(bad("QAvgPool operand shorter than its shape"));
+    }
+    kiln_kernels::quant::avg_pool_i8(&p, act_min, act_max, xd, out);
+    Ok(())
+}
+
 pub(crate) fn max_pool(w: &Window, io: &mut Io<'_>) -> Result<(), EngineError> {
     let x = io.input(0)?;
     let mut y = io.output(0)?;

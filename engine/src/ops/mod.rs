@@ -222,6 +222,30 @@ fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
             act_min,
             act_max,
         } => quant::q_fully_connected([*x_zp, *y_zp, *act_min, *act_max], io),
+        Op::QSoftmax { y_scale, y_zp } => quant::q_softmax(*y_scale, *y_zp, io),
+        Op::QAvgPool {
+            window,
+            act_min,
+            act_max,
+        } => conv::q_avg_pool(window, *act_min, *act_max, io),
+        Op::QConv {
+            window,
+            group,
+            x_zp,
+            y_zp,
+            act_min,
+            act_max,
+        } => quant::q_conv(
+            window,
+            *group as usize,
+            kiln_kernels::quant::QOut {
+                x_zp: *x_zp,
+                y_zp: *y_zp,
+                act_min: *act_min,
+                act_max: *act_max,
+            },
+            io,
+        ),
     }
 }
 

@@ -302,3 +302,63 @@ pub(crate) fn q_fully_connected(
     fully_connected_i8(&p, xd, wd, bias, rq, out);
     Ok(())
 }
+
+/// TFLite int8 SOFTMAX over the last axis (see `kiln_format::Op::QSoftmax`).
+pub(crate) fn q_softmax(y_scale: f32, y_zp: i32, io: &mut Io<'_>) -> Result<(), EngineError> {
+    let x = io.input(0)?;
+    let table = io.input(1)?.f32()?;
+    let mut y = io.output(0)?;
+    let shape = x.shape();
+    let row = if shape.rank == 0 {
+        1
+    } else {
+        shape.dims[shape.rank - 1]
+    };
+    let (xd, out) = (x.i8()?, y.i8_mut()?);
+    if table.len() != 256 || row == 0 || xd.len() % row != 0 || out.len() != xd.len() {
+        return Err(bad(
+            "QSoftmax needs a 256-entry table and matching int8 operands",
+        ));
+    }
+    if !(y_scale.is_finite() && y_scale > 0.0) {
+        return Err(bad("QSoftmax output scale must be positive"));
+    }
+    kiln_kernels::quant::softmax_i8(xd, row, table, y_scale, y_zp, out);
+    Ok(())
+}
+
+/// TFLite int8 CONV_2D / DEPTHWISE_CONV_2D (see `kiln_format::Op::QConv`).
+pub(crate) fn q_conv(
+    w: &Window,
+    group: usize,
+    q: kiln_kernels::quant::QOut,
+    io: &mut Io<'_>,
+) -> Result<(), EngineError> {
+    let x = io.input(0)?;
+    let wt = io.input(1)?;
+    let bias = io.opt_input(2);
+    let rq = io.input(3)?;
+    let mut y = io.output(0)?;
+    let p = super::conv::conv_params(w, group, &x.shape(), &wt.shape(), &y.shape())?;
+    let rq: &[[i32; 2]] = bytemuck::try_cast_slice(rq.i32()?)
+        .map_err(|_| bad("QConv requantization must be [n, 2]"))?;
+    if rq.len() != 1 && rq.len() != p.m {
+        return Err(bad("QConv requantization must be [1 or M, 2]"));
+    }
+    let bias = match bias {
+        Some(b) if b.info.numel() == p.m => Some(b.i32()?),
+        Some(_) => return Err(bad("QConv bias must be int32 with M elements")),
+        None => None,
+    };
+    let (xd, wd) = (x.i8()?, wt.i8()?);
+    let out = y.i8_mut()?;
+    let cg = p.c / p.group.max(1);
+    if xd.len() < p.n * p.c * p.h * p.w
+        || wd.len() < p.m * cg * p.kh * p.kw
+        || out.len() < p.n * p.m * p.oh * p.ow
+    {
+        return Err(bad("QConv operand shorter than its shape"));
+    }
+    kiln_kernels::quant::conv2d_i8(&p, &q, xd, wd, bias, rq, out);
+    Ok(())
+}
