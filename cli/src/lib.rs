@@ -181,6 +181,14 @@ pub const CORPUS_TFLITE_GOLDEN: &[(&str, &str)] = &[
         "tflite-micro/micro_speech_quantized.tflite",
     ),
     ("mlperf_kws_dscnn_int8", "mlperf-tiny/kws_ref_model.tflite"),
+    (
+        "mlperf_ic_resnet8_int8",
+        "mlperf-tiny/pretrainedResnet_quant.tflite",
+    ),
+    (
+        "mlperf_sww_streaming_wakeword_int8",
+        "mlperf-tiny/str_ww_ref_model.tflite",
+    ),
 ];
 
 /// (golden file stem, model path relative to the corpus).

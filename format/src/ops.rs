@@ -393,6 +393,19 @@ pub enum Op {
         act_min: i32,
         act_max: i32,
     },
+    /// TFLite int8 `ADD` of two same-shaped tensors: each input minus its
+    /// zero point, shifted left 20 and rescaled (`a_rq`, `b_rq`: mantissa,
+    /// shift), summed, requantized by `y_rq`, plus `y_zp`, clamped.
+    QAdd {
+        a_zp: i32,
+        b_zp: i32,
+        y_zp: i32,
+        a_rq: [i32; 2],
+        b_rq: [i32; 2],
+        y_rq: [i32; 2],
+        act_min: i32,
+        act_max: i32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -458,6 +471,7 @@ impl Op {
             Op::QSoftmax { .. } => "QSoftmax",
             Op::QConv { .. } => "QConv",
             Op::QAvgPool { .. } => "QAvgPool",
+            Op::QAdd { .. } => "QAdd",
         }
     }
 }

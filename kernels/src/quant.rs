@@ -162,6 +162,49 @@ pub fn fully_connected_i8(
     }
 }
 
+/// Quantization of a TFLite int8 `ADD` (both inputs rescaled to a common
+/// scale with 20 bits of headroom, summed, requantized).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QAdd {
+    /// Zero points of the inputs.
+    pub a_zp: i32,
+    /// See `a_zp`.
+    pub b_zp: i32,
+    /// Zero point of the output.
+    pub y_zp: i32,
+    /// `[mantissa, shift]` of each input's multiplier and of the output's.
+    pub a_rq: [i32; 2],
+    /// See `a_rq`.
+    pub b_rq: [i32; 2],
+    /// See `a_rq`.
+    pub y_rq: [i32; 2],
+    /// Clamp of the output.
+    pub act_min: i32,
+    /// See `act_min`.
+    pub act_max: i32,
+}
+
+/// Left shift applied to int8 `ADD` inputs before rescaling (TFLite's).
+pub const ADD_LEFT_SHIFT: u32 = 20;
+
+/// Int8 elementwise `ADD` of same-shaped `a` and `b` into `y`.
+///
+/// # Panics
+/// If `b` or `y` is shorter than `a`.
+pub fn add_i8(q: &QAdd, a: &[i8], b: &[i8], y: &mut [i8]) {
+    let m = |[mantissa, shift]: [i32; 2]| Multiplier { mantissa, shift };
+    let (ma, mb, my) = (m(q.a_rq), m(q.b_rq), m(q.y_rq));
+    let (lo, hi) = (q.act_min.max(-128), q.act_max.min(127));
+    let (b, y) = (&b[..a.len()], &mut y[..a.len()]);
+    for ((&av, &bv), out) in a.iter().zip(b).zip(y.iter_mut()) {
+        // |v - zp| <= 255, so the shift by 20 stays inside i32.
+        let sa = ma.apply((i32::from(av) - q.a_zp) << ADD_LEFT_SHIFT);
+        let sb = mb.apply((i32::from(bv) - q.b_zp) << ADD_LEFT_SHIFT);
+        let v = my.apply(sa.saturating_add(sb)).saturating_add(q.y_zp);
+        *out = v.clamp(lo, hi) as i8;
+    }
+}
+
 /// Int8 average pooling (TFLite `AVERAGE_POOL_2D`; input and output share
 /// scale and zero point): the sum of the window's in-bounds values divided
 /// by their count, rounded half away from zero, clamped to
@@ -381,6 +424,32 @@ mod tests {
         // (-128 + 127) / 2 = -0.5 → -1; then a clamp at -1 lifts nothing.
         avg_pool_i8(&p, -1, 127, &[1, 2, -1, -2, 4, 4, -128, 127], &mut y);
         assert_eq!(y, [2, -1, 4, -1]);
+    }
+
+    #[test]
+    fn add_rescales_both_inputs() {
+        // a: scale 0.5, zp 0; b: scale 0.25, zp 10; y: scale 1, zp -5.
+        // TFLite's multipliers: twice = 1.0; a 0.5, b 0.25, y 1 / 2^20.
+        let pair = |r: f64| {
+            let m = Multiplier::new(r).unwrap();
+            [m.mantissa, m.shift]
+        };
+        let q = QAdd {
+            a_zp: 0,
+            b_zp: 10,
+            y_zp: -5,
+            a_rq: pair(0.5),
+            b_rq: pair(0.25),
+            y_rq: pair(1.0 / f64::from(1u32 << ADD_LEFT_SHIFT)),
+            act_min: -128,
+            act_max: 127,
+        };
+        let mut y = [0i8; 3];
+        // 4·0.5 + (18-10)·0.25 = 4 → -1; 127·0.5 + (127-10)·0.25 = 92.75
+        // → 93 - 5 = 88; -128·0.5 + (-128-10)·0.25 = -98.5 → -98 (ties up)
+        // - 5 = -103.
+        add_i8(&q, &[4, 127, -128], &[18, 127, -128], &mut y);
+        assert_eq!(y, [-1, 88, -103]);
     }
 
     #[test]

@@ -402,6 +402,7 @@ pub fn import(bytes: &[u8], opts: &ImportOptions) -> Result<Imported> {
     // Other subgraphs are only reachable through control-flow ops (WHILE,
     // IF, CALL), which are refused as unsupported below.
     let mut tensors = vec![];
+    let mut quirks = vec![];
     for t in sg.tables(0).map_err(parse_err)? {
         let shape = t.i32s(0).map_err(parse_err)?;
         let sig = t.i32s(7).map_err(parse_err)?;
@@ -416,9 +417,20 @@ pub fn import(bytes: &[u8], opts: &ImportOptions) -> Result<Imported> {
             ),
             None => (vec![], vec![], 0),
         };
+        let name = t.str(3).map_err(parse_err)?.unwrap_or_default();
+        let dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+        // Known quirk (person_detect): per-channel bias scales declared on
+        // dimension 3 of a 1-D tensor. LiteRT refuses the model; the scales
+        // match dimension 0, which is what they mean.
+        let qdim = if scale.len() > 1 && qdim >= dims.len() && dims.first() == Some(&scale.len()) {
+            quirks.push((name.clone(), qdim));
+            0
+        } else {
+            qdim
+        };
         tensors.push(TfTensor {
-            name: t.str(3).map_err(parse_err)?.unwrap_or_default(),
-            shape: shape.iter().map(|&d| d.max(0) as usize).collect(),
+            name,
+            shape: dims,
             dynamic0: sig.first() == Some(&-1),
             ty: t.u8(1, 0).map_err(parse_err)?,
             data,
@@ -456,7 +468,13 @@ pub fn import(bytes: &[u8], opts: &ImportOptions) -> Result<Imported> {
         tensors,
         vals: HashMap::new(),
         forms: HashMap::new(),
-        warnings: vec![],
+        warnings: match quirks.as_slice() {
+            [] => vec![],
+            [(first, qdim), ..] => vec![format!(
+                "{} per-channel tensor(s) declare quantized_dimension {qdim} beyond their rank (first: '{first}'); their scales are read along dimension 0 (LiteRT refuses such a model)",
+                quirks.len()
+            )],
+        },
         node: String::new(),
         op: String::new(),
     };
@@ -755,6 +773,7 @@ fn import_op(cx: &mut Cx, op: &OpDesc<'_>) -> Result<()> {
         op.code,
         code::FULLY_CONNECTED
             | code::SOFTMAX
+            | code::ADD
             | code::AVERAGE_POOL_2D
             | code::CONV_2D
             | code::DEPTHWISE_CONV_2D
@@ -764,7 +783,7 @@ fn import_op(cx: &mut Cx, op: &OpDesc<'_>) -> Result<()> {
     );
     if out_dt != DType::F32 && op.code != code::DEQUANTIZE && !out_t.scale.is_empty() && !int8_ok {
         return Err(cx.err(format!(
-            "{out_dt} (quantized) {} is not supported yet: the int8 kernels cover FULLY_CONNECTED, CONV_2D, DEPTHWISE_CONV_2D, AVERAGE_POOL_2D and SOFTMAX so far",
+            "{out_dt} (quantized) {} is not supported yet: the int8 kernels cover FULLY_CONNECTED, CONV_2D, DEPTHWISE_CONV_2D, ADD, AVERAGE_POOL_2D and SOFTMAX so far",
             cx.op
         )));
     }
@@ -999,6 +1018,56 @@ fn import_op(cx: &mut Cx, op: &OpDesc<'_>) -> Result<()> {
                 cx.emit(Op::Reshape, vec![Some(y)], DType::F32, out_t.shape.clone())?
             };
             cx.set(o, y, false)
+        }
+        code::ADD if out_dt == DType::I8 => {
+            let (ai, bi) = (input(0)?, input(1)?);
+            let (at, bt) = (cx.tensor(ai)?.clone(), cx.tensor(bi)?.clone());
+            if at.shape != bt.shape || at.shape != out_t.shape {
+                return Err(
+                    cx.err("int8 ADD needs inputs of the output's shape (no broadcasting yet)")
+                );
+            }
+            if dtype_of(at.ty) != Some(DType::I8) || dtype_of(bt.ty) != Some(DType::I8) {
+                return Err(cx.err("int8 ADD needs int8 inputs"));
+            }
+            let ((sa, za), (sb, zb)) = (per_tensor(cx, &at)?, per_tensor(cx, &bt)?);
+            let (sy, zy) = per_tensor(cx, &out_t)?;
+            // LiteRT's Prepare, with its float/double mix: the doubled max
+            // scale in f32, input ratios in f64, 2^20 · output scale in f32.
+            let twice = f64::from(2.0 * sa.max(sb));
+            let shift = kiln_kernels::quant::ADD_LEFT_SHIFT;
+            let ry = twice / f64::from((1u32 << shift) as f32 * sy);
+            let pair = |cx: &Cx, r: f64| -> Result<[i32; 2]> {
+                let m = kiln_kernels::fixed::Multiplier::new(r)
+                    .ok_or_else(|| cx.err(format!("ADD multiplier {r} is out of range")))?;
+                Ok([m.mantissa, m.shift])
+            };
+            let (a_rq, b_rq, y_rq) = (
+                pair(cx, f64::from(sa) / twice)?,
+                pair(cx, f64::from(sb) / twice)?,
+                pair(cx, ry)?,
+            );
+            let (act_min, act_max) = act_range(cx, opt_i8(op.options, 0)?, sy, zy)?;
+            let nchw = at.shape.len() == 4;
+            let a = cx.get(ai, nchw)?;
+            let b = cx.get(bi, nchw)?;
+            let shape = cx.g.tensors[a].shape.clone();
+            let y = cx.emit(
+                Op::QAdd {
+                    a_zp: za,
+                    b_zp: zb,
+                    y_zp: zy,
+                    a_rq,
+                    b_rq,
+                    y_rq,
+                    act_min,
+                    act_max,
+                },
+                vec![Some(a), Some(b)],
+                DType::I8,
+                shape,
+            )?;
+            cx.set(o, y, nchw)
         }
         code::ADD | code::MUL | code::SUB => {
             let (a, b) = (input(0)?, input(1)?);

@@ -223,6 +223,28 @@ fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
             act_max,
         } => quant::q_fully_connected([*x_zp, *y_zp, *act_min, *act_max], io),
         Op::QSoftmax { y_scale, y_zp } => quant::q_softmax(*y_scale, *y_zp, io),
+        Op::QAdd {
+            a_zp,
+            b_zp,
+            y_zp,
+            a_rq,
+            b_rq,
+            y_rq,
+            act_min,
+            act_max,
+        } => quant::q_add(
+            &kiln_kernels::quant::QAdd {
+                a_zp: *a_zp,
+                b_zp: *b_zp,
+                y_zp: *y_zp,
+                a_rq: *a_rq,
+                b_rq: *b_rq,
+                y_rq: *y_rq,
+                act_min: *act_min,
+                act_max: *act_max,
+            },
+            io,
+        ),
         Op::QAvgPool {
             window,
             act_min,

@@ -362,3 +362,18 @@ pub(crate) fn q_conv(
     kiln_kernels::quant::conv2d_i8(&p, &q, xd, wd, bias, rq, out);
     Ok(())
 }
+
+/// TFLite int8 ADD of same-shaped tensors (see `kiln_format::Op::QAdd`).
+pub(crate) fn q_add(q: &kiln_kernels::quant::QAdd, io: &mut Io<'_>) -> Result<(), EngineError> {
+    let (a, b) = (io.input(0)?, io.input(1)?);
+    let mut y = io.output(0)?;
+    if a.info.numel() != b.info.numel() || a.info.numel() != y.info.numel() {
+        return Err(bad("QAdd operands must have the same number of elements"));
+    }
+    let (ad, bd, out) = (a.i8()?, b.i8()?, y.i8_mut()?);
+    if bd.len() < ad.len() || out.len() < ad.len() {
+        return Err(bad("QAdd operand shorter than its shape"));
+    }
+    kiln_kernels::quant::add_i8(q, ad, bd, out);
+    Ok(())
+}
