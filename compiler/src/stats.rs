@@ -39,7 +39,14 @@ pub fn graph_stats(g: &Graph) -> GraphStats {
         let numel = |v: &[usize]| v.iter().product::<usize>() as u64;
         s.macs += match &n.op {
             // Each output element reads C/group × kh × kw weights.
-            Op::Conv { .. } => numel(&out) * numel(shape(1).get(1..).unwrap_or(&[])),
+            Op::Conv { .. } | Op::QConv { .. } | Op::ConvInteger { .. } => {
+                numel(&out) * numel(shape(1).get(1..).unwrap_or(&[]))
+            }
+            Op::QLinearConv { .. } => numel(&out) * numel(shape(3).get(1..).unwrap_or(&[])),
+            Op::QMatMul { .. } => {
+                let a = shape(0);
+                numel(&out) * *a.last().unwrap_or(&1) as u64
+            }
             Op::ConvTranspose { .. } => numel(&shape(0)) * numel(&shape(1)[1..]),
             Op::Gemm { trans_a, .. } => {
                 let a = shape(0);

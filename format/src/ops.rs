@@ -406,6 +406,21 @@ pub enum Op {
         act_min: i32,
         act_max: i32,
     },
+    /// ONNX DynamicQuantizeLinear: x f32 → y u8, y_scale f32 `[]`, y_zp u8 `[]`.
+    DynamicQuantize,
+    /// ONNX MatMulInteger (`linear = false`: a, b, a_zp?, b_zp? → i32) or
+    /// QLinearMatMul (`linear = true`: a, a_scale, a_zp, b, b_scale, b_zp,
+    /// y_scale, y_zp → (u)int8). Operands `[..., M, K]` and `[..., K, N]`
+    /// (B may be 2-D and shared by every batch).
+    QMatMul {
+        linear: bool,
+    },
+    /// ONNX ConvInteger: x, w, x_zp?, w_zp? → i32 (the accumulation of
+    /// QLinearConv without its requantization).
+    ConvInteger {
+        window: Window,
+        group: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -472,6 +487,10 @@ impl Op {
             Op::QConv { .. } => "QConv",
             Op::QAvgPool { .. } => "QAvgPool",
             Op::QAdd { .. } => "QAdd",
+            Op::DynamicQuantize => "DynamicQuantizeLinear",
+            Op::QMatMul { linear: false } => "MatMulInteger",
+            Op::QMatMul { linear: true } => "QLinearMatMul",
+            Op::ConvInteger { .. } => "ConvInteger",
         }
     }
 }

@@ -245,6 +245,9 @@ fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
             },
             io,
         ),
+        Op::DynamicQuantize => quant::dynamic_quantize(io),
+        Op::QMatMul { linear } => quant::q_matmul(*linear, io),
+        Op::ConvInteger { window, group } => quant::conv_integer(window, *group as usize, io),
         Op::QAvgPool {
             window,
             act_min,

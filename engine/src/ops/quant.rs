@@ -135,6 +135,7 @@ pub(crate) fn qlinear_conv(w: &Window, group: usize, io: &mut Io<'_>) -> Result<
         yz,
         lo,
         hi,
+        raw: false,
     };
     let (xd, wd8) = (x.data, wt.data);
     if xd.len() < x.info.numel() || wd8.len() < wt.info.numel() {
@@ -170,6 +171,8 @@ struct QConv<'p> {
     yz: i64,
     lo: i64,
     hi: i64,
+    /// ConvInteger: store the int32 accumulators as they are.
+    raw: bool,
 }
 
 impl QConv<'_> {
@@ -229,6 +232,13 @@ impl QConv<'_> {
                                     }
                                 }
                             }
+                        }
+                        if self.raw {
+                            for (t, &v) in acc[..len].iter().enumerate() {
+                                let at = ((n * p.m + m) * p.oh + oy) * p.ow + ox0 + t;
+                                write_q(DType::I32, out, at, i64::from(v));
+                            }
+                            continue;
                         }
                         for (t, &v) in acc[..len].iter().enumerate() {
                             // A non-finite multiplier (e.g. y_scale = 0)
@@ -375,5 +385,193 @@ pub(crate) fn q_add(q: &kiln_kernels::quant::QAdd, io: &mut Io<'_>) -> Result<()
         return Err(bad("QAdd operand shorter than its shape"));
     }
     kiln_kernels::quant::add_i8(q, ad, bd, out);
+    Ok(())
+}
+
+/// ONNX ConvInteger: QLinearConv's int32 accumulation, stored as is.
+pub(crate) fn conv_integer(w: &Window, group: usize, io: &mut Io<'_>) -> Result<(), EngineError> {
+    let x = io.input(0)?;
+    let wt = io.input(1)?;
+    let xz = io
+        .opt_input(2)
+        .map(|z| z.int_at(0))
+        .transpose()?
+        .unwrap_or(0);
+    let wz = io.opt_input(3);
+    let y = io.output(0)?;
+    if y.info.dtype != DType::I32 {
+        return Err(bad("ConvInteger output must be int32"));
+    }
+    let p = super::conv::conv_params(w, group, &x.shape(), &wt.shape(), &y.shape())?;
+    let [_, _, h, wd] = nchw(&x.shape())?;
+    let q = QConv {
+        p: &p,
+        h,
+        wd,
+        xz,
+        xs: 1.0,
+        ys: 1.0,
+        yz: 0,
+        lo: i64::from(i32::MIN),
+        hi: i64::from(i32::MAX),
+        raw: true,
+    };
+    let (xd, wd8) = (x.data, wt.data);
+    if xd.len() < x.info.numel() || wd8.len() < wt.info.numel() {
+        return Err(bad("ConvInteger operand shorter than its shape"));
+    }
+    let ws = [1.0f32];
+    // A missing weight zero point is 0: a one-element zero tensor.
+    let zero = [0u8; 1];
+    let wz = wz.unwrap_or(Tensor {
+        info: kiln_format::TensorInfo {
+            dtype: wt.info.dtype,
+            rank: 0,
+            kind: kiln_format::TensorKind::Const,
+            batched: false,
+            dims: [0; kiln_format::MAX_RANK],
+            offset: 0,
+            byte_len: 1,
+        },
+        data: &zero,
+    });
+    if wz.info.numel() != 1 && wz.info.numel() != p.m {
+        return Err(bad(
+            "ConvInteger weight zero point must be per tensor or per output channel",
+        ));
+    }
+    let signed = |t: &Tensor<'_>| match t.dtype() {
+        DType::I8 => Ok(true),
+        DType::U8 => Ok(false),
+        _ => Err(bad("ConvInteger operands must be int8 or uint8")),
+    };
+    let out = y.data;
+    match (signed(&x)?, signed(&wt)?) {
+        (false, false) => q.run(xd, wd8, &ws, wz, None, DType::I32, out),
+        (false, true) => q.run(xd, i8s(wd8), &ws, wz, None, DType::I32, out),
+        (true, false) => q.run(i8s(xd), wd8, &ws, wz, None, DType::I32, out),
+        (true, true) => q.run(i8s(xd), i8s(wd8), &ws, wz, None, DType::I32, out),
+    }
+}
+
+/// ONNX DynamicQuantizeLinear (uint8), in the reference's float32 steps:
+/// the range always includes 0, `scale = (max - min) / 255` (1/255 for an
+/// all-zero input), `zp = round_half_even(clip(0 - min / scale, 0, 255))`,
+/// `y = clip(round_half_even(x / scale) + zp, 0, 255)`. NaN inputs are
+/// rejected before this runs (input validation); a NaN here gives zp 0.
+pub(crate) fn dynamic_quantize(io: &mut Io<'_>) -> Result<(), EngineError> {
+    let x = io.input(0)?.f32()?;
+    let (y, mut ys, yz) = (io.output(0)?, io.output(1)?, io.output(2)?);
+    let (lo, hi) = x
+        .iter()
+        .fold((0.0f32, 0.0f32), |(l, h), &v| (l.min(v), h.max(v)));
+    let scale = if hi == lo { 1.0 } else { hi - lo } / 255.0;
+    let zp = round_half_even((0.0 - lo / scale).clamp(0.0, 255.0));
+    let out = y.data;
+    if out.len() != x.len() || ys.info.numel() != 1 || yz.info.numel() != 1 {
+        return Err(bad("DynamicQuantizeLinear outputs disagree with the input"));
+    }
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = (round_half_even(v / scale) + zp).clamp(0.0, 255.0) as u8;
+    }
+    ys.f32_mut()?[0] = scale;
+    yz.data[0] = zp as u8;
+    Ok(())
+}
+
+/// ONNX MatMulInteger (`linear = false`) and QLinearMatMul (`linear = true`):
+/// int32 products of zero-point-shifted operands; QLinearMatMul then scales
+/// by `a_scale · b_scale / y_scale` (f32, as the reference computes it),
+/// applied in f64, rounds half to even, adds `y_zp` and saturates.
+pub(crate) fn q_matmul(linear: bool, io: &mut Io<'_>) -> Result<(), EngineError> {
+    let (ai, bi) = if linear { (0, 3) } else { (0, 1) };
+    let (a, b) = (io.input(ai)?, io.input(bi)?);
+    let (az, bz) = if linear {
+        (io.opt_input(2), io.opt_input(5))
+    } else {
+        (io.opt_input(2), io.opt_input(3))
+    };
+    let mult = if linear {
+        let (sa, sb, sy) = (
+            io.input(1)?.f32()?,
+            io.input(4)?.f32()?,
+            io.input(6)?.f32()?,
+        );
+        if sa.len() != 1 || sb.len() != 1 || sy.len() != 1 {
+            return Err(bad("QLinearMatMul scales must be per tensor"));
+        }
+        Some(f64::from(sa[0] * sb[0] / sy[0]))
+    } else {
+        None
+    };
+    let yzp = if linear { io.input(7)?.int_at(0)? } else { 0 };
+    let y = io.output(0)?;
+    let (sa, sb, sy) = (a.shape(), b.shape(), y.shape());
+    if sa.rank < 2 || sb.rank < 2 || sy.rank != sa.rank.max(sb.rank) {
+        return Err(bad("integer MatMul operands must be at least 2-D"));
+    }
+    let (m, k, n) = (
+        sa.dims[sa.rank - 2],
+        sa.dims[sa.rank - 1],
+        sb.dims[sb.rank - 1],
+    );
+    if sb.dims[sb.rank - 2] != k || sy.dims[sy.rank - 2] != m || sy.dims[sy.rank - 1] != n {
+        return Err(bad("integer MatMul shapes disagree"));
+    }
+    let batches = sy.numel() / (m * n).max(1);
+    let (a_batches, b_batches) = (sa.numel() / (m * k).max(1), sb.numel() / (k * n).max(1));
+    if (a_batches != batches && a_batches != 1) || (b_batches != batches && b_batches != 1) {
+        return Err(bad("integer MatMul batch dims must match or be absent"));
+    }
+    let val = |t: &Tensor<'_>, i: usize| -> i32 {
+        match t.dtype() {
+            DType::I8 => i32::from(t.data[i] as i8),
+            _ => i32::from(t.data[i]),
+        }
+    };
+    for t in [&a, &b] {
+        if !matches!(t.dtype(), DType::I8 | DType::U8) || t.data.len() < t.info.numel() {
+            return Err(bad("integer MatMul operands must be int8 or uint8"));
+        }
+    }
+    // Zero points: per tensor, or per row of A / per column of B.
+    let zval = |z: Option<Tensor<'_>>, len: usize, i: usize| -> Result<i32, EngineError> {
+        match z {
+            None => Ok(0),
+            Some(z) if z.info.numel() == 1 => Ok(z.int_at(0)? as i32),
+            Some(z) if z.info.numel() == len => Ok(z.int_at(i)? as i32),
+            Some(_) => Err(bad("integer MatMul zero point has the wrong size")),
+        }
+    };
+    let (lo, hi) = range_of(y.info.dtype)?;
+    let out_dt = y.info.dtype;
+    if !linear && out_dt != DType::I32 {
+        return Err(bad("MatMulInteger output must be int32"));
+    }
+    let out = y.data;
+    for bt in 0..batches {
+        let (ao, bo) = ((bt % a_batches) * m * k, (bt % b_batches) * k * n);
+        for i in 0..m {
+            let za = zval(az, m, i)?;
+            for j in 0..n {
+                let zb = zval(bz, n, j)?;
+                let mut acc = 0i32;
+                for p in 0..k {
+                    let x = val(&a, ao + i * k + p) - za;
+                    let w = val(&b, bo + p * n + j) - zb;
+                    acc = acc.wrapping_add(x.wrapping_mul(w));
+                }
+                let v = match mult {
+                    Some(mu) => {
+                        // rint rounds half to even (the default mode).
+                        let q = libm::rint(f64::from(acc) * mu);
+                        (q as i64).saturating_add(yzp).clamp(lo, hi)
+                    }
+                    None => i64::from(acc),
+                };
+                write_q(out_dt, out, (bt * m + i) * n + j, v);
+            }
+        }
+    }
     Ok(())
 }

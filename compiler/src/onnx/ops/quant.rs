@@ -1,4 +1,5 @@
-//! Quantization ops needed by the corpus: QuantizeLinear, DequantizeLinear, QLinearConv.
+//! Quantization ops: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear,
+//! QLinearConv, ConvInteger, QLinearMatMul and MatMulInteger.
 
 use super::axis_or;
 use crate::error::Result;
@@ -10,6 +11,119 @@ pub(super) fn register(r: &mut Registry) {
     r.insert("", "QuantizeLinear", quantize);
     r.insert("", "DequantizeLinear", dequantize);
     r.insert("", "QLinearConv", qlinear_conv);
+    r.insert("", "ConvInteger", conv_integer);
+    r.insert("", "DynamicQuantizeLinear", dynamic_quantize);
+    r.insert("", "MatMulInteger", |cx, node| q_matmul(cx, node, false));
+    r.insert("", "QLinearMatMul", |cx, node| q_matmul(cx, node, true));
+}
+
+fn is_8bit(dt: DType) -> bool {
+    matches!(dt, DType::U8 | DType::I8)
+}
+
+fn dynamic_quantize(cx: &mut Ctx, node: &NodeProto) -> Result<()> {
+    let x = cx.input(node, 0)?;
+    if cx.dtype(x) != DType::F32 {
+        return Err(cx.err(node, "DynamicQuantizeLinear takes float32"));
+    }
+    let shape = cx.shape(x);
+    cx.emit(
+        node,
+        Op::DynamicQuantize,
+        vec![Some(x)],
+        vec![
+            (DType::U8, shape),
+            (DType::F32, vec![]),
+            (DType::U8, vec![]),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Output shape of `[..., M, K] x [..., K, N]` (batch dims equal, or one
+/// side 2-D).
+fn matmul_shape(cx: &Ctx, node: &NodeProto, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let ok = a.len() >= 2
+        && b.len() >= 2
+        && a[a.len() - 1] == b[b.len() - 2]
+        && (a.len() == 2 || b.len() == 2 || a[..a.len() - 2] == b[..b.len() - 2]);
+    if !ok {
+        return Err(cx.err(node, format!("operands {a:?} and {b:?} do not multiply")));
+    }
+    let mut out = if a.len() >= b.len() {
+        a[..a.len() - 2].to_vec()
+    } else {
+        b[..b.len() - 2].to_vec()
+    };
+    out.extend([a[a.len() - 2], b[b.len() - 1]]);
+    Ok(out)
+}
+
+fn q_matmul(cx: &mut Ctx, node: &NodeProto, linear: bool) -> Result<()> {
+    let n = if linear { 8 } else { 4 };
+    let ins: Vec<Option<usize>> = (0..n)
+        .map(|i| cx.opt_input(node, i))
+        .collect::<Result<_>>()?;
+    let (a, b) = if linear {
+        (ins[0], ins[3])
+    } else {
+        (ins[0], ins[1])
+    };
+    let (Some(a), Some(b)) = (a, b) else {
+        return Err(cx.err(node, "both operands are required"));
+    };
+    if linear && ins.iter().any(Option::is_none) {
+        return Err(cx.err(node, "QLinearMatMul needs all eight inputs"));
+    }
+    if !is_8bit(cx.dtype(a)) || !is_8bit(cx.dtype(b)) {
+        return Err(cx.err(node, "operands must be int8 or uint8"));
+    }
+    if linear
+        && [1, 4, 6]
+            .iter()
+            .any(|&i| ins[i].is_some_and(|s| cx.dtype(s) != DType::F32))
+    {
+        return Err(cx.err(node, "only float32 scales are supported"));
+    }
+    let shape = matmul_shape(cx, node, &cx.shape(a), &cx.shape(b))?;
+    let dt = if linear {
+        cx.dtype(ins[7].unwrap_or(a))
+    } else {
+        DType::I32
+    };
+    cx.emit(node, Op::QMatMul { linear }, ins, vec![(dt, shape)])?;
+    Ok(())
+}
+
+fn conv_integer(cx: &mut Ctx, node: &NodeProto) -> Result<()> {
+    let ins: Vec<Option<usize>> = (0..4)
+        .map(|i| cx.opt_input(node, i))
+        .collect::<Result<_>>()?;
+    let (Some(x), Some(w)) = (ins[0], ins[1]) else {
+        return Err(cx.err(node, "x and w are required"));
+    };
+    if !is_8bit(cx.dtype(x)) || !is_8bit(cx.dtype(w)) {
+        return Err(cx.err(node, "operands must be int8 or uint8"));
+    }
+    let (sx, sw) = (cx.shape(x), cx.shape(w));
+    let group = Attrs::new(node).int("group", 1).max(1) as usize;
+    if sx.len() < 3 || sw.len() != sx.len() || sx[1] != sw[1] * group {
+        return Err(cx.err(node, "input and weights disagree"));
+    }
+    let kernel: Vec<usize> = sw[2..].to_vec();
+    let sp = super::nn_spatial(cx, node, &sx, &kernel)?;
+    let mut out = vec![sx[0], sw[0]];
+    out.extend(&sp.1);
+    cx.emit(
+        node,
+        Op::ConvInteger {
+            window: sp.0,
+            group: group as u32,
+        },
+        ins,
+        vec![(DType::I32, out)],
+    )?;
+    Ok(())
 }
 
 fn per_axis(cx: &Ctx, node: &NodeProto, x: usize, scale: usize) -> Result<u8> {
