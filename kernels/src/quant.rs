@@ -192,16 +192,198 @@ pub const ADD_LEFT_SHIFT: u32 = 20;
 /// # Panics
 /// If `b` or `y` is shorter than `a`.
 pub fn add_i8(q: &QAdd, a: &[i8], b: &[i8], y: &mut [i8]) {
-    let m = |[mantissa, shift]: [i32; 2]| Multiplier { mantissa, shift };
-    let (ma, mb, my) = (m(q.a_rq), m(q.b_rq), m(q.y_rq));
-    let (lo, hi) = (q.act_min.max(-128), q.act_max.min(127));
-    let (b, y) = (&b[..a.len()], &mut y[..a.len()]);
-    for ((&av, &bv), out) in a.iter().zip(b).zip(y.iter_mut()) {
-        // |v - zp| <= 255, so the shift by 20 stays inside i32.
-        let sa = ma.apply((i32::from(av) - q.a_zp) << ADD_LEFT_SHIFT);
-        let sb = mb.apply((i32::from(bv) - q.b_zp) << ADD_LEFT_SHIFT);
-        let v = my.apply(sa.saturating_add(sb)).saturating_add(q.y_zp);
-        *out = v.clamp(lo, hi) as i8;
+    struct Add<'a>(&'a QAdd, &'a [i8], &'a [i8], &'a mut [i8]);
+    impl crate::gemm::Kernel for Add<'_> {
+        #[inline(always)]
+        fn run(self) {
+            let Add(q, a, b, y) = self;
+            let m = |[mantissa, shift]: [i32; 2]| Multiplier { mantissa, shift };
+            let (ma, mb, my) = (m(q.a_rq), m(q.b_rq), m(q.y_rq));
+            let (lo, hi) = (q.act_min.max(-128), q.act_max.min(127));
+            let (b, y) = (&b[..a.len()], &mut y[..a.len()]);
+            for ((&av, &bv), out) in a.iter().zip(b).zip(y.iter_mut()) {
+                // |v - zp| <= 255, so the shift by 20 stays inside i32.
+                let sa = ma.apply((i32::from(av) - q.a_zp) << ADD_LEFT_SHIFT);
+                let sb = mb.apply((i32::from(bv) - q.b_zp) << ADD_LEFT_SHIFT);
+                let v = my.apply(sa.saturating_add(sb)).saturating_add(q.y_zp);
+                *out = v.clamp(lo, hi) as i8;
+            }
+        }
+    }
+    crate::gemm::Engine::detect().run(Add(q, a, b, y));
+}
+
+/// Requantizes one output channel's exact f32 accumulators (`f`, integers
+/// below 2^24) into `out`: `clamp(apply(f + bias) + zp)`, the multiplier
+/// hoisted out of the loop so it compiles to vector code
+/// ([`crate::gemm::Engine::run`]).
+struct RequantRow<'a> {
+    f: &'a [f32],
+    out: &'a mut [i8],
+    m: Multiplier,
+    bias: i32,
+    zp: i32,
+    lo: i32,
+    hi: i32,
+}
+
+impl crate::gemm::Kernel for RequantRow<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let (m, bias, zp, lo, hi) = (self.m, self.bias, self.zp, self.lo, self.hi);
+        for (o, &f) in self.out.iter_mut().zip(self.f) {
+            let v = m.apply((f as i32).wrapping_add(bias)).saturating_add(zp);
+            *o = v.clamp(lo, hi) as i8;
+        }
+    }
+}
+
+impl QOut {
+    /// The requantization of channel `c` and this output's clamp.
+    fn row<'a>(
+        &self,
+        f: &'a [f32],
+        out: &'a mut [i8],
+        requant: &[[i32; 2]],
+        c: usize,
+        bias: i32,
+    ) -> RequantRow<'a> {
+        let [mantissa, shift] = requant[if requant.len() == 1 { 0 } else { c }];
+        RequantRow {
+            f,
+            out,
+            m: Multiplier { mantissa, shift },
+            bias,
+            zp: self.y_zp,
+            lo: self.act_min.max(-128),
+            hi: self.act_max.min(127),
+        }
+    }
+}
+
+/// Largest integer below which every f32 partial sum is exact (2^24).
+const F32_EXACT: i64 = 1 << 24;
+
+/// Whether `Σ |x - x_zp| · |w|` over any `k`-long row of `w` (`rows` rows)
+/// stays below 2^24, so that an f32 product of the int8 operands computes
+/// the int32 accumulator exactly, in any order of additions.
+fn f32_exact(w: &[i8], k: usize, x_zp: i32) -> bool {
+    let xmax = i64::from((x_zp + 128).max(127 - x_zp).max(0));
+    w.chunks(k.max(1)).all(|row| {
+        let s: i64 = row.iter().map(|&v| i64::from(v).abs()).sum();
+        s * xmax < F32_EXACT
+    })
+}
+
+/// f32 scratch elements [`conv2d_i8_fast`] needs.
+pub fn conv2d_i8_scratch_len(p: &Conv2d) -> usize {
+    let one = Conv2d { n: 1, ..*p };
+    let cg = p.c / p.group.max(1);
+    p.c * p.h * p.w
+        + p.m * cg * p.kh * p.kw
+        + p.m * p.oh * p.ow
+        + crate::conv::conv2d_scratch_len(&one)
+}
+
+/// [`conv2d_i8`] through the f32 convolution kernels: when the weights
+/// bound every accumulator below 2^24 (checked per output channel from the
+/// actual weights and the input zero point; real int8 layers are far below
+/// it), the f32 result is the exact integer, so the output bytes are those
+/// of the reference. Otherwise it runs the reference.
+///
+/// # Panics
+/// As [`conv2d_i8`], or if `scratch` is shorter than [`conv2d_i8_scratch_len`].
+#[allow(clippy::too_many_arguments, reason = "the op's operands")]
+pub fn conv2d_i8_fast(
+    p: &Conv2d,
+    q: &QOut,
+    x: &[i8],
+    w: &[i8],
+    bias: Option<&[i32]>,
+    requant: &[[i32; 2]],
+    y: &mut [i8],
+    scratch: &mut [f32],
+) {
+    let cg = p.c / p.group.max(1);
+    let k = cg * p.kh * p.kw;
+    let w = &w[..p.m * k];
+    if !f32_exact(w, k, q.x_zp) {
+        return conv2d_i8(p, q, x, w, bias, requant, y);
+    }
+    let one = Conv2d { n: 1, ..*p };
+    let (xf, rest) = scratch.split_at_mut(p.c * p.h * p.w);
+    let (wf, rest) = rest.split_at_mut(p.m * k);
+    let (yf, rest) = rest.split_at_mut(p.m * p.oh * p.ow);
+    for (d, &v) in wf.iter_mut().zip(w) {
+        *d = f32::from(v);
+    }
+    let plane = p.oh * p.ow;
+    for b in 0..p.n {
+        let xb = &x[b * p.c * p.h * p.w..(b + 1) * p.c * p.h * p.w];
+        for (d, &v) in xf.iter_mut().zip(xb) {
+            *d = (i32::from(v) - q.x_zp) as f32;
+        }
+        crate::conv::conv2d(&one, xf, wf, None, yf, rest);
+        let yb = &mut y[b * p.m * plane..(b + 1) * p.m * plane];
+        let eng = crate::gemm::Engine::detect();
+        for (oc, (yo, fo)) in yb
+            .chunks_exact_mut(plane.max(1))
+            .zip(yf.chunks_exact(plane.max(1)))
+            .enumerate()
+        {
+            let bv = bias.map_or(0, |bs| bs[oc]);
+            eng.run(q.row(fo, yo, requant, oc, bv));
+        }
+    }
+}
+
+/// f32 scratch elements [`fully_connected_i8_fast`] needs.
+pub fn fully_connected_i8_scratch_len(p: &QFullyConnected) -> usize {
+    p.rows * p.depth + p.units * p.depth + p.rows * p.units
+}
+
+/// [`fully_connected_i8`] through the f32 GEMM, exact under the same
+/// bound as [`conv2d_i8_fast`] (else the reference runs).
+///
+/// # Panics
+/// As [`fully_connected_i8`], or if `scratch` is too short.
+pub fn fully_connected_i8_fast(
+    p: &QFullyConnected,
+    x: &[i8],
+    w: &[i8],
+    bias: Option<&[i32]>,
+    requant: &[[i32; 2]],
+    y: &mut [i8],
+    scratch: &mut [f32],
+) {
+    let w = &w[..p.units * p.depth];
+    if !f32_exact(w, p.depth, p.x_zp) {
+        return fully_connected_i8(p, x, w, bias, requant, y);
+    }
+    let (xf, rest) = scratch.split_at_mut(p.rows * p.depth);
+    let (wf, rest) = rest.split_at_mut(p.units * p.depth);
+    let yf = &mut rest[..p.rows * p.units];
+    for (d, &v) in xf.iter_mut().zip(&x[..p.rows * p.depth]) {
+        *d = (i32::from(v) - p.x_zp) as f32;
+    }
+    for (d, &v) in wf.iter_mut().zip(w) {
+        *d = f32::from(v);
+    }
+    crate::gemm::gemm(p.rows, p.units, p.depth, 1.0, xf, false, wf, true, 0.0, yf);
+    let q = QOut {
+        x_zp: p.x_zp,
+        y_zp: p.y_zp,
+        act_min: p.act_min,
+        act_max: p.act_max,
+    };
+    for (yr, fr) in y[..p.rows * p.units]
+        .chunks_exact_mut(p.units.max(1))
+        .zip(yf.chunks_exact(p.units.max(1)))
+    {
+        for (u, (o, &f)) in yr.iter_mut().zip(fr).enumerate() {
+            let bv = bias.map_or(0, |b| b[u]);
+            *o = q.store((f as i32).wrapping_add(bv), requant, u);
+        }
     }
 }
 
@@ -282,6 +464,58 @@ pub fn softmax_i8(x: &[i8], row: usize, table: &[f32], y_scale: f32, y_zp: i32, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn bytes(n: usize, seed: u64) -> std::vec::Vec<i8> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                s as i8
+            })
+            .collect()
+    }
+
+    proptest! {
+        /// The f32 path gives the reference's bytes (both when the bound
+        /// holds and when it falls back), for convolutions of every shape
+        /// class (grouped, depthwise, strided, padded) and for FC.
+        #[test]
+        fn fast_paths_match_reference(
+            (c, m, group) in prop_oneof![Just((3usize, 4usize, 1usize)), Just((4, 4, 4)), Just((4, 8, 2)), Just((16, 6, 1)), Just((64, 3, 1))],
+            (h, w) in (1usize..=9, 1usize..=9),
+            (k, stride, pad) in (1usize..=3, 1usize..=2, 0usize..=1),
+            x_zp in -128i32..=127,
+            weight_scale in prop_oneof![Just(1i32), Just(8), Just(127)],
+            seed in any::<u64>(),
+        ) {
+            let span = |len: usize| (len + 2 * pad).checked_sub(k).map(|v| v / stride + 1);
+            let (Some(oh), Some(ow)) = (span(h), span(w)) else { return Ok(()) };
+            let p = Conv2d { n: 2, c, h, w, m, kh: k, kw: k, oh, ow, group, stride: [stride; 2], dilation: [1, 1], pad: [pad; 4] };
+            let q = QOut { x_zp, y_zp: 3, act_min: -100, act_max: 120 };
+            let x = bytes(p.n * c * h * w, seed);
+            let wt: std::vec::Vec<i8> = bytes(m * (c / group) * k * k, seed ^ 9).iter().map(|&v| (i32::from(v) * weight_scale / 127) as i8).collect();
+            let bias: std::vec::Vec<i32> = (0..m as i32).map(|i| i * 1000 - 3000).collect();
+            let rq: std::vec::Vec<[i32; 2]> = (0..m).map(|i| { let mm = Multiplier::new(0.001 * (i + 1) as f64).unwrap(); [mm.mantissa, mm.shift] }).collect();
+            let mut want = std::vec![0i8; p.n * m * oh * ow];
+            conv2d_i8(&p, &q, &x, &wt, Some(&bias), &rq, &mut want);
+            let mut got = std::vec![0i8; want.len()];
+            let mut scratch = std::vec![f32::NAN; conv2d_i8_scratch_len(&p)];
+            conv2d_i8_fast(&p, &q, &x, &wt, Some(&bias), &rq, &mut got, &mut scratch);
+            prop_assert_eq!(&got, &want);
+            // The same operands as a fully connected layer.
+            let f = QFullyConnected { rows: p.n, depth: c * h * w, units: m, x_zp, y_zp: 3, act_min: -100, act_max: 120 };
+            let wfc = bytes(m * f.depth, seed ^ 5);
+            let mut want = std::vec![0i8; p.n * m];
+            fully_connected_i8(&f, &x, &wfc, Some(&bias), &rq, &mut want);
+            let mut got = std::vec![0i8; want.len()];
+            let mut scratch = std::vec![f32::NAN; fully_connected_i8_scratch_len(&f)];
+            fully_connected_i8_fast(&f, &x, &wfc, Some(&bias), &rq, &mut got, &mut scratch);
+            prop_assert_eq!(&got, &want);
+        }
+    }
 
     #[test]
     fn fully_connected_by_hand() {

@@ -338,6 +338,33 @@ pub fn scratch_bytes(
                 kiln_kernels::rnn::gru_scratch_len(&p)
             }
         }
+        Op::QConv { window, group, .. } => {
+            let p = conv::conv_params(
+                window,
+                *group as usize,
+                &shape(ins, 0)?,
+                &shape(ins, 1)?,
+                &shape(outs, 0)?,
+            )?;
+            kiln_kernels::quant::conv2d_i8_scratch_len(&p)
+        }
+        Op::QFullyConnected { .. } => {
+            let (sx, sw) = (shape(ins, 0)?, shape(ins, 1)?);
+            if sx.rank != 2 || sw.rank != 2 {
+                return Err(bad("QFullyConnected operands must be 2-D"));
+            }
+            kiln_kernels::quant::fully_connected_i8_scratch_len(
+                &kiln_kernels::quant::QFullyConnected {
+                    rows: sx.dims[0],
+                    depth: sx.dims[1],
+                    units: sw.dims[0],
+                    x_zp: 0,
+                    y_zp: 0,
+                    act_min: 0,
+                    act_max: 0,
+                },
+            )
+        }
         _ => 0,
     };
     Ok(elems * 4)

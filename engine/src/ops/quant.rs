@@ -265,7 +265,9 @@ pub(crate) fn q_fully_connected(
     [x_zp, y_zp, act_min, act_max]: [i32; 4],
     io: &mut Io<'_>,
 ) -> Result<(), EngineError> {
-    use kiln_kernels::quant::{QFullyConnected, fully_connected_i8};
+    use kiln_kernels::quant::{
+        QFullyConnected, fully_connected_i8_fast, fully_connected_i8_scratch_len,
+    };
     let x = io.input(0)?;
     let w = io.input(1)?;
     let bias = io.opt_input(2);
@@ -309,7 +311,8 @@ pub(crate) fn q_fully_connected(
         act_min,
         act_max,
     };
-    fully_connected_i8(&p, xd, wd, bias, rq, out);
+    let scratch = io.scratch_f32(fully_connected_i8_scratch_len(&p))?;
+    fully_connected_i8_fast(&p, xd, wd, bias, rq, out, scratch);
     Ok(())
 }
 
@@ -369,7 +372,8 @@ pub(crate) fn q_conv(
     {
         return Err(bad("QConv operand shorter than its shape"));
     }
-    kiln_kernels::quant::conv2d_i8(&p, &q, xd, wd, bias, rq, out);
+    let scratch = io.scratch_f32(kiln_kernels::quant::conv2d_i8_scratch_len(&p))?;
+    kiln_kernels::quant::conv2d_i8_fast(&p, &q, xd, wd, bias, rq, out, scratch);
     Ok(())
 }
 
