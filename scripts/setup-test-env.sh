@@ -18,7 +18,8 @@ ONNX_TESTS_VERSION=1.22.0 # last onnx wheel with onnx/backend/test/data/node on 
 MIN_NODE_TESTS=1700       # 1.22.0 has 1765
 
 # Exact pins, transitive deps included (resolved on CPython 3.11, linux x86_64).
-# onnxruntime 1.32.0 is the version that produced shared/corpus/golden/*.npz.
+# onnxruntime 1.32.0 and LiteRT (ai-edge-litert) 2.3.0 are the versions that
+# produced shared/corpus/golden/*.npz; LiteRT is the TFLite peer in the bench.
 REQUIREMENTS="numpy==2.4.6
 onnx==1.22.0
 onnxruntime==1.32.0
@@ -26,7 +27,10 @@ protobuf==7.36.2
 flatbuffers==25.12.19
 ml_dtypes==0.6.0
 packaging==26.4
-typing_extensions==4.16.0"
+typing_extensions==4.16.0
+ai-edge-litert==2.3.0
+backports.strenum==1.2.8
+tqdm==4.70.1"
 
 log() { printf '[setup-test-env] %s\n' "$*" >&2; }
 
@@ -51,7 +55,7 @@ want_stamp="$("$BASE_PY" -c 'import sys; print(sys.version.split()[0])')
 $REQUIREMENTS"
 
 if [[ -x "$PY" ]] && [[ -f "$VENV_STAMP" ]] && [[ "$(cat "$VENV_STAMP")" == "$want_stamp" ]] \
-    && "$PY" -c 'import numpy, onnx, onnxruntime' >/dev/null 2>&1; then
+    && "$PY" -c 'import numpy, onnx, onnxruntime, ai_edge_litert' >/dev/null 2>&1; then
     log "venv up to date: $VENV"
 else
     # Rebuild from scratch (~20 s): no stale packages, and a changed base Python is picked up.
@@ -62,7 +66,7 @@ else
     printf '%s\n' "$REQUIREMENTS" >"$VENV/kiln-requirements.txt"
     "$PY" -m pip install --disable-pip-version-check -q --only-binary=:all: \
         -r "$VENV/kiln-requirements.txt"
-    "$PY" -c 'import numpy, onnx, onnxruntime'
+    "$PY" -c 'import numpy, onnx, onnxruntime, ai_edge_litert'
     printf '%s\n' "$want_stamp" >"$VENV_STAMP"
 fi
 

@@ -14,6 +14,9 @@
 //!   default `~/.cache/kiln/venv/bin/python`); its times include Python's
 //!   per-call overhead.
 //!
+//! The `.tflite` models with goldens get a second table against LiteRT
+//! (`scripts/litert_bench.py`, XNNPACK delegate and builtin kernels).
+//!
 //! Kiln's outputs are checked against the golden outputs first, so a broken
 //! build cannot look fast. The report (table, per-runtime spread, summary) is
 //! printed and written whole to the `--out` file (default: BENCHMARKS.md at
@@ -21,7 +24,7 @@
 
 use anyhow::{Context, Result, bail};
 use kiln_cli::read_npz;
-use kiln_compiler::{Options, compile_onnx};
+use kiln_compiler::{Options, compile_model};
 use kiln_runtime_native::{DType, Model, TensorValue};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -29,7 +32,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use tract_onnx::prelude::*;
 
-use kiln_cli::CORPUS_GOLDEN as MODELS;
+use kiln_cli::{CORPUS_GOLDEN as MODELS, CORPUS_TFLITE_GOLDEN};
 
 /// Instruction-set edit applied to tract (see `main`).
 const TRACT_ISA: &str = "-amx-int8";
@@ -191,10 +194,10 @@ fn bench_kiln(path: &Path, g: &Golden, b: &Budget) -> Result<(Stats, Result<Stri
     if !batch1 {
         opts.import.input_shapes = shapes.clone();
     }
-    let compiled = match compile_onnx(&bytes, &name, &opts) {
+    let compiled = match compile_model(&bytes, &name, &opts) {
         Err(_) if batch1 => {
             opts.import.input_shapes = shapes;
-            compile_onnx(&bytes, &name, &opts)
+            compile_model(&bytes, &name, &opts)
         }
         r => r,
     }
@@ -340,6 +343,60 @@ fn bench_ort(model: &Path, golden: &Path) -> Result<(String, Stats)> {
     Ok((doc["onnxruntime"].as_str().unwrap_or("?").into(), stats))
 }
 
+/// LiteRT through `scripts/litert_bench.py`: its version and the stats with
+/// the XNNPACK delegate and with the builtin kernels.
+type LiteRt = (String, Result<Stats, String>, Result<Stats, String>);
+
+fn bench_litert(model: &Path, golden: &Path) -> Result<LiteRt> {
+    let python = std::env::var_os("KILN_PYTHON").map_or_else(
+        || {
+            let home = std::env::var_os("HOME").unwrap_or_default();
+            Path::new(&home).join(".cache/kiln/venv/bin/python")
+        },
+        PathBuf::from,
+    );
+    let json = std::env::temp_dir().join(format!("kiln-litert-bench-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&json);
+    Command::new(&python)
+        .arg(workspace_root().join("scripts/litert_bench.py"))
+        .arg("--json")
+        .arg(&json)
+        .arg(format!("{}={}", model.display(), golden.display()))
+        .status()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).context("litert_bench.py wrote no result")?)?;
+    let _ = std::fs::remove_file(&json);
+    let r = &doc["models"][0];
+    let stats = |v: &serde_json::Value| -> Result<Stats, String> {
+        if let Some(e) = v["error"].as_str() {
+            return Err(e.to_string());
+        }
+        let f = |k: &str| v[k].as_f64().ok_or(format!("litert_bench.py: no {k}"));
+        Ok(Stats {
+            median: f("median_us")?,
+            p10: f("p10_us")?,
+            p90: f("p90_us")?,
+            iters: v["iters"].as_u64().unwrap_or(0) as usize,
+        })
+    };
+    Ok((
+        doc["litert"].as_str().unwrap_or("?").into(),
+        stats(&r["xnnpack"]),
+        stats(&r["builtin"]),
+    ))
+}
+
+/// Results for one TFLite model.
+#[derive(Debug)]
+struct TfRow {
+    stem: &'static str,
+    kiln: Result<Stats, String>,
+    check: Result<String, String>,
+    xnnpack: Result<Stats, String>,
+    builtin: Result<Stats, String>,
+}
+
 /// Results for one model.
 #[derive(Debug)]
 struct Row {
@@ -383,7 +440,39 @@ fn bench(b: &Budget, filter: &str, out: &Path, command: &str) -> Result<()> {
             tract,
         });
     }
-    let report = render(&rows, b, command, &ort_version);
+    let mut tf_rows = vec![];
+    let mut litert_version = "unavailable".to_string();
+    for &(stem, rel) in CORPUS_TFLITE_GOLDEN
+        .iter()
+        .filter(|(s, _)| s.contains(filter))
+    {
+        let (path, golden) = (corpus.join(rel), corpus.join(format!("golden/{stem}.npz")));
+        let g = Golden::load(&golden)?;
+        eprintln!("{stem}: kiln…");
+        let (kiln, check) = match bench_kiln(&path, &g, b) {
+            Ok((s, c)) => (Ok(s), c),
+            Err(e) => (Err(format!("{e:#}")), Err(String::new())),
+        };
+        eprintln!("{stem}: litert…");
+        let (xnnpack, builtin) = match bench_litert(&path, &golden) {
+            Ok((v, x, bi)) => {
+                litert_version = v;
+                (x, bi)
+            }
+            Err(e) => (Err(format!("{e:#}")), Err(format!("{e:#}"))),
+        };
+        tf_rows.push(TfRow {
+            stem,
+            kiln,
+            check,
+            xnnpack,
+            builtin,
+        });
+    }
+    let mut report = render(&rows, b, command, &ort_version);
+    if !tf_rows.is_empty() {
+        report.push_str(&render_tflite(&tf_rows, &litert_version));
+    }
     print!("{report}");
     std::fs::write(out, &report).with_context(|| format!("cannot write {}", out.display()))?;
     eprintln!("wrote {}", out.display());
@@ -391,6 +480,7 @@ fn bench(b: &Budget, filter: &str, out: &Path, command: &str) -> Result<()> {
         .iter()
         .filter(|r| r.check.is_err())
         .map(|r| r.stem)
+        .chain(tf_rows.iter().filter(|r| r.check.is_err()).map(|r| r.stem))
         .collect();
     if !bad.is_empty() {
         bail!(
@@ -506,6 +596,68 @@ fn render(rows: &[Row], b: &Budget, command: &str, ort_version: &str) -> String 
             &main
         ),
         detail = table(&["Model", "Input", "Kiln", "ORT", "tract"], &detail),
+    )
+}
+
+/// The TFLite section: Kiln against LiteRT (XNNPACK delegate and builtin
+/// kernels), and each int8 model against Kiln on its float32 sibling.
+fn render_tflite(rows: &[TfRow], version: &str) -> String {
+    let cell = |r: &Result<Stats, String>| match r {
+        Ok(s) => format!("{:.1}", s.median),
+        Err(e) => format!("error: {}", short(e)),
+    };
+    let ratio = |a: &Result<Stats, String>, r: &Result<Stats, String>| match (a, r) {
+        (Ok(a), Ok(r)) => format!("{:.2}×", a.median / r.median),
+        _ => "–".into(),
+    };
+    let f32_sibling = |stem: &str| {
+        let want = stem.replace("_int8", "_f32");
+        rows.iter().find(|r| r.stem == want)
+    };
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let vs_f32 = match (r.stem.contains("_int8"), f32_sibling(r.stem)) {
+                (true, Some(f)) => ratio(&r.kiln, &f.kiln),
+                _ => "–".into(),
+            };
+            let check = match (&r.kiln, &r.check) {
+                (Err(_), _) => "not run".into(),
+                (_, Ok(c)) => c.clone(),
+                (_, Err(e)) => format!("**MISMATCH** {}", short(e)),
+            };
+            vec![
+                r.stem.to_string(),
+                cell(&r.kiln),
+                cell(&r.xnnpack),
+                cell(&r.builtin),
+                ratio(&r.kiln, &r.xnnpack),
+                ratio(&r.kiln, &r.builtin),
+                vs_f32,
+                check,
+            ]
+        })
+        .collect();
+    format!(
+        "\n## TFLite models: Kiln vs LiteRT (median, µs)\n\n\
+         LiteRT {version} from Python (`scripts/litert_bench.py`: `invoke()` timed, one \
+         thread, same golden input, run right after Kiln), with its default XNNPACK delegate \
+         and with its builtin optimized kernels. Kiln's int8 outputs must equal LiteRT's \
+         golden bytes exactly. *int8/f32* is Kiln on the int8 model over Kiln on its float32 \
+         sibling.\n\n{}",
+        table(
+            &[
+                "Model",
+                "Kiln µs",
+                "LiteRT XNNPACK µs",
+                "LiteRT builtin µs",
+                "Kiln/XNNPACK",
+                "Kiln/builtin",
+                "int8/f32 (Kiln)",
+                "Kiln output check"
+            ],
+            &body
+        )
     )
 }
 
