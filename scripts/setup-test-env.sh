@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent setup of what Kiln's test suite needs on a fresh Debian machine:
-#   1. a Python venv with pinned numpy / onnx / onnxruntime (peer runtime, golden checks, benches)
+#   1. a Python venv with pinned numpy / onnx / onnxruntime / ai-edge-litert (peer runtimes, golden checks, benches)
 #   2. the ONNX backend node test cases, unpacked from the onnx 1.22.0 wheel
 #      (the last onnx release that ships them on disk; see shared/corpus/MANIFEST.md)
 #   3. ~/.cache/kiln/env.sh exporting KILN_PYTHON and KILN_ONNX_NODE_TESTS

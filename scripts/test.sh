@@ -18,7 +18,7 @@ fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo --version
 
-step "peer environment (Python venv: onnx, onnxruntime; ONNX node tests)"
+step "peer environment (Python venv: onnx, onnxruntime, LiteRT; ONNX node tests)"
 bash scripts/setup-test-env.sh
 # shellcheck disable=SC1091
 source "$HOME/.cache/kiln/env.sh"
