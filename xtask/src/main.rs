@@ -305,17 +305,23 @@ fn to_tract(t: &TensorValue) -> Result<Tensor> {
     }
 }
 
-/// onnxruntime through `scripts/ort_bench.py`, one model per call so that
-/// all three runtimes see about the same machine load: the ORT version and
-/// the stats.
-fn bench_ort(model: &Path, golden: &Path) -> Result<(String, Stats)> {
-    let python = std::env::var_os("KILN_PYTHON").map_or_else(
+/// The venv interpreter with the peer runtimes (`$KILN_PYTHON`, default
+/// `~/.cache/kiln/venv/bin/python`).
+fn peer_python() -> PathBuf {
+    std::env::var_os("KILN_PYTHON").map_or_else(
         || {
             let home = std::env::var_os("HOME").unwrap_or_default();
             Path::new(&home).join(".cache/kiln/venv/bin/python")
         },
         PathBuf::from,
-    );
+    )
+}
+
+/// onnxruntime through `scripts/ort_bench.py`, one model per call so that
+/// all three runtimes see about the same machine load: the ORT version and
+/// the stats.
+fn bench_ort(model: &Path, golden: &Path) -> Result<(String, Stats)> {
+    let python = peer_python();
     let json = std::env::temp_dir().join(format!("kiln-ort-bench-{}.json", std::process::id()));
     let _ = std::fs::remove_file(&json);
     // Exit status 1 only means the model failed; the JSON says why.
@@ -348,13 +354,7 @@ fn bench_ort(model: &Path, golden: &Path) -> Result<(String, Stats)> {
 type LiteRt = (String, Result<Stats, String>, Result<Stats, String>);
 
 fn bench_litert(model: &Path, golden: &Path) -> Result<LiteRt> {
-    let python = std::env::var_os("KILN_PYTHON").map_or_else(
-        || {
-            let home = std::env::var_os("HOME").unwrap_or_default();
-            Path::new(&home).join(".cache/kiln/venv/bin/python")
-        },
-        PathBuf::from,
-    );
+    let python = peer_python();
     let json = std::env::temp_dir().join(format!("kiln-litert-bench-{}.json", std::process::id()));
     let _ = std::fs::remove_file(&json);
     Command::new(&python)

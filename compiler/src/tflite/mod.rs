@@ -569,6 +569,14 @@ pub fn import(bytes: &[u8], opts: &ImportOptions) -> Result<Imported> {
     })
 }
 
+/// The `[n, 2]` int32 constant of `[mantissa, shift]` pairs a quantized op
+/// reads its requantization from.
+fn requant_const(cx: &mut Cx, rq: &[i32]) -> TensorId {
+    let bytes: Vec<u8> = rq.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let name = format!("{}:requant", cx.node);
+    cx.g.add_const(name, DType::I32, vec![rq.len() / 2, 2], bytes)
+}
+
 /// Per-tensor `(scale, zero point)` of an int8 tensor.
 fn per_tensor(cx: &Cx, t: &TfTensor) -> Result<(f32, i32)> {
     match (t.scale.as_slice(), t.zero_point.as_slice()) {
@@ -671,14 +679,7 @@ fn q_fully_connected(
         }
         None => None,
     };
-    let n = rq.len() / 2;
-    let rq_bytes: Vec<u8> = rq.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let rq_id = cx.g.add_const(
-        format!("{}:requant", cx.node),
-        DType::I32,
-        vec![n, 2],
-        rq_bytes,
-    );
+    let rq_id = requant_const(cx, &rq);
     let y = cx.emit(
         Op::QFullyConnected {
             x_zp: xz,
@@ -862,14 +863,7 @@ fn import_op(cx: &mut Cx, op: &OpDesc<'_>) -> Result<()> {
                         "int8 convolution bias must be int32 with one value per output channel",
                     ));
                 }
-                let n = rq.len() / 2;
-                let rq_bytes: Vec<u8> = rq.iter().flat_map(|v| v.to_le_bytes()).collect();
-                let rq_id = cx.g.add_const(
-                    format!("{}:requant", cx.node),
-                    DType::I32,
-                    vec![n, 2],
-                    rq_bytes,
-                );
+                let rq_id = requant_const(cx, &rq);
                 let y = cx.emit(
                     Op::QConv {
                         window,

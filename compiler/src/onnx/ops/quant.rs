@@ -17,6 +17,26 @@ pub(super) fn register(r: &mut Registry) {
     r.insert("", "QLinearMatMul", |cx, node| q_matmul(cx, node, true));
 }
 
+/// Window, group and output shape of an integer convolution of `x` by `w`
+/// (the Conv attribute logic).
+fn conv_geometry(
+    cx: &Ctx,
+    node: &NodeProto,
+    x: usize,
+    w: usize,
+) -> Result<(kiln_format::Window, u32, Vec<usize>)> {
+    let (sx, sw) = (cx.shape(x), cx.shape(w));
+    let group = Attrs::new(node).int("group", 1).max(1) as usize;
+    if sx.len() < 3 || sw.len() != sx.len() || sx[1] != sw[1] * group {
+        return Err(cx.err(node, "input and weights disagree"));
+    }
+    let kernel: Vec<usize> = sw[2..].to_vec();
+    let (window, spatial) = super::nn_spatial(cx, node, &sx, &kernel)?;
+    let mut out = vec![sx[0], sw[0]];
+    out.extend(&spatial);
+    Ok((window, group as u32, out))
+}
+
 fn is_8bit(dt: DType) -> bool {
     matches!(dt, DType::U8 | DType::I8)
 }
@@ -105,21 +125,10 @@ fn conv_integer(cx: &mut Ctx, node: &NodeProto) -> Result<()> {
     if !is_8bit(cx.dtype(x)) || !is_8bit(cx.dtype(w)) {
         return Err(cx.err(node, "operands must be int8 or uint8"));
     }
-    let (sx, sw) = (cx.shape(x), cx.shape(w));
-    let group = Attrs::new(node).int("group", 1).max(1) as usize;
-    if sx.len() < 3 || sw.len() != sx.len() || sx[1] != sw[1] * group {
-        return Err(cx.err(node, "input and weights disagree"));
-    }
-    let kernel: Vec<usize> = sw[2..].to_vec();
-    let sp = super::nn_spatial(cx, node, &sx, &kernel)?;
-    let mut out = vec![sx[0], sw[0]];
-    out.extend(&sp.1);
+    let (window, group, out) = conv_geometry(cx, node, x, w)?;
     cx.emit(
         node,
-        Op::ConvInteger {
-            window: sp.0,
-            group: group as u32,
-        },
+        Op::ConvInteger { window, group },
         ins,
         vec![(DType::I32, out)],
     )?;
@@ -210,24 +219,11 @@ fn qlinear_conv(cx: &mut Ctx, node: &NodeProto) -> Result<()> {
         ins[3].unwrap_or(0),
         ins[7].unwrap_or(0),
     );
-    let (sx, sw) = (cx.shape(x), cx.shape(w));
-    let a = Attrs::new(node);
-    let group = a.int("group", 1).max(1) as usize;
-    if sx.len() < 3 || sw.len() != sx.len() || sx[1] != sw[1] * group {
-        return Err(cx.err(node, "input and weights disagree"));
-    }
-    // Reuse the Conv attribute logic through a float Conv import of the same node.
-    let kernel: Vec<usize> = sw[2..].to_vec();
-    let sp = super::nn_spatial(cx, node, &sx, &kernel)?;
-    let mut out = vec![sx[0], sw[0]];
-    out.extend(&sp.1);
+    let (window, group, out) = conv_geometry(cx, node, x, w)?;
     let dt = cx.dtype(yz);
     cx.emit(
         node,
-        Op::QLinearConv {
-            window: sp.0,
-            group: group as u32,
-        },
+        Op::QLinearConv { window, group },
         ins,
         vec![(dt, out)],
     )?;
