@@ -337,6 +337,43 @@ pub fn conv2d_i8_fast(
     }
 }
 
+/// [`fully_connected_i8`] as `Σ x·w - x_zp·Σ w` (exact in i32), in plain
+/// loops that vectorise ([`crate::gemm::Engine::run`]).
+struct FcDots<'a> {
+    p: &'a QFullyConnected,
+    x: &'a [i8],
+    w: &'a [i8],
+    bias: Option<&'a [i32]>,
+    requant: &'a [[i32; 2]],
+    y: &'a mut [i8],
+}
+
+impl crate::gemm::Kernel for FcDots<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let p = self.p;
+        let q = QOut {
+            x_zp: p.x_zp,
+            y_zp: p.y_zp,
+            act_min: p.act_min,
+            act_max: p.act_max,
+        };
+        let x = &self.x[..p.rows * p.depth];
+        for (xr, yr) in x.chunks_exact(p.depth.max(1)).zip(self.y.chunks_exact_mut(p.units.max(1))) {
+            for (u, (out, wr)) in yr.iter_mut().zip(self.w.chunks_exact(p.depth.max(1))).enumerate() {
+                let (mut xw, mut ws) = (0i32, 0i32);
+                for (&a, &b) in xr.iter().zip(wr) {
+                    xw = xw.wrapping_add(i32::from(a) * i32::from(b));
+                    ws = ws.wrapping_add(i32::from(b));
+                }
+                let acc = xw.wrapping_sub(p.x_zp.wrapping_mul(ws));
+                let acc = acc.wrapping_add(self.bias.map_or(0, |b| b[u]));
+                *out = q.store(acc, self.requant, u);
+            }
+        }
+    }
+}
+
 /// f32 scratch elements [`fully_connected_i8_fast`] needs.
 pub fn fully_connected_i8_scratch_len(p: &QFullyConnected) -> usize {
     p.rows * p.depth + p.units * p.depth + p.rows * p.units
@@ -357,6 +394,11 @@ pub fn fully_connected_i8_fast(
     scratch: &mut [f32],
 ) {
     let w = &w[..p.units * p.depth];
+    if p.rows <= 4 {
+        // A GEMV: integer dot products compiled for the engine's vector
+        // unit beat converting the weights to f32 on every call.
+        return crate::gemm::Engine::detect().run(FcDots { p, x, w, bias, requant, y });
+    }
     if !f32_exact(w, p.depth, p.x_zp) {
         return fully_connected_i8(p, x, w, bias, requant, y);
     }
