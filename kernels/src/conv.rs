@@ -117,6 +117,9 @@ fn is_pointwise(p: &Conv2d) -> bool {
 /// f32 elements of scratch [`conv2d`] needs (0 when it needs none, e.g. 1x1
 /// stride-1 unpadded or depthwise).
 pub fn conv2d_scratch_len(p: &Conv2d) -> usize {
+    if let Some(t) = as_row(p) {
+        return conv2d_scratch_len(&t);
+    }
     if p.group == 0 || is_depthwise(p) || is_pointwise(p) {
         return 0;
     }
@@ -125,6 +128,27 @@ pub fn conv2d_scratch_len(p: &Conv2d) -> usize {
     let im2col = Engine::b_len(k, prod(&[p.oh, p.ow])) + 15;
     // Independent of the CPU: the larger of both paths' needs.
     im2col.max(Direct::new(p).len())
+}
+
+/// A column (width 1, kernel width 1, no horizontal padding) is a row in
+/// memory: the same convolution stated on a row, so the row kernels'
+/// vector paths apply (1-D audio models keep time along H with W = 1).
+/// Inputs, filters and outputs keep their bytes.
+fn as_row(p: &Conv2d) -> Option<Conv2d> {
+    (p.w == 1 && p.kw == 1 && p.ow == 1 && p.pad[1] == 0 && p.pad[3] == 0 && p.h > 1).then(|| {
+        Conv2d {
+            h: 1,
+            w: p.h,
+            kh: 1,
+            kw: p.kh,
+            oh: 1,
+            ow: p.oh,
+            stride: [1, p.stride[0]],
+            dilation: [1, p.dilation[0]],
+            pad: [0, p.pad[0], 0, p.pad[2]],
+            ..*p
+        }
+    })
 }
 
 /// Most filter taps (`kh·kw`) the direct path handles (its tap table lives
@@ -295,6 +319,9 @@ pub(crate) fn conv2d_with(
     y: &mut [f32],
     scratch: &mut [f32],
 ) {
+    if let Some(t) = as_row(p) {
+        return conv2d_with(eng, &t, x, w, bias, y, scratch);
+    }
     let cg = p.c.checked_div(p.group).unwrap_or(0);
     check_lens(p, p.c, p.m, prod(&[p.m, cg, p.kh, p.kw]), x, w, bias, y);
     let mg = p.m / p.group;

@@ -279,10 +279,12 @@ fn f32_exact(w: &[i8], k: usize, x_zp: i32) -> bool {
 pub fn conv2d_i8_scratch_len(p: &Conv2d) -> usize {
     let one = Conv2d { n: 1, ..*p };
     let cg = p.c / p.group.max(1);
-    p.c * p.h * p.w
+    let general = p.c * p.h * p.w
         + p.m * cg * p.kh * p.kw
         + p.m * p.oh * p.ow
-        + crate::conv::conv2d_scratch_len(&one)
+        + crate::conv::conv2d_scratch_len(&one);
+    let depthwise = (p.h + p.pad[0] + p.pad[2]) * (p.w + p.pad[1] + p.pad[3]) + p.oh * p.ow;
+    general.max(depthwise)
 }
 
 /// [`conv2d_i8`] through the f32 convolution kernels: when the weights
@@ -309,6 +311,9 @@ pub fn conv2d_i8_fast(
     let w = &w[..p.m * k];
     if !f32_exact(w, k, q.x_zp) {
         return conv2d_i8(p, q, x, w, bias, requant, y);
+    }
+    if p.group == p.c && p.m == p.c {
+        return depthwise_i8(p, q, x, w, bias, requant, y, scratch);
     }
     let one = Conv2d { n: 1, ..*p };
     let (xf, rest) = scratch.split_at_mut(p.c * p.h * p.w);
@@ -359,8 +364,15 @@ impl crate::gemm::Kernel for FcDots<'_> {
             act_max: p.act_max,
         };
         let x = &self.x[..p.rows * p.depth];
-        for (xr, yr) in x.chunks_exact(p.depth.max(1)).zip(self.y.chunks_exact_mut(p.units.max(1))) {
-            for (u, (out, wr)) in yr.iter_mut().zip(self.w.chunks_exact(p.depth.max(1))).enumerate() {
+        for (xr, yr) in x
+            .chunks_exact(p.depth.max(1))
+            .zip(self.y.chunks_exact_mut(p.units.max(1)))
+        {
+            for (u, (out, wr)) in yr
+                .iter_mut()
+                .zip(self.w.chunks_exact(p.depth.max(1)))
+                .enumerate()
+            {
                 let (mut xw, mut ws) = (0i32, 0i32);
                 for (&a, &b) in xr.iter().zip(wr) {
                     xw = xw.wrapping_add(i32::from(a) * i32::from(b));
@@ -370,6 +382,63 @@ impl crate::gemm::Kernel for FcDots<'_> {
                 let acc = acc.wrapping_add(self.bias.map_or(0, |b| b[u]));
                 *out = q.store(acc, self.requant, u);
             }
+        }
+    }
+}
+
+/// Depthwise (one filter per channel) int8 convolution for
+/// [`conv2d_i8_fast`], once the f32 bound holds: each channel's input minus
+/// its zero point goes into a zero-padded f32 plane, then every tap adds
+/// `w · plane` over whole output rows (no per-element bounds logic; unit
+/// strides vectorise). Exact, as the bound guarantees.
+#[allow(clippy::too_many_arguments, reason = "the op's operands")]
+fn depthwise_i8(
+    p: &Conv2d,
+    q: &QOut,
+    x: &[i8],
+    w: &[i8],
+    bias: Option<&[i32]>,
+    requant: &[[i32; 2]],
+    y: &mut [i8],
+    scratch: &mut [f32],
+) {
+    let (hp, wp) = (p.h + p.pad[0] + p.pad[2], p.w + p.pad[1] + p.pad[3]);
+    let (plane, rest) = scratch.split_at_mut(hp * wp);
+    let acc = &mut rest[..p.oh * p.ow];
+    let [sh, sw] = p.stride;
+    let [dh, dw] = p.dilation;
+    let eng = crate::gemm::Engine::detect();
+    for b in 0..p.n {
+        for c in 0..p.c {
+            let xc = &x[(b * p.c + c) * p.h * p.w..][..p.h * p.w];
+            plane.fill(0.0);
+            for (iy, row) in xc.chunks_exact(p.w.max(1)).enumerate() {
+                let dst = &mut plane[(iy + p.pad[0]) * wp + p.pad[1]..][..p.w];
+                for (d, &v) in dst.iter_mut().zip(row) {
+                    *d = (i32::from(v) - q.x_zp) as f32;
+                }
+            }
+            acc.fill(0.0);
+            let wc = &w[c * p.kh * p.kw..][..p.kh * p.kw];
+            for r in 0..p.kh {
+                for s in 0..p.kw {
+                    let wv = f32::from(wc[r * p.kw + s]);
+                    for (oy, arow) in acc.chunks_exact_mut(p.ow.max(1)).enumerate() {
+                        let src = &plane[(oy * sh + r * dh) * wp + s * dw..];
+                        if sw == 1 {
+                            for (a, &v) in arow.iter_mut().zip(src) {
+                                *a += wv * v;
+                            }
+                        } else {
+                            for (a, &v) in arow.iter_mut().zip(src.iter().step_by(sw)) {
+                                *a += wv * v;
+                            }
+                        }
+                    }
+                }
+            }
+            let yc = &mut y[(b * p.m + c) * p.oh * p.ow..][..p.oh * p.ow];
+            eng.run(q.row(acc, yc, requant, c, bias.map_or(0, |bs| bs[c])));
         }
     }
 }
@@ -397,7 +466,14 @@ pub fn fully_connected_i8_fast(
     if p.rows <= 4 {
         // A GEMV: integer dot products compiled for the engine's vector
         // unit beat converting the weights to f32 on every call.
-        return crate::gemm::Engine::detect().run(FcDots { p, x, w, bias, requant, y });
+        return crate::gemm::Engine::detect().run(FcDots {
+            p,
+            x,
+            w,
+            bias,
+            requant,
+            y,
+        });
     }
     if !f32_exact(w, p.depth, p.x_zp) {
         return fully_connected_i8(p, x, w, bias, requant, y);
