@@ -298,3 +298,111 @@ pub fn profile_table(times: &[kiln_runtime_native::NodeTime], runs: usize) -> St
     }
     s
 }
+
+/// How two runs of the same output differ ([`compare_outputs`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputDiff {
+    /// Largest `|a - b|`.
+    pub max_abs: f64,
+    /// Largest `|a - b| / max(|b|, 1e-12)`.
+    pub max_rel: f64,
+    /// Rows (over the last axis) whose argmax agrees, for outputs of rank
+    /// >= 2 with more than one column; `None` otherwise.
+    pub argmax_agree: Option<usize>,
+    /// Rows compared for `argmax_agree`.
+    pub rows: usize,
+}
+
+/// Compares two models' outputs position by position (values as f64, so a
+/// quantized output is compared in its raw integers; its argmax is still
+/// meaningful). Errors when the outputs differ in number or shape.
+pub fn compare_outputs(a: &[TensorValue], b: &[TensorValue]) -> Result<Vec<OutputDiff>, String> {
+    if a.len() != b.len() {
+        return Err(format!(
+            "the models have {} and {} outputs",
+            a.len(),
+            b.len()
+        ));
+    }
+    a.iter()
+        .zip(b)
+        .enumerate()
+        .map(|(k, (x, y))| {
+            if x.shape != y.shape {
+                return Err(format!(
+                    "output {k}: shapes {:?} and {:?} differ",
+                    x.shape, y.shape
+                ));
+            }
+            let (u, v) = (x.to_f64(), y.to_f64());
+            let (mut max_abs, mut max_rel) = (0f64, 0f64);
+            for (p, q) in u.iter().zip(&v) {
+                let d = (p - q).abs();
+                let d = if d.is_nan() && !(p.is_nan() && q.is_nan()) {
+                    f64::INFINITY
+                } else {
+                    d
+                };
+                if d.is_nan() {
+                    continue;
+                }
+                max_abs = max_abs.max(d);
+                max_rel = max_rel.max(d / q.abs().max(1e-12));
+            }
+            let cols = x.shape.last().copied().unwrap_or(0);
+            let (argmax_agree, rows) = if x.shape.len() >= 2 && cols > 1 {
+                let argmax = |r: &[f64]| {
+                    r.iter()
+                        .enumerate()
+                        .fold(
+                            (0, f64::NEG_INFINITY),
+                            |m, (i, &val)| if val > m.1 { (i, val) } else { m },
+                        )
+                        .0
+                };
+                let agree = u
+                    .chunks_exact(cols)
+                    .zip(v.chunks_exact(cols))
+                    .filter(|(r, s)| argmax(r) == argmax(s))
+                    .count();
+                (Some(agree), u.len() / cols)
+            } else {
+                (None, 0)
+            };
+            Ok(OutputDiff {
+                max_abs,
+                max_rel,
+                argmax_agree,
+                rows,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod compare_tests {
+    use super::*;
+    use kiln_runtime_native::DType;
+
+    fn f32s(shape: &[usize], v: &[f32]) -> TensorValue {
+        TensorValue {
+            dtype: DType::F32,
+            shape: shape.to_vec(),
+            data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        }
+    }
+
+    #[test]
+    fn diffs_and_argmax_agreement() {
+        let a = f32s(&[2, 3], &[0.1, 0.7, 0.2, 0.5, 0.4, 0.1]);
+        let b = f32s(&[2, 3], &[0.1, 0.6, 0.3, 0.3, 0.6, 0.1]);
+        let d = compare_outputs(std::slice::from_ref(&a), &[b]).expect("same shapes");
+        assert!((d[0].max_abs - 0.2).abs() < 1e-6, "{d:?}");
+        // |0.5 - 0.3| / 0.3 is the largest relative difference.
+        assert!((d[0].max_rel - 2.0 / 3.0).abs() < 1e-6, "{d:?}");
+        // Row 0 agrees (column 1), row 1 does not (0 vs 1).
+        assert_eq!((d[0].argmax_agree, d[0].rows), (Some(1), 2));
+        let e = compare_outputs(&[a], &[f32s(&[3, 2], &[0.0; 6])]);
+        assert!(e.is_err());
+    }
+}

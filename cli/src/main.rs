@@ -76,6 +76,18 @@ enum Cmd {
         #[arg(long, value_name = "RUNS", num_args = 0..=1, default_missing_value = "200")]
         profile: Option<usize>,
     },
+    /// Run two models on the same inputs and compare their outputs (max
+    /// absolute and relative difference, argmax agreement per row).
+    Compare {
+        a: PathBuf,
+        b: PathBuf,
+        /// Input as [NAME=]FILE.npy (repeatable; by position when NAME is omitted)
+        #[arg(long = "input", value_name = "[NAME=]FILE.npy")]
+        inputs: Vec<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// List the supported ONNX operators.
     Ops,
 }
@@ -141,6 +153,7 @@ fn main() -> ExitCode {
             allow_non_finite,
             profile,
         ),
+        Cmd::Compare { a, b, inputs, json } => compare(&a, &b, &inputs, json),
         Cmd::Ops => {
             for op in kiln_compiler::supported_ops() {
                 println!("{op}");
@@ -335,6 +348,135 @@ fn load_model(
     Ok((m, Some(c.report)))
 }
 
+/// `[NAME=]FILE.npy` specs read into tensors.
+fn read_named_inputs(specs: &[String]) -> Result<Vec<(Option<String>, TensorValue)>, Failure> {
+    let mut named = vec![];
+    for spec in specs {
+        let (name, file) = match spec.split_once('=') {
+            Some((n, f)) if !n.is_empty() && !n.contains('/') => (Some(n.to_string()), f),
+            _ => (None, spec.as_str()),
+        };
+        let t = read_npy(Path::new(file)).map_err(fail(1))?;
+        named.push((name, t));
+    }
+    Ok(named)
+}
+
+/// Loads `path` (an ONNX or TFLite file is compiled for the inputs'
+/// shapes where its own are symbolic) and orders `named` by its schema.
+fn prepare<'n>(
+    path: &Path,
+    named: &'n [(Option<String>, TensorValue)],
+) -> Result<(Model, Vec<&'n TensorValue>), Failure> {
+    let bytes_head =
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut shapes = HashMap::new();
+    if !is_artifact(&bytes_head)
+        && let Ok(m) = kiln_compiler::onnx::parse(&bytes_head)
+    {
+        let init: std::collections::HashSet<&str> = m
+            .graph
+            .iter()
+            .flat_map(|g| g.initializer.iter().map(|t| t.name.as_str()))
+            .collect();
+        let names: Vec<String> = m
+            .graph
+            .iter()
+            .flat_map(|g| g.input.iter().map(|i| i.name.clone()))
+            .filter(|n| !init.contains(n.as_str()))
+            .collect();
+        for (k, (n, t)) in named.iter().enumerate() {
+            let key = n.clone().or_else(|| names.get(k).cloned());
+            if let Some(key) = key {
+                shapes.insert(key, t.shape.clone());
+            }
+        }
+    }
+    let (model, report) = load_model(path, &shapes)?;
+    if let Some(r) = &report {
+        for w in &r.warnings {
+            eprintln!("warning: {w}");
+        }
+    }
+    // Order the inputs by the schema.
+    let mut ordered: Vec<&TensorValue> = vec![];
+    for (k, spec) in model.inputs().iter().enumerate() {
+        let found = named
+            .iter()
+            .find(|(n, _)| n.as_deref() == Some(spec.name.as_str()))
+            .or_else(|| named.get(k).filter(|(n, _)| n.is_none()));
+        match found {
+            Some((_, t)) => ordered.push(t),
+            None => {
+                return Err(Failure {
+                    code: 4,
+                    err: anyhow!(
+                        "missing input '{}' ({} {})",
+                        spec.name,
+                        spec.dtype,
+                        spec.shape_string()
+                    ),
+                });
+            }
+        }
+    }
+    if let Some((Some(n), _)) = named.iter().find(|(n, _)| {
+        n.as_ref()
+            .is_some_and(|n| !model.inputs().iter().any(|s| &s.name == n))
+    }) {
+        return Err(Failure {
+            code: 4,
+            err: anyhow!("the model has no input named '{n}'"),
+        });
+    }
+    Ok((model, ordered))
+}
+
+/// `kiln compare A B --input ...`: both models on the same inputs.
+fn compare(a: &Path, b: &Path, inputs: &[String], json: bool) -> Result<(), Failure> {
+    let named = read_named_inputs(inputs)?;
+    if named.is_empty() {
+        return Err(Failure {
+            code: 2,
+            err: anyhow!("no inputs: pass --input FILE.npy"),
+        });
+    }
+    let mut outs = vec![];
+    for path in [a, b] {
+        let (model, ordered) = prepare(path, &named)?;
+        let o = model.session().run(&ordered).map_err(run_error)?;
+        let names: Vec<String> = model.outputs().iter().map(|s| s.name.clone()).collect();
+        outs.push((names, o));
+    }
+    let diffs = kiln_cli::compare_outputs(&outs[0].1, &outs[1].1).map_err(|e| Failure {
+        code: 4,
+        err: anyhow!(e),
+    })?;
+    if json {
+        let v: Vec<serde_json::Value> = diffs
+            .iter()
+            .zip(&outs[0].0)
+            .map(|(d, n)| serde_json::json!({"output": n, "max_abs": d.max_abs, "max_rel": d.max_rel, "argmax_agree": d.argmax_agree, "rows": d.rows}))
+            .collect();
+        println!("{}", serde_json::to_string(&v).map_err(|e| anyhow!(e))?);
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:>12} {:>12} {:>16}",
+        "output", "max abs", "max rel", "argmax agree"
+    );
+    for (d, n) in diffs.iter().zip(&outs[0].0) {
+        let agree = d
+            .argmax_agree
+            .map_or("-".into(), |a| format!("{a}/{}", d.rows));
+        println!(
+            "{n:<24} {:>12.3e} {:>12.3e} {agree:>16}",
+            d.max_abs, d.max_rel
+        );
+    }
+    Ok(())
+}
+
 fn inspect(path: &Path, json: bool) -> Result<(), Failure> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let (art, report) = if is_artifact(&bytes) {
@@ -457,15 +599,7 @@ fn run(
     profile: Option<usize>,
 ) -> Result<(), Failure> {
     // Read inputs first: an ONNX model's symbolic dims come from them.
-    let mut named: Vec<(Option<String>, TensorValue)> = vec![];
-    for spec in inputs {
-        let (name, file) = match spec.split_once('=') {
-            Some((n, f)) if !n.is_empty() && !n.contains('/') => (Some(n.to_string()), f),
-            _ => (None, spec.as_str()),
-        };
-        let t = read_npy(Path::new(file)).map_err(fail(1))?;
-        named.push((name, t));
-    }
+    let mut named = read_named_inputs(inputs)?;
     if let Some(csv) = csv {
         let drops: Vec<&str> = drop.iter().map(String::as_str).collect();
         let (_, t) = read_csv(csv, &drops).map_err(fail(1))?;
@@ -477,68 +611,7 @@ fn run(
             err: anyhow!("no inputs: pass --input FILE.npy or --input-csv FILE"),
         });
     }
-    // Shapes by position or name, for in-memory ONNX compilation.
-    let bytes_head =
-        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut shapes = HashMap::new();
-    if !is_artifact(&bytes_head)
-        && let Ok(m) = kiln_compiler::onnx::parse(&bytes_head)
-    {
-        let init: std::collections::HashSet<&str> = m
-            .graph
-            .iter()
-            .flat_map(|g| g.initializer.iter().map(|t| t.name.as_str()))
-            .collect();
-        let names: Vec<String> = m
-            .graph
-            .iter()
-            .flat_map(|g| g.input.iter().map(|i| i.name.clone()))
-            .filter(|n| !init.contains(n.as_str()))
-            .collect();
-        for (k, (n, t)) in named.iter().enumerate() {
-            let key = n.clone().or_else(|| names.get(k).cloned());
-            if let Some(key) = key {
-                shapes.insert(key, t.shape.clone());
-            }
-        }
-    }
-    let (model, report) = load_model(path, &shapes)?;
-    if let Some(r) = &report {
-        for w in &r.warnings {
-            eprintln!("warning: {w}");
-        }
-    }
-    // Order the inputs by the schema.
-    let mut ordered: Vec<&TensorValue> = vec![];
-    for (k, spec) in model.inputs().iter().enumerate() {
-        let found = named
-            .iter()
-            .find(|(n, _)| n.as_deref() == Some(spec.name.as_str()))
-            .or_else(|| named.get(k).filter(|(n, _)| n.is_none()));
-        match found {
-            Some((_, t)) => ordered.push(t),
-            None => {
-                return Err(Failure {
-                    code: 4,
-                    err: anyhow!(
-                        "missing input '{}' ({} {})",
-                        spec.name,
-                        spec.dtype,
-                        spec.shape_string()
-                    ),
-                });
-            }
-        }
-    }
-    if let Some((Some(n), _)) = named.iter().find(|(n, _)| {
-        n.as_ref()
-            .is_some_and(|n| !model.inputs().iter().any(|s| &s.name == n))
-    }) {
-        return Err(Failure {
-            code: 4,
-            err: anyhow!("the model has no input named '{n}'"),
-        });
-    }
+    let (model, ordered) = prepare(path, &named)?;
     let mut session = model.session();
     session.allow_non_finite(allow_non_finite);
     let outs = session.run(&ordered).map_err(run_error)?;

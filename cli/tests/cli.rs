@@ -360,3 +360,41 @@ fn usage_and_io_errors() {
     ]));
     assert_eq!(code, 1, "{err}");
 }
+
+#[test]
+fn compare_reports_differences_and_agreement() {
+    let corpus = repo().join("../shared/corpus");
+    let tfl = corpus.join("tflite-micro/hello_world_float.tflite");
+    let art = tmp("hw_cmp.kiln");
+    let o = kiln(&[
+        "compile",
+        tfl.to_str().unwrap_or(""),
+        "-o",
+        art.to_str().unwrap_or(""),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let x = npy("hw_cmp.npy", "f32", &[3, 1], &f32s(&[0.5, 1.5, 3.0]));
+    // The source model and its compiled artifact agree exactly.
+    let o = kiln(&[
+        "compare",
+        tfl.to_str().unwrap_or(""),
+        art.to_str().unwrap_or(""),
+        "--input",
+        &x,
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v[0]["max_abs"], 0.0, "{v}");
+    // Models that cannot take the same input are refused with the reason.
+    let other = corpus.join("mlperf-tiny/ad01_fp32.tflite");
+    let (code, err) = failure(&kiln(&[
+        "compare",
+        tfl.to_str().unwrap_or(""),
+        other.to_str().unwrap_or(""),
+        "--input",
+        &x,
+    ]));
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("rejected"), "{err}");
+}
