@@ -27,11 +27,14 @@ struct Cli {
 enum Cmd {
     /// Show a model's inputs, outputs, ops, parameters, MACs and memory.
     Inspect {
-        /// An .onnx model or a .kiln artifact
+        /// An .onnx or .tflite model, or a .kiln artifact
         model: PathBuf,
         /// Print JSON
         #[arg(long)]
         json: bool,
+        /// Also list every layer: op, output dtype (its precision) and shape
+        #[arg(long)]
+        layers: bool,
     },
     /// Compile a model into a .kiln artifact.
     Compile {
@@ -125,7 +128,11 @@ fn run_error(e: RunError) -> Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Inspect { model, json } => inspect(&model, json),
+        Cmd::Inspect {
+            model,
+            json,
+            layers,
+        } => inspect(&model, json, layers),
         Cmd::Compile {
             model,
             output,
@@ -477,7 +484,7 @@ fn compare(a: &Path, b: &Path, inputs: &[String], json: bool) -> Result<(), Fail
     Ok(())
 }
 
-fn inspect(path: &Path, json: bool) -> Result<(), Failure> {
+fn inspect(path: &Path, json: bool, layers: bool) -> Result<(), Failure> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let (art, report) = if is_artifact(&bytes) {
         (bytes, None)
@@ -489,20 +496,37 @@ fn inspect(path: &Path, json: bool) -> Result<(), Failure> {
     let view = model.view();
     let meta = view.meta();
     let mut ops: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    // Per layer: the op, its output's dtype (the precision it computes in)
+    // and shape; and how many layers run in each precision.
+    let mut per_layer = vec![];
+    let mut precision: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
     let mut params = 0usize;
     for i in 0..view.node_count() {
         let n = view.node(i).map_err(|e| Failure {
             code: 3,
             err: anyhow!(e),
         })?;
-        *ops.entry(kiln_compiler::ir::op_label(&n.op)).or_insert(0) += 1;
+        let label = kiln_compiler::ir::op_label(&n.op);
+        *ops.entry(label.clone()).or_insert(0) += 1;
+        let out = n
+            .outputs
+            .get(0)
+            .and_then(|t| view.tensor(t as usize).ok())
+            .map(|t| (t.dtype.name(), t.shape().to_vec()));
+        if let Some((dt, shape)) = out {
+            *precision.entry(dt).or_insert(0) += 1;
+            per_layer.push((i, label, n.name.to_string(), dt, shape));
+        }
     }
     for i in 0..view.tensor_count() {
         let t = view.tensor(i).map_err(|e| Failure {
             code: 3,
             err: anyhow!(e),
         })?;
-        if t.kind == kiln_format::TensorKind::Const && t.dtype.is_float() {
+        if t.kind == kiln_format::TensorKind::Const
+            && (t.dtype.is_float()
+                || matches!(t.dtype, kiln_format::DType::I8 | kiln_format::DType::U8))
+        {
             params += t.numel();
         }
     }
@@ -534,6 +558,8 @@ fn inspect(path: &Path, json: bool) -> Result<(), Failure> {
             "format": format!("{}.{}", view.header().major, view.header().minor),
             "inputs": io_json(model.inputs()), "outputs": io_json(model.outputs()),
             "ops": ops, "nodes": view.node_count(), "parameters": params, "macs": macs,
+            "precision": precision,
+            "layers": if layers { per_layer.iter().map(|(i, op, name, dt, shape)| serde_json::json!({"index": i, "op": op, "name": name, "dtype": dt, "shape": shape})).collect::<Vec<_>>() } else { vec![] },
             "arena_bytes": model.arena_size(), "weight_bytes": view.weights().len(), "artifact_bytes": view.len(),
             "per_sample_batch": view.per_sample_batch(),
             "provenance": {"source": p.source_name, "source_format": p.source_format, "source_sha256": sha, "producer": p.producer, "compiler": p.compiler, "created_unix": p.created_unix},
@@ -569,6 +595,13 @@ fn inspect(path: &Path, json: bool) -> Result<(), Failure> {
     println!("nodes      {}", view.node_count());
     for (op, n) in &ops {
         println!("  {op:<20} {n}");
+    }
+    let prec: Vec<String> = precision.iter().map(|(d, n)| format!("{d} {n}")).collect();
+    println!("precision  {} (layers by output dtype)", prec.join(", "));
+    if layers {
+        for (i, op, name, dt, shape) in &per_layer {
+            println!("  #{i:<4} {op:<24} {dt:<8} {shape:?}  {name}");
+        }
     }
     println!("parameters {params}");
     if let Some(m) = macs {

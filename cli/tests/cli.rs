@@ -211,6 +211,14 @@ fn tflite_models_compile_or_fail_cleanly() {
         .as_f64()
         .expect("a number");
     assert!((y - 1.5f64.sin()).abs() < 0.2, "the sine model gives {y}");
+    // inspect --layers shows each layer's precision (int8 here).
+    let int8 = corpus.join("tflite-micro/hello_world_int8.tflite");
+    let o = kiln(&["inspect", int8.to_str().unwrap_or(""), "--layers", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["precision"]["int8"], 3, "{v}");
+    assert_eq!(v["layers"][0]["op"], "QFullyConnected", "{v}");
+    assert_eq!(v["parameters"], 288, "{v}"); // 16 + 16·16 + 16 int8 weights
     // The int8 sine model runs in integer arithmetic: LiteRT 2.3.0 maps
     // -87 to 104 (the golden pair).
     let int8 = corpus.join("tflite-micro/hello_world_int8.tflite");
