@@ -8,6 +8,13 @@ use crate::conv::Conv2d;
 use crate::fixed::Multiplier;
 use crate::pool::Pool2d;
 
+/// `v` clamped to `[lo, hi]` and to the int8 range. Never panics, even for
+/// `lo > hi` (a malformed artifact; the engine refuses those first).
+#[inline(always)]
+fn sat_i8(v: i32, lo: i32, hi: i32) -> i8 {
+    v.max(lo).min(hi).clamp(-128, 127) as i8
+}
+
 /// Zero points and output clamp shared by the int8 convolution kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QOut {
@@ -29,7 +36,7 @@ impl QOut {
         let v = Multiplier { mantissa, shift }
             .apply(acc)
             .saturating_add(self.y_zp);
-        v.clamp(self.act_min.max(-128), self.act_max.min(127)) as i8
+        sat_i8(v, self.act_min, self.act_max)
     }
 }
 
@@ -157,7 +164,7 @@ pub fn fully_connected_i8(
             let v = Multiplier { mantissa, shift }
                 .apply(acc)
                 .saturating_add(p.y_zp);
-            *out = v.clamp(p.act_min.max(-128), p.act_max.min(127)) as i8;
+            *out = sat_i8(v, p.act_min, p.act_max);
         }
     }
 }
@@ -206,7 +213,7 @@ pub fn add_i8(q: &QAdd, a: &[i8], b: &[i8], y: &mut [i8]) {
                 let sa = ma.apply((i32::from(av) - q.a_zp) << ADD_LEFT_SHIFT);
                 let sb = mb.apply((i32::from(bv) - q.b_zp) << ADD_LEFT_SHIFT);
                 let v = my.apply(sa.saturating_add(sb)).saturating_add(q.y_zp);
-                *out = v.clamp(lo, hi) as i8;
+                *out = sat_i8(v, lo, hi);
             }
         }
     }
@@ -233,7 +240,7 @@ impl crate::gemm::Kernel for RequantRow<'_> {
         let (m, bias, zp, lo, hi) = (self.m, self.bias, self.zp, self.lo, self.hi);
         for (o, &f) in self.out.iter_mut().zip(self.f) {
             let v = m.apply((f as i32).wrapping_add(bias)).saturating_add(zp);
-            *o = v.clamp(lo, hi) as i8;
+            *o = sat_i8(v, lo, hi);
         }
     }
 }
@@ -543,7 +550,7 @@ pub fn avg_pool_i8(p: &Pool2d, act_min: i32, act_max: i32, x: &[i8], y: &mut [i8
                     _ if sum > 0 => (sum + count / 2) / count,
                     _ => (sum - count / 2) / count,
                 };
-                yc[oy * p.ow + ox] = avg.clamp(lo, hi) as i8;
+                yc[oy * p.ow + ox] = sat_i8(avg, lo, hi);
             }
         }
     }
@@ -802,6 +809,15 @@ mod tests {
         // - 5 = -103.
         add_i8(&q, &[4, 127, -128], &[18, 127, -128], &mut y);
         assert_eq!(y, [-1, 88, -103]);
+    }
+
+    #[test]
+    fn empty_activation_range_does_not_panic() {
+        // A malformed artifact can carry act_min > act_max (the engine
+        // refuses it; the kernels must not panic either way).
+        assert_eq!(sat_i8(5, 10, -10), -10);
+        assert_eq!(sat_i8(1000, -128, 127), 127);
+        assert_eq!(sat_i8(0, 200, -300), -128);
     }
 
     #[test]

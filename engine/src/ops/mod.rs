@@ -221,7 +221,10 @@ fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
             y_zp,
             act_min,
             act_max,
-        } => quant::q_fully_connected([*x_zp, *y_zp, *act_min, *act_max], io),
+        } => {
+            act_range_ok(*act_min, *act_max)?;
+            quant::q_fully_connected([*x_zp, *y_zp, *act_min, *act_max], io)
+        }
         Op::QSoftmax { y_scale, y_zp } => quant::q_softmax(*y_scale, *y_zp, io),
         Op::QAdd {
             a_zp,
@@ -232,19 +235,21 @@ fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
             y_rq,
             act_min,
             act_max,
-        } => quant::q_add(
-            &kiln_kernels::quant::QAdd {
-                a_zp: *a_zp,
-                b_zp: *b_zp,
-                y_zp: *y_zp,
-                a_rq: *a_rq,
-                b_rq: *b_rq,
-                y_rq: *y_rq,
-                act_min: *act_min,
-                act_max: *act_max,
-            },
-            io,
-        ),
+        } => act_range_ok(*act_min, *act_max).and_then(|()| {
+            quant::q_add(
+                &kiln_kernels::quant::QAdd {
+                    a_zp: *a_zp,
+                    b_zp: *b_zp,
+                    y_zp: *y_zp,
+                    a_rq: *a_rq,
+                    b_rq: *b_rq,
+                    y_rq: *y_rq,
+                    act_min: *act_min,
+                    act_max: *act_max,
+                },
+                io,
+            )
+        }),
         Op::DynamicQuantize => quant::dynamic_quantize(io),
         Op::QMatMul { linear } => quant::q_matmul(*linear, io),
         Op::ConvInteger { window, group } => quant::conv_integer(window, *group as usize, io),
@@ -252,7 +257,10 @@ fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
             window,
             act_min,
             act_max,
-        } => conv::q_avg_pool(window, *act_min, *act_max, io),
+        } => {
+            act_range_ok(*act_min, *act_max)?;
+            conv::q_avg_pool(window, *act_min, *act_max, io)
+        }
         Op::QConv {
             window,
             group,
@@ -260,17 +268,30 @@ fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
             y_zp,
             act_min,
             act_max,
-        } => quant::q_conv(
-            window,
-            *group as usize,
-            kiln_kernels::quant::QOut {
-                x_zp: *x_zp,
-                y_zp: *y_zp,
-                act_min: *act_min,
-                act_max: *act_max,
-            },
-            io,
-        ),
+        } => act_range_ok(*act_min, *act_max).and_then(|()| {
+            quant::q_conv(
+                window,
+                *group as usize,
+                kiln_kernels::quant::QOut {
+                    x_zp: *x_zp,
+                    y_zp: *y_zp,
+                    act_min: *act_min,
+                    act_max: *act_max,
+                },
+                io,
+            )
+        }),
+    }
+}
+
+/// An int8 op's output clamp must be a non-empty range.
+fn act_range_ok(lo: i32, hi: i32) -> Result<(), EngineError> {
+    if lo <= hi {
+        Ok(())
+    } else {
+        Err(bad(
+            "int8 op with an empty activation range (act_min > act_max)",
+        ))
     }
 }
 
