@@ -2,9 +2,10 @@
 //!
 //! Every op has a scalar reference kernel; hot ops (GEMM, convolution) also
 //! have optimised paths that are property-tested against the reference.
-//! Kernels work on plain slices of `f32` (or bytes for data movement) in
-//! row-major NCHW layout, take their shapes as arguments, and take scratch
-//! memory from the caller.
+//! Kernels work on plain slices of `f32` (or bytes for data movement, `i8`
+//! for the TFLite-spec integer kernels in `quant`, whose bytes must equal
+//! LiteRT's) in row-major NCHW layout, take their shapes as arguments, and
+//! take scratch memory from the caller.
 //!
 //! Architecture invariant: `#![no_std]` and no dependency on anything else
 //! in the workspace (it knows nothing of the artifact format). Kernels do not
