@@ -119,6 +119,18 @@ pub struct QFullyConnected {
     pub act_max: i32,
 }
 
+impl QFullyConnected {
+    /// Its zero points and clamp, as the convolutions carry them.
+    fn out(&self) -> QOut {
+        QOut {
+            x_zp: self.x_zp,
+            y_zp: self.y_zp,
+            act_min: self.act_min,
+            act_max: self.act_max,
+        }
+    }
+}
+
 /// `y[r, u] = clamp(requant_u(Σ_d (x[r, d] - x_zp) · w[u, d] + bias[u]) + y_zp)`.
 ///
 /// `requant` holds `[mantissa, shift]` of a [`Multiplier`] per unit, or a
@@ -151,8 +163,7 @@ pub fn fully_connected_i8(
     {
         for (u, out) in yr.iter_mut().enumerate() {
             let wr = &w[u * p.depth..(u + 1) * p.depth];
-            // Σ (x - zp)·w = Σ x·w - zp·Σ w, both exact in i32 for the sizes
-            // TFLite allows (it accumulates in i32 too).
+            // Int32 accumulation, as TFLite does.
             let mut acc = 0i32;
             for (&xv, &wv) in xr.iter().zip(wr) {
                 acc = acc.wrapping_add((i32::from(xv) - p.x_zp) * i32::from(wv));
@@ -160,11 +171,7 @@ pub fn fully_connected_i8(
             if let Some(b) = bias {
                 acc = acc.wrapping_add(b[u]);
             }
-            let [mantissa, shift] = requant[if requant.len() == 1 { 0 } else { u }];
-            let v = Multiplier { mantissa, shift }
-                .apply(acc)
-                .saturating_add(p.y_zp);
-            *out = sat_i8(v, p.act_min, p.act_max);
+            *out = p.out().store(acc, requant, u);
         }
     }
 }
@@ -364,12 +371,7 @@ impl crate::gemm::Kernel for FcDots<'_> {
     #[inline(always)]
     fn run(self) {
         let p = self.p;
-        let q = QOut {
-            x_zp: p.x_zp,
-            y_zp: p.y_zp,
-            act_min: p.act_min,
-            act_max: p.act_max,
-        };
+        let q = p.out();
         let x = &self.x[..p.rows * p.depth];
         for (xr, yr) in x
             .chunks_exact(p.depth.max(1))
@@ -495,12 +497,7 @@ pub fn fully_connected_i8_fast(
         *d = f32::from(v);
     }
     crate::gemm::gemm(p.rows, p.units, p.depth, 1.0, xf, false, wf, true, 0.0, yf);
-    let q = QOut {
-        x_zp: p.x_zp,
-        y_zp: p.y_zp,
-        act_min: p.act_min,
-        act_max: p.act_max,
-    };
+    let q = p.out();
     for (yr, fr) in y[..p.rows * p.units]
         .chunks_exact_mut(p.units.max(1))
         .zip(yf.chunks_exact(p.units.max(1)))

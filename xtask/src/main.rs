@@ -317,35 +317,48 @@ fn peer_python() -> PathBuf {
     )
 }
 
-/// onnxruntime through `scripts/ort_bench.py`, one model per call so that
-/// all three runtimes see about the same machine load: the ORT version and
-/// the stats.
-fn bench_ort(model: &Path, golden: &Path) -> Result<(String, Stats)> {
+/// Runs a peer benchmark script (`scripts/<script>`) on one model, one
+/// call per model so that every runtime sees about the same machine load,
+/// and returns the JSON it wrote. Its exit status only says whether the
+/// model failed; the JSON says why.
+fn run_peer(script: &str, model: &Path, golden: &Path) -> Result<serde_json::Value> {
     let python = peer_python();
-    let json = std::env::temp_dir().join(format!("kiln-ort-bench-{}.json", std::process::id()));
+    let stem = script.trim_end_matches(".py");
+    let json = std::env::temp_dir().join(format!("kiln-{stem}-{}.json", std::process::id()));
     let _ = std::fs::remove_file(&json);
-    // Exit status 1 only means the model failed; the JSON says why.
     Command::new(&python)
-        .arg(workspace_root().join("scripts/ort_bench.py"))
+        .arg(workspace_root().join("scripts").join(script))
         .arg("--json")
         .arg(&json)
         .arg(format!("{}={}", model.display(), golden.display()))
         .status()
         .with_context(|| format!("cannot run {}", python.display()))?;
-    let doc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).context("ort_bench.py wrote no result")?)?;
+    let doc = serde_json::from_slice(
+        &std::fs::read(&json).context(format!("{script} wrote no result"))?,
+    )?;
     let _ = std::fs::remove_file(&json);
-    let r = &doc["models"][0];
-    if let Some(e) = r["error"].as_str() {
-        bail!("{e}");
+    Ok(doc)
+}
+
+/// The stats of one timing entry of a peer script (`median_us`, `p10_us`,
+/// `p90_us`, `iters`), or its `error`.
+fn peer_stats(v: &serde_json::Value, script: &str) -> Result<Stats, String> {
+    if let Some(e) = v["error"].as_str() {
+        return Err(e.to_string());
     }
-    let f = |k: &str| r[k].as_f64().context(format!("ort_bench.py: no {k}"));
-    let stats = Stats {
+    let f = |k: &str| v[k].as_f64().ok_or(format!("{script}: no {k}"));
+    Ok(Stats {
         median: f("median_us")?,
         p10: f("p10_us")?,
         p90: f("p90_us")?,
-        iters: r["iters"].as_u64().unwrap_or(0) as usize,
-    };
+        iters: v["iters"].as_u64().unwrap_or(0) as usize,
+    })
+}
+
+/// onnxruntime through `scripts/ort_bench.py`: the ORT version and the stats.
+fn bench_ort(model: &Path, golden: &Path) -> Result<(String, Stats)> {
+    let doc = run_peer("ort_bench.py", model, golden)?;
+    let stats = peer_stats(&doc["models"][0], "ort_bench.py").map_err(anyhow::Error::msg)?;
     Ok((doc["onnxruntime"].as_str().unwrap_or("?").into(), stats))
 }
 
@@ -354,36 +367,12 @@ fn bench_ort(model: &Path, golden: &Path) -> Result<(String, Stats)> {
 type LiteRt = (String, Result<Stats, String>, Result<Stats, String>);
 
 fn bench_litert(model: &Path, golden: &Path) -> Result<LiteRt> {
-    let python = peer_python();
-    let json = std::env::temp_dir().join(format!("kiln-litert-bench-{}.json", std::process::id()));
-    let _ = std::fs::remove_file(&json);
-    Command::new(&python)
-        .arg(workspace_root().join("scripts/litert_bench.py"))
-        .arg("--json")
-        .arg(&json)
-        .arg(format!("{}={}", model.display(), golden.display()))
-        .status()
-        .with_context(|| format!("cannot run {}", python.display()))?;
-    let doc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).context("litert_bench.py wrote no result")?)?;
-    let _ = std::fs::remove_file(&json);
+    let doc = run_peer("litert_bench.py", model, golden)?;
     let r = &doc["models"][0];
-    let stats = |v: &serde_json::Value| -> Result<Stats, String> {
-        if let Some(e) = v["error"].as_str() {
-            return Err(e.to_string());
-        }
-        let f = |k: &str| v[k].as_f64().ok_or(format!("litert_bench.py: no {k}"));
-        Ok(Stats {
-            median: f("median_us")?,
-            p10: f("p10_us")?,
-            p90: f("p90_us")?,
-            iters: v["iters"].as_u64().unwrap_or(0) as usize,
-        })
-    };
     Ok((
         doc["litert"].as_str().unwrap_or("?").into(),
-        stats(&r["xnnpack"]),
-        stats(&r["builtin"]),
+        peer_stats(&r["xnnpack"], "litert_bench.py"),
+        peer_stats(&r["builtin"], "litert_bench.py"),
     ))
 }
 
