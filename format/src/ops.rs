@@ -421,6 +421,14 @@ pub enum Op {
         window: Window,
         group: u32,
     },
+    /// Dynamic-range quantized fully connected layer: x f32 `[rows, depth]`,
+    /// w i8 `[units, depth]` (symmetric per unit), w_scale f32 `[units]`,
+    /// bias f32 `[units]` (optional); output f32 `[rows, units]` after `act`.
+    /// Each input row is quantized to int8 over its own range per call (see
+    /// `kiln_kernels::quant::dyn_fully_connected`).
+    DynFullyConnected {
+        act: Unary,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -491,6 +499,7 @@ impl Op {
             Op::QMatMul { linear: false } => "MatMulInteger",
             Op::QMatMul { linear: true } => "QLinearMatMul",
             Op::ConvInteger { .. } => "ConvInteger",
+            Op::DynFullyConnected { .. } => "DynFullyConnected",
         }
     }
 }

@@ -452,10 +452,17 @@ fn depthwise_i8(
     }
 }
 
-/// f32 scratch elements [`fully_connected_i8_fast`] needs.
+/// f32 scratch elements [`fully_connected_i8_fast`] needs (none for the
+/// integer GEMV of up to [`FC_DOT_ROWS`] rows).
 pub fn fully_connected_i8_scratch_len(p: &QFullyConnected) -> usize {
+    if p.rows <= FC_DOT_ROWS {
+        return 0;
+    }
     p.rows * p.depth + p.units * p.depth + p.rows * p.units
 }
+
+/// Up to this many rows, int8 FC runs as integer dot products.
+pub const FC_DOT_ROWS: usize = 4;
 
 /// [`fully_connected_i8`] through the f32 GEMM, exact under the same
 /// bound as [`conv2d_i8_fast`] (else the reference runs).
@@ -472,7 +479,7 @@ pub fn fully_connected_i8_fast(
     scratch: &mut [f32],
 ) {
     let w = &w[..p.units * p.depth];
-    if p.rows <= 4 {
+    if p.rows <= FC_DOT_ROWS {
         // A GEMV: integer dot products compiled for the engine's vector
         // unit beat converting the weights to f32 on every call.
         return crate::gemm::Engine::detect().run(FcDots {
@@ -579,6 +586,104 @@ pub fn softmax_i8(x: &[i8], row: usize, table: &[f32], y_scale: f32, y_zp: i32, 
         for (&v, out) in xr.iter().zip(yr.iter_mut()) {
             let q = libm::roundf(t(v) * inv) as i32;
             *out = q.saturating_add(y_zp).clamp(-128, 127) as i8;
+        }
+    }
+}
+
+/// Int8 max pooling (TFLite `MAX_POOL_2D`, NCHW here): the largest
+/// in-bounds value of each window, clamped to `[act_min, act_max]`. Input
+/// and output share their quantization, so no requantization. A window
+/// with no in-bounds value gives `act_min` clamped to int8.
+///
+/// # Panics
+/// If a slice is shorter than its shape.
+pub fn max_pool_i8(p: &Pool2d, act_min: i32, act_max: i32, x: &[i8], y: &mut [i8]) {
+    let x = &x[..p.n * p.c * p.h * p.w];
+    let y = &mut y[..p.n * p.c * p.oh * p.ow];
+    let (lo, hi) = (act_min.max(-128), act_max.min(127));
+    for (xc, yc) in x
+        .chunks_exact((p.h * p.w).max(1))
+        .zip(y.chunks_exact_mut((p.oh * p.ow).max(1)))
+    {
+        for oy in 0..p.oh {
+            for ox in 0..p.ow {
+                let mut m = i32::MIN;
+                for r in 0..p.kh {
+                    let iy = (oy * p.stride[0] + r * p.dilation[0]).wrapping_sub(p.pad[0]);
+                    if iy >= p.h {
+                        continue;
+                    }
+                    for s in 0..p.kw {
+                        let ix = (ox * p.stride[1] + s * p.dilation[1]).wrapping_sub(p.pad[1]);
+                        if ix < p.w {
+                            m = m.max(i32::from(xc[iy * p.w + ix]));
+                        }
+                    }
+                }
+                yc[oy * p.ow + ox] = sat_i8(m, lo, hi);
+            }
+        }
+    }
+}
+
+/// Shape of a dynamically quantized fully connected layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DynFullyConnected {
+    /// Rows of the input (batch × positions).
+    pub rows: usize,
+    /// Input features.
+    pub depth: usize,
+    /// Output features.
+    pub units: usize,
+}
+
+/// Dynamic-range quantized fully connected layer (weights int8 symmetric
+/// per unit, stored; activations quantized per call): each input row is
+/// quantized to int8 asymmetrically over its own range (which always
+/// includes 0, so zero stays exact), `acc = Σ (x_q - zp)·w` in int32, and
+/// `y = acc · x_scale · w_scale[u] + bias[u]` in f32. Non-finite inputs make
+/// the row's outputs NaN (the engine refuses them before unless told to
+/// allow them). `scratch` holds `depth` values.
+///
+/// # Panics
+/// If a slice is shorter than its shape.
+pub fn dyn_fully_connected(
+    p: &DynFullyConnected,
+    x: &[f32],
+    w: &[i8],
+    w_scale: &[f32],
+    bias: Option<&[f32]>,
+    scratch: &mut [i32],
+    y: &mut [f32],
+) {
+    let (rows, depth, units) = (p.rows, p.depth, p.units);
+    let (x, w, y) = (
+        &x[..rows * depth],
+        &w[..units * depth],
+        &mut y[..rows * units],
+    );
+    let (ws, xq) = (&w_scale[..units], &mut scratch[..depth]);
+    for (xr, yr) in x.chunks_exact(depth.max(1)).zip(y.chunks_exact_mut(units)) {
+        let (lo, hi) = xr
+            .iter()
+            .fold((0.0f32, 0.0f32), |(l, h), &v| (l.min(v), h.max(v)));
+        if !(lo.is_finite() && hi.is_finite()) {
+            yr.fill(f32::NAN);
+            continue;
+        }
+        let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
+        let zp = libm::roundf(-128.0 - lo / scale).clamp(-128.0, 127.0) as i32;
+        for (q, &v) in xq.iter_mut().zip(xr) {
+            let v = (libm::roundf(v / scale) as i32 + zp).clamp(-128, 127);
+            *q = v - zp;
+        }
+        for (u, out) in yr.iter_mut().enumerate() {
+            let wu = &w[u * depth..(u + 1) * depth];
+            let acc: i32 = xq
+                .iter()
+                .zip(wu)
+                .fold(0i32, |a, (&q, &wv)| a.wrapping_add(q * i32::from(wv)));
+            *out = acc as f32 * (scale * ws[u]) + bias.map_or(0.0, |b| b[u]);
         }
     }
 }
@@ -839,5 +944,71 @@ mod tests {
             &mut y,
         );
         assert_eq!(y, [127, -128]);
+    }
+
+    #[test]
+    fn max_pool_i8_by_hand() {
+        // One 2x3 plane, 2x2 windows, stride 1, padding 1 on the right.
+        let p = Pool2d {
+            n: 1,
+            c: 1,
+            h: 2,
+            w: 3,
+            oh: 1,
+            ow: 3,
+            kh: 2,
+            kw: 2,
+            stride: [1, 1],
+            dilation: [1, 1],
+            pad: [0, 0, 0, 1],
+        };
+        let x = [-5i8, 7, -128, 3, -9, 2];
+        let mut y = [0i8; 3];
+        max_pool_i8(&p, -128, 127, &x, &mut y);
+        assert_eq!(y, [7, 7, 2]);
+        max_pool_i8(&p, -128, 5, &x, &mut y);
+        assert_eq!(y, [5, 5, 2]);
+    }
+
+    #[test]
+    fn dyn_fully_connected_close_to_f32() {
+        // Quantization error of one row is at most half a step per input,
+        // so |y - y_f32| <= 0.5 · step · Σ|w_real|.
+        let (rows, depth, units) = (3, 37, 5);
+        let x: std::vec::Vec<f32> = bytes(rows * depth, 3)
+            .iter()
+            .map(|&v| f32::from(v) / 37.0)
+            .collect();
+        let w = bytes(units * depth, 4);
+        let ws: std::vec::Vec<f32> = (0..units).map(|u| 0.01 * (u + 1) as f32).collect();
+        let b: std::vec::Vec<f32> = (0..units).map(|u| u as f32 - 2.0).collect();
+        let p = DynFullyConnected { rows, depth, units };
+        let mut y = std::vec![0.0f32; rows * units];
+        dyn_fully_connected(&p, &x, &w, &ws, Some(&b), &mut std::vec![0; depth], &mut y);
+        for r in 0..rows {
+            let xr = &x[r * depth..(r + 1) * depth];
+            let (lo, hi) = xr
+                .iter()
+                .fold((0.0f32, 0.0f32), |(l, h), &v| (l.min(v), h.max(v)));
+            let step = (hi - lo) / 255.0;
+            for u in 0..units {
+                let wr: std::vec::Vec<f32> = w[u * depth..(u + 1) * depth]
+                    .iter()
+                    .map(|&v| f32::from(v) * ws[u])
+                    .collect();
+                let exact: f32 = xr.iter().zip(&wr).map(|(a, b)| a * b).sum::<f32>() + b[u];
+                let bound = 0.5 * step * wr.iter().map(|v| v.abs()).sum::<f32>() + 1e-4;
+                assert!(
+                    (y[r * units + u] - exact).abs() <= bound,
+                    "row {r} unit {u}: {} vs {exact}",
+                    y[r * units + u]
+                );
+            }
+        }
+        // A non-finite row gives NaN outputs, never a panic.
+        let mut xn = x.clone();
+        xn[0] = f32::INFINITY;
+        dyn_fully_connected(&p, &xn, &w, &ws, None, &mut std::vec![0; depth], &mut y);
+        assert!(y[..units].iter().all(|v| v.is_nan()) && y[units..].iter().all(|v| v.is_finite()));
     }
 }

@@ -219,6 +219,15 @@ pub(crate) fn max_pool(w: &Window, io: &mut Io<'_>) -> Result<(), EngineError> {
     let x = io.input(0)?;
     let mut y = io.output(0)?;
     let p = pool_params(w, &x.shape(), &y.shape())?;
+    if x.dtype() == kiln_format::DType::I8 {
+        // Int8 (a quantized graph): input and output share quantization.
+        let (xd, out) = (x.i8()?, y.i8_mut()?);
+        if xd.len() < p.n * p.c * p.h * p.w || out.len() < p.n * p.c * p.oh * p.ow {
+            return Err(bad("MaxPool operand shorter than its shape"));
+        }
+        kiln_kernels::quant::max_pool_i8(&p, -128, 127, xd, out);
+        return Ok(());
+    }
     if covers_whole_plane(&p) {
         kpool::global_max_pool(p.n * p.c, p.h * p.w, x.f32()?, y.f32_mut()?);
         return Ok(());

@@ -253,6 +253,7 @@ fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
         Op::DynamicQuantize => quant::dynamic_quantize(io),
         Op::QMatMul { linear } => quant::q_matmul(*linear, io),
         Op::ConvInteger { window, group } => quant::conv_integer(window, *group as usize, io),
+        Op::DynFullyConnected { act } => quant::dyn_fully_connected(act, io),
         Op::QAvgPool {
             window,
             act_min,
@@ -386,6 +387,7 @@ pub fn scratch_bytes(
                 },
             )
         }
+        Op::DynFullyConnected { .. } => shape(ins, 0)?.dims[1],
         _ => 0,
     };
     Ok(elems * 4)

@@ -316,6 +316,46 @@ pub(crate) fn q_fully_connected(
     Ok(())
 }
 
+/// Dynamic-range quantized fully connected layer (see
+/// `kiln_format::Op::DynFullyConnected`).
+pub(crate) fn dyn_fully_connected(
+    act: &kiln_format::Unary,
+    io: &mut Io<'_>,
+) -> Result<(), EngineError> {
+    use kiln_kernels::quant::DynFullyConnected;
+    let x = io.input(0)?;
+    let w = io.input(1)?;
+    let ws = io.input(2)?.f32()?;
+    let bias = io.opt_input(3);
+    let mut y = io.output(0)?;
+    let (sx, sw, sy) = (x.shape(), w.shape(), y.shape());
+    if sx.rank != 2 || sw.rank != 2 || sy.rank != 2 {
+        return Err(bad("DynFullyConnected operands must be 2-D"));
+    }
+    let p = DynFullyConnected {
+        rows: sx.dims[0],
+        depth: sx.dims[1],
+        units: sw.dims[0],
+    };
+    if sw.dims[1] != p.depth || sy.dims[0] != p.rows || sy.dims[1] != p.units || ws.len() != p.units
+    {
+        return Err(bad("DynFullyConnected shapes disagree"));
+    }
+    let bias = match bias {
+        Some(b) if b.info.numel() == p.units => Some(b.f32()?),
+        Some(_) => return Err(bad("DynFullyConnected bias must have one value per unit")),
+        None => None,
+    };
+    let (xd, wd) = (x.f32()?, w.i8()?);
+    let out = y.f32_mut()?;
+    if xd.len() < p.rows * p.depth || wd.len() < p.units * p.depth || out.len() < p.rows * p.units {
+        return Err(bad("DynFullyConnected operand shorter than its shape"));
+    }
+    let scratch: &mut [i32] = bytemuck::cast_slice_mut(io.scratch_f32(p.depth)?);
+    kiln_kernels::quant::dyn_fully_connected(&p, xd, wd, ws, bias, scratch, out);
+    super::elementwise::activate(act, out)
+}
+
 /// TFLite int8 SOFTMAX over the last axis (see `kiln_format::Op::QSoftmax`).
 pub(crate) fn q_softmax(y_scale: f32, y_zp: i32, io: &mut Io<'_>) -> Result<(), EngineError> {
     let x = io.input(0)?;
