@@ -18,6 +18,9 @@ mod lower;
 pub mod onnx;
 pub mod passes;
 pub mod plan;
+pub mod prune;
+pub mod quantize;
+pub mod run;
 pub mod stats;
 pub mod tflite;
 
@@ -38,6 +41,10 @@ pub struct Options {
     pub version: Option<String>,
     /// Skip the optimisation passes (for debugging and differential tests).
     pub no_optimize: bool,
+    /// Pruning (after the optimisation passes, before quantization).
+    pub prune: Option<prune::PruneOptions>,
+    /// Post-training quantization (after the optimisation passes).
+    pub quantize: Option<quantize::QuantizeOptions>,
 }
 
 /// Compile statistics for `kiln compile` and `kiln inspect`.
@@ -57,6 +64,10 @@ pub struct Report {
     /// A symbolic dim 0 was fixed to 1 because samples are not independent.
     pub batch_fixed_to_one: bool,
     pub warnings: Vec<String>,
+    /// What quantization did, when asked for.
+    pub quant: Option<quantize::QuantReport>,
+    /// What pruning did, when asked for.
+    pub prune: Option<prune::PruneReport>,
 }
 
 /// A compiled artifact.
@@ -147,7 +158,19 @@ fn finish(
     if imported.batch_name.is_some() && batch.is_none() {
         warnings.push("dim 0 is not an independent batch in this graph; the artifact is compiled for a fixed batch of 1 (use --dim to choose the size)".into());
     }
+    let pruned = match &opts.prune {
+        Some(p) => Some(prune::prune(&mut g, p)?),
+        None => None,
+    };
     let stats = stats::graph_stats(&g);
+    let quant = match &opts.quantize {
+        Some(q) => {
+            let r = quantize::quantize(&mut g, q)?;
+            warnings.extend(r.warnings.iter().cloned());
+            Some(r)
+        }
+        None => None,
+    };
     let ops_after = g.op_histogram();
     let nodes_after = g.nodes.len();
     progress(Stage::Plan);
@@ -198,6 +221,44 @@ fn finish(
         .push(("kiln.macs".into(), stats.macs.to_string()));
     desc.properties
         .push(("kiln.params".into(), stats.params.to_string()));
+    if let Some(p) = &pruned {
+        desc.properties
+            .push(("kiln.prune.method".into(), p.method.clone()));
+        desc.properties
+            .push(("kiln.prune.macs_before".into(), p.macs_before.to_string()));
+        desc.properties.push((
+            "kiln.prune.params_before".into(),
+            p.params_before.to_string(),
+        ));
+        if let Some((metric, f, pv, drop)) = &p.gate {
+            desc.properties.push((
+                "kiln.prune.gate".into(),
+                format!("{metric}: float {f:.4}, pruned {pv:.4}, drop {drop:.4}"),
+            ));
+        }
+    }
+    if let Some(q) = &quant {
+        desc.properties
+            .push(("kiln.quant.precision".into(), q.precision.clone()));
+        if !q.calibrator.is_empty() {
+            desc.properties
+                .push(("kiln.quant.calibration".into(), q.calibrator.clone()));
+        }
+        if let Some((metric, f, qv, drop)) = &q.gate {
+            desc.properties
+                .push(("kiln.quant.metric".into(), metric.clone()));
+            desc.properties
+                .push(("kiln.quant.metric_float".into(), format!("{f:.4}")));
+            desc.properties
+                .push(("kiln.quant.metric_quantized".into(), format!("{qv:.4}")));
+            desc.properties
+                .push(("kiln.quant.drop".into(), format!("{drop:.4}")));
+        }
+        if !q.kept_float.is_empty() {
+            desc.properties
+                .push(("kiln.quant.float_layers".into(), q.kept_float.join(",")));
+        }
+    }
     let mp = lower::lower(
         &lowered,
         &mut desc,
@@ -234,6 +295,8 @@ fn finish(
         per_sample_batch: batch.is_some(),
         batch_fixed_to_one: imported.batch_name.is_some() && batch.is_none(),
         warnings,
+        quant,
+        prune: pruned,
     };
     Ok(Compiled { bytes, report })
 }
