@@ -157,6 +157,239 @@ pub fn read_csv(path: &Path, drop: &[&str]) -> Result<(Vec<String>, TensorValue)
     ))
 }
 
+/// Samples and optional labels for calibration, validation and `kiln eval`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    /// Every sample's values as f32, back to back.
+    pub values: Vec<f32>,
+    /// Number of samples (dim 0 of the array, rows of a CSV).
+    pub count: usize,
+    /// Shape of one sample.
+    pub sample_shape: Vec<usize>,
+    /// One label per sample, when asked for.
+    pub labels: Option<Vec<f64>>,
+}
+
+impl Dataset {
+    /// The first `n` samples.
+    pub fn take(mut self, n: usize) -> Dataset {
+        if n < self.count {
+            let len = self.values.len() / self.count.max(1);
+            self.values.truncate(n * len);
+            self.count = n;
+            if let Some(l) = &mut self.labels {
+                l.truncate(n);
+            }
+        }
+        self
+    }
+
+    /// Labels as class indices (they must be whole numbers).
+    pub fn class_labels(&self) -> Result<Option<Vec<i64>>> {
+        let Some(l) = &self.labels else {
+            return Ok(None);
+        };
+        l.iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                if v.fract() == 0.0 && v.is_finite() {
+                    Ok(v as i64)
+                } else {
+                    bail!("label {i} is {v}, not a class index")
+                }
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+}
+
+/// One label array from a file: .npy (any numeric type), or text with one
+/// number per line (a header line is skipped).
+fn read_label_file(path: &Path) -> Result<Vec<f64>> {
+    if path.extension().is_some_and(|e| e == "npy") {
+        return Ok(read_npy(path)?.to_f64());
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut out = vec![];
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        match line.parse::<f64>() {
+            Ok(v) => out.push(v),
+            Err(_) if i == 0 => {}
+            Err(_) => bail!(
+                "{}: line {}: '{line}' is not a number",
+                path.display(),
+                i + 1
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// Reads a dataset: `.npy` (samples along dim 0), `.npz` (the array named
+/// `x`, `X`, `input`, `inputs`, `data` or else the first), or CSV with a
+/// header (one row per sample). `labels` is a CSV column or .npz array
+/// name, or a file (.npy or one number per line).
+pub fn read_dataset(path: &Path, labels: Option<&str>) -> Result<Dataset> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let label_file = labels
+        .map(Path::new)
+        .filter(|p| p.is_file())
+        .map(read_label_file)
+        .transpose()?;
+    let (values, shape, mut found) = match ext.as_str() {
+        "csv" => {
+            let drop: Vec<&str> = labels
+                .into_iter()
+                .filter(|_| label_file.is_none())
+                .collect();
+            let (_, t) = read_csv(path, &drop)?;
+            let found = match (labels, &label_file) {
+                (Some(col), None) => {
+                    let (_, l) = read_csv_column(path, col)?;
+                    Some(l)
+                }
+                _ => None,
+            };
+            (t.to_f64(), t.shape, found)
+        }
+        "npz" => {
+            let arrays = read_npz(path)?;
+            let pick = ["x", "X", "input", "inputs", "data"]
+                .iter()
+                .find_map(|k| arrays.iter().find(|(n, _)| n == k))
+                .or_else(|| arrays.iter().find(|(n, _)| Some(n.as_str()) != labels))
+                .with_context(|| format!("{}: no arrays", path.display()))?;
+            let found = match (labels, &label_file) {
+                (Some(k), None) => Some(
+                    arrays
+                        .iter()
+                        .find(|(n, _)| n == k)
+                        .with_context(|| {
+                            format!(
+                                "{}: no array named '{k}' for the labels (arrays: {})",
+                                path.display(),
+                                arrays
+                                    .iter()
+                                    .map(|a| a.0.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )
+                        })?
+                        .1
+                        .to_f64(),
+                ),
+                _ => None,
+            };
+            (pick.1.to_f64(), pick.1.shape.clone(), found)
+        }
+        "npy" => {
+            if let (Some(l), None) = (labels, &label_file) {
+                bail!("--labels {l}: no such file (a .npy dataset takes its labels from a file)");
+            }
+            let t = read_npy(path)?;
+            (t.to_f64(), t.shape.clone(), None)
+        }
+        _ => bail!(
+            "{}: unknown dataset format (expected .npy, .npz or .csv)",
+            path.display()
+        ),
+    };
+    if found.is_none() {
+        found = label_file;
+    }
+    let count = shape.first().copied().unwrap_or(1);
+    if count == 0 {
+        bail!("{}: the dataset holds no samples", path.display());
+    }
+    if let Some(l) = &found
+        && l.len() != count
+    {
+        bail!(
+            "{}: {} samples but {} labels",
+            path.display(),
+            count,
+            l.len()
+        );
+    }
+    Ok(Dataset {
+        values: values.iter().map(|&v| v as f32).collect(),
+        count,
+        sample_shape: shape.get(1..).unwrap_or(&[]).to_vec(),
+        labels: found,
+    })
+}
+
+/// One named column of a CSV, as numbers.
+fn read_csv_column(path: &Path, col: &str) -> Result<(usize, Vec<f64>)> {
+    let mut r =
+        csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let headers: Vec<String> = r.headers()?.iter().map(str::to_string).collect();
+    let i = headers.iter().position(|h| h == col).with_context(|| {
+        format!(
+            "{}: no column '{col}' for the labels (columns: {}...)",
+            path.display(),
+            headers
+                .iter()
+                .take(8)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    let mut out = vec![];
+    for (line, rec) in r.records().enumerate() {
+        let rec = rec?;
+        let s = rec.get(i).unwrap_or("").trim().to_string();
+        out.push(s.parse().with_context(|| {
+            format!(
+                "{}: row {}, column '{col}': '{s}' is not a number",
+                path.display(),
+                line + 2
+            )
+        })?);
+    }
+    Ok((i, out))
+}
+
+/// Classification metrics of predicted vs true class indices.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassMetrics {
+    pub samples: usize,
+    pub accuracy: f64,
+    /// Class indices seen in labels or predictions, ascending.
+    pub classes: Vec<i64>,
+    /// `confusion[i][j]`: samples of true class `classes[i]` predicted as `classes[j]`.
+    pub confusion: Vec<Vec<usize>>,
+}
+
+pub fn class_metrics(pred: &[i64], truth: &[i64]) -> ClassMetrics {
+    let mut classes: Vec<i64> = pred.iter().chain(truth).copied().collect();
+    classes.sort_unstable();
+    classes.dedup();
+    let idx = |c: i64| classes.binary_search(&c).unwrap_or(0);
+    let mut confusion = vec![vec![0usize; classes.len()]; classes.len()];
+    let mut hits = 0;
+    for (&p, &t) in pred.iter().zip(truth) {
+        confusion[idx(t)][idx(p)] += 1;
+        hits += usize::from(p == t);
+    }
+    ClassMetrics {
+        samples: pred.len().min(truth.len()),
+        accuracy: hits as f64 / pred.len().min(truth.len()).max(1) as f64,
+        classes,
+        confusion,
+    }
+}
+
 /// Float TFLite models of the corpus with their LiteRT goldens (golden file
 /// stem, model path): checked by the corpus test within 1e-5 of the output
 /// scale. Integer TFLite models are not imported yet.

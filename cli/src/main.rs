@@ -5,9 +5,11 @@
 
 use anyhow::{Context, Result, anyhow};
 use clap::{Parser, Subcommand};
-use kiln_cli::{npy_bytes, read_csv, read_npy};
+use kiln_cli::{npy_bytes, read_csv, read_dataset, read_npy};
+use kiln_compiler::prune::PruneOptions;
+use kiln_compiler::quantize::{Calibrator, QuantizeOptions, Samples, Task, Validation};
 use kiln_compiler::{Options, Report, Stage};
-use kiln_runtime_native::{IoSchema, Model, RunError, TensorValue};
+use kiln_runtime_native::{DType, IoSchema, Model, RunError, TensorValue};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -50,6 +52,8 @@ enum Cmd {
         /// Model version recorded in the artifact
         #[arg(long)]
         model_version: Option<String>,
+        #[command(flatten)]
+        quant: QuantArgs,
     },
     /// Run a model (.onnx or .kiln) on .npy or CSV inputs.
     Run {
@@ -91,8 +95,69 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Score a model on labelled data: accuracy and confusion matrix for
+    /// classifiers, MAE and RMSE for regressors.
+    Eval {
+        /// A .kiln artifact, or an .onnx / .tflite model (compiled in memory)
+        model: PathBuf,
+        /// Samples: .npy, .npz or CSV (one sample per row / along dim 0)
+        #[arg(long)]
+        data: PathBuf,
+        /// Labels: a CSV column or .npz array name, or a file (.npy, or one number per line)
+        #[arg(long)]
+        labels: String,
+        /// Score at most this many samples
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// List the supported ONNX operators.
     Ops,
+}
+
+/// Post-training quantization and its accuracy gate.
+#[derive(clap::Args, Debug)]
+struct QuantArgs {
+    /// Quantize: int8 (static, needs --calibration), dynamic (int8 weights,
+    /// activations per call) or f16 (half-precision weights)
+    #[arg(long, value_name = "int8|dynamic|f16")]
+    quantize: Option<String>,
+    /// Calibration samples (.npy, .npz or CSV) for --quantize int8
+    #[arg(long, value_name = "DATA")]
+    calibration: Option<PathBuf>,
+    /// How activation ranges are picked: minmax, percentile[:P], mse or kl
+    #[arg(long, default_value = "minmax")]
+    calibration_method: String,
+    /// Use at most this many calibration samples
+    #[arg(long, default_value_t = 1000)]
+    calibration_limit: usize,
+    /// Held-out samples for the accuracy gate
+    #[arg(long, value_name = "DATA")]
+    validation: Option<PathBuf>,
+    /// Validation labels: a CSV column or .npz array name, or a file
+    /// (without labels the gate measures agreement with the float model)
+    #[arg(long, value_name = "COL|FILE")]
+    labels: Option<String>,
+    /// Largest accuracy drop allowed, in points (relative error in percent for regressors)
+    #[arg(long, default_value_t = 1.0)]
+    max_drop: f64,
+    /// Most layers the gate may keep in float (default: half of them)
+    #[arg(long)]
+    max_float_layers: Option<usize>,
+    /// What the gate measures: auto, classification or regression
+    #[arg(long, default_value = "auto")]
+    task: String,
+    /// Use at most this many validation samples
+    #[arg(long, default_value_t = 2000)]
+    validation_limit: usize,
+    /// Prune: magnitude:F (zero the smallest fraction F of each layer's
+    /// weights), channels:auto (remove conv channels / dense units while
+    /// the gate allows; needs --validation) or channels:F (that fraction of
+    /// the prunable MACs)
+    #[arg(long, value_name = "SPEC")]
+    prune: Option<String>,
 }
 
 /// An error with the exit code it maps to.
@@ -139,7 +204,8 @@ fn main() -> ExitCode {
             dims,
             no_optimize,
             model_version,
-        } => compile(&model, &output, &dims, no_optimize, model_version),
+            quant,
+        } => compile(&model, &output, &dims, no_optimize, model_version, &quant),
         Cmd::Run {
             model,
             inputs,
@@ -161,6 +227,13 @@ fn main() -> ExitCode {
             profile,
         ),
         Cmd::Compare { a, b, inputs, json } => compare(&a, &b, &inputs, json),
+        Cmd::Eval {
+            model,
+            data,
+            labels,
+            limit,
+            json,
+        } => eval(&model, &data, &labels, limit, json),
         Cmd::Ops => {
             for op in kiln_compiler::supported_ops() {
                 println!("{op}");
@@ -249,12 +322,95 @@ fn compile_bytes(
     })
 }
 
+/// Pruning and quantization options from the flags (data files read here).
+fn quant_options(
+    q: &QuantArgs,
+) -> Result<(Option<PruneOptions>, Option<QuantizeOptions>), Failure> {
+    if q.quantize.is_none() && q.prune.is_none() {
+        if q.calibration.is_some() || q.validation.is_some() {
+            return Err(fail(2)(anyhow!(
+                "--calibration and --validation only apply with --quantize or --prune"
+            )));
+        }
+        return Ok((None, None));
+    }
+    let calibrator: Calibrator = q
+        .calibration_method
+        .parse()
+        .map_err(|e: String| fail(2)(anyhow!(e)))?;
+    let samples = |d: &kiln_cli::Dataset| Samples::new(d.values.clone(), d.count);
+    let calibration = match &q.calibration {
+        Some(path) => {
+            // A label column in a calibration CSV is not an input: drop it.
+            let col = q.labels.as_deref().filter(|l| !Path::new(l).is_file());
+            let d = match col.map(|c| read_dataset(path, Some(c))) {
+                Some(Ok(d)) => d,
+                _ => read_dataset(path, None).map_err(fail(1))?,
+            }
+            .take(q.calibration_limit);
+            Some(samples(&d))
+        }
+        None => None,
+    };
+    let validation = match &q.validation {
+        Some(path) => {
+            let d = read_dataset(path, q.labels.as_deref())
+                .map_err(fail(1))?
+                .take(q.validation_limit);
+            let task = match q.task.as_str() {
+                "auto" => Task::Auto,
+                "classification" => Task::Classification,
+                "regression" => Task::Regression,
+                t => {
+                    return Err(fail(2)(anyhow!(
+                        "--task {t}: expected auto, classification or regression"
+                    )));
+                }
+            };
+            Some(Validation {
+                samples: samples(&d),
+                labels: if task == Task::Regression {
+                    None
+                } else {
+                    d.class_labels().map_err(fail(1))?
+                },
+                task,
+                max_drop: q.max_drop,
+                max_float_layers: q.max_float_layers,
+            })
+        }
+        None if q.labels.is_some() => {
+            return Err(fail(2)(anyhow!("--labels needs --validation DATA")));
+        }
+        None => None,
+    };
+    let prune = match &q.prune {
+        Some(spec) => Some(PruneOptions {
+            method: spec.parse().map_err(|e: String| fail(2)(anyhow!(e)))?,
+            data: calibration.clone(),
+            validation: validation.clone(),
+        }),
+        None => None,
+    };
+    let quant = match &q.quantize {
+        Some(p) => Some(QuantizeOptions {
+            precision: p.parse().map_err(|e: String| fail(2)(anyhow!(e)))?,
+            calibrator,
+            calibration,
+            validation,
+        }),
+        None => None,
+    };
+    Ok((prune, quant))
+}
+
 fn compile(
     model: &Path,
     out: &Path,
     dims: &[String],
     no_optimize: bool,
     version: Option<String>,
+    quant: &QuantArgs,
 ) -> Result<(), Failure> {
     let bytes = std::fs::read(model).with_context(|| format!("cannot read {}", model.display()))?;
     if is_artifact(&bytes) {
@@ -269,9 +425,38 @@ fn compile(
         ..Default::default()
     };
     opts.import.dims = parse_dims(dims)?;
+    (opts.prune, opts.quantize) = quant_options(quant)?;
+    // The float artifact's size, to report the quantized one against it.
+    let float_bytes = match (&opts.quantize, &opts.prune) {
+        (None, None) => None,
+        _ => {
+            let plain = Options {
+                quantize: None,
+                prune: None,
+                ..opts.clone()
+            };
+            Some(
+                compile_bytes(&bytes, model, &plain, false)?
+                    .report
+                    .artifact_bytes,
+            )
+        }
+    };
     let c = compile_bytes(&bytes, model, &opts, true)?;
     std::fs::write(out, &c.bytes).with_context(|| format!("cannot write {}", out.display()))?;
     print_report(&c.report, out);
+    if let Some(p) = &c.report.prune {
+        print_prune_report(p);
+    }
+    if let (Some(q), Some(f)) = (&c.report.quant, float_bytes) {
+        print_quant_report(q, c.report.artifact_bytes, f);
+    } else if let Some(f) = float_bytes {
+        println!(
+            "size           {} bytes = {:.3}x the unpruned artifact ({f} bytes)",
+            c.report.artifact_bytes,
+            c.report.artifact_bytes as f64 / f.max(1) as f64
+        );
+    }
     Ok(())
 }
 
@@ -323,6 +508,199 @@ fn print_report(r: &Report, out: &Path) {
         r.artifact_bytes,
         out.display()
     );
+}
+
+fn print_prune_report(p: &kiln_compiler::prune::PruneReport) {
+    let pct = |a: f64, b: f64| 100.0 * (1.0 - a / b.max(1.0));
+    println!(
+        "pruned         {}: parameters {} -> {} (-{:.1}%), MACs {} -> {} (-{:.1}%)",
+        p.method,
+        p.params_before,
+        p.params_after,
+        pct(p.params_after as f64, p.params_before as f64),
+        p.macs_before,
+        p.macs_after,
+        pct(p.macs_after as f64, p.macs_before as f64)
+    );
+    if p.zeros > 0 {
+        println!(
+            "zero weights   {} (stored dense: Kiln has no sparse kernels, so size and MACs do not shrink)",
+            p.zeros
+        );
+    }
+    for (macs, drop) in &p.steps {
+        println!(
+            "  search: {macs:>10} MACs (-{:.1}%), drop {drop:.2} points",
+            pct(*macs as f64, p.macs_before as f64)
+        );
+    }
+    for (name, removed, total) in &p.layers {
+        println!("  {removed:>4} of {total:>4} channels removed: {name}");
+    }
+    if let Some((metric, f, pv, drop)) = &p.gate {
+        println!("prune gate     {metric}: float {f:.2}%, pruned {pv:.2}%, drop {drop:.2} points");
+    }
+}
+
+fn print_quant_report(q: &kiln_compiler::quantize::QuantReport, bytes: usize, float_bytes: usize) {
+    println!(
+        "quantized      {} ({} layers{}{})",
+        q.precision,
+        q.quantized.len(),
+        if q.calibrator.is_empty() {
+            String::new()
+        } else {
+            format!(", calibration {}", q.calibrator)
+        },
+        if q.kept_float.is_empty() {
+            String::new()
+        } else {
+            format!(", kept in float: {}", q.kept_float.join(", "))
+        }
+    );
+    if !q.unsupported.is_empty() {
+        let mut u = q.unsupported.clone();
+        u.sort();
+        u.dedup();
+        println!("float ops      {} (no int8 kernel)", u.join(", "));
+    }
+    println!(
+        "size           {bytes} bytes = {:.3}x the float artifact ({float_bytes} bytes)",
+        bytes as f64 / float_bytes.max(1) as f64
+    );
+    if let Some((metric, f, qv, drop)) = &q.gate {
+        println!(
+            "gate           {metric}: float {f:.2}%, quantized {qv:.2}%, drop {drop:.2} points"
+        );
+    }
+    for (name, r) in q.sensitivity.iter().take(5) {
+        println!("sensitivity    {r:.3}% output error with only this layer in int8: {name}");
+    }
+}
+
+/// `kiln eval`: the model on every sample, scored against the labels.
+fn eval(
+    path: &Path,
+    data: &Path,
+    labels: &str,
+    limit: Option<usize>,
+    json: bool,
+) -> Result<(), Failure> {
+    let mut d = read_dataset(data, Some(labels)).map_err(fail(1))?;
+    if let Some(n) = limit {
+        d = d.take(n);
+    }
+    let truth = d
+        .labels
+        .clone()
+        .ok_or_else(|| fail(2)(anyhow!("--labels {labels}: no labels found")))?;
+    let (model, report) = load_model(path, &HashMap::new())?;
+    if let Some(r) = &report {
+        for w in &r.warnings {
+            eprintln!("warning: {w}");
+        }
+    }
+    let [input] = model.inputs() else {
+        return Err(fail(4)(anyhow!(
+            "kiln eval scores one-input models (this one has {})",
+            model.inputs().len()
+        )));
+    };
+    if input.dtype != DType::F32 {
+        return Err(fail(4)(anyhow!(
+            "input '{}' is {}; kiln eval feeds float32 samples",
+            input.name,
+            input.dtype
+        )));
+    }
+    let shape = input.shape(1);
+    let per: usize = shape.iter().product();
+    let len = d.values.len() / d.count;
+    if len != per {
+        return Err(fail(4)(anyhow!(
+            "a sample of {} has {len} values, input '{}' takes {per} ({})",
+            data.display(),
+            input.name,
+            input.shape_string()
+        )));
+    }
+    // The scored output: class scores (more than one value per sample) if
+    // there are any, else the first float output.
+    let outs = model.outputs();
+    let numel = |k: usize| outs[k].shape(1).iter().product::<usize>();
+    let scored = (0..outs.len())
+        .find(|&k| outs[k].dtype == DType::F32 && numel(k) > 1)
+        .or_else(|| (0..outs.len()).find(|&k| outs[k].dtype == DType::F32))
+        .ok_or_else(|| fail(4)(anyhow!("the model has no float32 output to score")))?;
+    let classify = numel(scored) > 1;
+    let mut session = model.session();
+    let mut preds: Vec<Vec<f32>> = Vec::with_capacity(d.count);
+    for i in 0..d.count {
+        let x = TensorValue::from_f32(shape.clone(), &d.values[i * per..(i + 1) * per]);
+        let y = session.run(&[&x]).map_err(run_error).map_err(|f| Failure {
+            code: f.code,
+            err: f.err.context(format!("sample {i}")),
+        })?;
+        preds.push(y[scored].f32_values().collect());
+    }
+    let name = &outs[scored].name;
+    if classify {
+        let truth = d.class_labels().map_err(fail(1))?.unwrap_or_default();
+        let pred: Vec<i64> = preds
+            .iter()
+            .map(|p| kiln_compiler::quantize::argmax(p) as i64)
+            .collect();
+        let m = kiln_cli::class_metrics(&pred, &truth);
+        if json {
+            let v = serde_json::json!({
+                "task": "classification",
+                "output": name,
+                "samples": m.samples,
+                "accuracy": m.accuracy,
+                "classes": m.classes,
+                "confusion": m.confusion,
+            });
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        } else {
+            println!("output     {name} (argmax = class index)");
+            println!("samples    {}", m.samples);
+            println!("accuracy   {:.4} ({:.2}%)", m.accuracy, 100.0 * m.accuracy);
+            println!("confusion  rows = true class, columns = predicted");
+            print!("{:>8}", "");
+            for c in &m.classes {
+                print!("{c:>6}");
+            }
+            println!();
+            for (c, row) in m.classes.iter().zip(&m.confusion) {
+                print!("{c:>8}");
+                for v in row {
+                    print!("{v:>6}");
+                }
+                println!();
+            }
+        }
+    } else {
+        let (mut abs, mut sq) = (0.0f64, 0.0f64);
+        for (p, &t) in preds.iter().zip(&truth) {
+            let e = f64::from(p.first().copied().unwrap_or(f32::NAN)) - t;
+            abs += e.abs();
+            sq += e * e;
+        }
+        let n = preds.len().max(1) as f64;
+        let (mae, rmse) = (abs / n, (sq / n).sqrt());
+        if json {
+            let v = serde_json::json!({
+                "task": "regression", "output": name, "samples": preds.len(), "mae": mae, "rmse": rmse,
+            });
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        } else {
+            println!("output     {name}");
+            println!("samples    {}", preds.len());
+            println!("MAE        {mae:.6}");
+            println!("RMSE       {rmse:.6}");
+        }
+    }
+    Ok(())
 }
 
 /// Loads a model; ONNX is compiled in memory with dims taken from `shapes`.
