@@ -590,6 +590,28 @@ pub fn softmax_i8(x: &[i8], row: usize, table: &[f32], y_scale: f32, y_zp: i32, 
     }
 }
 
+/// Per-tensor f32 → int8 quantization with ONNX `QuantizeLinear`
+/// semantics: `round_half_even(x / scale) + zp`, saturated; NaN gives
+/// `zp`. The rounding adds and subtracts 1.5·2²³ (exact IEEE
+/// round-to-nearest-even for |v| ≤ 2²², larger values saturate anyway), so
+/// the loop vectorizes and matches [`crate::math::round_half_even`].
+pub fn quantize_i8(x: &[f32], scale: f32, zp: i32, y: &mut [i8]) {
+    const MAGIC: f32 = 12_582_912.0;
+    const LIMIT: f32 = 4_194_304.0;
+    for (o, &v) in y.iter_mut().zip(x) {
+        let q = (v / scale).clamp(-LIMIT, LIMIT);
+        let r = (q + MAGIC) - MAGIC;
+        *o = (r as i32 + zp).clamp(-128, 127) as i8;
+    }
+}
+
+/// Per-tensor int8 → f32: `(q - zp) · scale`.
+pub fn dequantize_i8(x: &[i8], scale: f32, zp: i32, y: &mut [f32]) {
+    for (o, &q) in y.iter_mut().zip(x) {
+        *o = (i32::from(q) - zp) as f32 * scale;
+    }
+}
+
 /// Int8 max pooling (TFLite `MAX_POOL_2D`, NCHW here): the largest
 /// in-bounds value of each window, clamped to `[act_min, act_max]`. Input
 /// and output share their quantization, so no requantization. A window
@@ -1010,5 +1032,35 @@ mod tests {
         xn[0] = f32::INFINITY;
         dyn_fully_connected(&p, &xn, &w, &ws, None, &mut std::vec![0; depth], &mut y);
         assert!(y[..units].iter().all(|v| v.is_nan()) && y[units..].iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn quantize_i8_matches_reference_rounding() {
+        let scale = 0.25f32;
+        let mut vals: std::vec::Vec<f32> = (-2000..2000).map(|i| i as f32 * 0.0625).collect();
+        vals.extend([
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1e30,
+            -1e30,
+            0.125,
+            -0.125,
+            0.375,
+        ]);
+        let mut y = std::vec![0i8; vals.len()];
+        quantize_i8(&vals, scale, -3, &mut y);
+        for (&v, &q) in vals.iter().zip(&y) {
+            let r = crate::math::round_half_even(v / scale);
+            let want = if r.is_nan() {
+                -3
+            } else {
+                (r as i64).saturating_add(-3).clamp(-128, 127)
+            };
+            assert_eq!(i64::from(q), want, "{v}");
+        }
+        let mut back = std::vec![0f32; y.len()];
+        dequantize_i8(&y, scale, -3, &mut back);
+        assert_eq!(back[2000], 0.0 * scale + 0.0);
     }
 }

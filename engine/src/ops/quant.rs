@@ -43,6 +43,13 @@ pub(crate) fn dequantize(axis: usize, io: &mut Io<'_>) -> Result<(), EngineError
     let (outer, ch, inner) = axis_split(&x, scale.len(), axis)?;
     let out = y.f32_mut()?;
     same_len(out.len(), outer * ch * inner)?;
+    if scale.len() == 1 && x.dtype() == DType::I8 {
+        let z = zero_point(zp, 0, 1)? as i32;
+        let xd = x.i8()?;
+        same_len(xd.len(), out.len())?;
+        kiln_kernels::quant::dequantize_i8(xd, scale[0], z, out);
+        return Ok(());
+    }
     for o in 0..outer {
         for c in 0..ch {
             let (s, z) = (scale[c], zero_point(zp, c, scale.len())?);
@@ -85,6 +92,15 @@ pub(crate) fn quantize(axis: usize, io: &mut Io<'_>) -> Result<(), EngineError> 
     let (outer, ch, inner) = axis_split(&x, scale.len(), axis)?;
     same_len(y.info.numel(), outer * ch * inner)?;
     let xs = x.f32()?;
+    if scale.len() == 1 && dt == DType::I8 {
+        let z = zero_point(zp, 0, 1)?;
+        let out: &mut [i8] = bytemuck::cast_slice_mut(y.data);
+        same_len(out.len(), xs.len())?;
+        if (-128..=127).contains(&z) {
+            kiln_kernels::quant::quantize_i8(xs, scale[0], z as i32, out);
+            return Ok(());
+        }
+    }
     for o in 0..outer {
         for c in 0..ch {
             let (s, z) = (scale[c], zero_point(zp, c, scale.len())?);
