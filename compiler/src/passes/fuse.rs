@@ -303,3 +303,210 @@ pub fn fuse_conv_bias(g: &mut Graph) -> usize {
     }
     n
 }
+
+/// A fully connected layer's weights as `[units][depth]` accessors: Gemm
+/// (no transposed A, alpha = beta = 1, constant B and C) or MatMul with a
+/// constant 2-D B. Returns (weights row-major `[units, depth]`, bias).
+fn fc_weights(g: &Graph, k: usize) -> Option<(Vec<f32>, usize, usize, Vec<f32>)> {
+    let n = &g.nodes[k];
+    let trans_b = match n.op {
+        Op::Gemm {
+            trans_a: false,
+            trans_b,
+            alpha,
+            beta,
+            ..
+        } if alpha == 1.0 && beta == 1.0 => trans_b,
+        Op::MatMul { .. } => false,
+        _ => return None,
+    };
+    let b = n.inputs.get(1).copied().flatten()?;
+    let bt = &g.tensors[b];
+    if bt.shape.len() != 2 || !sole_consumer_any(g, b, k) {
+        return None;
+    }
+    let bv = bt.f32s()?;
+    let (units, depth) = if trans_b {
+        (bt.shape[0], bt.shape[1])
+    } else {
+        (bt.shape[1], bt.shape[0])
+    };
+    let w = (0..units * depth)
+        .map(|i| {
+            let (u, d) = (i / depth, i % depth);
+            if trans_b { bv[i] } else { bv[d * units + u] }
+        })
+        .collect();
+    let bias = match n.inputs.get(2).copied().flatten() {
+        Some(c) => {
+            let cv = g.tensors[c].f32s()?;
+            if cv.len() != units {
+                return None;
+            }
+            cv
+        }
+        None => vec![0.0; units],
+    };
+    Some((w, units, depth, bias))
+}
+
+/// Whether node `k` is the only reader of constant `t`.
+fn sole_consumer_any(g: &Graph, t: TensorId, k: usize) -> bool {
+    g.nodes
+        .iter()
+        .enumerate()
+        .all(|(j, n)| j == k || !n.inputs.contains(&Some(t)))
+}
+
+/// Writes new FC weights (`[units, depth]`) and bias back in the node's own
+/// layout.
+fn set_fc_weights(g: &mut Graph, k: usize, w: &[f32], units: usize, depth: usize, bias: &[f32]) {
+    let b = g.nodes[k].inputs[1].unwrap_or(0);
+    let name = g.tensors[b].name.clone();
+    let trans_b = matches!(g.nodes[k].op, Op::Gemm { trans_b: true, .. });
+    let stored: Vec<f32> = if trans_b {
+        w.to_vec()
+    } else {
+        (0..units * depth)
+            .map(|i| w[(i % units) * depth + i / units])
+            .collect()
+    };
+    let shape = g.tensors[b].shape.clone();
+    let nw = g.const_f32(format!("{name}:bn"), shape, &stored);
+    let nb = g.const_f32(format!("{name}:bn_bias"), vec![units], bias);
+    let n = &mut g.nodes[k];
+    n.inputs.resize(3, None);
+    n.inputs[1] = Some(nw);
+    n.inputs[2] = Some(nb);
+}
+
+/// BatchNorm scale and shift per channel: `y = s·x + t`.
+fn bn_affine(g: &Graph, k: usize) -> Option<(Vec<f32>, Vec<f32>)> {
+    let Op::BatchNorm { epsilon } = g.nodes[k].op else {
+        return None;
+    };
+    let p: Vec<Vec<f32>> = g.nodes[k]
+        .inputs
+        .get(1..5)?
+        .iter()
+        .map(|i| i.and_then(|i| g.tensors[i].f32s()))
+        .collect::<Option<_>>()?;
+    let (sc, b, m, v) = (&p[0], &p[1], &p[2], &p[3]);
+    let s: Vec<f32> = (0..sc.len())
+        .map(|c| sc[c] / (v[c] + epsilon).sqrt())
+        .collect();
+    let t = (0..sc.len()).map(|c| b[c] - m[c] * s[c]).collect();
+    Some((s, t))
+}
+
+/// BatchNorm around fully connected layers:
+/// - `FC → BatchNorm` (no activation between) ⇒ `FC` with rows scaled and
+///   the bias mapped: `W' = s·W`, `b' = s·b + t`;
+/// - `BatchNorm → [flatten] → FC` ⇒ `FC` reading the BatchNorm's input:
+///   `W'[u, k] = W[u, k]·s[c(k)]`, `b' = b + W·t` (what `timm`/PyTorch
+///   models with a BatchNorm after the last ReLU look like).
+pub fn fold_batchnorm_fc(g: &mut Graph) -> usize {
+    let mut done = 0;
+    let mut k = 0;
+    while k < g.nodes.len() {
+        if folded_around_fc(g, k) {
+            done += 1;
+        } else {
+            k += 1;
+        }
+    }
+    done
+}
+
+fn folded_around_fc(g: &mut Graph, k: usize) -> bool {
+    let Some((s, t)) = bn_affine(g, k) else {
+        return false;
+    };
+    let (Some(Some(x)), Some(Some(y))) = (
+        g.nodes[k].inputs.first().copied(),
+        g.nodes[k].outputs.first().copied(),
+    ) else {
+        return false;
+    };
+    let c = s.len();
+    // Backward: FC (identity activation) → BN on [rows, units].
+    if let Some(p) = g.nodes.iter().position(|n| n.outputs.contains(&Some(x)))
+        && matches!(
+            g.nodes[p].op,
+            Op::Gemm {
+                act: Unary::Identity,
+                ..
+            } | Op::MatMul {
+                act: Unary::Identity
+            }
+        )
+        && sole_consumer(g, x) == Some(k)
+        && g.tensors[x].shape.len() == 2
+        && g.tensors[x].shape[1] == c
+        && let Some((mut w, units, depth, mut bias)) = fc_weights(g, p)
+        && units == c
+    {
+        for u in 0..units {
+            for e in &mut w[u * depth..(u + 1) * depth] {
+                *e *= s[u];
+            }
+            bias[u] = bias[u] * s[u] + t[u];
+        }
+        set_fc_weights(g, p, &w, units, depth, &bias);
+        let bn = g.nodes.remove(k);
+        let fc = &mut g.nodes[p];
+        fc.outputs[0] = Some(y);
+        fc.name = format!("{}+{}", fc.name, bn.name);
+        return true;
+    }
+    // Forward: BN → [Reshape] → FC.
+    let Some(r) = sole_consumer(g, y) else {
+        return false;
+    };
+    let (fc, fc_in) = match g.nodes[r].op {
+        Op::Reshape => match g.nodes[r].outputs.first().copied().flatten() {
+            Some(o) => match sole_consumer(g, o) {
+                Some(f) => (f, o),
+                None => return false,
+            },
+            None => return false,
+        },
+        _ => (r, y),
+    };
+    if g.nodes[fc].inputs.first() != Some(&Some(fc_in))
+        || g.tensors[fc_in].shape.len() != 2
+        || g.tensors[fc_in].shape[0] != 1
+        || g.tensors[x].shape.get(1) != Some(&c)
+        || g.tensors[x].shape.first() != Some(&1)
+    {
+        return false;
+    }
+    let Some((mut w, units, depth, mut bias)) = fc_weights(g, fc) else {
+        return false;
+    };
+    if depth != g.tensors[x].numel() || depth % c != 0 {
+        return false;
+    }
+    let inner = depth / c;
+    for u in 0..units {
+        let row = &mut w[u * depth..(u + 1) * depth];
+        let mut add = 0.0f64;
+        for (j, e) in row.iter_mut().enumerate() {
+            let ch = j / inner;
+            add += f64::from(*e) * f64::from(t[ch]);
+            *e *= s[ch];
+        }
+        bias[u] += add as f32;
+    }
+    set_fc_weights(g, fc, &w, units, depth, &bias);
+    // The reader of the BN output now reads the BN input.
+    for i in g.nodes[r].inputs.iter_mut() {
+        if *i == Some(y) {
+            *i = Some(x);
+        }
+    }
+    let bn = g.nodes.remove(k);
+    let fc = if fc > k { fc - 1 } else { fc };
+    g.nodes[fc].name = format!("{}+{}", bn.name, g.nodes[fc].name);
+    true
+}

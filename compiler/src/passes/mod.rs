@@ -15,6 +15,7 @@ pub type Pass = (&'static str, fn(&mut Graph) -> usize);
 
 pub const PASSES: &[Pass] = &[
     ("fold-batchnorm", fuse::fold_batchnorm),
+    ("fold-batchnorm-fc", fuse::fold_batchnorm_fc),
     ("fuse-bias", fuse::fuse_bias),
     ("fuse-conv-bias", fuse::fuse_conv_bias),
     ("fuse-activation", fuse::fuse_activation),
