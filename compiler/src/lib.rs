@@ -222,42 +222,28 @@ fn finish(
     desc.properties
         .push(("kiln.params".into(), stats.params.to_string()));
     if let Some(p) = &pruned {
-        desc.properties
-            .push(("kiln.prune.method".into(), p.method.clone()));
-        desc.properties
-            .push(("kiln.prune.macs_before".into(), p.macs_before.to_string()));
-        desc.properties.push((
-            "kiln.prune.params_before".into(),
-            p.params_before.to_string(),
-        ));
+        let mut v = format!(
+            "{}; MACs {} -> {}; parameters {} -> {}",
+            p.method, p.macs_before, p.macs_after, p.params_before, p.params_after
+        );
         if let Some((metric, f, pv, drop)) = &p.gate {
-            desc.properties.push((
-                "kiln.prune.gate".into(),
-                format!("{metric}: float {f:.4}, pruned {pv:.4}, drop {drop:.4}"),
-            ));
+            v += &format!("; {metric}: float {f:.4}, pruned {pv:.4}, drop {drop:.4}");
         }
+        desc.properties.push(("kiln.prune".into(), v));
     }
     if let Some(q) = &quant {
-        desc.properties
-            .push(("kiln.quant.precision".into(), q.precision.clone()));
+        // One property: small models should not pay much for the record.
+        let mut v = q.precision.clone();
         if !q.calibrator.is_empty() {
-            desc.properties
-                .push(("kiln.quant.calibration".into(), q.calibrator.clone()));
+            v += &format!("; calibration {}", q.calibrator);
         }
         if let Some((metric, f, qv, drop)) = &q.gate {
-            desc.properties
-                .push(("kiln.quant.metric".into(), metric.clone()));
-            desc.properties
-                .push(("kiln.quant.metric_float".into(), format!("{f:.4}")));
-            desc.properties
-                .push(("kiln.quant.metric_quantized".into(), format!("{qv:.4}")));
-            desc.properties
-                .push(("kiln.quant.drop".into(), format!("{drop:.4}")));
+            v += &format!("; {metric}: float {f:.4}, quantized {qv:.4}, drop {drop:.4}");
         }
         if !q.kept_float.is_empty() {
-            desc.properties
-                .push(("kiln.quant.float_layers".into(), q.kept_float.join(",")));
+            v += &format!("; float layers: {}", q.kept_float.join(", "));
         }
+        desc.properties.push(("kiln.quant".into(), v));
     }
     let mp = lower::lower(
         &lowered,

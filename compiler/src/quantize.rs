@@ -1099,7 +1099,12 @@ fn rewrite(
                 if let Some(c) = relu {
                     absorbed.insert(c);
                 }
-                lower_layer(&mut rw, n, kind, act, out, corr.get(&k).map(Vec::as_slice))?;
+                let c = corr.get(&k).map(Vec::as_slice);
+                if kind == Kind::Fc && feeds_float(src, out, keep_float) {
+                    lower_float_out_fc(&mut rw, n, act, out, c)?;
+                } else {
+                    lower_layer(&mut rw, n, kind, act, out, c)?;
+                }
                 done.push(n.name.clone());
                 true
             }
@@ -1138,6 +1143,83 @@ fn layer_output(src: &Graph, k: usize) -> (Unary, TensorId, Option<usize>) {
         },
         (a, _) => (a, y, None),
     }
+}
+
+/// Whether only float ops read `t` (or it is a graph output).
+fn feeds_float(src: &Graph, t: TensorId, keep_float: &HashSet<usize>) -> bool {
+    src.outputs.contains(&t)
+        || src.nodes.iter().enumerate().all(|(k, n)| {
+            !n.inputs.contains(&Some(t)) || keep_float.contains(&k) || int8_kind(src, n).is_none()
+        })
+}
+
+/// An FC layer whose result only float ops read (typically the
+/// classifier producing the logits): int8 weights, the input quantized per
+/// call and row, and an f32 output (`DynFullyConnected`). Rounding the
+/// logits to 256 levels would create argmax ties; this keeps their full
+/// resolution for the same weight bytes.
+fn lower_float_out_fc(
+    rw: &mut Rewriter<'_>,
+    n: &Node,
+    act: Unary,
+    out: TensorId,
+    corr: Option<&[f32]>,
+) -> Result<()> {
+    let fc = as_fc(rw.src, n).ok_or_else(|| CompileError::Invalid("internal error: FC".into()))?;
+    let x = rw.need_f(fc.x)?;
+    let name = n.name.clone();
+    let (wq, ws) = quantize_rows(&fc.w, fc.units);
+    let w = rw.g.add_const(
+        format!("{name}:w_i8"),
+        DType::I8,
+        vec![fc.units, fc.depth],
+        i8_bytes(&wq),
+    );
+    let s = rw.g.add_const(
+        format!("{name}:w_scale"),
+        DType::F32,
+        vec![fc.units],
+        f32_bytes(&ws),
+    );
+    let bias: Option<Vec<f32>> = match (&fc.bias, corr) {
+        (b, Some(c)) if c.len() == fc.units => Some(
+            (0..fc.units)
+                .map(|u| b.as_ref().map_or(0.0, |b| b[u]) + c[u])
+                .collect(),
+        ),
+        (b, _) => b.clone(),
+    };
+    let b = bias.map(|b| rw.g.const_f32(format!("{name}:bias"), vec![fc.units], &b));
+    let rows = rw.g.tensors[x].numel() / fc.depth.max(1);
+    let mut nodes = std::mem::take(&mut rw.nodes);
+    let x2 = reshape(&mut rw.g, &mut nodes, x, vec![rows, fc.depth], "rows");
+    let y2 = if rw.g.tensors[out].shape == [rows, fc.units] {
+        out
+    } else {
+        rw.g.add_tensor(Tensor {
+            name: format!("{}:rows", rw.g.tensors[out].name),
+            dtype: DType::F32,
+            shape: vec![rows, fc.units],
+            data: None,
+        })
+    };
+    nodes.push(Node {
+        op: Op::DynFullyConnected { act },
+        inputs: vec![Some(x2), Some(w), Some(s), b],
+        outputs: vec![Some(y2)],
+        name: name.clone(),
+    });
+    if y2 != out {
+        nodes.push(Node {
+            op: Op::Reshape,
+            inputs: vec![Some(y2)],
+            outputs: vec![Some(out)],
+            name: format!("{name}:shape"),
+        });
+    }
+    rw.nodes = nodes;
+    rw.has_float[out] = true;
+    Ok(())
 }
 
 fn node_act(n: &Node) -> Unary {
