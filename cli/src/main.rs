@@ -919,6 +919,16 @@ fn inspect(path: &Path, json: bool, layers: bool) -> Result<(), Failure> {
         .as_ref()
         .map(|r| r.macs)
         .or_else(|| prop("kiln.macs"));
+    // The compiler's count (quantization does not change it) when recorded.
+    let params = prop("kiln.params").map_or(params, |p| p as usize);
+    let text = |key: &str| {
+        meta.properties
+            .iter()
+            .flatten()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.to_string())
+    };
+    let (quant, pruned) = (text("kiln.quant"), text("kiln.prune"));
     let io_json = |v: &[IoSchema]| -> serde_json::Value {
         v.iter()
             .map(|s| serde_json::json!({"name": s.name, "dtype": s.dtype.name(), "shape": s.shape_string(), "labels": s.labels}))
@@ -940,6 +950,7 @@ fn inspect(path: &Path, json: bool, layers: bool) -> Result<(), Failure> {
             "layers": if layers { per_layer.iter().map(|(i, op, name, dt, shape)| serde_json::json!({"index": i, "op": op, "name": name, "dtype": dt, "shape": shape})).collect::<Vec<_>>() } else { vec![] },
             "arena_bytes": model.arena_size(), "weight_bytes": view.weights().len(), "artifact_bytes": view.len(),
             "per_sample_batch": view.per_sample_batch(),
+            "quantization": quant, "pruning": pruned,
             "provenance": {"source": p.source_name, "source_format": p.source_format, "source_sha256": sha, "producer": p.producer, "compiler": p.compiler, "created_unix": p.created_unix},
         });
         println!(
@@ -980,6 +991,12 @@ fn inspect(path: &Path, json: bool, layers: bool) -> Result<(), Failure> {
         for (i, op, name, dt, shape) in &per_layer {
             println!("  #{i:<4} {op:<24} {dt:<8} {shape:?}  {name}");
         }
+    }
+    if let Some(q) = &quant {
+        println!("quantized  {q}");
+    }
+    if let Some(p) = &pruned {
+        println!("pruned     {p}");
     }
     println!("parameters {params}");
     if let Some(m) = macs {
