@@ -379,8 +379,10 @@ fn quant_options(
                 max_float_layers: q.max_float_layers,
             })
         }
-        None if q.labels.is_some() => {
-            return Err(fail(2)(anyhow!("--labels needs --validation DATA")));
+        None if q.labels.is_some() && q.calibration.is_none() => {
+            return Err(fail(2)(anyhow!(
+                "--labels needs --validation DATA (or a calibration CSV to drop the column from)"
+            )));
         }
         None => None,
     };

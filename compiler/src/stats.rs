@@ -1,7 +1,7 @@
 //! Parameter and MAC counts.
 
 use crate::ir::Graph;
-use kiln_format::Op;
+use kiln_format::{DType, Op};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GraphStats {
@@ -9,14 +9,17 @@ pub struct GraphStats {
     pub macs: u64,
 }
 
-/// Parameters = elements of float constants read by nodes; MACs per op family.
+/// Parameters = elements of float and 8-bit integer constants read by
+/// nodes (int32 biases of quantized layers are not counted); MACs per op
+/// family.
 pub fn graph_stats(g: &Graph) -> GraphStats {
     let mut s = GraphStats::default();
     let mut seen = vec![false; g.tensors.len()];
     for n in &g.nodes {
         for &i in n.inputs.iter().flatten() {
             let t = &g.tensors[i];
-            if t.is_const() && t.dtype.is_float() && !seen[i] {
+            let weight = t.dtype.is_float() || matches!(t.dtype, DType::I8 | DType::U8);
+            if t.is_const() && weight && !seen[i] {
                 seen[i] = true;
                 s.params += t.numel();
             }
