@@ -36,6 +36,13 @@ compile burn_pico_sine "$C/onnx-real/burn_pico_sine.onnx"
 compile tflm_hello_world_int8 "$C/tflite-micro/hello_world_int8.tflite"
 compile tflm_micro_speech_int8 "$C/tflite-micro/micro_speech_quantized.tflite"
 compile mnist8_cntk "$C/onnx-real/mnist-8_cntk.onnx"
+# Kiln's own quantization: QConv, int8 MaxPool, DynFullyConnected, f16 Cast.
+compile mlp_digits_int8 "$C/sklearn/mlp_digits.onnx" --quantize int8 \
+  --calibration "$C/sklearn/mlp_digits_train.csv" --labels target
+compile mlp_digits_dynamic "$C/sklearn/mlp_digits.onnx" --quantize dynamic
+compile mlp_digits_f16 "$C/sklearn/mlp_digits.onnx" --quantize f16
+compile pico_sine_int8 "$C/onnx-real/burn_pico_sine.onnx" --quantize int8 \
+  --calibration fuzz/pico_sine_calibration.csv
 compile ort_logreg_iris_zipmap "$C/onnx-real/ort_logreg_iris_zipmap.onnx"
 compile keras_tf2_example "$C/tract-test-cases/keras_tf2_example/model.onnx"
 for t in qlstm_3-2-3_T3_S1 xgboost_classifier_tree lgbm_classifier_tensor linear_classifier; do
