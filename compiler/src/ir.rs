@@ -145,6 +145,26 @@ impl Graph {
         c
     }
 
+    /// The single node reading `t` (once), if exactly one does and `t` is
+    /// not a graph output.
+    pub fn sole_consumer(&self, t: TensorId) -> Option<usize> {
+        if self.outputs.contains(&t) {
+            return None;
+        }
+        let mut found = None;
+        for (k, n) in self.nodes.iter().enumerate() {
+            for &i in n.inputs.iter().flatten() {
+                if i == t {
+                    if found.is_some() {
+                        return None;
+                    }
+                    found = Some(k);
+                }
+            }
+        }
+        found
+    }
+
     /// Index of the node producing each tensor.
     pub fn producers(&self) -> Vec<Option<usize>> {
         let mut p = vec![None; self.tensors.len()];

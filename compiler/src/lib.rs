@@ -13,6 +13,7 @@
 
 pub mod error;
 pub mod eval;
+pub mod fc;
 pub mod ir;
 mod lower;
 pub mod onnx;

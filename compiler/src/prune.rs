@@ -17,8 +17,9 @@
 //!   the artifact and the MACs do not shrink, which the report says.
 
 use crate::error::{CompileError, Result};
+use crate::fc::fc;
 use crate::ir::{Graph, TensorId};
-use crate::quantize::{Samples, Validation, evaluate};
+use crate::quantize::{Samples, Validation, drop_of, evaluate, predict, score};
 use crate::run::GraphRunner;
 use crate::stats::graph_stats;
 use kiln_format::{DType, Op};
@@ -88,12 +89,22 @@ pub fn prune(g: &mut Graph, opts: &PruneOptions) -> Result<PruneReport> {
         macs_before: before.macs,
         ..Default::default()
     };
-    let pruned = match opts.method {
+    // The unpruned model's outputs and score, computed once.
+    let float = match &opts.validation {
+        Some(v) => {
+            let out = predict(g, &v.samples)?;
+            let m = score(&out, v, None)?;
+            Some((v, out, m))
+        }
+        None => None,
+    };
+    // The pruned graph, with its score when the search already measured it.
+    let (pruned, measured) = match opts.method {
         Prune::Magnitude(f) => {
             report.method = format!("magnitude:{f}");
             let mut p = g.clone();
             report.zeros = magnitude(&mut p, f);
-            p
+            (p, None)
         }
         Prune::Channels(frac) => {
             report.method = match frac {
@@ -117,27 +128,29 @@ pub fn prune(g: &mut Graph, opts: &PruneOptions) -> Result<PruneReport> {
             }
             let total: u64 = cands.iter().map(|c| c.macs).sum();
             match frac {
-                Some(f) => apply(g, &cands, (f64::from(f) * total as f64) as u64)?,
+                Some(f) => (
+                    apply(g, &cands, (f64::from(f) * total as f64) as u64)?,
+                    None,
+                ),
                 None => {
-                    let v = opts.validation.as_ref().ok_or_else(|| {
+                    let (v, float_out, mf) = float.as_ref().ok_or_else(|| {
                         CompileError::Invalid(
                             "--prune channels:auto needs --validation data: it removes channels while the accuracy drop stays within --max-drop".into(),
                         )
                     })?;
-                    let mf = evaluate(g, v, None)?;
                     // Larger and larger prefixes of the candidate order, in
                     // steps of 5% of the prunable MACs; keep the last one the
                     // gate accepts.
                     let mut best = None;
                     for step in 1..20 {
                         let p = apply(g, &cands, total * step / 20)?;
-                        let mq = evaluate(&p, v, Some(g))?;
-                        let drop = drop_of(&mf, &mq);
+                        let mq = evaluate(&p, v, Some(float_out))?;
+                        let drop = drop_of(*mf, mq);
                         report.steps.push((graph_stats(&p).macs, drop));
                         if drop > v.max_drop {
                             break;
                         }
-                        best = Some(p);
+                        best = Some((p, Some(mq)));
                     }
                     best.ok_or_else(|| {
                         CompileError::Invalid(format!(
@@ -149,9 +162,12 @@ pub fn prune(g: &mut Graph, opts: &PruneOptions) -> Result<PruneReport> {
             }
         }
     };
-    if let Some(v) = &opts.validation {
-        let (mf, mq) = (evaluate(g, v, None)?, evaluate(&pruned, v, Some(g))?);
-        let drop = drop_of(&mf, &mq);
+    if let Some((v, float_out, mf)) = &float {
+        let (mf, mq) = match measured {
+            Some(mq) => (*mf, mq),
+            None => (*mf, evaluate(&pruned, v, Some(float_out))?),
+        };
+        let drop = drop_of(mf, mq);
         report.gate = Some((mf.kind.name().into(), mf.value, mq.value, drop));
         if drop > v.max_drop {
             return Err(CompileError::Invalid(format!(
@@ -171,13 +187,6 @@ pub fn prune(g: &mut Graph, opts: &PruneOptions) -> Result<PruneReport> {
     report.params_after = after.params;
     report.macs_after = after.macs;
     Ok(report)
-}
-
-fn drop_of(f: &crate::quantize::Metric, q: &crate::quantize::Metric) -> f64 {
-    match f.kind {
-        crate::quantize::MetricKind::RelativeError => q.value - f.value,
-        _ => f.value - q.value,
-    }
 }
 
 /// Zeroes the smallest `frac` of each Conv/FC weight tensor; returns the
@@ -249,43 +258,11 @@ struct Candidate {
     macs: u64,
 }
 
-/// Reads channel `c` of a Conv (weights dim 0) or FC layer.
+/// Whether node `k` is a fully connected layer pruning can edit in place
+/// (a 2-D input, no alpha/beta scaling).
 fn is_fc(g: &Graph, k: usize) -> bool {
-    let n = &g.nodes[k];
-    match &n.op {
-        Op::Gemm {
-            trans_a: false,
-            alpha,
-            beta,
-            ..
-        } => {
-            *alpha == 1.0
-                && *beta == 1.0
-                && n.inputs
-                    .get(1)
-                    .copied()
-                    .flatten()
-                    .is_some_and(|b| g.tensors[b].is_const() && g.tensors[b].shape.len() == 2)
-                && n.inputs
-                    .first()
-                    .copied()
-                    .flatten()
-                    .is_some_and(|x| g.tensors[x].shape.len() == 2)
-        }
-        Op::MatMul { .. } => {
-            n.inputs
-                .get(1)
-                .copied()
-                .flatten()
-                .is_some_and(|b| g.tensors[b].is_const() && g.tensors[b].shape.len() == 2)
-                && n.inputs
-                    .first()
-                    .copied()
-                    .flatten()
-                    .is_some_and(|x| g.tensors[x].shape.len() == 2)
-        }
-        _ => false,
-    }
+    fc(g, &g.nodes[k])
+        .is_some_and(|f| f.alpha == 1.0 && f.beta == 1.0 && g.tensors[f.x].shape.len() == 2)
 }
 
 fn is_conv(g: &Graph, k: usize) -> bool {
@@ -303,24 +280,6 @@ fn is_conv(g: &Graph, k: usize) -> bool {
             .is_some_and(|x| g.tensors[x].shape.len() == 4)
 }
 
-fn sole_reader(g: &Graph, t: TensorId) -> Option<usize> {
-    if g.outputs.contains(&t) {
-        return None;
-    }
-    let mut it = (0..g.nodes.len()).filter(|&k| g.nodes[k].inputs.contains(&Some(t)));
-    let k = it.next()?;
-    it.next().is_none().then_some(k)
-}
-
-fn const_used_once(g: &Graph, t: TensorId) -> bool {
-    g.nodes
-        .iter()
-        .flat_map(|n| n.inputs.iter())
-        .filter(|i| **i == Some(t))
-        .count()
-        == 1
-}
-
 /// Every prunable producer → sink chain.
 fn chains(g: &Graph) -> Vec<Chain> {
     let mut out = vec![];
@@ -336,7 +295,7 @@ fn chains(g: &Graph) -> Vec<Chain> {
         let mut between = vec![];
         let mut t = y;
         let sink = loop {
-            let Some(k) = sole_reader(g, t) else {
+            let Some(k) = g.sole_consumer(t) else {
                 break None;
             };
             let n = &g.nodes[k];
@@ -377,7 +336,7 @@ fn chains(g: &Graph) -> Vec<Chain> {
             g.nodes[k].inputs[1..]
                 .iter()
                 .flatten()
-                .all(|&w| const_used_once(g, w))
+                .all(|&w| g.sole_consumer(w) == Some(k))
         });
         if weights_ok && channels > 1 {
             let inner = if is_fc(g, sink) {
@@ -410,11 +369,7 @@ impl SinkWeights {
     fn of(g: &Graph, sink: usize) -> SinkWeights {
         let n = &g.nodes[sink];
         let w = n.inputs[1].unwrap_or(0);
-        let kn = match n.op {
-            Op::Gemm { trans_b, .. } => !trans_b,
-            Op::MatMul { .. } => true,
-            _ => false,
-        };
+        let kn = fc(g, n).is_some_and(|f| !f.units_major);
         SinkWeights {
             w: g.tensors[w].f32s().unwrap_or_default(),
             shape: g.tensors[w].shape.clone(),
@@ -462,9 +417,14 @@ impl SinkWeights {
     }
 }
 
+/// Per-channel sink input statistics, and the raw sink inputs of the
+/// first samples (Conv sinks only, for the refit).
+type SinkStats = (Vec<(Vec<f64>, Vec<f64>)>, Vec<Vec<Vec<f32>>>);
+
 /// Mean (per channel and position) and standard deviation (per channel)
-/// of every chain's sink input over the samples.
-fn sink_stats(g: &Graph, chains: &[Chain], data: &Samples) -> Result<Vec<(Vec<f64>, Vec<f64>)>> {
+/// of every chain's sink input over the samples, in one pass that also
+/// records the first [`REFIT_SAMPLES`] Conv sink inputs.
+fn sink_stats(g: &Graph, chains: &[Chain], data: &Samples) -> Result<SinkStats> {
     let observe: Vec<TensorId> = chains
         .iter()
         .map(|c| g.nodes[c.sink].inputs[0].unwrap_or(0))
@@ -480,17 +440,19 @@ fn sink_stats(g: &Graph, chains: &[Chain], data: &Samples) -> Result<Vec<(Vec<f6
         })
         .collect();
     let n = data.count.min(256);
-    for i in 0..n {
-        runner.run(&[data.sample(i)], |outs| {
-            for (s, v) in sums.iter_mut().zip(outs) {
-                for (j, &x) in v.iter().enumerate() {
-                    s.0[j] += f64::from(x);
-                    s.1[j] += f64::from(x) * f64::from(x);
-                }
+    let mut inputs = vec![vec![]; chains.len()];
+    runner.run_each(data, n, |i, outs| {
+        for (k, (s, v)) in sums.iter_mut().zip(outs).enumerate() {
+            for (j, &x) in v.iter().enumerate() {
+                s.0[j] += f64::from(x);
+                s.1[j] += f64::from(x) * f64::from(x);
             }
-        })?;
-    }
-    Ok(sums
+            if i < REFIT_SAMPLES && is_conv(g, chains[k].sink) {
+                inputs[k].push(v.to_vec());
+            }
+        }
+    })?;
+    let stats = sums
         .into_iter()
         .zip(chains)
         .map(|((s, sq), ch)| {
@@ -510,7 +472,8 @@ fn sink_stats(g: &Graph, chains: &[Chain], data: &Samples) -> Result<Vec<(Vec<f6
                 .collect();
             (mean, std)
         })
-        .collect())
+        .collect();
+    Ok((stats, inputs))
 }
 
 /// MACs one channel of a chain costs (in the producer and the sink).
@@ -549,7 +512,7 @@ const REFIT_SAMPLES: usize = 48;
 
 fn candidates(g: &Graph, data: &Samples) -> Result<Plan> {
     let chains = chains(g);
-    let stats = sink_stats(g, &chains, data)?;
+    let (stats, inputs) = sink_stats(g, &chains, data)?;
     let mut cands = vec![];
     for (i, ch) in chains.iter().enumerate() {
         let sw = SinkWeights::of(g, ch.sink);
@@ -571,21 +534,6 @@ fn candidates(g: &Graph, data: &Samples) -> Result<Plan> {
         }
     }
     cands.sort_by(|a, b| a.score.total_cmp(&b.score));
-    let observe: Vec<TensorId> = chains
-        .iter()
-        .map(|c| g.nodes[c.sink].inputs[0].unwrap_or(0))
-        .collect();
-    let mut runner = GraphRunner::new(g, &observe)?;
-    let mut inputs = vec![vec![]; chains.len()];
-    for i in 0..data.count.min(REFIT_SAMPLES) {
-        runner.run(&[data.sample(i)], |o| {
-            for (k, v) in o.iter().enumerate() {
-                if is_conv(g, chains[k].sink) {
-                    inputs[k].push(v.to_vec());
-                }
-            }
-        })?;
-    }
     Ok(Plan {
         chains,
         stats,

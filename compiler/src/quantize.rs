@@ -23,9 +23,11 @@
 //! allowed number of float layers, compilation fails and nothing is written.
 
 use crate::error::{CompileError, Result};
+use crate::fc::{Fc, fc};
 use crate::ir::{Graph, Node, Tensor, TensorId};
 use crate::run::GraphRunner;
-use kiln_format::{DType, Op, Unary, Window};
+pub use crate::run::Samples;
+use kiln_format::{DType, Op, Unary};
 use kiln_kernels::fixed::Multiplier;
 use std::collections::{HashMap, HashSet};
 
@@ -95,36 +97,6 @@ impl std::fmt::Display for Calibrator {
             Calibrator::Mse => write!(f, "mse"),
             Calibrator::Kl => write!(f, "kl"),
         }
-    }
-}
-
-/// Samples for a one-input model: `count` samples of the input's element
-/// count each, back to back.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Samples {
-    pub data: Vec<f32>,
-    pub count: usize,
-}
-
-impl Samples {
-    pub fn new(data: Vec<f32>, count: usize) -> Samples {
-        Samples { data, count }
-    }
-
-    /// Element count of one sample.
-    pub fn sample_len(&self) -> usize {
-        self.data.len().checked_div(self.count).unwrap_or(0)
-    }
-
-    pub fn sample(&self, i: usize) -> &[f32] {
-        let n = self.sample_len();
-        &self.data[i * n..(i + 1) * n]
-    }
-
-    /// The first `n` samples.
-    pub fn take(&self, n: usize) -> Samples {
-        let n = n.min(self.count);
-        Samples::new(self.data[..n * self.sample_len()].to_vec(), n)
     }
 }
 
@@ -235,7 +207,11 @@ pub fn quantize(g: &mut Graph, opts: &QuantizeOptions) -> Result<QuantReport> {
         }
     };
     if let Some(v) = &opts.validation {
-        let (mf, mq) = (evaluate(g, v, None)?, evaluate(&quantized, v, Some(g))?);
+        let float_out = predict(g, &v.samples)?;
+        let (mf, mq) = (
+            score(&float_out, v, None)?,
+            evaluate(&quantized, v, Some(&float_out))?,
+        );
         let drop = drop_of(mf, mq);
         report.gate = Some((mf.kind.name().into(), mf.value, mq.value, drop));
         if drop > v.max_drop {
@@ -262,21 +238,31 @@ pub fn quantize(g: &mut Graph, opts: &QuantizeOptions) -> Result<QuantReport> {
 /// tensors' names.
 fn to_f16(g: &mut Graph) -> Vec<String> {
     let mut done = vec![];
-    let mut casted: HashMap<TensorId, ()> = HashMap::new();
+    // One stored f16 copy per weight, however many nodes read it.
+    let mut halves: HashMap<TensorId, TensorId> = HashMap::new();
     let old = std::mem::take(&mut g.nodes);
     for mut n in old {
         for i in n.inputs.iter_mut().flatten() {
             let t = &g.tensors[*i];
-            if t.dtype != DType::F32 || t.numel() < 16 {
+            if t.dtype != DType::F32 || t.numel() < 16 || !t.is_const() {
                 continue;
             }
-            let Some(vals) = t.f32s() else { continue };
             let (name, shape) = (t.name.clone(), t.shape.clone());
-            let bytes: Vec<u8> = vals
-                .iter()
-                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-                .collect();
-            let h = g.add_const(format!("{name}:f16"), DType::F16, shape.clone(), bytes);
+            let h = match halves.get(i) {
+                Some(&h) => h,
+                None => {
+                    let bytes: Vec<u8> = t
+                        .f32s()
+                        .unwrap_or_default()
+                        .iter()
+                        .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                        .collect();
+                    let h = g.add_const(format!("{name}:f16"), DType::F16, shape.clone(), bytes);
+                    halves.insert(*i, h);
+                    done.push(name.clone());
+                    h
+                }
+            };
             let w = g.add_tensor(Tensor {
                 name: format!("{name}:f32"),
                 dtype: DType::F32,
@@ -292,110 +278,11 @@ fn to_f16(g: &mut Graph) -> Vec<String> {
                 outputs: vec![Some(w)],
                 name: format!("{name}:widen"),
             });
-            if casted.insert(*i, ()).is_none() {
-                done.push(name);
-            }
             *i = w;
         }
         g.nodes.push(n);
     }
     done
-}
-
-/// A fully connected layer found in the graph: `y = act(x·Wᵀ + b)`.
-struct Fc {
-    x: TensorId,
-    /// `[units, depth]`, row-major.
-    w: Vec<f32>,
-    units: usize,
-    depth: usize,
-    bias: Option<Vec<f32>>,
-    act: Unary,
-}
-
-/// Gemm (no transposed A, constant B and C) or MatMul with a constant 2-D
-/// right operand, as a fully connected layer.
-fn as_fc(g: &Graph, n: &Node) -> Option<Fc> {
-    let konst =
-        |i: Option<&Option<TensorId>>| i.copied().flatten().and_then(|t| g.tensors[t].f32s());
-    match &n.op {
-        Op::Gemm {
-            trans_a: false,
-            trans_b,
-            alpha,
-            beta,
-            act,
-        } => {
-            let x = n.inputs.first().copied().flatten()?;
-            let b = n.inputs.get(1).copied().flatten()?;
-            let bt = &g.tensors[b];
-            if g.tensors[x].shape.len() != 2 || bt.shape.len() != 2 {
-                return None;
-            }
-            let bv = bt.f32s()?;
-            let (units, depth) = if *trans_b {
-                (bt.shape[0], bt.shape[1])
-            } else {
-                (bt.shape[1], bt.shape[0])
-            };
-            let w: Vec<f32> = (0..units * depth)
-                .map(|i| {
-                    let (u, d) = (i / depth, i % depth);
-                    alpha * if *trans_b { bv[i] } else { bv[d * units + u] }
-                })
-                .collect();
-            let bias = match n.inputs.get(2).copied().flatten() {
-                None => None,
-                Some(c) => {
-                    let cv = konst(Some(&Some(c)))?;
-                    if cv.len() != units {
-                        return None;
-                    }
-                    Some(cv.iter().map(|v| v * beta).collect())
-                }
-            };
-            Some(Fc {
-                x,
-                w,
-                units,
-                depth,
-                bias,
-                act: *act,
-            })
-        }
-        Op::MatMul { act } => {
-            let x = n.inputs.first().copied().flatten()?;
-            let b = n.inputs.get(1).copied().flatten()?;
-            let bt = &g.tensors[b];
-            if bt.shape.len() != 2 || g.tensors[x].shape.last() != Some(&bt.shape[0]) {
-                return None;
-            }
-            let bv = bt.f32s()?;
-            let (depth, units) = (bt.shape[0], bt.shape[1]);
-            let w = (0..units * depth)
-                .map(|i| bv[(i % depth) * units + i / depth])
-                .collect();
-            let bias = match n.inputs.get(2).copied().flatten() {
-                None => None,
-                Some(c) => {
-                    let cv = konst(Some(&Some(c)))?;
-                    if cv.len() != units {
-                        return None;
-                    }
-                    Some(cv)
-                }
-            };
-            Some(Fc {
-                x,
-                w,
-                units,
-                depth,
-                bias,
-                act: *act,
-            })
-        }
-        _ => None,
-    }
 }
 
 /// Symmetric per-row int8 weights: (values, scale per row). Each row's
@@ -473,64 +360,105 @@ fn reshape(
     y
 }
 
+/// Emits `op` reading `x` as `[rows, depth]` (plus `params`) and writing
+/// `out` (any shape of `rows · units` values), with 2-D reshapes around it
+/// where the shapes differ.
+#[allow(clippy::too_many_arguments, reason = "the op's operands")]
+fn emit_on_rows(
+    g: &mut Graph,
+    nodes: &mut Vec<Node>,
+    name: &str,
+    op: Op,
+    x: TensorId,
+    depth: usize,
+    params: Vec<Option<TensorId>>,
+    out: TensorId,
+    units: usize,
+) {
+    let rows = g.tensors[x].numel() / depth.max(1);
+    let x2 = reshape(g, nodes, x, vec![rows, depth], "rows");
+    let y2 = if g.tensors[out].shape == [rows, units] {
+        out
+    } else {
+        let (tname, dtype) = (g.tensors[out].name.clone(), g.tensors[out].dtype);
+        g.add_tensor(Tensor {
+            name: format!("{tname}:rows"),
+            dtype,
+            shape: vec![rows, units],
+            data: None,
+        })
+    };
+    let mut inputs = vec![Some(x2)];
+    inputs.extend(params);
+    nodes.push(Node {
+        op,
+        inputs,
+        outputs: vec![Some(y2)],
+        name: name.to_string(),
+    });
+    if y2 != out {
+        nodes.push(Node {
+            op: Op::Reshape,
+            inputs: vec![Some(y2)],
+            outputs: vec![Some(out)],
+            name: format!("{name}:shape"),
+        });
+    }
+}
+
+/// `DynFullyConnected` for layer `f` reading float `x` and writing float
+/// `out`: int8 weights per unit, f32 bias.
+#[allow(clippy::too_many_arguments, reason = "the layer's parts")]
+fn emit_dyn_fc(
+    g: &mut Graph,
+    nodes: &mut Vec<Node>,
+    name: &str,
+    f: &Fc,
+    x: TensorId,
+    out: TensorId,
+    act: Unary,
+    bias: Option<Vec<f32>>,
+) {
+    let (wq, ws) = quantize_rows(&f.weights(g), f.units);
+    let w = g.add_const(
+        format!("{name}:w_i8"),
+        DType::I8,
+        vec![f.units, f.depth],
+        i8_bytes(&wq),
+    );
+    let s = g.add_const(
+        format!("{name}:w_scale"),
+        DType::F32,
+        vec![f.units],
+        f32_bytes(&ws),
+    );
+    let b = bias.map(|b| g.const_f32(format!("{name}:bias"), vec![f.units], &b));
+    let op = Op::DynFullyConnected { act };
+    emit_on_rows(
+        g,
+        nodes,
+        name,
+        op,
+        x,
+        f.depth,
+        vec![Some(w), Some(s), b],
+        out,
+        f.units,
+    );
+}
+
 /// Gemm/MatMul with constant weights → `DynFullyConnected`.
 fn to_dynamic(g: &mut Graph) -> Result<Vec<String>> {
     let mut done = vec![];
     let old = std::mem::take(&mut g.nodes);
     let mut nodes = Vec::with_capacity(old.len());
     for n in old {
-        let Some(fc) = as_fc(g, &n) else {
+        let (Some(f), Some(Some(y))) = (fc(g, &n), n.outputs.first().copied()) else {
             nodes.push(n);
             continue;
         };
-        let Some(Some(y)) = n.outputs.first().copied() else {
-            nodes.push(n);
-            continue;
-        };
-        let rows = g.tensors[fc.x].numel() / fc.depth.max(1);
-        let (wq, ws) = quantize_rows(&fc.w, fc.units);
-        let w = g.add_const(
-            format!("{}:w_i8", n.name),
-            DType::I8,
-            vec![fc.units, fc.depth],
-            i8_bytes(&wq),
-        );
-        let s = g.add_const(
-            format!("{}:w_scale", n.name),
-            DType::F32,
-            vec![fc.units],
-            f32_bytes(&ws),
-        );
-        let b = fc
-            .bias
-            .as_ref()
-            .map(|b| g.const_f32(format!("{}:bias", n.name), vec![fc.units], b));
-        let x = reshape(g, &mut nodes, fc.x, vec![rows, fc.depth], "rows");
-        let y_shape = g.tensors[y].shape.clone();
-        let y2 = if y_shape == [rows, fc.units] {
-            y
-        } else {
-            g.add_tensor(Tensor {
-                name: format!("{}:rows", g.tensors[y].name),
-                dtype: DType::F32,
-                shape: vec![rows, fc.units],
-                data: None,
-            })
-        };
-        nodes.push(Node {
-            op: Op::DynFullyConnected { act: fc.act },
-            inputs: vec![Some(x), Some(w), Some(s), b],
-            outputs: vec![Some(y2)],
-            name: n.name.clone(),
-        });
-        if y2 != y {
-            nodes.push(Node {
-                op: Op::Reshape,
-                inputs: vec![Some(y2)],
-                outputs: vec![Some(y)],
-                name: format!("{}:shape", n.name),
-            });
-        }
+        let bias = f.bias_values(g);
+        emit_dyn_fc(g, &mut nodes, &n.name, &f, f.x, y, f.act, bias);
         done.push(n.name.clone());
     }
     g.nodes = nodes;
@@ -583,15 +511,12 @@ fn calibrate(g: &Graph, samples: &Samples, method: Calibrator) -> Result<Vec<Opt
         }
     };
     // Pass 1: ranges.
-    for i in 0..samples.count {
-        let x = samples.sample(i);
-        fold(&mut obs[observe.len()], x);
-        runner.run(&[x], |outs| {
-            for (o, v) in obs.iter_mut().zip(outs) {
-                fold(o, v);
-            }
-        })?;
-    }
+    runner.run_each(samples, samples.count, |i, outs| {
+        fold(&mut obs[outs.len()], samples.sample(i));
+        for (o, v) in obs.iter_mut().zip(outs) {
+            fold(o, v);
+        }
+    })?;
     // Pass 2: histograms over those ranges (only what the method needs).
     if method != Calibrator::MinMax {
         for o in &mut obs {
@@ -609,15 +534,12 @@ fn calibrate(g: &Graph, samples: &Samples, method: Calibrator) -> Result<Vec<Opt
                 }
             }
         };
-        for i in 0..samples.count {
-            let x = samples.sample(i);
-            add(&mut obs[observe.len()], x);
-            runner.run(&[x], |outs| {
-                for (o, v) in obs.iter_mut().zip(outs) {
-                    add(o, v);
-                }
-            })?;
-        }
+        runner.run_each(samples, samples.count, |i, outs| {
+            add(&mut obs[outs.len()], samples.sample(i));
+            for (o, v) in obs.iter_mut().zip(outs) {
+                add(o, v);
+            }
+        })?;
     }
     let mut ranges = vec![None; g.tensors.len()];
     for (k, o) in obs.iter().enumerate() {
@@ -844,7 +766,7 @@ fn int8_kind(g: &Graph, n: &Node) -> Option<Kind> {
             .then_some(Kind::Conv)
         }
         Op::Gemm { act, .. } | Op::MatMul { act } => {
-            (act_ok(act) && as_fc(g, n).is_some()).then_some(Kind::Fc)
+            (act_ok(act) && fc(g, n).is_some()).then_some(Kind::Fc)
         }
         Op::Binary(kiln_format::Binary::Add) => {
             let shape = |k: usize| n.inputs[k].map(|t| &g.tensors[t].shape);
@@ -876,20 +798,6 @@ fn layers(g: &Graph) -> Vec<usize> {
             )
         })
         .collect()
-}
-
-/// The node reading `t`, when exactly one does and `t` is not a graph output.
-fn sole_consumer(g: &Graph, t: TensorId) -> Option<usize> {
-    if g.outputs.contains(&t) {
-        return None;
-    }
-    let mut it = g
-        .nodes
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| n.inputs.contains(&Some(t)));
-    let (k, n) = it.next()?;
-    (it.next().is_none() && n.inputs.iter().filter(|i| **i == Some(t)).count() == 1).then_some(k)
 }
 
 struct Rewriter<'a> {
@@ -1062,19 +970,6 @@ fn rewrite(
                     Some((xq, p)) => {
                         let yq = rw.new_i8(y, None);
                         let op = match &n.op {
-                            Op::GlobalAveragePool => {
-                                let s = &src.tensors[x].shape;
-                                Op::QAvgPool {
-                                    window: Window {
-                                        kernel: [s[2] as u32, s[3] as u32],
-                                        strides: [1, 1],
-                                        dilations: [1, 1],
-                                        pads: [0; 4],
-                                    },
-                                    act_min: -128,
-                                    act_max: 127,
-                                }
-                            }
                             Op::AveragePool { window, .. } => Op::QAvgPool {
                                 window: *window,
                                 act_min: -128,
@@ -1136,7 +1031,7 @@ fn rewrite(
 fn layer_output(src: &Graph, k: usize) -> (Unary, TensorId, Option<usize>) {
     let n = &src.nodes[k];
     let y = n.outputs.first().copied().flatten().unwrap_or(0);
-    match (node_act(n), sole_consumer(src, y)) {
+    match (node_act(n), src.sole_consumer(y)) {
         (Unary::Identity, Some(c)) => match (&src.nodes[c].op, src.nodes[c].outputs.first()) {
             (Op::Unary(a @ (Unary::Relu | Unary::Clip { .. })), Some(Some(o))) => (*a, *o, Some(c)),
             _ => (Unary::Identity, y, None),
@@ -1165,61 +1060,26 @@ fn lower_float_out_fc(
     out: TensorId,
     corr: Option<&[f32]>,
 ) -> Result<()> {
-    let fc = as_fc(rw.src, n).ok_or_else(|| CompileError::Invalid("internal error: FC".into()))?;
-    let x = rw.need_f(fc.x)?;
-    let name = n.name.clone();
-    let (wq, ws) = quantize_rows(&fc.w, fc.units);
-    let w = rw.g.add_const(
-        format!("{name}:w_i8"),
-        DType::I8,
-        vec![fc.units, fc.depth],
-        i8_bytes(&wq),
-    );
-    let s = rw.g.add_const(
-        format!("{name}:w_scale"),
-        DType::F32,
-        vec![fc.units],
-        f32_bytes(&ws),
-    );
-    let bias: Option<Vec<f32>> = match (&fc.bias, corr) {
-        (b, Some(c)) if c.len() == fc.units => Some(
-            (0..fc.units)
-                .map(|u| b.as_ref().map_or(0.0, |b| b[u]) + c[u])
-                .collect(),
-        ),
-        (b, _) => b.clone(),
-    };
-    let b = bias.map(|b| rw.g.const_f32(format!("{name}:bias"), vec![fc.units], &b));
-    let rows = rw.g.tensors[x].numel() / fc.depth.max(1);
+    let f = fc(rw.src, n).ok_or_else(|| CompileError::Invalid("internal error: FC".into()))?;
+    let x = rw.need_f(f.x)?;
+    let bias = with_correction(f.bias_values(rw.src), corr, f.units);
     let mut nodes = std::mem::take(&mut rw.nodes);
-    let x2 = reshape(&mut rw.g, &mut nodes, x, vec![rows, fc.depth], "rows");
-    let y2 = if rw.g.tensors[out].shape == [rows, fc.units] {
-        out
-    } else {
-        rw.g.add_tensor(Tensor {
-            name: format!("{}:rows", rw.g.tensors[out].name),
-            dtype: DType::F32,
-            shape: vec![rows, fc.units],
-            data: None,
-        })
-    };
-    nodes.push(Node {
-        op: Op::DynFullyConnected { act },
-        inputs: vec![Some(x2), Some(w), Some(s), b],
-        outputs: vec![Some(y2)],
-        name: name.clone(),
-    });
-    if y2 != out {
-        nodes.push(Node {
-            op: Op::Reshape,
-            inputs: vec![Some(y2)],
-            outputs: vec![Some(out)],
-            name: format!("{name}:shape"),
-        });
-    }
+    emit_dyn_fc(&mut rw.g, &mut nodes, &n.name, &f, x, out, act, bias);
     rw.nodes = nodes;
     rw.has_float[out] = true;
     Ok(())
+}
+
+/// A layer's float bias plus its bias correction (see `bias_corrections`).
+fn with_correction(b: Option<Vec<f32>>, corr: Option<&[f32]>, units: usize) -> Option<Vec<f32>> {
+    match (b, corr) {
+        (b, Some(c)) if c.len() == units => Some(
+            (0..units)
+                .map(|u| b.as_ref().map_or(0.0, |b| b[u]) + c[u])
+                .collect(),
+        ),
+        (b, _) => b,
+    }
 }
 
 fn node_act(n: &Node) -> Unary {
@@ -1238,18 +1098,6 @@ fn lower_layer(
     out: TensorId,
     corr: Option<&[f32]>,
 ) -> Result<()> {
-    // The bias correction (see `bias_corrections`) is added to the float
-    // bias before it is quantized.
-    let corrected = |b: Option<Vec<f32>>, units: usize| -> Option<Vec<f32>> {
-        match (b, corr) {
-            (b, Some(c)) if c.len() == units => Some(
-                (0..units)
-                    .map(|u| b.as_ref().map_or(0.0, |b| b[u]) + c[u])
-                    .collect(),
-            ),
-            (b, _) => b,
-        }
-    };
     let yp = rw.params(out)?;
     let (act_min, act_max) = clamp_of(&act, yp);
     let name = n.name.clone();
@@ -1276,7 +1124,8 @@ fn lower_layer(
                 .copied()
                 .flatten()
                 .map(|b| rw.src.tensors[b].f32s().unwrap_or_default());
-            let bias = corrected(bias, m).map(|bv| rw.bias_i32(&name, &bv, xp.scale, &ws));
+            let bias =
+                with_correction(bias, corr, m).map(|bv| rw.bias_i32(&name, &bv, xp.scale, &ws));
             let rq = rw.requant(&name, xp.scale, &ws, yp.scale)?;
             rw.nodes.push(Node {
                 op: Op::QConv {
@@ -1293,47 +1142,30 @@ fn lower_layer(
             });
         }
         Kind::Fc => {
-            let fc = as_fc(rw.src, n)
-                .ok_or_else(|| CompileError::Invalid("internal error: FC".into()))?;
-            let (xq, xp) = rw.need_q(fc.x)?;
-            let (wq, ws) = quantize_rows(&fc.w, fc.units);
+            let f =
+                fc(rw.src, n).ok_or_else(|| CompileError::Invalid("internal error: FC".into()))?;
+            let (xq, xp) = rw.need_q(f.x)?;
+            let (wq, ws) = quantize_rows(&f.weights(rw.src), f.units);
             let wid = rw.g.add_const(
                 format!("{name}:w_i8"),
                 DType::I8,
-                vec![fc.units, fc.depth],
+                vec![f.units, f.depth],
                 i8_bytes(&wq),
             );
-            let bias =
-                corrected(fc.bias.clone(), fc.units).map(|b| rw.bias_i32(&name, &b, xp.scale, &ws));
+            let bias = with_correction(f.bias_values(rw.src), corr, f.units)
+                .map(|b| rw.bias_i32(&name, &b, xp.scale, &ws));
             let rq = rw.requant(&name, xp.scale, &ws, yp.scale)?;
-            let rows = rw.g.tensors[xq].numel() / fc.depth.max(1);
-            let mut nodes = std::mem::take(&mut rw.nodes);
-            let x2 = reshape(&mut rw.g, &mut nodes, xq, vec![rows, fc.depth], "rows");
-            let out_shape = rw.g.tensors[yq].shape.clone();
-            let y2 = if out_shape == [rows, fc.units] {
-                yq
-            } else {
-                rw.new_i8(out, Some(vec![rows, fc.units]))
+            let op = Op::QFullyConnected {
+                x_zp: xp.zp,
+                y_zp: yp.zp,
+                act_min,
+                act_max,
             };
-            nodes.push(Node {
-                op: Op::QFullyConnected {
-                    x_zp: xp.zp,
-                    y_zp: yp.zp,
-                    act_min,
-                    act_max,
-                },
-                inputs: vec![Some(x2), Some(wid), bias, Some(rq)],
-                outputs: vec![Some(y2)],
-                name: name.clone(),
-            });
-            if y2 != yq {
-                nodes.push(Node {
-                    op: Op::Reshape,
-                    inputs: vec![Some(y2)],
-                    outputs: vec![Some(yq)],
-                    name: format!("{name}:shape"),
-                });
-            }
+            let mut nodes = std::mem::take(&mut rw.nodes);
+            let params = vec![Some(wid), bias, Some(rq)];
+            emit_on_rows(
+                &mut rw.g, &mut nodes, &name, op, xq, f.depth, params, yq, f.units,
+            );
             rw.nodes = nodes;
         }
         Kind::Add => {
@@ -1405,15 +1237,17 @@ fn int8(
     report.unsupported = unsupported;
     let mut keep = HashSet::new();
     let corr = bias_corrections(g, calib, &ranges)?;
-    let (mut qg, mut done) = rewrite(g, &ranges, &keep, &corr)?;
-    if let Some(v) = validation {
-        let mf = evaluate(g, v, None)?;
+    let (qg, done) = if let Some(v) = validation {
+        // The float model's outputs, computed once: every candidate is
+        // scored against them.
+        let float_out = predict(g, &v.samples)?;
+        let mf = score(&float_out, v, None)?;
         let drop_with = |keep: &HashSet<usize>| -> Result<(f64, Graph, Vec<String>, Metric)> {
             let (qg, done) = rewrite(g, &ranges, keep, &corr)?;
-            let mq = evaluate(&qg, v, Some(g))?;
+            let mq = evaluate(&qg, v, Some(&float_out))?;
             Ok((drop_of(mf, mq), qg, done, mq))
         };
-        let (mut drop, _, _, mut mq) = drop_with(&keep)?;
+        let (mut drop, mut qg, mut done, mut mq) = drop_with(&keep)?;
         if drop > v.max_drop && mf.kind != MetricKind::RelativeError && mf.value < 1.0 {
             return Err(CompileError::Invalid(format!(
                 "the float model itself scores {:.2}% {} on the validation data; check the labels and the input preprocessing",
@@ -1425,7 +1259,6 @@ fn int8(
             // Sensitivity: the float output's relative error when only that
             // layer is int8 (a continuous measure, steadier than accuracy
             // on a few hundred samples); the worst are kept in float first.
-            let float_out = predict(g, &v.samples)?;
             let only = |k: usize| -> Result<f64> {
                 let keep: HashSet<usize> = all.iter().copied().filter(|&j| j != k).collect();
                 let (qg, _) = rewrite(g, &ranges, &keep, &corr)?;
@@ -1465,11 +1298,13 @@ fn int8(
             }
         }
         report.gate = Some((mf.kind.name().into(), mf.value, mq.value, drop));
+        (qg, done)
     } else {
         report
             .warnings
             .push("no --validation data: the int8 model's accuracy was not checked".into());
-    }
+        rewrite(g, &ranges, &keep, &corr)?
+    };
     let mut kept: Vec<usize> = keep.into_iter().collect();
     kept.sort_unstable();
     report.kept_float = kept.iter().map(|&k| g.nodes[k].name.clone()).collect();
@@ -1494,7 +1329,7 @@ fn bias_corrections(
     calib: &Samples,
     ranges: &[Option<(f32, f32)>],
 ) -> Result<HashMap<usize, Vec<f32>>> {
-    let samples = calib.take(CORRECTION_SAMPLES);
+    let n = CORRECTION_SAMPLES.min(calib.count);
     let convs: Vec<usize> = layers(g)
         .into_iter()
         .filter(|&k| matches!(int8_kind(g, &g.nodes[k]), Some(Kind::Conv | Kind::Fc)))
@@ -1508,13 +1343,10 @@ fn bias_corrections(
         .collect();
     let observe: Vec<TensorId> = outs.iter().map(|o| o.1).collect();
     let mut float_runner = GraphRunner::new(g, &observe)?;
-    let float: Vec<Vec<Vec<f32>>> = (0..samples.count)
-        .map(|i| {
-            float_runner.run(&[samples.sample(i)], |o| {
-                o.iter().map(|v| v.to_vec()).collect::<Vec<_>>()
-            })
-        })
-        .collect::<Result<_>>()?;
+    let mut float: Vec<Vec<Vec<f32>>> = Vec::with_capacity(n);
+    float_runner.run_each(calib, n, |_, o| {
+        float.push(o.iter().map(|v| v.to_vec()).collect());
+    })?;
     let mut corr: HashMap<usize, Vec<f32>> = HashMap::new();
     for (j, &(k, out, clamped)) in outs.iter().enumerate() {
         // The int8 graph so far, with this layer's result as an output.
@@ -1528,19 +1360,16 @@ fn bias_corrections(
             _ => (*shape.last().unwrap_or(&1), 1),
         };
         let (mut sum, mut count) = (vec![0f64; channels], vec![0u64; channels]);
-        for i in 0..samples.count {
-            let f = &float[i][j];
-            runner.run(&[samples.sample(i)], |o| {
-                for (p, (&fv, &qv)) in f.iter().zip(o[0]).enumerate() {
-                    if clamped && fv <= 0.0 {
-                        continue;
-                    }
-                    let c = (p / inner) % channels;
-                    sum[c] += f64::from(fv - qv);
-                    count[c] += 1;
+        runner.run_each(calib, n, |i, o| {
+            for (p, (&fv, &qv)) in float[i][j].iter().zip(o[0]).enumerate() {
+                if clamped && fv <= 0.0 {
+                    continue;
                 }
-            })?;
-        }
+                let c = (p / inner) % channels;
+                sum[c] += f64::from(fv - qv);
+                count[c] += 1;
+            }
+        })?;
         let c: Vec<f32> = sum
             .iter()
             .zip(&count)
@@ -1602,10 +1431,10 @@ fn scored_output(g: &Graph) -> Result<TensorId> {
 pub fn predict(g: &Graph, samples: &Samples) -> Result<Vec<Vec<f32>>> {
     single_input(g)?;
     let out = scored_output(g)?;
-    let mut runner = GraphRunner::new(g, &[out])?;
-    (0..samples.count)
-        .map(|i| runner.run(&[samples.sample(i)], |o| o[0].to_vec()))
-        .collect()
+    let mut preds = Vec::with_capacity(samples.count);
+    GraphRunner::new(g, &[out])?
+        .run_each(samples, samples.count, |_, o| preds.push(o[0].to_vec()))?;
+    Ok(preds)
 }
 
 /// Index of the largest value (NaN never wins; 0 for an all-NaN row).
@@ -1619,10 +1448,15 @@ pub fn argmax(v: &[f32]) -> usize {
     best
 }
 
-/// Scores `g` on the validation data; `reference` is the float graph for
-/// agreement and relative error (none when scoring the float graph).
-pub fn evaluate(g: &Graph, v: &Validation, reference: Option<&Graph>) -> Result<Metric> {
-    let preds = predict(g, &v.samples)?;
+/// Scores `g` on the validation data; `reference` holds the float graph's
+/// [`predict`]ions for agreement and relative error (none when scoring the
+/// float graph itself).
+pub fn evaluate(g: &Graph, v: &Validation, reference: Option<&[Vec<f32>]>) -> Result<Metric> {
+    score(&predict(g, &v.samples)?, v, reference)
+}
+
+/// Scores predictions (see [`evaluate`]).
+pub fn score(preds: &[Vec<f32>], v: &Validation, reference: Option<&[Vec<f32>]>) -> Result<Metric> {
     let per_sample = preds.first().map_or(0, Vec::len);
     let task = match v.task {
         Task::Auto if v.labels.is_some() => Task::Classification,
@@ -1632,13 +1466,9 @@ pub fn evaluate(g: &Graph, v: &Validation, reference: Option<&Graph>) -> Result<
         Task::Auto => Task::Regression,
         t => t,
     };
-    let refs = match reference {
-        Some(r) if task == Task::Regression || v.labels.is_none() => Some(predict(r, &v.samples)?),
-        _ => None,
-    };
     match task {
         Task::Classification => {
-            let truth: Vec<i64> = match (&v.labels, &refs) {
+            let truth: Vec<i64> = match (&v.labels, reference) {
                 (Some(l), _) => {
                     if l.len() != preds.len() {
                         return Err(CompileError::Invalid(format!(
@@ -1667,7 +1497,7 @@ pub fn evaluate(g: &Graph, v: &Validation, reference: Option<&Graph>) -> Result<
             })
         }
         _ => {
-            let value = refs.as_ref().map_or(0.0, |r| relative_error(&preds, r));
+            let value = reference.map_or(0.0, |r| relative_error(preds, r));
             Ok(Metric {
                 kind: MetricKind::RelativeError,
                 value,
@@ -1688,7 +1518,7 @@ fn relative_error(preds: &[Vec<f32>], refs: &[Vec<f32>]) -> f64 {
 }
 
 /// Points lost going from `f` to `q`.
-fn drop_of(f: Metric, q: Metric) -> f64 {
+pub(crate) fn drop_of(f: Metric, q: Metric) -> f64 {
     match f.kind {
         MetricKind::RelativeError => q.value - f.value,
         _ => f.value - q.value,

@@ -81,43 +81,74 @@ impl GraphRunner {
         })
     }
 
-    /// Element counts of the graph inputs (as lowered).
-    pub fn input_lens(&self) -> Vec<usize> {
-        self.inputs.iter().map(|&(_, b)| b / 4).collect()
-    }
-
-    /// Runs once on f32 inputs (one slice per graph input, each exactly the
-    /// input's element count) and calls `f` with the observed tensors.
-    pub fn run<R>(&mut self, inputs: &[&[f32]], f: impl FnOnce(&[&[f32]]) -> R) -> Result<R> {
-        if inputs.len() != self.inputs.len() {
+    /// Runs the one-input graph on the first `n` samples (the artifact is
+    /// parsed and planned once) and calls `f` with each sample's index and
+    /// the observed tensors.
+    pub fn run_each(
+        &mut self,
+        samples: &Samples,
+        n: usize,
+        mut f: impl FnMut(usize, &[&[f32]]),
+    ) -> Result<()> {
+        let &[(off, len)] = self.inputs.as_slice() else {
             return Err(CompileError::Invalid(format!(
-                "the model has {} inputs, {} given",
-                self.inputs.len(),
-                inputs.len()
+                "calibration and validation need a one-input model (this one has {})",
+                self.inputs.len()
             )));
-        }
-        let arena = self.arena.as_mut_slice();
-        for (&(off, len), x) in self.inputs.iter().zip(inputs) {
-            if x.len() * 4 != len {
-                return Err(CompileError::Invalid(format!(
-                    "a sample has {} values, the model input takes {}",
-                    x.len(),
-                    len / 4
-                )));
-            }
-            arena[off..off + len].copy_from_slice(bytemuck::cast_slice(x));
+        };
+        if samples.sample_len() * 4 != len {
+            return Err(CompileError::Invalid(format!(
+                "a sample has {} values, the model input takes {}",
+                samples.sample_len(),
+                len / 4
+            )));
         }
         let view = View::parse(self.artifact.as_slice())
             .map_err(|e| CompileError::Invalid(format!("internal error: {e}")))?;
         let plan = kiln_engine::Plan::new(view)
             .map_err(|e| CompileError::Invalid(format!("internal error: {e}")))?;
-        plan.run(arena)
-            .map_err(|e| CompileError::Invalid(format!("running the graph failed: {e}")))?;
-        let outs: Vec<&[f32]> = self
-            .observed
-            .iter()
-            .map(|&(off, n)| &bytemuck::cast_slice::<u8, f32>(&arena[off..off + 4 * n])[..n])
-            .collect();
-        Ok(f(&outs))
+        let arena = self.arena.as_mut_slice();
+        for i in 0..n.min(samples.count) {
+            arena[off..off + len].copy_from_slice(bytemuck::cast_slice(samples.sample(i)));
+            plan.run(arena)
+                .map_err(|e| CompileError::Invalid(format!("running the graph failed: {e}")))?;
+            let outs: Vec<&[f32]> = self
+                .observed
+                .iter()
+                .map(|&(o, k)| &bytemuck::cast_slice::<u8, f32>(&arena[o..o + 4 * k])[..k])
+                .collect();
+            f(i, &outs);
+        }
+        Ok(())
+    }
+}
+
+/// Samples for a one-input model: `count` samples of the input's element
+/// count each, back to back.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Samples {
+    pub data: Vec<f32>,
+    pub count: usize,
+}
+
+impl Samples {
+    pub fn new(data: Vec<f32>, count: usize) -> Samples {
+        Samples { data, count }
+    }
+
+    /// Element count of one sample.
+    pub fn sample_len(&self) -> usize {
+        self.data.len().checked_div(self.count).unwrap_or(0)
+    }
+
+    pub fn sample(&self, i: usize) -> &[f32] {
+        let n = self.sample_len();
+        &self.data[i * n..(i + 1) * n]
+    }
+
+    /// The first `n` samples.
+    pub fn take(&self, n: usize) -> Samples {
+        let n = n.min(self.count);
+        Samples::new(self.data[..n * self.sample_len()].to_vec(), n)
     }
 }

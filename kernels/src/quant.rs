@@ -526,6 +526,29 @@ pub fn fully_connected_i8_fast(
 /// # Panics
 /// If a slice is shorter than its shape.
 pub fn avg_pool_i8(p: &Pool2d, act_min: i32, act_max: i32, x: &[i8], y: &mut [i8]) {
+    let step = |(sum, count): (i32, i32), v: i32| (sum + v, count + 1);
+    let finish = |(sum, count): (i32, i32)| match count {
+        0 => 0,
+        _ if sum > 0 => (sum + count / 2) / count,
+        _ => (sum - count / 2) / count,
+    };
+    pool_i8(p, act_min, act_max, x, y, (0, 0), step, finish);
+}
+
+/// The int8 pooling skeleton: each window's in-bounds values are folded
+/// with `step` from `init`, `finish` gives the result, which is clamped to
+/// `[act_min, act_max]` (and int8).
+#[allow(clippy::too_many_arguments, reason = "the pooling's parts")]
+fn pool_i8<A: Copy>(
+    p: &Pool2d,
+    act_min: i32,
+    act_max: i32,
+    x: &[i8],
+    y: &mut [i8],
+    init: A,
+    step: impl Fn(A, i32) -> A,
+    finish: impl Fn(A) -> i32,
+) {
     let x = &x[..p.n * p.c * p.h * p.w];
     let y = &mut y[..p.n * p.c * p.oh * p.ow];
     let (lo, hi) = (act_min.max(-128), act_max.min(127));
@@ -535,7 +558,7 @@ pub fn avg_pool_i8(p: &Pool2d, act_min: i32, act_max: i32, x: &[i8], y: &mut [i8
     {
         for oy in 0..p.oh {
             for ox in 0..p.ow {
-                let (mut sum, mut count) = (0i32, 0i32);
+                let mut acc = init;
                 for r in 0..p.kh {
                     let iy = (oy * p.stride[0] + r * p.dilation[0]).wrapping_sub(p.pad[0]);
                     if iy >= p.h {
@@ -544,17 +567,11 @@ pub fn avg_pool_i8(p: &Pool2d, act_min: i32, act_max: i32, x: &[i8], y: &mut [i8
                     for s in 0..p.kw {
                         let ix = (ox * p.stride[1] + s * p.dilation[1]).wrapping_sub(p.pad[1]);
                         if ix < p.w {
-                            sum += i32::from(xc[iy * p.w + ix]);
-                            count += 1;
+                            acc = step(acc, i32::from(xc[iy * p.w + ix]));
                         }
                     }
                 }
-                let avg = match count {
-                    0 => 0,
-                    _ if sum > 0 => (sum + count / 2) / count,
-                    _ => (sum - count / 2) / count,
-                };
-                yc[oy * p.ow + ox] = sat_i8(avg, lo, hi);
+                yc[oy * p.ow + ox] = sat_i8(finish(acc), lo, hi);
             }
         }
     }
@@ -620,32 +637,7 @@ pub fn dequantize_i8(x: &[i8], scale: f32, zp: i32, y: &mut [f32]) {
 /// # Panics
 /// If a slice is shorter than its shape.
 pub fn max_pool_i8(p: &Pool2d, act_min: i32, act_max: i32, x: &[i8], y: &mut [i8]) {
-    let x = &x[..p.n * p.c * p.h * p.w];
-    let y = &mut y[..p.n * p.c * p.oh * p.ow];
-    let (lo, hi) = (act_min.max(-128), act_max.min(127));
-    for (xc, yc) in x
-        .chunks_exact((p.h * p.w).max(1))
-        .zip(y.chunks_exact_mut((p.oh * p.ow).max(1)))
-    {
-        for oy in 0..p.oh {
-            for ox in 0..p.ow {
-                let mut m = i32::MIN;
-                for r in 0..p.kh {
-                    let iy = (oy * p.stride[0] + r * p.dilation[0]).wrapping_sub(p.pad[0]);
-                    if iy >= p.h {
-                        continue;
-                    }
-                    for s in 0..p.kw {
-                        let ix = (ox * p.stride[1] + s * p.dilation[1]).wrapping_sub(p.pad[1]);
-                        if ix < p.w {
-                            m = m.max(i32::from(xc[iy * p.w + ix]));
-                        }
-                    }
-                }
-                yc[oy * p.ow + ox] = sat_i8(m, lo, hi);
-            }
-        }
-    }
+    pool_i8(p, act_min, act_max, x, y, i32::MIN, i32::max, |m| m);
 }
 
 /// Shape of a dynamically quantized fully connected layer.

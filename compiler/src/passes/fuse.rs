@@ -1,27 +1,10 @@
-//! Fusions: BatchNorm into the preceding Conv, bias Add into MatMul,
-//! activations into Conv/Gemm/MatMul.
+//! Fusions: BatchNorm into the preceding Conv and into the fully connected
+//! layer before or after it, bias Add into MatMul, activations into
+//! Conv/Gemm/MatMul.
 
+use crate::fc::{Fc, fc, set_weights};
 use crate::ir::{Graph, TensorId};
 use kiln_format::{Binary, Op, Unary};
-
-/// The single node reading `t`, if exactly one does and `t` is not a graph output.
-fn sole_consumer(g: &Graph, t: TensorId) -> Option<usize> {
-    if g.outputs.contains(&t) {
-        return None;
-    }
-    let mut found = None;
-    for (k, n) in g.nodes.iter().enumerate() {
-        for &i in n.inputs.iter().flatten() {
-            if i == t {
-                if found.is_some() {
-                    return None;
-                }
-                found = Some(k);
-            }
-        }
-    }
-    found
-}
 
 /// When `node` is `Add(t, x)` or `Add(x, t)`, the other operand `x`.
 fn add_operand(node: &crate::ir::Node, t: TensorId) -> Option<TensorId> {
@@ -66,7 +49,7 @@ pub fn fold_batchnorm(g: &mut Graph) -> usize {
                         .copied()
                         .flatten()
                         .is_none_or(|b| g.tensors[b].is_const())
-                    && sole_consumer(g, x) == Some(k)
+                    && g.sole_consumer(x) == Some(k)
             }
             _ => false,
         };
@@ -138,7 +121,7 @@ pub fn fuse_bias(g: &mut Graph) -> usize {
             continue;
         }
         let t = out.unwrap_or(0);
-        let Some(c) = sole_consumer(g, t) else {
+        let Some(c) = g.sole_consumer(t) else {
             k += 1;
             continue;
         };
@@ -208,7 +191,7 @@ pub fn fuse_activation(g: &mut Graph) -> usize {
             k += 1;
             continue;
         };
-        let Some(c) = sole_consumer(g, t) else {
+        let Some(c) = g.sole_consumer(t) else {
             k += 1;
             continue;
         };
@@ -251,7 +234,7 @@ pub fn fuse_conv_bias(g: &mut Graph) -> usize {
             k += 1;
             continue;
         };
-        let Some(c) = sole_consumer(g, t) else {
+        let Some(c) = g.sole_consumer(t) else {
             k += 1;
             continue;
         };
@@ -304,80 +287,15 @@ pub fn fuse_conv_bias(g: &mut Graph) -> usize {
     n
 }
 
-/// A fully connected layer's weights as `[units][depth]` accessors: Gemm
-/// (no transposed A, alpha = beta = 1, constant B and C) or MatMul with a
-/// constant 2-D B. Returns (weights row-major `[units, depth]`, bias).
-fn fc_weights(g: &Graph, k: usize) -> Option<(Vec<f32>, usize, usize, Vec<f32>)> {
-    let n = &g.nodes[k];
-    let trans_b = match n.op {
-        Op::Gemm {
-            trans_a: false,
-            trans_b,
-            alpha,
-            beta,
-            ..
-        } if alpha == 1.0 && beta == 1.0 => trans_b,
-        Op::MatMul { .. } => false,
-        _ => return None,
-    };
-    let b = n.inputs.get(1).copied().flatten()?;
-    let bt = &g.tensors[b];
-    if bt.shape.len() != 2 || !sole_consumer_any(g, b, k) {
+/// Node `k` as a fully connected layer whose weights only it reads (so a
+/// fold may rewrite them): the layer, `[units, depth]` weights and bias.
+fn own_fc(g: &Graph, k: usize) -> Option<(Fc, Vec<f32>, Vec<f32>)> {
+    let f = fc(g, &g.nodes[k])?;
+    if g.sole_consumer(f.w) != Some(k) {
         return None;
     }
-    let bv = bt.f32s()?;
-    let (units, depth) = if trans_b {
-        (bt.shape[0], bt.shape[1])
-    } else {
-        (bt.shape[1], bt.shape[0])
-    };
-    let w = (0..units * depth)
-        .map(|i| {
-            let (u, d) = (i / depth, i % depth);
-            if trans_b { bv[i] } else { bv[d * units + u] }
-        })
-        .collect();
-    let bias = match n.inputs.get(2).copied().flatten() {
-        Some(c) => {
-            let cv = g.tensors[c].f32s()?;
-            if cv.len() != units {
-                return None;
-            }
-            cv
-        }
-        None => vec![0.0; units],
-    };
-    Some((w, units, depth, bias))
-}
-
-/// Whether node `k` is the only reader of constant `t`.
-fn sole_consumer_any(g: &Graph, t: TensorId, k: usize) -> bool {
-    g.nodes
-        .iter()
-        .enumerate()
-        .all(|(j, n)| j == k || !n.inputs.contains(&Some(t)))
-}
-
-/// Writes new FC weights (`[units, depth]`) and bias back in the node's own
-/// layout.
-fn set_fc_weights(g: &mut Graph, k: usize, w: &[f32], units: usize, depth: usize, bias: &[f32]) {
-    let b = g.nodes[k].inputs[1].unwrap_or(0);
-    let name = g.tensors[b].name.clone();
-    let trans_b = matches!(g.nodes[k].op, Op::Gemm { trans_b: true, .. });
-    let stored: Vec<f32> = if trans_b {
-        w.to_vec()
-    } else {
-        (0..units * depth)
-            .map(|i| w[(i % units) * depth + i / units])
-            .collect()
-    };
-    let shape = g.tensors[b].shape.clone();
-    let nw = g.const_f32(format!("{name}:bn"), shape, &stored);
-    let nb = g.const_f32(format!("{name}:bn_bias"), vec![units], bias);
-    let n = &mut g.nodes[k];
-    n.inputs.resize(3, None);
-    n.inputs[1] = Some(nw);
-    n.inputs[2] = Some(nb);
+    let bias = f.bias_values(g).unwrap_or_else(|| vec![0.0; f.units]);
+    Some((f, f.weights(g), bias))
 }
 
 /// BatchNorm scale and shift per channel: `y = s·x + t`.
@@ -431,28 +349,21 @@ fn folded_around_fc(g: &mut Graph, k: usize) -> bool {
     let c = s.len();
     // Backward: FC (identity activation) → BN on [rows, units].
     if let Some(p) = g.nodes.iter().position(|n| n.outputs.contains(&Some(x)))
-        && matches!(
-            g.nodes[p].op,
-            Op::Gemm {
-                act: Unary::Identity,
-                ..
-            } | Op::MatMul {
-                act: Unary::Identity
-            }
-        )
-        && sole_consumer(g, x) == Some(k)
+        && g.sole_consumer(x) == Some(k)
         && g.tensors[x].shape.len() == 2
         && g.tensors[x].shape[1] == c
-        && let Some((mut w, units, depth, mut bias)) = fc_weights(g, p)
-        && units == c
+        && let Some((f, mut w, mut bias)) = own_fc(g, p)
+        && f.act == Unary::Identity
+        && f.units == c
     {
+        let (units, depth) = (f.units, f.depth);
         for u in 0..units {
             for e in &mut w[u * depth..(u + 1) * depth] {
                 *e *= s[u];
             }
             bias[u] = bias[u] * s[u] + t[u];
         }
-        set_fc_weights(g, p, &w, units, depth, &bias);
+        set_weights(g, p, &f, &w, &bias);
         let bn = g.nodes.remove(k);
         let fc = &mut g.nodes[p];
         fc.outputs[0] = Some(y);
@@ -460,12 +371,12 @@ fn folded_around_fc(g: &mut Graph, k: usize) -> bool {
         return true;
     }
     // Forward: BN → [Reshape] → FC.
-    let Some(r) = sole_consumer(g, y) else {
+    let Some(r) = g.sole_consumer(y) else {
         return false;
     };
     let (fc, fc_in) = match g.nodes[r].op {
         Op::Reshape => match g.nodes[r].outputs.first().copied().flatten() {
-            Some(o) => match sole_consumer(g, o) {
+            Some(o) => match g.sole_consumer(o) {
                 Some(f) => (f, o),
                 None => return false,
             },
@@ -481,9 +392,10 @@ fn folded_around_fc(g: &mut Graph, k: usize) -> bool {
     {
         return false;
     }
-    let Some((mut w, units, depth, mut bias)) = fc_weights(g, fc) else {
+    let Some((f, mut w, mut bias)) = own_fc(g, fc) else {
         return false;
     };
+    let (units, depth) = (f.units, f.depth);
     if depth != g.tensors[x].numel() || depth % c != 0 {
         return false;
     }
@@ -498,7 +410,7 @@ fn folded_around_fc(g: &mut Graph, k: usize) -> bool {
         }
         bias[u] += add as f32;
     }
-    set_fc_weights(g, fc, &w, units, depth, &bias);
+    set_weights(g, fc, &f, &w, &bias);
     // The reader of the BN output now reads the BN input.
     for i in g.nodes[r].inputs.iter_mut() {
         if *i == Some(y) {
