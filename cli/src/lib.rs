@@ -126,35 +126,63 @@ pub fn npy_bytes(t: &TensorValue) -> Vec<u8> {
 /// Reads a CSV with a header row: one row per sample, numeric columns.
 /// Columns named in `drop` (e.g. a label column) are skipped.
 pub fn read_csv(path: &Path, drop: &[&str]) -> Result<(Vec<String>, TensorValue)> {
+    let (cols, t, _) = csv_table(path, drop, None)?;
+    Ok((cols, t))
+}
+
+/// [`read_csv`] that also takes column `label` out as the labels.
+fn csv_table(
+    path: &Path,
+    drop: &[&str],
+    label: Option<&str>,
+) -> Result<(Vec<String>, TensorValue, Option<Vec<f64>>)> {
     let mut r =
         csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
     let headers: Vec<String> = r.headers()?.iter().map(str::to_string).collect();
+    let label_at = match label {
+        Some(col) => Some(headers.iter().position(|h| h == col).with_context(|| {
+            format!(
+                "{}: no column '{col}' for the labels (columns: {}...)",
+                path.display(),
+                headers
+                    .iter()
+                    .take(8)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?),
+        None => None,
+    };
     let keep: Vec<usize> = (0..headers.len())
-        .filter(|&i| !drop.contains(&headers[i].as_str()))
+        .filter(|&i| !drop.contains(&headers[i].as_str()) && Some(i) != label_at)
         .collect();
     let mut values = vec![];
+    let mut labels = vec![];
     let mut rows = 0usize;
     for (line, rec) in r.records().enumerate() {
         let rec = rec.with_context(|| format!("{}: row {}", path.display(), line + 2))?;
+        let text = |i: usize| rec.get(i).unwrap_or("").trim();
+        let bad = |i: usize| {
+            anyhow::anyhow!(
+                "{}: row {}, column '{}': '{}' is not a number",
+                path.display(),
+                line + 2,
+                headers[i],
+                text(i)
+            )
+        };
         for &i in &keep {
-            let s = rec.get(i).unwrap_or("");
-            let v: f32 = s.trim().parse().with_context(|| {
-                format!(
-                    "{}: row {}, column '{}': '{s}' is not a number",
-                    path.display(),
-                    line + 2,
-                    headers[i]
-                )
-            })?;
-            values.push(v);
+            values.push(text(i).parse::<f32>().map_err(|_| bad(i))?);
+        }
+        if let Some(i) = label_at {
+            labels.push(text(i).parse::<f64>().map_err(|_| bad(i))?);
         }
         rows += 1;
     }
     let cols: Vec<String> = keep.iter().map(|&i| headers[i].clone()).collect();
-    Ok((
-        cols.clone(),
-        TensorValue::from_f32(vec![rows, cols.len()], &values),
-    ))
+    let t = TensorValue::from_f32(vec![rows, cols.len()], &values);
+    Ok((cols, t, label_at.map(|_| labels)))
 }
 
 /// Samples and optional labels for calibration, validation and `kiln eval`.
@@ -247,18 +275,8 @@ pub fn read_dataset(path: &Path, labels: Option<&str>) -> Result<Dataset> {
         .transpose()?;
     let (values, shape, mut found) = match ext.as_str() {
         "csv" => {
-            let drop: Vec<&str> = labels
-                .into_iter()
-                .filter(|_| label_file.is_none())
-                .collect();
-            let (_, t) = read_csv(path, &drop)?;
-            let found = match (labels, &label_file) {
-                (Some(col), None) => {
-                    let (_, l) = read_csv_column(path, col)?;
-                    Some(l)
-                }
-                _ => None,
-            };
+            let col = labels.filter(|_| label_file.is_none());
+            let (_, t, found) = csv_table(path, &[], col)?;
             (t.to_f64(), t.shape, found)
         }
         "npz" => {
@@ -326,38 +344,6 @@ pub fn read_dataset(path: &Path, labels: Option<&str>) -> Result<Dataset> {
         sample_shape: shape.get(1..).unwrap_or(&[]).to_vec(),
         labels: found,
     })
-}
-
-/// One named column of a CSV, as numbers.
-fn read_csv_column(path: &Path, col: &str) -> Result<(usize, Vec<f64>)> {
-    let mut r =
-        csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let headers: Vec<String> = r.headers()?.iter().map(str::to_string).collect();
-    let i = headers.iter().position(|h| h == col).with_context(|| {
-        format!(
-            "{}: no column '{col}' for the labels (columns: {}...)",
-            path.display(),
-            headers
-                .iter()
-                .take(8)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    })?;
-    let mut out = vec![];
-    for (line, rec) in r.records().enumerate() {
-        let rec = rec?;
-        let s = rec.get(i).unwrap_or("").trim().to_string();
-        out.push(s.parse().with_context(|| {
-            format!(
-                "{}: row {}, column '{col}': '{s}' is not a number",
-                path.display(),
-                line + 2
-            )
-        })?);
-    }
-    Ok((i, out))
 }
 
 /// Classification metrics of predicted vs true class indices.
