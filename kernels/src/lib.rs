@@ -26,8 +26,11 @@ pub mod gemm;
 pub mod math;
 pub mod norm;
 pub mod pool;
+mod qconv;
 pub mod quant;
 pub mod rnn;
+#[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
+mod simd_vnni;
 #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
 mod simd_x86;
 pub mod tree;

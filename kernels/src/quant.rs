@@ -227,54 +227,6 @@ pub fn add_i8(q: &QAdd, a: &[i8], b: &[i8], y: &mut [i8]) {
     crate::gemm::Engine::detect().run(Add(q, a, b, y));
 }
 
-/// Requantizes one output channel's exact f32 accumulators (`f`, integers
-/// below 2^24) into `out`: `clamp(apply(f + bias) + zp)`, the multiplier
-/// hoisted out of the loop so it compiles to vector code
-/// ([`crate::gemm::Engine::run`]).
-struct RequantRow<'a> {
-    f: &'a [f32],
-    out: &'a mut [i8],
-    m: Multiplier,
-    bias: i32,
-    zp: i32,
-    lo: i32,
-    hi: i32,
-}
-
-impl crate::gemm::Kernel for RequantRow<'_> {
-    #[inline(always)]
-    fn run(self) {
-        let (m, bias, zp, lo, hi) = (self.m, self.bias, self.zp, self.lo, self.hi);
-        for (o, &f) in self.out.iter_mut().zip(self.f) {
-            let v = m.apply((f as i32).wrapping_add(bias)).saturating_add(zp);
-            *o = sat_i8(v, lo, hi);
-        }
-    }
-}
-
-impl QOut {
-    /// The requantization of channel `c` and this output's clamp.
-    fn row<'a>(
-        &self,
-        f: &'a [f32],
-        out: &'a mut [i8],
-        requant: &[[i32; 2]],
-        c: usize,
-        bias: i32,
-    ) -> RequantRow<'a> {
-        let [mantissa, shift] = requant[if requant.len() == 1 { 0 } else { c }];
-        RequantRow {
-            f,
-            out,
-            m: Multiplier { mantissa, shift },
-            bias,
-            zp: self.y_zp,
-            lo: self.act_min.max(-128),
-            hi: self.act_max.min(127),
-        }
-    }
-}
-
 /// Largest integer below which every f32 partial sum is exact (2^24).
 const F32_EXACT: i64 = 1 << 24;
 
@@ -289,23 +241,24 @@ fn f32_exact(w: &[i8], k: usize, x_zp: i32) -> bool {
     })
 }
 
-/// f32 scratch elements [`conv2d_i8_fast`] needs.
-pub fn conv2d_i8_scratch_len(p: &Conv2d) -> usize {
-    let one = Conv2d { n: 1, ..*p };
-    let cg = p.c / p.group.max(1);
-    let general = p.c * p.h * p.w
-        + p.m * cg * p.kh * p.kw
-        + p.m * p.oh * p.ow
-        + crate::conv::conv2d_scratch_len(&one);
-    let depthwise = (p.h + p.pad[0] + p.pad[2]) * (p.w + p.pad[1] + p.pad[3]) + p.oh * p.ow;
-    general.max(depthwise)
+/// Whether `p` is a depthwise convolution (one filter per channel).
+fn is_depthwise(p: &Conv2d) -> bool {
+    p.group == p.c && p.m == p.c
 }
 
-/// [`conv2d_i8`] through the f32 convolution kernels: when the weights
-/// bound every accumulator below 2^24 (checked per output channel from the
-/// actual weights and the input zero point; real int8 layers are far below
-/// it), the f32 result is the exact integer, so the output bytes are those
-/// of the reference. Otherwise it runs the reference.
+/// Scratch elements (4 bytes each) [`conv2d_i8_fast`] needs.
+pub fn conv2d_i8_scratch_len(p: &Conv2d) -> usize {
+    if is_depthwise(p) {
+        return crate::qconv::depthwise_scratch_words(p);
+    }
+    crate::qconv::Geo::new(p).map_or(0, |g| g.scratch_words(p, false))
+}
+
+/// [`conv2d_i8`] by direct integer convolution ([`crate::qconv`]: AVX-512
+/// VNNI where the CPU has it, vectorised portable loops elsewhere). Exact
+/// integer sums, so the output bytes are the reference's on every path.
+/// Shapes the direct path cannot lay out, and input zero points outside
+/// int8, run the reference.
 ///
 /// # Panics
 /// As [`conv2d_i8`], or if `scratch` is shorter than [`conv2d_i8_scratch_len`].
@@ -320,40 +273,182 @@ pub fn conv2d_i8_fast(
     y: &mut [i8],
     scratch: &mut [f32],
 ) {
-    let cg = p.c / p.group.max(1);
-    let k = cg * p.kh * p.kw;
-    let w = &w[..p.m * k];
-    if !f32_exact(w, k, q.x_zp) {
+    conv2d_i8_direct(
+        crate::qconv::Isa::detect(),
+        p,
+        q,
+        x,
+        w,
+        bias,
+        requant,
+        y,
+        scratch,
+    );
+}
+
+/// [`conv2d_i8_fast`] on a given instruction set (tests run each).
+#[allow(clippy::too_many_arguments, reason = "the op's operands")]
+fn conv2d_i8_direct(
+    isa: crate::qconv::Isa,
+    p: &Conv2d,
+    q: &QOut,
+    x: &[i8],
+    w: &[i8],
+    bias: Option<&[i32]>,
+    requant: &[[i32; 2]],
+    y: &mut [i8],
+    scratch: &mut [f32],
+) {
+    let grouped = p.group > 0 && p.c.is_multiple_of(p.group) && p.m.is_multiple_of(p.group);
+    let geo = crate::qconv::Geo::new(p);
+    let Some(geo) = geo.filter(|_| grouped && (requant.len() == 1 || requant.len() == p.m)) else {
         return conv2d_i8(p, q, x, w, bias, requant, y);
+    };
+    let cg = p.c / p.group;
+    let (x, w) = (&x[..p.n * p.c * p.h * p.w], &w[..p.m * cg * p.kh * p.kw]);
+    let y = &mut y[..p.n * p.m * p.oh * p.ow];
+    let bias = bias.map(|b| &b[..p.m]);
+    if is_depthwise(p) {
+        let scratch = &mut scratch[..crate::qconv::depthwise_scratch_words(p)];
+        let eng = match isa {
+            crate::qconv::Isa::Portable(e) => e,
+            #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
+            crate::qconv::Isa::Vnni(_, e) => e,
+        };
+        crate::qconv::depthwise(
+            eng,
+            p,
+            q,
+            x,
+            w,
+            bias,
+            requant,
+            y,
+            bytemuck::cast_slice_mut(scratch),
+        );
+    } else if (-128..=127).contains(&q.x_zp) {
+        let scratch = &mut scratch[..geo.scratch_words(p, false)];
+        let weights = crate::qconv::Weights::Raw(w, bias);
+        crate::qconv::conv2d(
+            isa,
+            p,
+            &geo,
+            q,
+            x,
+            weights,
+            requant,
+            y,
+            bytemuck::cast_slice_mut(scratch),
+        );
+    } else {
+        conv2d_i8(p, q, x, w, bias, requant, y);
     }
-    if p.group == p.c && p.m == p.c {
-        return depthwise_i8(p, q, x, w, bias, requant, y, scratch);
+}
+
+/// The byte length of `p`'s weights packed ahead of time for input zero
+/// point `x_zp` ([`conv2d_i8_pack`]), or `None` when the packed path does
+/// not apply: depthwise convolutions, shapes the direct path cannot lay
+/// out, zero points outside int8.
+pub fn conv2d_i8_packable(p: &Conv2d, x_zp: i32) -> Option<usize> {
+    let grouped = p.group > 0 && p.c.is_multiple_of(p.group) && p.m.is_multiple_of(p.group);
+    if !grouped || is_depthwise(p) || !(-128..=127).contains(&x_zp) {
+        return None;
     }
-    let one = Conv2d { n: 1, ..*p };
-    let (xf, rest) = scratch.split_at_mut(p.c * p.h * p.w);
-    let (wf, rest) = rest.split_at_mut(p.m * k);
-    let (yf, rest) = rest.split_at_mut(p.m * p.oh * p.ow);
-    for (d, &v) in wf.iter_mut().zip(w) {
-        *d = f32::from(v);
-    }
-    let plane = p.oh * p.ow;
-    for b in 0..p.n {
-        let xb = &x[b * p.c * p.h * p.w..(b + 1) * p.c * p.h * p.w];
-        for (d, &v) in xf.iter_mut().zip(xb) {
-            *d = (i32::from(v) - q.x_zp) as f32;
-        }
-        crate::conv::conv2d(&one, xf, wf, None, yf, rest);
-        let yb = &mut y[b * p.m * plane..(b + 1) * p.m * plane];
-        let eng = crate::gemm::Engine::detect();
-        for (oc, (yo, fo)) in yb
-            .chunks_exact_mut(plane.max(1))
-            .zip(yf.chunks_exact(plane.max(1)))
-            .enumerate()
-        {
-            let bv = bias.map_or(0, |bs| bs[oc]);
-            eng.run(q.row(fo, yo, requant, oc, bv));
-        }
-    }
+    crate::qconv::Geo::new(p).map(|g| g.packed_len(p))
+}
+
+/// Packs a convolution's weights (`[m, c/group, kh, kw]`) ahead of time:
+/// `packed` gets `m` rows of `[kh, kw, 4·ceil(c/group/4)]` bytes (OHWI,
+/// input channels zero-padded to a multiple of 4), `fold` gets
+/// `bias - (128 + x_zp)·Σ w` per output channel. [`conv2d_i8_packed`]
+/// then has no per-call weight work.
+///
+/// # Panics
+/// If [`conv2d_i8_packable`] is `None`, or a slice is shorter than its shape.
+pub fn conv2d_i8_pack(
+    p: &Conv2d,
+    x_zp: i32,
+    w: &[i8],
+    bias: Option<&[i32]>,
+    packed: &mut [i8],
+    fold: &mut [i32],
+) {
+    assert!(
+        conv2d_i8_packable(p, x_zp).is_some(),
+        "not a packable int8 convolution"
+    );
+    let geo = crate::qconv::Geo::new(p).expect("checked above");
+    crate::qconv::pack_conv_weights(p, &geo, x_zp, w, bias, packed, fold);
+}
+
+/// Scratch elements (4 bytes each) [`conv2d_i8_packed`] needs.
+pub fn conv2d_i8_packed_scratch_len(p: &Conv2d) -> usize {
+    crate::qconv::Geo::new(p).map_or(0, |g| g.scratch_words(p, true))
+}
+
+/// [`conv2d_i8`] on weights packed by [`conv2d_i8_pack`] (with its folded
+/// bias): the same bytes as the reference on the original weights.
+///
+/// # Panics
+/// If [`conv2d_i8_packable`] is `None` for `p` and `q.x_zp`, a slice is
+/// shorter than its shape, or `requant` has neither 1 nor `m` entries.
+#[allow(clippy::too_many_arguments, reason = "the op's operands")]
+pub fn conv2d_i8_packed(
+    p: &Conv2d,
+    q: &QOut,
+    x: &[i8],
+    packed: &[i8],
+    fold: &[i32],
+    requant: &[[i32; 2]],
+    y: &mut [i8],
+    scratch: &mut [f32],
+) {
+    conv2d_i8_packed_on(
+        crate::qconv::Isa::detect(),
+        p,
+        q,
+        x,
+        packed,
+        fold,
+        requant,
+        y,
+        scratch,
+    );
+}
+
+#[allow(clippy::too_many_arguments, reason = "the op's operands")]
+fn conv2d_i8_packed_on(
+    isa: crate::qconv::Isa,
+    p: &Conv2d,
+    q: &QOut,
+    x: &[i8],
+    packed: &[i8],
+    fold: &[i32],
+    requant: &[[i32; 2]],
+    y: &mut [i8],
+    scratch: &mut [f32],
+) {
+    let len = conv2d_i8_packable(p, q.x_zp).expect("not a packable int8 convolution");
+    assert!(
+        requant.len() == 1 || requant.len() == p.m,
+        "one multiplier or one per channel"
+    );
+    let geo = crate::qconv::Geo::new(p).expect("checked above");
+    let (x, packed, fold) = (&x[..p.n * p.c * p.h * p.w], &packed[..len], &fold[..p.m]);
+    let y = &mut y[..p.n * p.m * p.oh * p.ow];
+    let scratch = &mut scratch[..geo.scratch_words(p, true)];
+    let weights = crate::qconv::Weights::Packed(packed, fold);
+    crate::qconv::conv2d(
+        isa,
+        p,
+        &geo,
+        q,
+        x,
+        weights,
+        requant,
+        y,
+        bytemuck::cast_slice_mut(scratch),
+    );
 }
 
 /// [`fully_connected_i8`] as `Σ x·w - x_zp·Σ w` (exact in i32), in plain
@@ -395,70 +490,15 @@ impl crate::gemm::Kernel for FcDots<'_> {
     }
 }
 
-/// Depthwise (one filter per channel) int8 convolution for
-/// [`conv2d_i8_fast`], once the f32 bound holds: each channel's input minus
-/// its zero point goes into a zero-padded f32 plane, then every tap adds
-/// `w · plane` over whole output rows (no per-element bounds logic; unit
-/// strides vectorise). Exact, as the bound guarantees.
-#[allow(clippy::too_many_arguments, reason = "the op's operands")]
-fn depthwise_i8(
-    p: &Conv2d,
-    q: &QOut,
-    x: &[i8],
-    w: &[i8],
-    bias: Option<&[i32]>,
-    requant: &[[i32; 2]],
-    y: &mut [i8],
-    scratch: &mut [f32],
-) {
-    let (hp, wp) = (p.h + p.pad[0] + p.pad[2], p.w + p.pad[1] + p.pad[3]);
-    let (plane, rest) = scratch.split_at_mut(hp * wp);
-    let acc = &mut rest[..p.oh * p.ow];
-    let [sh, sw] = p.stride;
-    let [dh, dw] = p.dilation;
-    let eng = crate::gemm::Engine::detect();
-    for b in 0..p.n {
-        for c in 0..p.c {
-            let xc = &x[(b * p.c + c) * p.h * p.w..][..p.h * p.w];
-            plane.fill(0.0);
-            for (iy, row) in xc.chunks_exact(p.w.max(1)).enumerate() {
-                let dst = &mut plane[(iy + p.pad[0]) * wp + p.pad[1]..][..p.w];
-                for (d, &v) in dst.iter_mut().zip(row) {
-                    *d = (i32::from(v) - q.x_zp) as f32;
-                }
-            }
-            acc.fill(0.0);
-            let wc = &w[c * p.kh * p.kw..][..p.kh * p.kw];
-            for r in 0..p.kh {
-                for s in 0..p.kw {
-                    let wv = f32::from(wc[r * p.kw + s]);
-                    for (oy, arow) in acc.chunks_exact_mut(p.ow.max(1)).enumerate() {
-                        let src = &plane[(oy * sh + r * dh) * wp + s * dw..];
-                        if sw == 1 {
-                            for (a, &v) in arow.iter_mut().zip(src) {
-                                *a += wv * v;
-                            }
-                        } else {
-                            for (a, &v) in arow.iter_mut().zip(src.iter().step_by(sw)) {
-                                *a += wv * v;
-                            }
-                        }
-                    }
-                }
-            }
-            let yc = &mut y[(b * p.m + c) * p.oh * p.ow..][..p.oh * p.ow];
-            eng.run(q.row(acc, yc, requant, c, bias.map_or(0, |bs| bs[c])));
-        }
-    }
-}
-
-/// f32 scratch elements [`fully_connected_i8_fast`] needs (none for the
-/// integer GEMV of up to [`FC_DOT_ROWS`] rows).
+/// Scratch elements (4 bytes each) [`fully_connected_i8_fast`] needs:
+/// one input row as bytes (rounded up to 64) for the integer products, and
+/// for more than [`FC_DOT_ROWS`] rows the f32 GEMM's operands.
 pub fn fully_connected_i8_scratch_len(p: &QFullyConnected) -> usize {
+    let row = p.depth.div_ceil(64) * 16;
     if p.rows <= FC_DOT_ROWS {
-        return 0;
+        return row;
     }
-    p.rows * p.depth + p.units * p.depth + p.rows * p.units
+    (p.rows * p.depth + p.units * p.depth + p.rows * p.units).max(row)
 }
 
 /// Up to this many rows, int8 FC runs as integer dot products.
@@ -478,7 +518,43 @@ pub fn fully_connected_i8_fast(
     y: &mut [i8],
     scratch: &mut [f32],
 ) {
+    #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
+    let vnni = crate::simd_vnni::Vnni::detect();
+    #[cfg(not(all(target_arch = "x86_64", any(feature = "std", test))))]
+    let vnni = None;
+    fully_connected_i8_on(vnni, p, x, w, bias, requant, y, scratch);
+}
+
+/// An int8 matrix × vector unit: AVX-512 VNNI on x86, none elsewhere.
+#[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
+type Gemv = crate::simd_vnni::Vnni;
+#[cfg(not(all(target_arch = "x86_64", any(feature = "std", test))))]
+type Gemv = core::convert::Infallible;
+
+/// [`fully_connected_i8_fast`] with or without `vnni` (tests run both).
+#[allow(clippy::too_many_arguments, reason = "the op's operands")]
+fn fully_connected_i8_on(
+    vnni: Option<Gemv>,
+    p: &QFullyConnected,
+    x: &[i8],
+    w: &[i8],
+    bias: Option<&[i32]>,
+    requant: &[[i32; 2]],
+    y: &mut [i8],
+    scratch: &mut [f32],
+) {
     let w = &w[..p.units * p.depth];
+    #[cfg(not(all(target_arch = "x86_64", any(feature = "std", test))))]
+    let _ = vnni;
+    #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
+    if let Some(v) = vnni
+        && (-128..=127).contains(&p.x_zp)
+        && p.depth > 0
+    {
+        let words = p.depth.div_ceil(64) * 16;
+        let row: &mut [u8] = bytemuck::cast_slice_mut(&mut scratch[..words]);
+        return fully_connected_vnni(v, p, x, w, bias, requant, y, row);
+    }
     if p.rows <= FC_DOT_ROWS {
         // A GEMV: integer dot products compiled for the engine's vector
         // unit beat converting the weights to f32 on every call.
@@ -512,6 +588,47 @@ pub fn fully_connected_i8_fast(
         for (u, (o, &f)) in yr.iter_mut().zip(fr).enumerate() {
             let bv = bias.map_or(0, |b| b[u]);
             *o = q.store((f as i32).wrapping_add(bv), requant, u);
+        }
+    }
+}
+
+/// [`fully_connected_i8`] by VPDPBUSD: each input row as unsigned bytes
+/// (`x + 128`, in `row`, zero-padded), `Σ (x - zp)·w = Σ (x + 128)·w -
+/// (128 + zp)·Σ w`, both sums exact in wrapping `i32`.
+#[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
+#[allow(clippy::too_many_arguments, reason = "the op's operands")]
+fn fully_connected_vnni(
+    v: crate::simd_vnni::Vnni,
+    p: &QFullyConnected,
+    x: &[i8],
+    w: &[i8],
+    bias: Option<&[i32]>,
+    requant: &[[i32; 2]],
+    y: &mut [i8],
+    row: &mut [u8],
+) {
+    const UNITS: usize = 64;
+    let q = p.out();
+    let (mut dot, mut sum) = ([0i32; UNITS], [0i32; UNITS]);
+    let fold = 128 + p.x_zp;
+    for (xr, yr) in x[..p.rows * p.depth]
+        .chunks_exact(p.depth.max(1))
+        .zip(y.chunks_exact_mut(p.units.max(1)))
+    {
+        for (d, &s) in row.iter_mut().zip(xr) {
+            *d = (s as u8) ^ 0x80;
+        }
+        row[p.depth..].fill(0);
+        for u0 in (0..p.units).step_by(UNITS) {
+            let n = (p.units - u0).min(UNITS);
+            v.gemv(row, &w[u0 * p.depth..], p.depth, n, &mut dot, &mut sum);
+            for (j, out) in yr[u0..u0 + n].iter_mut().enumerate() {
+                let u = u0 + j;
+                let acc = dot[j]
+                    .wrapping_sub(fold.wrapping_mul(sum[j]))
+                    .wrapping_add(bias.map_or(0, |b| b[u]));
+                *out = q.store(acc, requant, u);
+            }
         }
     }
 }
@@ -720,41 +837,67 @@ mod tests {
     }
 
     proptest! {
-        /// The f32 path gives the reference's bytes (both when the bound
-        /// holds and when it falls back), for convolutions of every shape
-        /// class (grouped, depthwise, strided, padded) and for FC.
+        /// The direct integer paths (portable loops, their AVX2 build,
+        /// AVX-512 VNNI where the CPU has it) give the reference's bytes for
+        /// convolutions of every shape class (grouped, depthwise, strided,
+        /// dilated, padded, 1-wide, several tiles of positions and of
+        /// channels), and the FC paths for the same operands.
         #[test]
         fn fast_paths_match_reference(
-            (c, m, group) in prop_oneof![Just((3usize, 4usize, 1usize)), Just((4, 4, 4)), Just((4, 8, 2)), Just((16, 6, 1)), Just((64, 3, 1))],
-            (h, w) in (1usize..=9, 1usize..=9),
-            (k, stride, pad) in (1usize..=3, 1usize..=2, 0usize..=1),
+            (c, m, group) in prop_oneof![Just((3usize, 4usize, 1usize)), Just((4, 4, 4)), Just((4, 8, 2)), Just((16, 6, 1)), Just((64, 3, 1)), Just((5, 9, 1)), Just((2, 4, 2)), Just((7, 7, 7))],
+            (h, w) in prop_oneof![(1usize..=9, 1usize..=9), (10usize..=20, 1usize..=3), (1usize..=2, 60usize..=80)],
+            (kh, kw, stride, pad, dil) in (1usize..=3, 1usize..=3, 1usize..=2, 0usize..=1, 1usize..=2),
             x_zp in -128i32..=127,
             weight_scale in prop_oneof![Just(1i32), Just(8), Just(127)],
             seed in any::<u64>(),
         ) {
-            let span = |len: usize| (len + 2 * pad).checked_sub(k).map(|v| v / stride + 1);
-            let (Some(oh), Some(ow)) = (span(h), span(w)) else { return Ok(()) };
-            let p = Conv2d { n: 2, c, h, w, m, kh: k, kw: k, oh, ow, group, stride: [stride; 2], dilation: [1, 1], pad: [pad; 4] };
+            let span = |len: usize, k: usize| (len + 2 * pad).checked_sub((k - 1) * dil + 1).map(|v| v / stride + 1);
+            let (Some(oh), Some(ow)) = (span(h, kh), span(w, kw)) else { return Ok(()) };
+            let p = Conv2d { n: 2, c, h, w, m, kh, kw, oh, ow, group, stride: [stride; 2], dilation: [dil; 2], pad: [pad; 4] };
             let q = QOut { x_zp, y_zp: 3, act_min: -100, act_max: 120 };
             let x = bytes(p.n * c * h * w, seed);
-            let wt: std::vec::Vec<i8> = bytes(m * (c / group) * k * k, seed ^ 9).iter().map(|&v| (i32::from(v) * weight_scale / 127) as i8).collect();
+            let wt: std::vec::Vec<i8> = bytes(m * (c / group) * kh * kw, seed ^ 9).iter().map(|&v| (i32::from(v) * weight_scale / 127) as i8).collect();
             let bias: std::vec::Vec<i32> = (0..m as i32).map(|i| i * 1000 - 3000).collect();
             let rq: std::vec::Vec<[i32; 2]> = (0..m).map(|i| { let mm = Multiplier::new(0.001 * (i + 1) as f64).unwrap(); [mm.mantissa, mm.shift] }).collect();
             let mut want = std::vec![0i8; p.n * m * oh * ow];
             conv2d_i8(&p, &q, &x, &wt, Some(&bias), &rq, &mut want);
-            let mut got = std::vec![0i8; want.len()];
-            let mut scratch = std::vec![f32::NAN; conv2d_i8_scratch_len(&p)];
-            conv2d_i8_fast(&p, &q, &x, &wt, Some(&bias), &rq, &mut got, &mut scratch);
-            prop_assert_eq!(&got, &want);
+            for isa in crate::qconv::Isa::all() {
+                let mut got = std::vec![0i8; want.len()];
+                let mut scratch = std::vec![f32::NAN; conv2d_i8_scratch_len(&p)];
+                conv2d_i8_direct(isa, &p, &q, &x, &wt, Some(&bias), &rq, &mut got, &mut scratch);
+                prop_assert_eq!(&got, &want, "{:?}", isa);
+                conv2d_i8(&p, &q, &x, &wt, None, &rq[..1], &mut want);
+                conv2d_i8_direct(isa, &p, &q, &x, &wt, None, &rq[..1], &mut got, &mut scratch);
+                prop_assert_eq!(&got, &want, "{:?} without bias", isa);
+                conv2d_i8(&p, &q, &x, &wt, Some(&bias), &rq, &mut want);
+                // Weights packed ahead of time.
+                if let Some(len) = conv2d_i8_packable(&p, x_zp) {
+                    let (mut packed, mut fold) = (std::vec![0i8; len], std::vec![0i32; m]);
+                    conv2d_i8_pack(&p, x_zp, &wt, Some(&bias), &mut packed, &mut fold);
+                    let mut scratch = std::vec![f32::NAN; conv2d_i8_packed_scratch_len(&p)];
+                    conv2d_i8_packed_on(isa, &p, &q, &x, &packed, &fold, &rq, &mut got, &mut scratch);
+                    prop_assert_eq!(&got, &want, "{:?} packed", isa);
+                } else {
+                    prop_assert!(group == c && m == c, "only depthwise is not packable here");
+                }
+            }
             // The same operands as a fully connected layer.
             let f = QFullyConnected { rows: p.n, depth: c * h * w, units: m, x_zp, y_zp: 3, act_min: -100, act_max: 120 };
             let wfc = bytes(m * f.depth, seed ^ 5);
             let mut want = std::vec![0i8; p.n * m];
             fully_connected_i8(&f, &x, &wfc, Some(&bias), &rq, &mut want);
-            let mut got = std::vec![0i8; want.len()];
-            let mut scratch = std::vec![f32::NAN; fully_connected_i8_scratch_len(&f)];
-            fully_connected_i8_fast(&f, &x, &wfc, Some(&bias), &rq, &mut got, &mut scratch);
-            prop_assert_eq!(&got, &want);
+            for vnni in [None, crate::simd_vnni::Vnni::detect()] {
+                let mut got = std::vec![0i8; want.len()];
+                let mut scratch = std::vec![f32::NAN; fully_connected_i8_scratch_len(&f)];
+                fully_connected_i8_on(vnni, &f, &x, &wfc, Some(&bias), &rq, &mut got, &mut scratch);
+                prop_assert_eq!(&got, &want, "vnni {:?}", vnni);
+                // One row: the integer GEMV path.
+                let f1 = QFullyConnected { rows: 1, ..f };
+                fully_connected_i8(&f1, &x, &wfc, Some(&bias), &rq, &mut want);
+                fully_connected_i8_on(vnni, &f1, &x, &wfc, Some(&bias), &rq, &mut got, &mut scratch);
+                prop_assert_eq!(&got[..m], &want[..m], "one row, vnni {:?}", vnni);
+                fully_connected_i8(&f, &x, &wfc, Some(&bias), &rq, &mut want);
+            }
         }
     }
 

@@ -1,0 +1,683 @@
+//! Direct int8 convolution for [`crate::quant::conv2d_i8_fast`]: no
+//! im2col, integer arithmetic only.
+//!
+//! The input is laid out once per call as 32-bit words of four consecutive
+//! channels of one position, each byte `x ^ 0x80` (that is `x + 128` as an
+//! unsigned byte; padding holds the zero point), and the weights as words
+//! of the same four channels per tap. An output position then accumulates
+//! `Σ u8(x + 128) · w` over (tap, channel word): one VPDPBUSD per word and
+//! 16 positions on AVX-512 VNNI, plain integer loops elsewhere (which LLVM
+//! vectorises for the engine's instruction set). `Σ (x - zp) · w` is that sum
+//! minus `(128 + zp) · Σ w`, folded into the bias once per output channel.
+//! All sums wrap in `i32` as the reference's do, so every path gives the
+//! reference's bytes.
+//!
+//! Positions: with unit strides the output rows are computed over the
+//! padded input's full width, one run of `oh · wq` positions whose extra
+//! columns are dropped, so vectors stay full even on 1- or 5-wide maps. With
+//! larger strides the padded columns are split into `sw` phase planes, so
+//! consecutive output columns still read consecutive words; one run per
+//! output row.
+//!
+//! Depthwise convolutions (one filter per channel) have no channel sum to
+//! put in a word; they run over whole planes of `x - zp` in `i32`, by the
+//! same run layout.
+
+use crate::conv::Conv2d;
+use crate::fixed::Multiplier;
+use crate::gemm::Kernel;
+use crate::quant::QOut;
+
+/// Positions per vector (16 lanes of `i32`).
+pub(crate) const LANES: usize = 16;
+/// Output channels per register tile.
+pub(crate) const MR: usize = 4;
+/// Positions per register tile (four vectors).
+pub(crate) const CHUNK: usize = 4 * LANES;
+
+/// Where the direct int8 convolution of `p` reads its packed input.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Geo {
+    /// Channel words per position (`ceil(cg / 4)`).
+    c4: usize,
+    /// Padded input height.
+    hp: usize,
+    /// Width of one phase plane (`ceil(wp / sw)`).
+    wq: usize,
+    /// Words from one channel word's planes to the next.
+    cstride: usize,
+    /// Kernel taps (`kh · kw`).
+    taps: usize,
+    /// Packed input length: the planes plus slack for the tail vectors.
+    input_words: usize,
+}
+
+impl Geo {
+    /// The layout for `p`, or `None` when its shapes are inconsistent (the
+    /// output would read outside the padded input) or too large for 32-bit
+    /// offsets; the caller then runs the reference.
+    pub(crate) fn new(p: &Conv2d) -> Option<Geo> {
+        let [sh, sw] = p.stride;
+        let [dh, dw] = p.dilation;
+        if p.group == 0 || sh == 0 || sw == 0 || p.oh == 0 || p.ow == 0 {
+            return None;
+        }
+        let hp = p.h.checked_add(p.pad[0])?.checked_add(p.pad[2])?;
+        let wp = p.w.checked_add(p.pad[1])?.checked_add(p.pad[3])?;
+        let last = |o: usize, s: usize, k: usize, d: usize| {
+            (o - 1)
+                .checked_mul(s)?
+                .checked_add(k.checked_sub(1)?.checked_mul(d)?)
+        };
+        if last(p.oh, sh, p.kh, dh)? >= hp || last(p.ow, sw, p.kw, dw)? >= wp {
+            return None;
+        }
+        let c4 = (p.c / p.group).div_ceil(4);
+        let wq = wp.div_ceil(sw);
+        let cstride = sw.checked_mul(hp)?.checked_mul(wq)?;
+        let g = Geo {
+            c4,
+            hp,
+            wq,
+            cstride,
+            taps: p.kh.checked_mul(p.kw)?,
+            input_words: 0,
+        };
+        let max_tap = g.tap(p, p.kh - 1, p.kw - 1).max(g.tap(p, p.kh - 1, 0));
+        let input_words = c4
+            .checked_mul(cstride)?
+            .checked_add(max_tap)?
+            .checked_add(CHUNK)?;
+        u32::try_from(input_words).ok()?;
+        Some(Geo { input_words, ..g })
+    }
+
+    /// Word offset of tap `(r, s)` from a position's first word.
+    fn tap(&self, p: &Conv2d, r: usize, s: usize) -> usize {
+        let (sw, col) = (p.stride[1], s * p.dilation[1]);
+        (col % sw) * self.hp * self.wq + r * p.dilation[0] * self.wq + col / sw
+    }
+
+    /// Words per output channel of the packed weights.
+    fn k4(&self) -> usize {
+        self.taps * self.c4
+    }
+
+    /// `u32` scratch words [`conv2d`] needs for `p`: with `packed`
+    /// weights only the input layout and the sums, else also room to pack
+    /// the weights.
+    pub(crate) fn scratch_words(&self, p: &Conv2d, packed: bool) -> usize {
+        let mg = p.m / p.group.max(1);
+        let weights = if packed { 0 } else { mg * self.k4() + mg };
+        self.input_words + self.taps + MR * CHUNK + weights
+    }
+
+    /// Bytes of the packed weights of `p` (`m` rows of `taps · c4` words).
+    pub(crate) fn packed_len(&self, p: &Conv2d) -> usize {
+        p.m * self.k4() * 4
+    }
+}
+
+/// The word of four bytes.
+#[inline(always)]
+fn bytes(w: u32) -> [i32; 4] {
+    let b = w.to_le_bytes();
+    [b[0], b[1], b[2], b[3]].map(i32::from)
+}
+
+/// One register tile: `acc[r][j] = Σ_(tap, c) dot4(b word, a word)` for
+/// `rows` output channels and `lanes` positions, `b` starting at the first
+/// position (reads reach `taps[t] + (c4 - 1)·cstride + lanes` words).
+#[derive(Debug)]
+pub(crate) struct Tile<'a> {
+    /// Packed weights, `rows` rows of `taps.len() · c4` little-endian
+    /// words (bytes: no alignment needed, they may come from an artifact).
+    pub(crate) a: &'a [u8],
+    pub(crate) taps: &'a [u32],
+    pub(crate) c4: usize,
+    pub(crate) cstride: usize,
+    pub(crate) b: &'a [u32],
+    pub(crate) rows: usize,
+    pub(crate) lanes: usize,
+    /// `MR · CHUNK` sums, row `r` at `r · CHUNK`.
+    pub(crate) acc: &'a mut [i32],
+}
+
+impl crate::gemm::Kernel for Tile<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let k4 = self.taps.len() * self.c4;
+        for r in 0..self.rows {
+            let acc = &mut self.acc[r * CHUNK..][..self.lanes];
+            acc.fill(0);
+            let ar = &self.a[r * k4 * 4..][..k4 * 4];
+            for (t, &off) in self.taps.iter().enumerate() {
+                for ci in 0..self.c4 {
+                    let i = (t * self.c4 + ci) * 4;
+                    let [w0, w1, w2, w3] =
+                        [ar[i], ar[i + 1], ar[i + 2], ar[i + 3]].map(|v| i32::from(v as i8));
+                    let src = &self.b[off as usize + ci * self.cstride..][..self.lanes];
+                    for (a, &xw) in acc.iter_mut().zip(src) {
+                        let [x0, x1, x2, x3] = bytes(xw);
+                        *a = a.wrapping_add(x0 * w0 + x1 * w1 + x2 * w2 + x3 * w3);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Requantizes exact `i32` sums: `out = clamp(apply(acc + bias) + zp)`,
+/// the multiplier hoisted so the loop vectorises.
+pub(crate) struct Requant<'a> {
+    pub(crate) acc: &'a [i32],
+    pub(crate) out: &'a mut [i8],
+    pub(crate) m: Multiplier,
+    pub(crate) bias: i32,
+    pub(crate) zp: i32,
+    pub(crate) lo: i32,
+    pub(crate) hi: i32,
+}
+
+impl crate::gemm::Kernel for Requant<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let (m, bias, zp, lo, hi) = (self.m, self.bias, self.zp, self.lo, self.hi);
+        for (o, &a) in self.out.iter_mut().zip(self.acc) {
+            let v = m.apply(a.wrapping_add(bias)).saturating_add(zp);
+            *o = v.clamp(lo, hi) as i8;
+        }
+    }
+}
+
+impl QOut {
+    /// The requantization of output channel `c` over `acc` into `out`.
+    pub(crate) fn requant<'a>(
+        &self,
+        acc: &'a [i32],
+        out: &'a mut [i8],
+        requant: &[[i32; 2]],
+        c: usize,
+        bias: i32,
+    ) -> Requant<'a> {
+        let [mantissa, shift] = requant[if requant.len() == 1 { 0 } else { c }];
+        Requant {
+            acc,
+            out,
+            m: Multiplier { mantissa, shift },
+            bias,
+            zp: self.y_zp,
+            lo: self.act_min.clamp(-128, 127),
+            hi: self.act_max.clamp(-128, 127),
+        }
+    }
+}
+
+/// Which tile kernel runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Isa {
+    /// Portable loops, compiled for the engine's vector unit.
+    Portable(crate::gemm::Engine),
+    /// VNNI tiles; the engine requantizes.
+    #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
+    Vnni(crate::simd_vnni::Vnni, crate::gemm::Engine),
+}
+
+impl Isa {
+    /// The fastest this CPU runs.
+    pub(crate) fn detect() -> Isa {
+        #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
+        if let Some(v) = crate::simd_vnni::Vnni::detect() {
+            return Isa::Vnni(v, crate::gemm::Engine::detect());
+        }
+        Isa::Portable(crate::gemm::Engine::detect())
+    }
+
+    /// Every path this CPU can run (tests check each).
+    #[cfg(test)]
+    pub(crate) fn all() -> std::vec::Vec<Isa> {
+        use crate::gemm::Engine;
+        let mut v = std::vec![Isa::Portable(Engine::portable())];
+        #[cfg(target_arch = "x86_64")]
+        {
+            v.extend(Engine::simd().into_iter().map(Isa::Portable));
+            v.extend(crate::simd_vnni::Vnni::detect().map(|t| Isa::Vnni(t, Engine::detect())));
+        }
+        v
+    }
+
+    /// Runs `t`: inline on the portable path (the caller runs inside the
+    /// engine's compiled context), by intrinsics on VNNI.
+    #[inline(always)]
+    fn tile(self, t: Tile<'_>) {
+        match self {
+            Isa::Portable(_) => t.run(),
+            #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
+            Isa::Vnni(v, _) => v.tile(t),
+        }
+    }
+}
+
+/// Lays out this group's `cg` input planes of `x` as channel words (see
+/// the module docs): padding holds `zp`, channels past `cg` hold 0 (their
+/// weights are 0), the slack after the planes 0.
+#[inline(always)]
+fn pack_input(p: &Conv2d, g: &Geo, zp: i32, x: &[i8], out: &mut [u32]) {
+    let cg = p.c / p.group;
+    let (h, w, sw) = (p.h, p.w, p.stride[1]);
+    let pad = u32::from((zp as i8 as u8) ^ 0x80);
+    let planes = g.c4 * g.cstride;
+    for ci4 in 0..g.c4 {
+        let lanes = (cg - ci4 * 4).min(4);
+        let word = (0..lanes).fold(0u32, |a, t| a | pad << (8 * t));
+        let dst = &mut out[ci4 * g.cstride..][..g.cstride];
+        dst.fill(word);
+        let chans = &x[ci4 * 4 * h * w..][..lanes * h * w];
+        for iy in 0..h {
+            let row = iy + p.pad[0];
+            let src = |t: usize| &chans[(t * h + iy) * w..][..w];
+            if sw == 1 && lanes == 4 {
+                // Four whole channels: one word per position, vectorised.
+                let d = &mut dst[row * g.wq + p.pad[1]..][..w];
+                let (a, b, c, e) = (src(0), src(1), src(2), src(3));
+                for (i, d) in d.iter_mut().enumerate() {
+                    *d = u32::from_le_bytes([a[i], b[i], c[i], e[i]].map(|v| (v as u8) ^ 0x80));
+                }
+                continue;
+            }
+            for t in 0..lanes {
+                let (shift, keep) = (8 * t, !(0xffu32 << (8 * t)));
+                for (ix, &v) in src(t).iter().enumerate() {
+                    let pc = ix + p.pad[1];
+                    let d = &mut dst[((pc % sw) * g.hp + row) * g.wq + pc / sw];
+                    *d = (*d & keep) | u32::from((v as u8) ^ 0x80) << shift;
+                }
+            }
+        }
+    }
+    out[planes..g.input_words].fill(0);
+}
+
+/// Packs this group's weights (`[mg, cg, kh, kw]`) as channel words per
+/// tap (`a`, `mg` rows of `taps · c4`) and folds `-(128 + zp) · Σ w` into
+/// each row's bias (`fold`).
+#[inline(always)]
+fn pack_weights(
+    g: &Geo,
+    cg: usize,
+    zp: i32,
+    w: &[i8],
+    bias: Option<&[i32]>,
+    a: &mut [u32],
+    fold: &mut [i32],
+) {
+    let (taps, k4) = (g.taps, g.k4());
+    for (oc, ((wr, ar), f)) in w
+        .chunks_exact((cg * taps).max(1))
+        .zip(a.chunks_exact_mut(k4.max(1)))
+        .zip(fold.iter_mut())
+        .enumerate()
+    {
+        let b = bias.map_or(0, |b| b[oc]);
+        ar.fill(0);
+        let mut sum = 0i32;
+        for (c, wc) in wr.chunks_exact(taps.max(1)).enumerate() {
+            let (ci4, shift) = (c / 4, 8 * (c % 4));
+            for (t, &v) in wc.iter().enumerate() {
+                ar[t * g.c4 + ci4] |= u32::from(v as u8) << shift;
+                sum = sum.wrapping_add(i32::from(v));
+            }
+        }
+        *f = b.wrapping_sub((128 + zp).wrapping_mul(sum));
+    }
+}
+
+/// Packs all groups' weights of `p` ahead of time into `packed`
+/// ([`Geo::packed_len`] bytes) and `fold` (`m` values): what
+/// [`Weights::Packed`] takes.
+pub(crate) fn pack_conv_weights(
+    p: &Conv2d,
+    geo: &Geo,
+    x_zp: i32,
+    w: &[i8],
+    bias: Option<&[i32]>,
+    packed: &mut [i8],
+    fold: &mut [i32],
+) {
+    let (cg, k4) = (p.c / p.group, geo.k4());
+    let packed = &mut packed[..p.m * k4 * 4];
+    packed.fill(0);
+    for (oc, (wr, dst)) in w
+        .chunks_exact((cg * geo.taps).max(1))
+        .zip(packed.chunks_exact_mut((k4 * 4).max(1)))
+        .take(p.m)
+        .enumerate()
+    {
+        let mut sum = 0i32;
+        for (c, wc) in wr.chunks_exact(geo.taps.max(1)).enumerate() {
+            for (t, &v) in wc.iter().enumerate() {
+                // Byte `c % 4` of word `(tap, c / 4)`, little-endian.
+                dst[(t * geo.c4 + c / 4) * 4 + c % 4] = v;
+                sum = sum.wrapping_add(i32::from(v));
+            }
+        }
+        let b = bias.map_or(0, |b| b[oc]);
+        fold[oc] = b.wrapping_sub((128 + x_zp).wrapping_mul(sum));
+    }
+}
+
+/// The direct int8 convolution (see the module docs). `x_zp` must be an
+/// int8 value and `geo` [`Geo::new`] of `p`; `scratch` holds
+/// [`Geo::scratch_words`]. The whole op runs inside one call compiled for
+/// the engine's instruction set, so its small loops inline there.
+#[allow(clippy::too_many_arguments, reason = "the op's operands")]
+pub(crate) fn conv2d(
+    isa: Isa,
+    p: &Conv2d,
+    geo: &Geo,
+    q: &QOut,
+    x: &[i8],
+    weights: Weights<'_>,
+    requant: &[[i32; 2]],
+    y: &mut [i8],
+    scratch: &mut [u32],
+) {
+    let job = ConvJob {
+        isa,
+        p,
+        geo,
+        q,
+        x,
+        weights,
+        requant,
+        y,
+        scratch,
+    };
+    match isa {
+        Isa::Portable(e) => e.run(job),
+        #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
+        Isa::Vnni(_, e) => e.run(job),
+    }
+}
+
+/// The operands of [`conv2d`].
+struct ConvJob<'a> {
+    isa: Isa,
+    p: &'a Conv2d,
+    geo: &'a Geo,
+    q: &'a QOut,
+    x: &'a [i8],
+    weights: Weights<'a>,
+    requant: &'a [[i32; 2]],
+    y: &'a mut [i8],
+    scratch: &'a mut [u32],
+}
+
+/// The weights of [`conv2d`]: as the op stores them (packed per call), or
+/// packed ahead of time by [`pack_conv_weights`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Weights<'a> {
+    /// `[m, cg, kh, kw]` and the optional bias.
+    Raw(&'a [i8], Option<&'a [i32]>),
+    /// Packed words (`m` rows of `taps · c4`) and the folded bias.
+    Packed(&'a [i8], &'a [i32]),
+}
+
+impl crate::gemm::Kernel for ConvJob<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let ConvJob {
+            isa,
+            p,
+            geo,
+            q,
+            x,
+            weights,
+            requant,
+            y,
+            scratch,
+        } = self;
+        let (cg, mg) = (p.c / p.group, p.m / p.group);
+        let k4 = geo.k4();
+        let (xin, rest) = scratch.split_at_mut(geo.input_words);
+        let (taps, rest) = rest.split_at_mut(geo.taps);
+        let (acc, rest) = rest.split_at_mut(MR * CHUNK);
+        let acc: &mut [i32] = bytemuck::cast_slice_mut(acc);
+        let (own_a, rest) = rest.split_at_mut(if matches!(weights, Weights::Raw(..)) {
+            mg * k4
+        } else {
+            0
+        });
+        let own_fold: &mut [i32] = bytemuck::cast_slice_mut(
+            &mut rest[..if matches!(weights, Weights::Raw(..)) {
+                mg
+            } else {
+                0
+            }],
+        );
+        for r in 0..p.kh {
+            for s in 0..p.kw {
+                taps[r * p.kw + s] = geo.tap(p, r, s) as u32;
+            }
+        }
+        let [sh, _] = p.stride;
+        // Positions: one flat run whose output rows are `rs` positions
+        // apart (unit strides, or strided maps narrower than a vector), or
+        // one run per output row.
+        let rs = if p.stride == [1, 1] {
+            Some(geo.wq)
+        } else if p.ow < LANES {
+            Some(sh * geo.wq)
+        } else {
+            None
+        };
+        let plane = p.oh * p.ow;
+        let mut line = [0i8; CHUNK];
+        for gi in 0..p.group {
+            let (a, fold): (&[u8], &[i32]) = match weights {
+                Weights::Raw(w, bias) => {
+                    let wg = &w[gi * mg * cg * geo.taps..][..mg * cg * geo.taps];
+                    let bg = bias.map(|b| &b[gi * mg..][..mg]);
+                    pack_weights(geo, cg, q.x_zp, wg, bg, own_a, own_fold);
+                    (bytemuck::cast_slice(&*own_a), &*own_fold)
+                }
+                Weights::Packed(a, fold) => (
+                    bytemuck::cast_slice(&a[gi * mg * k4 * 4..][..mg * k4 * 4]),
+                    &fold[gi * mg..][..mg],
+                ),
+            };
+            for b in 0..p.n {
+                let xg = &x[(b * p.c + gi * cg) * p.h * p.w..][..cg * p.h * p.w];
+                pack_input(p, geo, q.x_zp, xg, xin);
+                let yb = &mut y[(b * p.m + gi * mg) * plane..][..mg * plane];
+                let runs = if rs.is_some() { 1 } else { p.oh };
+                for run in 0..runs {
+                    let (base, count) = match rs {
+                        Some(rs) => (0, (p.oh - 1) * rs + p.ow),
+                        None => (run * sh * geo.wq, p.ow),
+                    };
+                    for start in (0..count).step_by(CHUNK) {
+                        let lanes = (count - start).min(CHUNK);
+                        for r0 in (0..mg).step_by(MR) {
+                            let rows = (mg - r0).min(MR);
+                            isa.tile(Tile {
+                                a: &a[r0 * k4 * 4..][..rows * k4 * 4],
+                                taps,
+                                c4: geo.c4,
+                                cstride: geo.cstride,
+                                b: &xin[base + start..],
+                                rows,
+                                lanes,
+                                acc,
+                            });
+                            for r in 0..rows {
+                                let oc = r0 + r;
+                                let yc = &mut yb[oc * plane..][..plane];
+                                let ar = &acc[r * CHUNK..][..lanes];
+                                let rq = q.requant(
+                                    ar,
+                                    &mut line[..lanes],
+                                    requant,
+                                    gi * mg + oc,
+                                    fold[oc],
+                                );
+                                match rs {
+                                    Some(rs) if rs == p.ow => {
+                                        // Positions are output indices.
+                                        Requant {
+                                            out: &mut yc[start..][..lanes],
+                                            ..rq
+                                        }
+                                        .run();
+                                    }
+                                    Some(rs) => {
+                                        // Keep each output row's valid columns.
+                                        rq.run();
+                                        let mut pos = start;
+                                        while pos < start + lanes {
+                                            let (oy, ox) = (pos / rs, pos % rs);
+                                            if ox >= p.ow {
+                                                pos = (oy + 1) * rs;
+                                                continue;
+                                            }
+                                            let len = (p.ow - ox).min(start + lanes - pos);
+                                            yc[oy * p.ow + ox..][..len]
+                                                .copy_from_slice(&line[pos - start..][..len]);
+                                            pos += len;
+                                        }
+                                    }
+                                    None => {
+                                        Requant {
+                                            out: &mut yc[run * p.ow + start..][..lanes],
+                                            ..rq
+                                        }
+                                        .run();
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `i32` scratch of [`depthwise`]: the padded plane (with slack for the
+/// taps' overhang) and the sums.
+pub(crate) fn depthwise_scratch_words(p: &Conv2d) -> usize {
+    let (hp, wp) = (p.h + p.pad[0] + p.pad[2], p.w + p.pad[1] + p.pad[3]);
+    hp * wp + p.kw.saturating_sub(1) * p.dilation[1] + p.oh * wp.max(p.ow)
+}
+
+/// Depthwise int8 convolution (`group == c == m`): each channel's
+/// `x - zp` goes into a zero-padded `i32` plane; each tap adds `w · plane`
+/// over one run of `oh · wp` positions (unit strides) or per output row.
+/// Exact integer sums, so the reference's bytes. Runs inside one call
+/// compiled for the engine's instruction set.
+#[allow(clippy::too_many_arguments, reason = "the op's operands")]
+pub(crate) fn depthwise(
+    eng: crate::gemm::Engine,
+    p: &Conv2d,
+    q: &QOut,
+    x: &[i8],
+    w: &[i8],
+    bias: Option<&[i32]>,
+    requant: &[[i32; 2]],
+    y: &mut [i8],
+    scratch: &mut [i32],
+) {
+    eng.run(Depthwise {
+        p,
+        q,
+        x,
+        w,
+        bias,
+        requant,
+        y,
+        scratch,
+    });
+}
+
+/// The operands of [`depthwise`].
+struct Depthwise<'a> {
+    p: &'a Conv2d,
+    q: &'a QOut,
+    x: &'a [i8],
+    w: &'a [i8],
+    bias: Option<&'a [i32]>,
+    requant: &'a [[i32; 2]],
+    y: &'a mut [i8],
+    scratch: &'a mut [i32],
+}
+
+impl Kernel for Depthwise<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let Depthwise {
+            p,
+            q,
+            x,
+            w,
+            bias,
+            requant,
+            y,
+            scratch,
+        } = self;
+        let (hp, wp) = (p.h + p.pad[0] + p.pad[2], p.w + p.pad[1] + p.pad[3]);
+        let slack = p.kw.saturating_sub(1) * p.dilation[1];
+        let (plane, rest) = scratch.split_at_mut(hp * wp + slack);
+        let [sh, sw] = p.stride;
+        let [dh, dw] = p.dilation;
+        let unit = p.stride == [1, 1];
+        let width = if unit { wp } else { p.ow };
+        let acc = &mut rest[..p.oh * width];
+        let taps = p.kh * p.kw;
+        plane.fill(0);
+        for b in 0..p.n {
+            for c in 0..p.c {
+                let xc = &x[(b * p.c + c) * p.h * p.w..][..p.h * p.w];
+                // Padding stays 0 from the fill above: only the interior
+                // is rewritten per channel.
+                for (iy, row) in xc.chunks_exact(p.w.max(1)).enumerate() {
+                    let dst = &mut plane[(iy + p.pad[0]) * wp + p.pad[1]..][..p.w];
+                    for (d, &v) in dst.iter_mut().zip(row) {
+                        *d = i32::from(v) - q.x_zp;
+                    }
+                }
+                acc.fill(0);
+                let wc = &w[c * taps..][..taps];
+                for r in 0..p.kh {
+                    for s in 0..p.kw {
+                        let wv = i32::from(wc[r * p.kw + s]);
+                        if unit {
+                            let src = &plane[r * dh * wp + s * dw..][..acc.len()];
+                            for (a, &v) in acc.iter_mut().zip(src) {
+                                *a = a.wrapping_add(wv * v);
+                            }
+                        } else {
+                            for (oy, arow) in acc.chunks_exact_mut(p.ow.max(1)).enumerate() {
+                                let src = &plane[(oy * sh + r * dh) * wp + s * dw..];
+                                for (a, &v) in arow.iter_mut().zip(src.iter().step_by(sw)) {
+                                    *a = a.wrapping_add(wv * v);
+                                }
+                            }
+                        }
+                    }
+                }
+                let yc = &mut y[(b * p.m + c) * p.oh * p.ow..][..p.oh * p.ow];
+                let bv = bias.map_or(0, |bs| bs[c]);
+                if width == p.ow {
+                    q.requant(acc, yc, requant, c, bv).run();
+                    continue;
+                }
+                for (yr, ar) in yc
+                    .chunks_exact_mut(p.ow.max(1))
+                    .zip(acc.chunks_exact(width.max(1)))
+                {
+                    q.requant(&ar[..p.ow], yr, requant, c, bv).run();
+                }
+            }
+        }
+    }
+}

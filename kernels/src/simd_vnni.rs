@@ -1,0 +1,230 @@
+//! AVX-512 VNNI kernels for the int8 paths: the register tile of the
+//! direct int8 convolution ([`crate::qconv::Tile`]) and the int8 matrix ×
+//! vector product of fully connected layers. VPDPBUSD multiplies 64
+//! unsigned bytes by 64 signed bytes and adds each group of four products
+//! to a 32-bit lane, wrapping, which is exactly the portable loops' integer
+//! arithmetic: the bytes out are the same.
+//!
+//! The only way in is a [`Vnni`] token, built by [`Vnni::detect`] after the
+//! CPU reported AVX-512 F, BW and VNNI. The safe entry points check every
+//! index the kernels touch against the slice lengths first.
+#![allow(
+    unsafe_code,
+    reason = "AVX-512 intrinsics need raw-pointer loads/stores and calls into \
+              #[target_feature] functions; every block carries a SAFETY comment"
+)]
+#![allow(
+    clippy::needless_range_loop,
+    reason = "register tiles index fixed arrays"
+)]
+
+use crate::qconv::{CHUNK, LANES, MR, Tile};
+use core::arch::x86_64::{
+    __m512i, _mm512_dpbusd_epi32, _mm512_loadu_si512, _mm512_maskz_loadu_epi8,
+    _mm512_reduce_add_epi32, _mm512_set1_epi8, _mm512_set1_epi32, _mm512_setzero_si512,
+    _mm512_storeu_si512,
+};
+
+/// Proof that the CPU runs AVX-512 F, BW and VNNI.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Vnni(());
+
+impl Vnni {
+    /// The token, when the CPU has the features and `KILN_ISA` (see
+    /// [`crate::simd_x86`]) does not cap the instruction set below
+    /// AVX-512 VNNI (`avx2`, `avx512` or `portable`).
+    pub(crate) fn detect() -> Option<Vnni> {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let has = *HAS.get_or_init(|| {
+            let capped = std::env::var("KILN_ISA")
+                .is_ok_and(|v| matches!(v.as_str(), "portable" | "avx2" | "avx512"));
+            !capped
+                && std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512bw")
+                && std::is_x86_feature_detected!("avx512vnni")
+        });
+        has.then_some(Vnni(()))
+    }
+
+    /// Runs `t` (same sums as its portable `run`).
+    ///
+    /// # Panics
+    /// If a read or write would leave its slice.
+    pub(crate) fn tile(self, t: Tile<'_>) {
+        let k4 = t.taps.len() * t.c4;
+        let vectors = t.lanes.div_ceil(LANES);
+        assert!(t.rows >= 1 && t.rows <= MR && (1..=CHUNK / LANES).contains(&vectors));
+        assert!(t.a.len() >= t.rows * k4 * 4 && t.acc.len() >= MR * CHUNK);
+        if k4 == 0 {
+            t.acc.fill(0);
+            return;
+        }
+        let reach = t.taps.iter().map(|&o| o as usize).max().unwrap_or(0)
+            + (t.c4 - 1) * t.cstride
+            + vectors * LANES;
+        assert!(reach <= t.b.len(), "int8 tile reads past its input");
+        let (a, b, acc) = (t.a.as_ptr(), t.b.as_ptr(), t.acc.as_mut_ptr());
+        macro_rules! go {
+            ($r:literal, $v:literal) => {
+                // SAFETY: the token proves AVX-512 F/BW/VNNI; the asserts
+                // above bound every read (`rows · k4` words (4 bytes each) of `a`, up to
+                // `reach` words of `b`) and write (`MR · CHUNK` of `acc`).
+                unsafe { tile::<$r, $v>(a, k4, t.taps, t.c4, t.cstride, b, acc) }
+            };
+        }
+        match (t.rows, vectors) {
+            (4, 4) => go!(4, 4),
+            (4, 3) => go!(4, 3),
+            (4, 2) => go!(4, 2),
+            (4, 1) => go!(4, 1),
+            (3, 4) => go!(3, 4),
+            (3, 3) => go!(3, 3),
+            (3, 2) => go!(3, 2),
+            (3, 1) => go!(3, 1),
+            (2, 4) => go!(2, 4),
+            (2, 3) => go!(2, 3),
+            (2, 2) => go!(2, 2),
+            (2, 1) => go!(2, 1),
+            (1, 4) => go!(1, 4),
+            (1, 3) => go!(1, 3),
+            (1, 2) => go!(1, 2),
+            _ => go!(1, 1),
+        }
+    }
+
+    /// Matrix × vector for fully connected rows: for each of the `units`
+    /// rows of `w` (`depth` signed bytes each), `dot[u] = Σ x·w` with `x`
+    /// unsigned bytes (`depth` of them, zero-padded to a multiple of 64)
+    /// and `sum[u] = Σ w`.
+    ///
+    /// # Panics
+    /// If `x` is shorter than `depth` rounded up to 64, or `w`, `dot` or
+    /// `sum` shorter than their shapes.
+    pub(crate) fn gemv(
+        self,
+        x: &[u8],
+        w: &[i8],
+        depth: usize,
+        units: usize,
+        dot: &mut [i32],
+        sum: &mut [i32],
+    ) {
+        assert!(x.len() >= depth.div_ceil(64) * 64 && w.len() >= units * depth);
+        assert!(dot.len() >= units && sum.len() >= units);
+        // SAFETY: the token proves AVX-512 F/BW/VNNI; the asserts bound the
+        // reads (`x` to whole 64-byte blocks, `w` row by row with masked
+        // tails) and the writes (`units` of `dot` and `sum`).
+        unsafe {
+            gemv(
+                x.as_ptr(),
+                w.as_ptr(),
+                depth,
+                units,
+                dot.as_mut_ptr(),
+                sum.as_mut_ptr(),
+            )
+        }
+    }
+}
+
+/// `R` rows × `V` vectors of the direct int8 convolution.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VNNI; `a` must hold `R · k4` words
+/// (as bytes, any alignment),
+/// `b` every word up to the largest tap plus `(c4 - 1) · cstride + 16·V`,
+/// `acc` `MR · CHUNK` lanes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile<const R: usize, const V: usize>(
+    a: *const u8,
+    k4: usize,
+    taps: &[u32],
+    c4: usize,
+    cstride: usize,
+    b: *const u32,
+    acc: *mut i32,
+) {
+    let mut s = [[_mm512_setzero_si512(); V]; R];
+    for (t, &off) in taps.iter().enumerate() {
+        for ci in 0..c4 {
+            // SAFETY: within `b`'s checked reach (caller's contract).
+            let bp = unsafe { b.add(off as usize + ci * cstride) };
+            let mut xv = [_mm512_setzero_si512(); V];
+            for v in 0..V {
+                // SAFETY: as above; unaligned loads.
+                xv[v] = unsafe { _mm512_loadu_si512(bp.add(LANES * v).cast::<__m512i>()) };
+            }
+            for r in 0..R {
+                // SAFETY: word `r · k4 + t · c4 + ci < R · k4` (caller's
+                // contract); an unaligned 4-byte read.
+                let word = unsafe {
+                    a.add((r * k4 + t * c4 + ci) * 4)
+                        .cast::<i32>()
+                        .read_unaligned()
+                };
+                let wv = _mm512_set1_epi32(word);
+                for v in 0..V {
+                    s[r][v] = _mm512_dpbusd_epi32(s[r][v], xv[v], wv);
+                }
+            }
+        }
+    }
+    for r in 0..R {
+        for v in 0..V {
+            // SAFETY: `r · CHUNK + 16·v + 16 <= MR · CHUNK` (caller's contract).
+            unsafe {
+                _mm512_storeu_si512(acc.add(r * CHUNK + LANES * v).cast::<__m512i>(), s[r][v])
+            };
+        }
+    }
+}
+
+/// See [`Vnni::gemv`]; four rows of `w` per pass over `x`.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VNNI; `x` must hold `depth` rounded
+/// up to 64 bytes, `w` `units · depth`, `dot` and `sum` `units` values.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn gemv(
+    x: *const u8,
+    w: *const i8,
+    depth: usize,
+    units: usize,
+    dot: *mut i32,
+    sum: *mut i32,
+) {
+    let ones = _mm512_set1_epi8(1);
+    let blocks = depth.div_ceil(64);
+    let mut u = 0;
+    while u < units {
+        let rows = (units - u).min(4);
+        let mut d = [_mm512_setzero_si512(); 4];
+        let mut t = [_mm512_setzero_si512(); 4];
+        for blk in 0..blocks {
+            let k = blk * 64;
+            let left = depth - k;
+            let mask = if left >= 64 {
+                u64::MAX
+            } else {
+                (1u64 << left) - 1
+            };
+            // SAFETY: `x` holds whole 64-byte blocks (caller's contract).
+            let xv = unsafe { _mm512_loadu_si512(x.add(k).cast::<__m512i>()) };
+            for r in 0..rows {
+                // SAFETY: the mask limits the load to row `u + r`'s
+                // remaining `min(64, depth - k)` bytes.
+                let wv = unsafe { _mm512_maskz_loadu_epi8(mask, w.add((u + r) * depth + k)) };
+                d[r] = _mm512_dpbusd_epi32(d[r], xv, wv);
+                t[r] = _mm512_dpbusd_epi32(t[r], ones, wv);
+            }
+        }
+        for r in 0..rows {
+            // SAFETY: `u + r < units` (caller's contract).
+            unsafe {
+                *dot.add(u + r) = _mm512_reduce_add_epi32(d[r]);
+                *sum.add(u + r) = _mm512_reduce_add_epi32(t[r]);
+            }
+        }
+        u += rows;
+    }
+}
