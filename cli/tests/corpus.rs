@@ -161,3 +161,28 @@ fn corpus_models_match_golden_outputs() {
         failures.join("\n")
     );
 }
+
+/// The int8 convolutions of the MLPerf Tiny models are packed at compile
+/// time (`pack-int8-conv`), except those the pass must leave alone:
+/// depthwise ones and input channel counts off a multiple of 4. The golden
+/// test above checks that the packed artifacts still give LiteRT's bytes.
+#[test]
+fn int8_convolutions_are_packed_at_compile_time() {
+    let count = |ops: &[(String, usize)], name: &str| {
+        ops.iter().find(|(o, _)| o == name).map_or(0, |(_, n)| *n)
+    };
+    // (model, packed, left as QConv)
+    for (file, packed, raw) in [
+        ("mlperf-tiny/pretrainedResnet_quant.tflite", 8, 1),
+        ("mlperf-tiny/kws_ref_model.tflite", 4, 5),
+        ("mlperf-tiny/str_ww_ref_model.tflite", 4, 4),
+    ] {
+        let bytes = std::fs::read(corpus().join(file)).unwrap();
+        let c = compile_model(&bytes, file, &Options::default()).unwrap();
+        let ops = &c.report.ops_after;
+        assert_eq!(count(ops, "QConvPacked"), packed, "{file}: {ops:?}");
+        assert_eq!(count(ops, "QConv"), raw, "{file}: {ops:?}");
+        let pass = c.report.passes.iter().find(|p| p.0 == "pack-int8-conv");
+        assert_eq!(pass.map(|p| p.1), Some(packed), "{file}");
+    }
+}

@@ -142,7 +142,7 @@ fn finish(
     let nodes_before = g.nodes.len();
     let ops_before = g.op_histogram();
     progress(Stage::Optimize);
-    let passes = if opts.no_optimize {
+    let mut passes = if opts.no_optimize {
         vec![("dead-nodes", passes::dead_nodes(&mut g))]
     } else {
         passes::optimize(&mut g)
@@ -172,6 +172,10 @@ fn finish(
         }
         None => None,
     };
+    // A lowering for the int8 kernels, after everything that reads QConv.
+    if !opts.no_optimize {
+        passes.push(("pack-int8-conv", passes::pack_int8_conv(&mut g)));
+    }
     let ops_after = g.op_histogram();
     let nodes_after = g.nodes.len();
     progress(Stage::Plan);

@@ -429,6 +429,20 @@ pub enum Op {
     DynFullyConnected {
         act: Unary,
     },
+    /// `QConv` with its weights packed ahead of time by the compiler (not
+    /// depthwise; input zero point in int8): x i8 NCHW, w i8
+    /// `[M, KH, KW, 4·ceil(C/group/4)]` (OHWI, input channels zero-padded to
+    /// a multiple of 4), bias i32 `[M]` holding `bias - (128 + x_zp)·Σ w`,
+    /// requantization as `QConv`; output i8 (see
+    /// `kiln_kernels::quant::conv2d_i8_packed`). Same bytes as `QConv`.
+    QConvPacked {
+        window: Window,
+        group: u32,
+        x_zp: i32,
+        y_zp: i32,
+        act_min: i32,
+        act_max: i32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -500,6 +514,7 @@ impl Op {
             Op::QMatMul { linear: true } => "QLinearMatMul",
             Op::ConvInteger { .. } => "ConvInteger",
             Op::DynFullyConnected { .. } => "DynFullyConnected",
+            Op::QConvPacked { .. } => "QConvPacked",
         }
     }
 }

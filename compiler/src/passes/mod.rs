@@ -4,9 +4,11 @@
 mod batch;
 mod dce;
 mod fuse;
+mod pack;
 
 pub use batch::per_sample_batch_ok;
 pub use dce::dead_nodes;
+pub use pack::pack_int8_conv;
 
 use crate::ir::Graph;
 

@@ -27,6 +27,28 @@ fn out_dim(i: usize, k: usize, s: usize, d: usize, p0: usize, p1: usize) -> Opti
     }
 }
 
+/// [`conv_params`] of a `QConvPacked`, whose weights are
+/// `[M, KH, KW, 4·ceil(C/group/4)]`.
+pub(crate) fn packed_conv_params(
+    w: &Window,
+    group: usize,
+    sx: &Shape,
+    sw: &Shape,
+    sy: &Shape,
+) -> Result<Conv2d, EngineError> {
+    let [_, c, _, _] = nchw(sx)?;
+    let [m, kh, kw, cpad] = nchw(sw)?;
+    let cg = c.checked_div(group).unwrap_or(0);
+    if group == 0 || cpad != cg.div_ceil(4) * 4 {
+        return Err(bad(
+            "QConvPacked weights must be [M, KH, KW, 4·ceil(C/group/4)]",
+        ));
+    }
+    let mut dims = sw.dims;
+    dims[..4].copy_from_slice(&[m, cg, kh, kw]);
+    conv_params(w, group, sx, &Shape { dims, rank: 4 }, sy)
+}
+
 /// The kernel parameters for a Conv node, checked against the tensor shapes.
 pub(crate) fn conv_params(
     w: &Window,

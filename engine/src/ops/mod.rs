@@ -262,6 +262,26 @@ fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
             act_range_ok(*act_min, *act_max)?;
             conv::q_avg_pool(window, *act_min, *act_max, io)
         }
+        Op::QConvPacked {
+            window,
+            group,
+            x_zp,
+            y_zp,
+            act_min,
+            act_max,
+        } => act_range_ok(*act_min, *act_max).and_then(|()| {
+            quant::q_conv_packed(
+                window,
+                *group as usize,
+                kiln_kernels::quant::QOut {
+                    x_zp: *x_zp,
+                    y_zp: *y_zp,
+                    act_min: *act_min,
+                    act_max: *act_max,
+                },
+                io,
+            )
+        }),
         Op::QConv {
             window,
             group,
@@ -369,6 +389,16 @@ pub fn scratch_bytes(
                 &shape(outs, 0)?,
             )?;
             kiln_kernels::quant::conv2d_i8_scratch_len(&p)
+        }
+        Op::QConvPacked { window, group, .. } => {
+            let p = conv::packed_conv_params(
+                window,
+                *group as usize,
+                &shape(ins, 0)?,
+                &shape(ins, 1)?,
+                &shape(outs, 0)?,
+            )?;
+            kiln_kernels::quant::conv2d_i8_packed_scratch_len(&p)
         }
         Op::QFullyConnected { .. } => {
             let (sx, sw) = (shape(ins, 0)?, shape(ins, 1)?);

@@ -433,6 +433,44 @@ pub(crate) fn q_conv(
     Ok(())
 }
 
+/// `QConv` on weights the compiler packed (see `kiln_format::Op::QConvPacked`).
+pub(crate) fn q_conv_packed(
+    w: &Window,
+    group: usize,
+    q: kiln_kernels::quant::QOut,
+    io: &mut Io<'_>,
+) -> Result<(), EngineError> {
+    let x = io.input(0)?;
+    let wt = io.input(1)?;
+    let fold = io.input(2)?;
+    let rq = io.input(3)?;
+    let mut y = io.output(0)?;
+    let p = super::conv::packed_conv_params(w, group, &x.shape(), &wt.shape(), &y.shape())?;
+    let Some(len) = kiln_kernels::quant::conv2d_i8_packable(&p, q.x_zp) else {
+        return Err(bad(
+            "QConvPacked must not be depthwise and needs an int8 input zero point",
+        ));
+    };
+    let rq: &[[i32; 2]] = bytemuck::try_cast_slice(rq.i32()?)
+        .map_err(|_| bad("QConvPacked requantization must be [n, 2]"))?;
+    if rq.len() != 1 && rq.len() != p.m {
+        return Err(bad("QConvPacked requantization must be [1 or M, 2]"));
+    }
+    let fold = fold.i32()?;
+    let (xd, wd) = (x.i8()?, wt.i8()?);
+    let out = y.i8_mut()?;
+    if fold.len() != p.m
+        || xd.len() < p.n * p.c * p.h * p.w
+        || wd.len() < len
+        || out.len() < p.n * p.m * p.oh * p.ow
+    {
+        return Err(bad("QConvPacked operand shorter than its shape"));
+    }
+    let scratch = io.scratch_f32(kiln_kernels::quant::conv2d_i8_packed_scratch_len(&p))?;
+    kiln_kernels::quant::conv2d_i8_packed(&p, &q, xd, wd, fold, rq, out, scratch);
+    Ok(())
+}
+
 /// TFLite int8 ADD of same-shaped tensors (see `kiln_format::Op::QAdd`).
 pub(crate) fn q_add(q: &kiln_kernels::quant::QAdd, io: &mut Io<'_>) -> Result<(), EngineError> {
     let (a, b) = (io.input(0)?, io.input(1)?);

@@ -1,0 +1,117 @@
+//! `pack-int8-conv`: int8 convolutions get their weights packed at compile
+//! time into the layout the direct int8 kernel reads (OHWI, input channels
+//! padded to a multiple of 4) and their bias folded with the input zero
+//! point (`kiln_format::Op::QConvPacked`), so no run pays for it. Depthwise
+//! convolutions, non-constant weights and shapes the kernel cannot lay
+//! out, and input channel counts off a multiple of 4 (padding would grow
+//! the artifact) stay `QConv`. Same output bytes either way.
+
+use crate::ir::Graph;
+use kiln_format::{DType, Op};
+use kiln_kernels::conv::Conv2d;
+
+/// Rewrites every packable `QConv`; returns how many.
+pub fn pack_int8_conv(g: &mut Graph) -> usize {
+    let mut packed = 0;
+    for n in 0..g.nodes.len() {
+        let Op::QConv {
+            window,
+            group,
+            x_zp,
+            y_zp,
+            act_min,
+            act_max,
+        } = g.nodes[n].op.clone()
+        else {
+            continue;
+        };
+        let node = &g.nodes[n];
+        let (Some(Some(x)), Some(Some(w)), Some(Some(y))) = (
+            node.inputs.first(),
+            node.inputs.get(1),
+            node.outputs.first(),
+        ) else {
+            continue;
+        };
+        let bias = node.inputs.get(2).copied().flatten();
+        let (xt, wt, yt) = (&g.tensors[*x], &g.tensors[*w], &g.tensors[*y]);
+        let (Some(wd), &[nb, c, h, wi], &[m, cg, kh, kw], &[_, _, oh, ow]) = (
+            wt.data.clone().filter(|_| wt.dtype == DType::I8),
+            &xt.shape[..],
+            &wt.shape[..],
+            &yt.shape[..],
+        ) else {
+            continue;
+        };
+        let bias_vals: Option<Vec<i32>> = match bias {
+            None => None,
+            Some(b) => match (&g.tensors[b].data, g.tensors[b].dtype) {
+                (Some(d), DType::I32) if d.len() == 4 * m => Some(
+                    d.chunks_exact(4)
+                        .map(|v| i32::from_le_bytes([v[0], v[1], v[2], v[3]]))
+                        .collect(),
+                ),
+                _ => continue,
+            },
+        };
+        let p = Conv2d {
+            n: nb,
+            c,
+            h,
+            w: wi,
+            m,
+            kh,
+            kw,
+            oh,
+            ow,
+            group: group as usize,
+            stride: window.strides.map(|v| v as usize),
+            dilation: window.dilations.map(|v| v as usize),
+            pad: window.pads.map(|v| v as usize),
+        };
+        let Some(len) = kiln_kernels::quant::conv2d_i8_packable(&p, x_zp) else {
+            continue;
+        };
+        // Channel counts off a multiple of 4 would store padding (up to 4x
+        // the weights of a 1-channel first layer); those layers are small
+        // and pack per call instead.
+        if cg * p.group != c || cg % 4 != 0 || wd.len() != m * cg * kh * kw {
+            continue;
+        }
+        let w8: Vec<i8> = wd.iter().map(|&b| b as i8).collect();
+        let (mut out, mut fold) = (vec![0i8; len], vec![0i32; m]);
+        kiln_kernels::quant::conv2d_i8_pack(
+            &p,
+            x_zp,
+            &w8,
+            bias_vals.as_deref(),
+            &mut out,
+            &mut fold,
+        );
+        let name = g.nodes[n].name.clone();
+        let cpad = len / (m * kh * kw).max(1);
+        let wid = g.add_const(
+            format!("{name}:w_packed"),
+            DType::I8,
+            vec![m, kh, kw, cpad],
+            out.iter().map(|&v| v as u8).collect(),
+        );
+        let fid = g.const_i32(format!("{name}:bias_folded"), vec![m], &fold);
+        let node = &mut g.nodes[n];
+        node.op = Op::QConvPacked {
+            window,
+            group,
+            x_zp,
+            y_zp,
+            act_min,
+            act_max,
+        };
+        node.inputs[1] = Some(wid);
+        if node.inputs.len() < 3 {
+            node.inputs.resize(3, None);
+        }
+        node.inputs[2] = Some(fid);
+        packed += 1;
+    }
+    packed
+}
