@@ -309,6 +309,10 @@ fn conv2d_i8_direct(
     let y = &mut y[..p.n * p.m * p.oh * p.ow];
     let bias = bias.map(|b| &b[..p.m]);
     if is_depthwise(p) {
+        if !(-128..=127).contains(&q.x_zp) {
+            // `x - zp` must fit the kernel's `i16` copy of the input.
+            return conv2d_i8(p, q, x, w, bias, requant, y);
+        }
         let scratch = &mut scratch[..crate::qconv::depthwise_scratch_words(p)];
         let eng = match isa {
             crate::qconv::Isa::Portable(e) => e,
@@ -837,6 +841,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
         /// The direct integer paths (portable loops, their AVX2 build,
         /// AVX-512 VNNI where the CPU has it) give the reference's bytes for
         /// convolutions of every shape class (grouped, depthwise, strided,
