@@ -647,6 +647,30 @@ fn fully_connected_vnni(
 /// # Panics
 /// If a slice is shorter than its shape.
 pub fn avg_pool_i8(p: &Pool2d, act_min: i32, act_max: i32, x: &[i8], y: &mut [i8]) {
+    let global = p.kh == p.h
+        && p.kw == p.w
+        && p.oh == 1
+        && p.ow == 1
+        && p.pad == [0; 4]
+        && p.dilation == [1, 1];
+    if global && p.h * p.w > 0 {
+        // One window per channel: a plain (vectorised) sum per plane.
+        let (lo, hi) = (act_min.max(-128), act_max.min(127));
+        let count = (p.h * p.w) as i32;
+        for (xc, o) in x[..p.n * p.c * p.h * p.w]
+            .chunks_exact(p.h * p.w)
+            .zip(y.iter_mut())
+        {
+            let sum: i32 = xc.iter().map(|&v| i32::from(v)).sum();
+            let v = if sum > 0 {
+                (sum + count / 2) / count
+            } else {
+                (sum - count / 2) / count
+            };
+            *o = sat_i8(v, lo, hi);
+        }
+        return;
+    }
     let step = |(sum, count): (i32, i32), v: i32| (sum + v, count + 1);
     let finish = |(sum, count): (i32, i32)| match count {
         0 => 0,
@@ -1048,6 +1072,39 @@ mod tests {
         // (-128 + 127) / 2 = -0.5 → -1; then a clamp at -1 lifts nothing.
         avg_pool_i8(&p, -1, 127, &[1, 2, -1, -2, 4, 4, -128, 127], &mut y);
         assert_eq!(y, [2, -1, 4, -1]);
+    }
+
+    /// The global-pooling shortcut gives the generic window's bytes.
+    #[test]
+    fn global_avg_pool_matches_the_window_loop() {
+        let p = Pool2d {
+            n: 2,
+            c: 3,
+            h: 25,
+            w: 5,
+            oh: 1,
+            ow: 1,
+            kh: 25,
+            kw: 5,
+            stride: [1, 1],
+            dilation: [1, 1],
+            pad: [0; 4],
+        };
+        for seed in 1..20u64 {
+            let x = bytes(p.n * p.c * p.h * p.w, seed);
+            let (mut got, mut want) = ([0i8; 6], [0i8; 6]);
+            avg_pool_i8(&p, -100, 127, &x, &mut got);
+            let step = |(sum, count): (i32, i32), v: i32| (sum + v, count + 1);
+            let finish = |(sum, count): (i32, i32)| {
+                if sum > 0 {
+                    (sum + count / 2) / count
+                } else {
+                    (sum - count / 2) / count
+                }
+            };
+            pool_i8(&p, -100, 127, &x, &mut want, (0, 0), step, finish);
+            assert_eq!(got, want, "seed {seed}");
+        }
     }
 
     #[test]
