@@ -36,6 +36,9 @@ compile burn_pico_sine "$C/onnx-real/burn_pico_sine.onnx"
 compile tflm_hello_world_int8 "$C/tflite-micro/hello_world_int8.tflite"
 compile tflm_micro_speech_int8 "$C/tflite-micro/micro_speech_quantized.tflite"
 compile mnist8_cntk "$C/onnx-real/mnist-8_cntk.onnx"
+# Int8 TFLite with packed weights (QConvPacked, QFullyConnectedPacked),
+# depthwise QConv and global QAvgPool.
+compile mlperf_kws_int8 "$C/mlperf-tiny/kws_ref_model.tflite"
 # Kiln's own quantization: QConv, int8 MaxPool, DynFullyConnected, f16 Cast.
 compile mlp_digits_int8 "$C/sklearn/mlp_digits.onnx" --quantize int8 \
   --calibration "$C/sklearn/mlp_digits_train.csv" --labels target

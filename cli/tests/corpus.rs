@@ -162,12 +162,13 @@ fn corpus_models_match_golden_outputs() {
     );
 }
 
-/// The int8 convolutions of the MLPerf Tiny models are packed at compile
-/// time (`pack-int8-conv`), except those the pass must leave alone:
-/// depthwise ones and input channel counts off a multiple of 4. The golden
+/// The int8 convolutions and fully connected layers of the MLPerf Tiny
+/// models are packed at compile time (`pack-int8-conv`, `pack-int8-fc`),
+/// except those the passes leave alone: depthwise convolutions, input
+/// channel counts off a multiple of 4, FC layers that would pad. The golden
 /// test above checks that the packed artifacts still give LiteRT's bytes.
 #[test]
-fn int8_convolutions_are_packed_at_compile_time() {
+fn int8_layers_are_packed_at_compile_time() {
     let count = |ops: &[(String, usize)], name: &str| {
         ops.iter().find(|(o, _)| o == name).map_or(0, |(_, n)| *n)
     };
@@ -185,4 +186,12 @@ fn int8_convolutions_are_packed_at_compile_time() {
         let pass = c.report.passes.iter().find(|p| p.0 == "pack-int8-conv");
         assert_eq!(pass.map(|p| p.1), Some(packed), "{file}");
     }
+    // Fully connected: the autoencoder's 128 -> 8 bottleneck would pad 8
+    // units to a block of 16 and stays unpacked; the other nine pack.
+    let file = "mlperf-tiny/ad01_int8.tflite";
+    let bytes = std::fs::read(corpus().join(file)).unwrap();
+    let c = compile_model(&bytes, file, &Options::default()).unwrap();
+    let ops = &c.report.ops_after;
+    assert_eq!(count(ops, "QFullyConnectedPacked"), 9, "{ops:?}");
+    assert_eq!(count(ops, "QFullyConnected"), 1, "{ops:?}");
 }

@@ -175,6 +175,7 @@ fn finish(
     // A lowering for the int8 kernels, after everything that reads QConv.
     if !opts.no_optimize {
         passes.push(("pack-int8-conv", passes::pack_int8_conv(&mut g)));
+        passes.push(("pack-int8-fc", passes::pack_int8_fc(&mut g)));
     }
     let ops_after = g.op_histogram();
     let nodes_after = g.nodes.len();

@@ -443,6 +443,18 @@ pub enum Op {
         act_min: i32,
         act_max: i32,
     },
+    /// `QFullyConnected` with its weights packed ahead of time by the
+    /// compiler (input zero point in int8): x i8 `[rows, depth]`, w i8
+    /// `[ceil(units/16), ceil(depth/4), 16, 4]` (blocks of 16 units, tails
+    /// zero), bias i32 `[units]` holding `bias - (128 + x_zp)·Σ w`,
+    /// requantization as `QFullyConnected`; output i8 `[rows, units]` (see
+    /// `kiln_kernels::quant::fully_connected_i8_packed`). Same bytes.
+    QFullyConnectedPacked {
+        x_zp: i32,
+        y_zp: i32,
+        act_min: i32,
+        act_max: i32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -515,6 +527,7 @@ impl Op {
             Op::ConvInteger { .. } => "ConvInteger",
             Op::DynFullyConnected { .. } => "DynFullyConnected",
             Op::QConvPacked { .. } => "QConvPacked",
+            Op::QFullyConnectedPacked { .. } => "QFullyConnectedPacked",
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod math;
 pub mod norm;
 pub mod pool;
 mod qconv;
+mod qfc;
 pub mod quant;
 pub mod rnn;
 #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]

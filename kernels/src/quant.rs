@@ -531,9 +531,9 @@ pub fn fully_connected_i8_fast(
 
 /// An int8 matrix × vector unit: AVX-512 VNNI on x86, none elsewhere.
 #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
-type Gemv = crate::simd_vnni::Vnni;
+pub(crate) type Gemv = crate::simd_vnni::Vnni;
 #[cfg(not(all(target_arch = "x86_64", any(feature = "std", test))))]
-type Gemv = core::convert::Infallible;
+pub(crate) type Gemv = core::convert::Infallible;
 
 /// [`fully_connected_i8_fast`] with or without `vnni` (tests run both).
 #[allow(clippy::too_many_arguments, reason = "the op's operands")]
@@ -594,6 +594,90 @@ fn fully_connected_i8_on(
             *o = q.store((f as i32).wrapping_add(bv), requant, u);
         }
     }
+}
+
+/// The byte length of `p`'s weights packed ahead of time
+/// ([`fully_connected_i8_pack`]), or `None` when the packed path does not
+/// apply (input zero point outside int8, or an empty layer).
+pub fn fully_connected_i8_packable(p: &QFullyConnected) -> Option<usize> {
+    let ok = (-128..=127).contains(&p.x_zp) && p.depth > 0 && p.units > 0;
+    ok.then(|| crate::qfc::packed_len(p.units, p.depth))
+}
+
+/// Packs fully connected weights (`[units, depth]`) ahead of time: blocks
+/// of 16 units, each `[ceil(depth/4)][16][4]` bytes (tails zero), and
+/// `fold = bias - (128 + x_zp)·Σ w` per unit. [`fully_connected_i8_packed`]
+/// then has no per-call weight work.
+///
+/// # Panics
+/// If [`fully_connected_i8_packable`] is `None`, or a slice is shorter
+/// than its shape.
+pub fn fully_connected_i8_pack(
+    p: &QFullyConnected,
+    w: &[i8],
+    bias: Option<&[i32]>,
+    packed: &mut [i8],
+    fold: &mut [i32],
+) {
+    assert!(
+        fully_connected_i8_packable(p).is_some(),
+        "not a packable int8 layer"
+    );
+    crate::qfc::pack(
+        p,
+        &w[..p.units * p.depth],
+        bias,
+        packed,
+        &mut fold[..p.units],
+    );
+}
+
+/// Scratch elements (4 bytes each) [`fully_connected_i8_packed`] needs.
+pub fn fully_connected_i8_packed_scratch_len(p: &QFullyConnected) -> usize {
+    p.depth.div_ceil(4)
+}
+
+/// [`fully_connected_i8`] on weights packed by [`fully_connected_i8_pack`]
+/// (with its folded bias): the same bytes.
+///
+/// # Panics
+/// If [`fully_connected_i8_packable`] is `None`, a slice is shorter than
+/// its shape, or `requant` has neither 1 nor `units` entries.
+pub fn fully_connected_i8_packed(
+    p: &QFullyConnected,
+    x: &[i8],
+    packed: &[i8],
+    fold: &[i32],
+    requant: &[[i32; 2]],
+    y: &mut [i8],
+    scratch: &mut [f32],
+) {
+    #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
+    let vnni = crate::simd_vnni::Vnni::detect();
+    #[cfg(not(all(target_arch = "x86_64", any(feature = "std", test))))]
+    let vnni = None;
+    fully_connected_i8_packed_on(vnni, p, x, packed, fold, requant, y, scratch);
+}
+
+#[allow(clippy::too_many_arguments, reason = "the op's operands")]
+fn fully_connected_i8_packed_on(
+    vnni: Option<Gemv>,
+    p: &QFullyConnected,
+    x: &[i8],
+    packed: &[i8],
+    fold: &[i32],
+    requant: &[[i32; 2]],
+    y: &mut [i8],
+    scratch: &mut [f32],
+) {
+    let len = fully_connected_i8_packable(p).expect("not a packable int8 layer");
+    assert!(
+        requant.len() == 1 || requant.len() == p.units,
+        "one multiplier or one per unit"
+    );
+    let xw: &mut [u32] = bytemuck::cast_slice_mut(&mut scratch[..p.depth.div_ceil(4)]);
+    let (x, y) = (&x[..p.rows * p.depth], &mut y[..p.rows * p.units]);
+    crate::qfc::run(vnni, p, x, &packed[..len], &fold[..p.units], requant, y, xw);
 }
 
 /// [`fully_connected_i8`] by VPDPBUSD: each input row as unsigned bytes
@@ -927,6 +1011,17 @@ mod tests {
                 fully_connected_i8_on(vnni, &f1, &x, &wfc, Some(&bias), &rq, &mut got, &mut scratch);
                 prop_assert_eq!(&got[..m], &want[..m], "one row, vnni {:?}", vnni);
                 fully_connected_i8(&f, &x, &wfc, Some(&bias), &rq, &mut want);
+                // Packed ahead of time, with and without a bias.
+                for b in [Some(&bias[..]), None] {
+                    fully_connected_i8(&f, &x, &wfc, b, &rq, &mut want);
+                    let len = fully_connected_i8_packable(&f).unwrap();
+                    let (mut packed, mut fold) = (std::vec![0i8; len], std::vec![0i32; m]);
+                    fully_connected_i8_pack(&f, &wfc, b, &mut packed, &mut fold);
+                    let mut scratch = std::vec![f32::NAN; fully_connected_i8_packed_scratch_len(&f)];
+                    fully_connected_i8_packed_on(vnni, &f, &x, &packed, &fold, &rq, &mut got, &mut scratch);
+                    prop_assert_eq!(&got, &want, "packed, vnni {:?}", vnni);
+                }
+                fully_connected_i8(&f, &x, &wfc, Some(&bias), &rq, &mut want);
             }
         }
     }
@@ -1072,6 +1167,52 @@ mod tests {
         // (-128 + 127) / 2 = -0.5 → -1; then a clamp at -1 lifts nothing.
         avg_pool_i8(&p, -1, 127, &[1, 2, -1, -2, 4, 4, -128, 127], &mut y);
         assert_eq!(y, [2, -1, 4, -1]);
+    }
+
+    /// Packed fully connected layers across several 4-block groups and
+    /// unit/depth tails give the reference's bytes on every path.
+    #[test]
+    fn packed_fc_matches_reference_on_wide_layers() {
+        for (rows, depth, units) in [(1, 37, 70), (3, 128, 129), (2, 5, 1), (1, 640, 128)] {
+            let f = QFullyConnected {
+                rows,
+                depth,
+                units,
+                x_zp: -7,
+                y_zp: 2,
+                act_min: -128,
+                act_max: 127,
+            };
+            let x = bytes(rows * depth, 11);
+            let w = bytes(units * depth, 12);
+            let bias: std::vec::Vec<i32> = (0..units as i32).map(|i| i * 37 - 900).collect();
+            let rq: std::vec::Vec<[i32; 2]> = (0..units)
+                .map(|i| {
+                    let m = Multiplier::new(0.0003 * (i + 1) as f64).unwrap();
+                    [m.mantissa, m.shift]
+                })
+                .collect();
+            let mut want = std::vec![0i8; rows * units];
+            fully_connected_i8(&f, &x, &w, Some(&bias), &rq, &mut want);
+            let len = fully_connected_i8_packable(&f).unwrap();
+            let (mut packed, mut fold) = (std::vec![0i8; len], std::vec![0i32; units]);
+            fully_connected_i8_pack(&f, &w, Some(&bias), &mut packed, &mut fold);
+            for vnni in [None, crate::simd_vnni::Vnni::detect()] {
+                let mut got = std::vec![0i8; rows * units];
+                let mut scratch = std::vec![f32::NAN; fully_connected_i8_packed_scratch_len(&f)];
+                fully_connected_i8_packed_on(
+                    vnni,
+                    &f,
+                    &x,
+                    &packed,
+                    &fold,
+                    &rq,
+                    &mut got,
+                    &mut scratch,
+                );
+                assert_eq!(got, want, "{rows}x{depth}x{units}, vnni {vnni:?}");
+            }
+        }
     }
 
     /// The global-pooling shortcut gives the generic window's bytes.

@@ -19,6 +19,7 @@
 )]
 
 use crate::qconv::{CHUNK, LANES, MR, Tile};
+use crate::qfc::{Blocks, UNITS};
 use core::arch::x86_64::{
     __m512i, _mm512_dpbusd_epi32, _mm512_loadu_si512, _mm512_maskz_loadu_epi8,
     _mm512_reduce_add_epi32, _mm512_set1_epi8, _mm512_set1_epi32, _mm512_setzero_si512,
@@ -124,6 +125,56 @@ impl Vnni {
                 sum.as_mut_ptr(),
             )
         }
+    }
+}
+
+impl Vnni {
+    /// Runs `t` (same sums as its portable `run`).
+    ///
+    /// # Panics
+    /// If `t.blocks` is not 1 to 4 or `t.w` is shorter than its blocks.
+    pub(crate) fn fc_blocks(self, t: Blocks<'_>) {
+        let k4 = t.x.len();
+        assert!((1..=4).contains(&t.blocks) && t.w.len() >= t.blocks * k4 * UNITS * 4);
+        let (x, w, acc) = (t.x.as_ptr(), t.w.as_ptr(), t.acc.as_mut_ptr());
+        let blocks = t.blocks;
+        macro_rules! go {
+            ($v:literal) => {
+                // SAFETY: the token proves AVX-512 F/BW/VNNI; the assert
+                // bounds the reads of `w` (`blocks · k4` 64-byte words), `x`
+                // has `k4` words and `acc` 64 lanes (its type).
+                unsafe { fc_blocks::<$v>(x, k4, w, acc) }
+            };
+        }
+        match blocks {
+            4 => go!(4),
+            3 => go!(3),
+            2 => go!(2),
+            _ => go!(1),
+        }
+    }
+}
+
+/// `V` blocks of 16 units of a packed fully connected layer.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VNNI; `x` must hold `k4` words, `w`
+/// `V · k4 · 64` bytes, `acc` `16 · V` lanes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn fc_blocks<const V: usize>(x: *const u32, k4: usize, w: *const i8, acc: *mut i32) {
+    let mut s = [_mm512_setzero_si512(); V];
+    for g in 0..k4 {
+        // SAFETY: `g < k4` (caller's contract).
+        let xb = _mm512_set1_epi32(unsafe { *x.add(g) } as i32);
+        for v in 0..V {
+            // SAFETY: block `v`, word `g`: inside `V · k4 · 64` bytes.
+            let wv = unsafe { _mm512_loadu_si512(w.add((v * k4 + g) * 64).cast::<__m512i>()) };
+            s[v] = _mm512_dpbusd_epi32(s[v], xb, wv);
+        }
+    }
+    for v in 0..V {
+        // SAFETY: `16·v + 16 <= 16·V` lanes (caller's contract).
+        unsafe { _mm512_storeu_si512(acc.add(UNITS * v).cast::<__m512i>(), s[v]) };
     }
 }
 

@@ -8,7 +8,7 @@ mod pack;
 
 pub use batch::per_sample_batch_ok;
 pub use dce::dead_nodes;
-pub use pack::pack_int8_conv;
+pub use pack::{pack_int8_conv, pack_int8_fc};
 
 use crate::ir::Graph;
 

@@ -1,14 +1,19 @@
-//! `pack-int8-conv`: int8 convolutions get their weights packed at compile
-//! time into the layout the direct int8 kernel reads (OHWI, input channels
-//! padded to a multiple of 4) and their bias folded with the input zero
-//! point (`kiln_format::Op::QConvPacked`), so no run pays for it. Depthwise
-//! convolutions, non-constant weights and shapes the kernel cannot lay
-//! out, and input channel counts off a multiple of 4 (padding would grow
-//! the artifact) stay `QConv`. Same output bytes either way.
+//! `pack-int8-conv` and `pack-int8-fc`: int8 convolutions and fully
+//! connected layers get their weights packed at compile time into the
+//! layouts the integer kernels read (convolutions: OHWI, input channels
+//! padded to a multiple of 4; fully connected: blocks of 16 units × words
+//! of 4 inputs) and their bias folded with the input zero point
+//! (`kiln_format::Op::QConvPacked`, `Op::QFullyConnectedPacked`), so no run
+//! pays for it. Same output bytes either way. Left as they are: depthwise
+//! convolutions, non-constant weights, shapes the kernel cannot lay out,
+//! and layers whose padding would grow the artifact (convolution input
+//! channels off a multiple of 4; fully connected tails adding more than an
+//! eighth), which are small and pack per call.
 
 use crate::ir::Graph;
 use kiln_format::{DType, Op};
 use kiln_kernels::conv::Conv2d;
+use kiln_kernels::quant::QFullyConnected;
 
 /// Rewrites every packable `QConv`; returns how many.
 pub fn pack_int8_conv(g: &mut Graph) -> usize {
@@ -43,15 +48,11 @@ pub fn pack_int8_conv(g: &mut Graph) -> usize {
         ) else {
             continue;
         };
-        let bias_vals: Option<Vec<i32>> = match bias {
+        let bias_vals = match bias {
             None => None,
-            Some(b) => match (&g.tensors[b].data, g.tensors[b].dtype) {
-                (Some(d), DType::I32) if d.len() == 4 * m => Some(
-                    d.chunks_exact(4)
-                        .map(|v| i32::from_le_bytes([v[0], v[1], v[2], v[3]]))
-                        .collect(),
-                ),
-                _ => continue,
+            Some(b) => match const_i32s(g, b, m) {
+                Some(v) => Some(v),
+                None => continue,
             },
         };
         let p = Conv2d {
@@ -101,6 +102,104 @@ pub fn pack_int8_conv(g: &mut Graph) -> usize {
         node.op = Op::QConvPacked {
             window,
             group,
+            x_zp,
+            y_zp,
+            act_min,
+            act_max,
+        };
+        node.inputs[1] = Some(wid);
+        if node.inputs.len() < 3 {
+            node.inputs.resize(3, None);
+        }
+        node.inputs[2] = Some(fid);
+        packed += 1;
+    }
+    packed
+}
+
+/// The constant i32 values of tensor `t` when it holds `n` of them.
+fn const_i32s(g: &Graph, t: usize, n: usize) -> Option<Vec<i32>> {
+    match (&g.tensors[t].data, g.tensors[t].dtype) {
+        (Some(d), DType::I32) if d.len() == 4 * n => Some(
+            d.chunks_exact(4)
+                .map(|v| i32::from_le_bytes([v[0], v[1], v[2], v[3]]))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// Rewrites every `QFullyConnected` with constant weights (and bias) whose
+/// packing pads little as `QFullyConnectedPacked`; returns how many.
+pub fn pack_int8_fc(g: &mut Graph) -> usize {
+    let mut packed = 0;
+    for n in 0..g.nodes.len() {
+        let Op::QFullyConnected {
+            x_zp,
+            y_zp,
+            act_min,
+            act_max,
+        } = g.nodes[n].op.clone()
+        else {
+            continue;
+        };
+        let node = &g.nodes[n];
+        let (Some(Some(x)), Some(Some(w))) = (node.inputs.first(), node.inputs.get(1)) else {
+            continue;
+        };
+        let bias = node.inputs.get(2).copied().flatten();
+        let (xt, wt) = (&g.tensors[*x], &g.tensors[*w]);
+        let (Some(wd), &[rows, depth], &[units, wdepth]) = (
+            wt.data.clone().filter(|_| wt.dtype == DType::I8),
+            &xt.shape[..],
+            &wt.shape[..],
+        ) else {
+            continue;
+        };
+        let p = QFullyConnected {
+            rows,
+            depth,
+            units,
+            x_zp,
+            y_zp,
+            act_min,
+            act_max,
+        };
+        let Some(len) = kiln_kernels::quant::fully_connected_i8_packable(&p) else {
+            continue;
+        };
+        // Blocks of 16 units and words of 4 pad the tails: where that
+        // would grow the weights by more than an eighth (narrow or tiny
+        // layers, which are cheap anyway), the layer stays unpacked.
+        if wdepth != depth || wd.len() != units * depth || len > wd.len() + wd.len() / 8 {
+            continue;
+        }
+        let bias_vals = match bias {
+            None => None,
+            Some(b) => match const_i32s(g, b, units) {
+                Some(v) => Some(v),
+                None => continue,
+            },
+        };
+        let w8: Vec<i8> = wd.iter().map(|&b| b as i8).collect();
+        let (mut out, mut fold) = (vec![0i8; len], vec![0i32; units]);
+        kiln_kernels::quant::fully_connected_i8_pack(
+            &p,
+            &w8,
+            bias_vals.as_deref(),
+            &mut out,
+            &mut fold,
+        );
+        let name = g.nodes[n].name.clone();
+        let wid = g.add_const(
+            format!("{name}:w_packed"),
+            DType::I8,
+            vec![units.div_ceil(16), depth.div_ceil(4), 16, 4],
+            out.iter().map(|&v| v as u8).collect(),
+        );
+        let fid = g.const_i32(format!("{name}:bias_folded"), vec![units], &fold);
+        let node = &mut g.nodes[n];
+        node.op = Op::QFullyConnectedPacked {
             x_zp,
             y_zp,
             act_min,

@@ -225,6 +225,15 @@ fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
             act_range_ok(*act_min, *act_max)?;
             quant::q_fully_connected([*x_zp, *y_zp, *act_min, *act_max], io)
         }
+        Op::QFullyConnectedPacked {
+            x_zp,
+            y_zp,
+            act_min,
+            act_max,
+        } => {
+            act_range_ok(*act_min, *act_max)?;
+            quant::q_fully_connected_packed([*x_zp, *y_zp, *act_min, *act_max], io)
+        }
         Op::QSoftmax { y_scale, y_zp } => quant::q_softmax(*y_scale, *y_zp, io),
         Op::QAdd {
             a_zp,
@@ -399,6 +408,13 @@ pub fn scratch_bytes(
                 &shape(outs, 0)?,
             )?;
             kiln_kernels::quant::conv2d_i8_packed_scratch_len(&p)
+        }
+        Op::QFullyConnectedPacked { .. } => {
+            let sx = shape(ins, 0)?;
+            if sx.rank != 2 {
+                return Err(bad("QFullyConnectedPacked input must be 2-D"));
+            }
+            sx.dims[1].div_ceil(4)
         }
         Op::QFullyConnected { .. } => {
             let (sx, sw) = (shape(ins, 0)?, shape(ins, 1)?);

@@ -332,6 +332,60 @@ pub(crate) fn q_fully_connected(
     Ok(())
 }
 
+/// `QFullyConnected` on weights the compiler packed (see
+/// `kiln_format::Op::QFullyConnectedPacked`).
+pub(crate) fn q_fully_connected_packed(
+    [x_zp, y_zp, act_min, act_max]: [i32; 4],
+    io: &mut Io<'_>,
+) -> Result<(), EngineError> {
+    use kiln_kernels::quant::{
+        QFullyConnected, fully_connected_i8_packable, fully_connected_i8_packed,
+        fully_connected_i8_packed_scratch_len,
+    };
+    let x = io.input(0)?;
+    let w = io.input(1)?;
+    let fold = io.input(2)?;
+    let rq = io.input(3)?;
+    let mut y = io.output(0)?;
+    let (xs, ys) = (x.shape(), y.shape());
+    if xs.rank != 2 || ys.rank != 2 || ys.dims[0] != xs.dims[0] {
+        return Err(bad("QFullyConnectedPacked shapes disagree"));
+    }
+    let p = QFullyConnected {
+        rows: xs.dims[0],
+        depth: xs.dims[1],
+        units: ys.dims[1],
+        x_zp,
+        y_zp,
+        act_min,
+        act_max,
+    };
+    let Some(len) = fully_connected_i8_packable(&p) else {
+        return Err(bad(
+            "QFullyConnectedPacked needs an int8 input zero point and a non-empty layer",
+        ));
+    };
+    let rq: &[[i32; 2]] = bytemuck::try_cast_slice(rq.i32()?)
+        .map_err(|_| bad("QFullyConnectedPacked requantization must be [n, 2]"))?;
+    if rq.len() != 1 && rq.len() != p.units {
+        return Err(bad(
+            "QFullyConnectedPacked requantization must be [1 or units, 2]",
+        ));
+    }
+    let (fold, xd, wd) = (fold.i32()?, x.i8()?, w.i8()?);
+    let out = y.i8_mut()?;
+    if fold.len() != p.units
+        || wd.len() < len
+        || xd.len() < p.rows * p.depth
+        || out.len() < p.rows * p.units
+    {
+        return Err(bad("QFullyConnectedPacked operand shorter than its shape"));
+    }
+    let scratch = io.scratch_f32(fully_connected_i8_packed_scratch_len(&p))?;
+    fully_connected_i8_packed(&p, xd, wd, fold, rq, out, scratch);
+    Ok(())
+}
+
 /// Dynamic-range quantized fully connected layer (see
 /// `kiln_format::Op::DynFullyConnected`).
 pub(crate) fn dyn_fully_connected(
