@@ -49,6 +49,8 @@ impl Avx2Fma {
             Some(Self {
                 avx512: std::is_x86_feature_detected!("avx512f")
                     && std::is_x86_feature_detected!("avx512vl")
+                    && std::is_x86_feature_detected!("avx512bw")
+                    && std::is_x86_feature_detected!("avx512dq")
                     && cap.as_deref() != Some("avx2"),
             })
         } else {
@@ -90,20 +92,21 @@ impl Avx2Fma {
         unsafe { run(f, a, x, y) }
     }
 
-    /// Runs `k` compiled for AVX2+FMA, or AVX-512 (F and VL: 32 vector
-    /// registers) where the token has it (see [`crate::gemm::Kernel`]).
+    /// Runs `k` compiled for AVX2+FMA, or AVX-512 (F, VL, BW, DQ: 32 vector
+    /// registers, byte and 64-bit lane operations for the int8 loops) where
+    /// the token has it (see [`crate::gemm::Kernel`]).
     #[inline(always)]
     pub(crate) fn run_kernel<K: crate::gemm::Kernel>(self, k: K) {
         #[target_feature(enable = "avx2,fma")]
         fn run<K: crate::gemm::Kernel>(k: K) {
             k.run();
         }
-        #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+        #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
         fn run512<K: crate::gemm::Kernel>(k: K) {
             k.run();
         }
         if self.avx512 {
-            // SAFETY: the token saw AVX-512F and AVX-512VL.
+            // SAFETY: the token saw AVX-512 F, VL, BW and DQ.
             unsafe { run512(k) }
         } else {
             // SAFETY: `self` proves the CPU supports AVX2 and FMA.
