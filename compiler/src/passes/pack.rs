@@ -89,17 +89,8 @@ pub fn pack_int8_conv(g: &mut Graph) -> usize {
             &mut out,
             &mut fold,
         );
-        let name = g.nodes[n].name.clone();
         let cpad = len / (m * kh * kw).max(1);
-        let wid = g.add_const(
-            format!("{name}:w_packed"),
-            DType::I8,
-            vec![m, kh, kw, cpad],
-            out.iter().map(|&v| v as u8).collect(),
-        );
-        let fid = g.const_i32(format!("{name}:bias_folded"), vec![m], &fold);
-        let node = &mut g.nodes[n];
-        node.op = Op::QConvPacked {
+        let op = Op::QConvPacked {
             window,
             group,
             x_zp,
@@ -107,14 +98,26 @@ pub fn pack_int8_conv(g: &mut Graph) -> usize {
             act_min,
             act_max,
         };
-        node.inputs[1] = Some(wid);
-        if node.inputs.len() < 3 {
-            node.inputs.resize(3, None);
-        }
-        node.inputs[2] = Some(fid);
+        install(g, n, op, vec![m, kh, kw, cpad], &out, &fold);
         packed += 1;
     }
     packed
+}
+
+/// Makes node `n` the packed `op`: packed weights (`shape`) as input 1,
+/// the folded bias as input 2.
+fn install(g: &mut Graph, n: usize, op: Op, shape: Vec<usize>, packed: &[i8], fold: &[i32]) {
+    let name = g.nodes[n].name.clone();
+    let bytes = packed.iter().map(|&v| v as u8).collect();
+    let wid = g.add_const(format!("{name}:w_packed"), DType::I8, shape, bytes);
+    let fid = g.const_i32(format!("{name}:bias_folded"), vec![fold.len()], fold);
+    let node = &mut g.nodes[n];
+    node.op = op;
+    if node.inputs.len() < 3 {
+        node.inputs.resize(3, None);
+    }
+    node.inputs[1] = Some(wid);
+    node.inputs[2] = Some(fid);
 }
 
 /// The constant i32 values of tensor `t` when it holds `n` of them.
@@ -190,26 +193,14 @@ pub fn pack_int8_fc(g: &mut Graph) -> usize {
             &mut out,
             &mut fold,
         );
-        let name = g.nodes[n].name.clone();
-        let wid = g.add_const(
-            format!("{name}:w_packed"),
-            DType::I8,
-            vec![units.div_ceil(16), depth.div_ceil(4), 16, 4],
-            out.iter().map(|&v| v as u8).collect(),
-        );
-        let fid = g.const_i32(format!("{name}:bias_folded"), vec![units], &fold);
-        let node = &mut g.nodes[n];
-        node.op = Op::QFullyConnectedPacked {
+        let op = Op::QFullyConnectedPacked {
             x_zp,
             y_zp,
             act_min,
             act_max,
         };
-        node.inputs[1] = Some(wid);
-        if node.inputs.len() < 3 {
-            node.inputs.resize(3, None);
-        }
-        node.inputs[2] = Some(fid);
+        let shape = vec![units.div_ceil(16), depth.div_ceil(4), 16, 4];
+        install(g, n, op, shape, &out, &fold);
         packed += 1;
     }
     packed
