@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Fuzz the artifact parser, the executor and the native runtime with
-# cargo-fuzz (libFuzzer). Usage:
+# Fuzz the artifact parser, the executor, the native runtime and the TFLite
+# importer (the whole compiler on .tflite bytes) with cargo-fuzz (libFuzzer).
+# Usage:
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 #
-# Runs each target (default: artifact_parse artifact_run runtime_load) for
-# SECONDS (default 60) on its corpus fuzz/corpus/<target>/ (new interesting
-# inputs are added there; minimise with `scripts/fuzz.sh cmin`) plus the named,
-# read-only seeds in fuzz/seeds/ (regenerate with fuzz/make_seeds.sh). Exits
+# Runs each target (default: artifact_parse artifact_run runtime_load
+# tflite_import) for SECONDS (default 60) on its corpus fuzz/corpus/<target>/
+# (new interesting inputs are added there; minimise with `scripts/fuzz.sh
+# cmin`) plus read-only seeds: the named artifacts in fuzz/seeds/ (regenerate
+# with fuzz/make_seeds.sh), or for tflite_import the small .tflite models of
+# ../shared/corpus. Exits
 # non-zero when any target crashes (panic, abort, sanitizer report, OOM or a
 # hang over the per-input timeout); the crashing input is in
 # fuzz/artifacts/<target>/ — copy it to fuzz/regressions/<target>/ to keep it.
@@ -43,7 +46,7 @@ command -v cargo-fuzz >/dev/null || {
 }
 
 SAN="${KILN_FUZZ_SANITIZER:-address}"
-ALL_TARGETS=(artifact_parse artifact_run runtime_load)
+ALL_TARGETS=(artifact_parse artifact_run runtime_load tflite_import)
 # Per-input limits: 10 s is a hang, 2 GiB RSS (or one malloc) is an OOM.
 # Seeds are up to ~64 KiB; allow mutations to grow to 128 KiB.
 LIBFUZZER_ARGS=(-max_len=131072 -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=2048 -print_final_stats=1)
@@ -61,6 +64,20 @@ findings() {
 run() {
   echo "+ $*" >&2
   "$@"
+}
+
+# Read-only seed directory of a target: the named artifacts in fuzz/seeds/,
+# or for tflite_import the shared corpus's .tflite models under 64 KB
+# (copied to a temporary directory; they are not kept in the repo).
+seeds() {
+  if [[ "$1" != tflite_import ]]; then
+    echo fuzz/seeds
+    return
+  fi
+  local d="${TMPDIR:-/tmp}/kiln-fuzz-tflite-seeds"
+  mkdir -p "$d"
+  find ../shared/corpus -name '*.tflite' -size -64k -exec cp {} "$d/" \; 2>/dev/null
+  echo "$d"
 }
 
 mode=fuzz
@@ -84,7 +101,7 @@ for t in "${targets[@]}"; do
     fuzz)
       before="$(findings "$t")"
       rc=0
-      run cargo fuzz run --sanitizer "$SAN" "$t" "fuzz/corpus/$t" fuzz/seeds -- \
+      run cargo fuzz run --sanitizer "$SAN" "$t" "fuzz/corpus/$t" "$(seeds "$t")" -- \
         -max_total_time="$secs" "${LIBFUZZER_ARGS[@]}" "${KEEP_GOING_ARGS[@]}" || rc=$?
       new="$(comm -13 <(echo "$before") <(findings "$t") | sed '/^$/d')"
       if [[ $rc -ne 0 || -n "$new" ]]; then

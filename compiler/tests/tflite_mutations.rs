@@ -1,8 +1,9 @@
 //! The TFLite importer on damaged flatbuffers: every truncation and many
 //! byte mutations of real models either import or give a `CompileError`;
-//! none may panic. (A cargo-fuzz target would need the compiler, and with
-//! it tract, in the fuzz workspace; this deterministic sweep runs in the
-//! ordinary test tier instead.)
+//! none may panic. This deterministic sweep runs in the ordinary test tier;
+//! the cargo-fuzz target `tflite_import` (fuzz/) searches further, and the
+//! inputs it once crashed on (fuzz/regressions/tflite_import/) are replayed
+//! here through the whole compiler.
 
 use kiln_compiler::{ImportOptions, tflite};
 use std::path::Path;
@@ -68,4 +69,22 @@ fn truncations_and_mutations_never_panic() {
         b[i] = next() as u8;
         import(&b);
     }
+}
+
+/// Inputs `tflite_import` crashed on: compiling them (import, passes,
+/// packing, planning) must give an error or an artifact, never panic.
+#[test]
+fn fuzz_regressions_compile_or_fail_cleanly() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions/tflite_import");
+    let mut n = 0;
+    for f in std::fs::read_dir(&dir).expect("fuzz/regressions/tflite_import exists") {
+        let path = f.expect("entry").path();
+        let bytes = std::fs::read(&path).expect("readable");
+        let r = kiln_compiler::compile_model(&bytes, "regression.tflite", &Default::default());
+        if let Err(e) = r {
+            assert!(!e.to_string().is_empty(), "{}", path.display());
+        }
+        n += 1;
+    }
+    assert!(n > 0, "no regression inputs in {}", dir.display());
 }

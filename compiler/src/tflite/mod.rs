@@ -139,23 +139,42 @@ fn fused(code: i8) -> std::result::Result<Unary, String> {
     })
 }
 
+/// Largest element count of one tensor the importer accepts (2^32: far
+/// beyond any edge model, far below overflow in shape arithmetic).
+const MAX_TENSOR_ELEMENTS: usize = 1 << 32;
+
 /// NHWC ↔ NCHW permutations.
 const TO_NCHW: [usize; 4] = [0, 3, 1, 2];
 const TO_NHWC: [usize; 4] = [0, 2, 3, 1];
 
-fn permute<T: Copy>(v: &[T], perm: &[usize]) -> Vec<T> {
-    perm.iter().map(|&p| v[p]).collect()
+/// `v` in the order of `perm`; an error when their ranks differ (a
+/// malformed model: say a rank-0 output where a 4-D map is expected).
+fn permute<T: Copy>(v: &[T], perm: &[usize]) -> Result<Vec<T>> {
+    if v.len() != perm.len() {
+        return Err(CompileError::Invalid(format!(
+            "a tensor has rank {} where rank {} is expected",
+            v.len(),
+            perm.len()
+        )));
+    }
+    Ok(perm.iter().map(|&p| v[p]).collect())
 }
 
 /// Permutes the axes of a constant (row-major bytes of `elem` bytes each).
-fn permute_const(bytes: &[u8], elem: usize, shape: &[usize], perm: &[usize]) -> Vec<u8> {
+fn permute_const(bytes: &[u8], elem: usize, shape: &[usize], perm: &[usize]) -> Result<Vec<u8>> {
     let rank = shape.len();
-    let out_shape = permute(shape, perm);
+    let out_shape = permute(shape, perm)?;
+    let n: usize = shape.iter().product();
+    if n.checked_mul(elem) != Some(bytes.len()) {
+        return Err(CompileError::Invalid(format!(
+            "a constant of shape {shape:?} holds {} bytes",
+            bytes.len()
+        )));
+    }
     let mut in_strides = vec![1usize; rank];
     for d in (0..rank.saturating_sub(1)).rev() {
         in_strides[d] = in_strides[d + 1] * shape[d + 1];
     }
-    let n: usize = shape.iter().product();
     let mut out = vec![0u8; n * elem];
     let mut idx = vec![0usize; rank];
     for o in 0..n {
@@ -169,7 +188,7 @@ fn permute_const(bytes: &[u8], elem: usize, shape: &[usize], perm: &[usize]) -> 
             idx[d] = 0;
         }
     }
-    out
+    Ok(out)
 }
 
 /// SAME/VALID padding of one spatial dim: (begin, end).
@@ -295,7 +314,7 @@ impl Cx {
         }
         let perm = if nchw { TO_NCHW } else { TO_NHWC };
         let t = self.g.tensors[id].clone();
-        let shape = permute(&t.shape, &perm);
+        let shape = permute(&t.shape, &perm)?;
         let mut p = [0u8; kiln_format::OP_RANK];
         for (d, &v) in perm.iter().enumerate() {
             p[d] = v as u8;
@@ -310,7 +329,7 @@ impl Cx {
     fn set(&mut self, o: i32, id: TensorId, nchw: bool) -> Result<()> {
         let t = self.tensor(o)?.clone();
         let want = if nchw && t.shape.len() == 4 {
-            permute(&t.shape, &TO_NCHW)
+            permute(&t.shape, &TO_NCHW)?
         } else {
             t.shape.clone()
         };
@@ -419,6 +438,17 @@ pub fn import(bytes: &[u8], opts: &ImportOptions) -> Result<Imported> {
         };
         let name = t.str(3).map_err(parse_err)?.unwrap_or_default();
         let dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+        // Element counts must stay far from overflow in every later
+        // product (a malformed model can declare any i32 dims).
+        if dims
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .is_none_or(|n| n > MAX_TENSOR_ELEMENTS)
+        {
+            return Err(CompileError::Invalid(format!(
+                "tensor {name:?} has shape {dims:?}: more than {MAX_TENSOR_ELEMENTS} elements"
+            )));
+        }
         // Known quirk (person_detect): per-channel bias scales declared on
         // dimension 3 of a 1-D tensor. LiteRT refuses the model; the scales
         // match dimension 0, which is what they mean.
@@ -809,22 +839,24 @@ fn import_op(cx: &mut Cx, op: &OpDesc<'_>) -> Result<()> {
                 return Err(cx.err(format!("{} filters are not supported", wt.dtype)));
             }
             let xs = cx.g.tensors[x].shape.clone();
-            let (c, h, w) = (xs[1], xs[2], xs[3]);
+            let &[_, c, h, w] = &xs[..] else {
+                return Err(cx.err(format!("the input must be 4-D, not {xs:?}")));
+            };
             let [_, kh, kw, _] = [wt.shape[0], wt.shape[1], wt.shape[2], wt.shape[3]];
             let (wshape, wbytes, group) = if depthwise {
                 // [1, KH, KW, C·mult] → [C·mult, 1, KH, KW], one group per input channel.
                 let perm = [3, 0, 1, 2];
                 (
-                    permute(&wt.shape, &perm),
-                    permute_const(&wdata, wt.dtype.size(), &wt.shape, &perm),
+                    permute(&wt.shape, &perm)?,
+                    permute_const(&wdata, wt.dtype.size(), &wt.shape, &perm)?,
                     c,
                 )
             } else {
                 // [O, KH, KW, I] → [O, I, KH, KW].
                 let perm = [0, 3, 1, 2];
                 (
-                    permute(&wt.shape, &perm),
-                    permute_const(&wdata, wt.dtype.size(), &wt.shape, &perm),
+                    permute(&wt.shape, &perm)?,
+                    permute_const(&wdata, wt.dtype.size(), &wt.shape, &perm)?,
                     1,
                 )
             };
@@ -851,7 +883,7 @@ fn import_op(cx: &mut Cx, op: &OpDesc<'_>) -> Result<()> {
                 dilations: [dh as u32, dw as u32],
                 pads: [pt as u32, pl as u32, pb as u32, pr as u32],
             };
-            let oshape = permute(&out_t.shape, &TO_NCHW);
+            let oshape = permute(&out_t.shape, &TO_NCHW)?;
             if int8 {
                 let (xt, ft) = (cx.tensor(input(0)?)?.clone(), cx.tensor(input(1)?)?.clone());
                 let q = q_conv_params(cx, &xt, &ft, &out_t, opt_i8(opts, act_id)?)?;
@@ -903,8 +935,11 @@ fn import_op(cx: &mut Cx, op: &OpDesc<'_>) -> Result<()> {
             let (Some(sh), Some(sw), Some(kh), Some(kw)) = (u(sh), u(sw), u(kh), u(kw)) else {
                 return Err(cx.err("pool sizes and strides must be >= 1"));
             };
-            let (pt, pb) = tf_pads(same, xs[2], kh, sh, 1);
-            let (pl, pr) = tf_pads(same, xs[3], kw, sw, 1);
+            let &[_, _, xh, xw] = &xs[..] else {
+                return Err(cx.err(format!("the input must be 4-D, not {xs:?}")));
+            };
+            let (pt, pb) = tf_pads(same, xh, kh, sh, 1);
+            let (pl, pr) = tf_pads(same, xw, kw, sw, 1);
             let window = Window {
                 kernel: [kh as u32, kw as u32],
                 strides: [sh as u32, sw as u32],
@@ -935,7 +970,7 @@ fn import_op(cx: &mut Cx, op: &OpDesc<'_>) -> Result<()> {
                     },
                     vec![Some(x)],
                     DType::I8,
-                    permute(&out_t.shape, &TO_NCHW),
+                    permute(&out_t.shape, &TO_NCHW)?,
                 )?;
                 return cx.set(o, y, true);
             }
@@ -952,7 +987,7 @@ fn import_op(cx: &mut Cx, op: &OpDesc<'_>) -> Result<()> {
                 pool,
                 vec![Some(x)],
                 DType::F32,
-                permute(&out_t.shape, &TO_NCHW),
+                permute(&out_t.shape, &TO_NCHW)?,
             )?;
             let y = cx.activation(y, act)?;
             cx.set(o, y, true)
@@ -1077,7 +1112,7 @@ fn import_op(cx: &mut Cx, op: &OpDesc<'_>) -> Result<()> {
                 _ => kiln_format::Binary::Sub,
             };
             let shape = if nchw {
-                permute(&out_t.shape, &TO_NCHW)
+                permute(&out_t.shape, &TO_NCHW)?
             } else {
                 out_t.shape.clone()
             };
