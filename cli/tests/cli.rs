@@ -62,8 +62,12 @@ fn f32s(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// A fresh artifact per call: tests run in parallel, and a shared path would
+/// let one test read the file while another rewrites it.
 fn compiled_iris() -> String {
-    let out = tmp("iris.kiln");
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out = tmp(&format!("iris-{n}.kiln"));
     let o = kiln(&["compile", &iris(), "-o", &out.display().to_string()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     out.display().to_string()

@@ -6,7 +6,7 @@
 //! with the header checksum recomputed (everything after it).
 #![no_main]
 
-use kiln_fuzz::{MAX_ARENA, MAX_INPUT_BYTES, with_fixed_checksum};
+use kiln_fuzz::{MAX_ARENA, with_fixed_checksum, zero_inputs};
 use kiln_runtime_native::{Model, TensorValue};
 use libfuzzer_sys::fuzz_target;
 
@@ -21,22 +21,9 @@ fn exercise(data: &[u8]) {
     if model.arena_size() > MAX_ARENA {
         return;
     }
-    let mut inputs = Vec::new();
-    for spec in model.inputs() {
-        let shape = spec.shape(1);
-        let bytes = shape
-            .iter()
-            .try_fold(spec.dtype.size(), |n, &d| n.checked_mul(d))
-            .filter(|&n| n <= MAX_INPUT_BYTES);
-        let Some(bytes) = bytes else {
-            return;
-        };
-        inputs.push(TensorValue {
-            dtype: spec.dtype,
-            shape,
-            data: vec![0; bytes],
-        });
-    }
+    let Some(inputs) = zero_inputs(&model) else {
+        return;
+    };
     let refs: Vec<&TensorValue> = inputs.iter().collect();
     let mut session = model.session();
     let _ = session.run(&refs);

@@ -7,7 +7,7 @@
 #![no_main]
 
 use kiln_compiler::{Options, compile_model};
-use kiln_fuzz::{MAX_ARENA, MAX_INPUT_BYTES};
+use kiln_fuzz::{MAX_ARENA, zero_inputs};
 use kiln_runtime_native::{Model, TensorValue};
 use libfuzzer_sys::fuzz_target;
 
@@ -19,22 +19,9 @@ fuzz_target!(|data: &[u8]| {
     if model.arena_size() > MAX_ARENA {
         return;
     }
-    let mut inputs = Vec::new();
-    for spec in model.inputs() {
-        let shape = spec.shape(1);
-        let Some(bytes) = shape
-            .iter()
-            .try_fold(spec.dtype.size(), |n, &d| n.checked_mul(d))
-            .filter(|&n| n <= MAX_INPUT_BYTES)
-        else {
-            return;
-        };
-        inputs.push(TensorValue {
-            dtype: spec.dtype,
-            shape,
-            data: vec![0; bytes],
-        });
-    }
+    let Some(inputs) = zero_inputs(&model) else {
+        return;
+    };
     let refs: Vec<&TensorValue> = inputs.iter().collect();
     let _ = model.session().run(&refs);
 });

@@ -2,7 +2,8 @@
 //! Shared helpers for the Kiln fuzz targets (`fuzz_targets/*.rs`).
 //!
 //! The targets stay thin: they only call the public library APIs of
-//! `kiln-format`, `kiln-engine` and `kiln-runtime-native`. Errors are the
+//! `kiln-format`, `kiln-engine`, `kiln-runtime-native` and (for
+//! `tflite_import`) `kiln-compiler`. Errors are the
 //! expected outcome for almost every input; a panic, an abort, an
 //! out-of-memory or a hang is a bug.
 
@@ -158,4 +159,25 @@ pub fn with_fixed_checksum(data: &[u8]) -> Option<Vec<u8>> {
     let mut out = data.to_vec();
     out[64..96].copy_from_slice(&digest);
     Some(out)
+}
+
+/// Zero-filled inputs of `model`'s schema shapes at batch 1, or `None` when
+/// one would exceed [`MAX_INPUT_BYTES`].
+pub fn zero_inputs(
+    model: &kiln_runtime_native::Model,
+) -> Option<Vec<kiln_runtime_native::TensorValue>> {
+    let mut inputs = Vec::new();
+    for spec in model.inputs() {
+        let shape = spec.shape(1);
+        let bytes = shape
+            .iter()
+            .try_fold(spec.dtype.size(), |n, &d| n.checked_mul(d))
+            .filter(|&n| n <= MAX_INPUT_BYTES)?;
+        inputs.push(kiln_runtime_native::TensorValue {
+            dtype: spec.dtype,
+            shape,
+            data: vec![0; bytes],
+        });
+    }
+    Some(inputs)
 }
