@@ -221,18 +221,16 @@ fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
             y_zp,
             act_min,
             act_max,
-        } => {
-            act_range_ok(*act_min, *act_max)?;
-            quant::q_fully_connected([*x_zp, *y_zp, *act_min, *act_max], io)
         }
-        Op::QFullyConnectedPacked {
+        | Op::QFullyConnectedPacked {
             x_zp,
             y_zp,
             act_min,
             act_max,
         } => {
             act_range_ok(*act_min, *act_max)?;
-            quant::q_fully_connected_packed([*x_zp, *y_zp, *act_min, *act_max], io)
+            let packed = matches!(op, Op::QFullyConnectedPacked { .. });
+            quant::q_fully_connected([*x_zp, *y_zp, *act_min, *act_max], packed, io)
         }
         Op::QSoftmax { y_scale, y_zp } => quant::q_softmax(*y_scale, *y_zp, io),
         Op::QAdd {
@@ -271,26 +269,6 @@ fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
             act_range_ok(*act_min, *act_max)?;
             conv::q_avg_pool(window, *act_min, *act_max, io)
         }
-        Op::QConvPacked {
-            window,
-            group,
-            x_zp,
-            y_zp,
-            act_min,
-            act_max,
-        } => act_range_ok(*act_min, *act_max).and_then(|()| {
-            quant::q_conv_packed(
-                window,
-                *group as usize,
-                kiln_kernels::quant::QOut {
-                    x_zp: *x_zp,
-                    y_zp: *y_zp,
-                    act_min: *act_min,
-                    act_max: *act_max,
-                },
-                io,
-            )
-        }),
         Op::QConv {
             window,
             group,
@@ -298,18 +276,23 @@ fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
             y_zp,
             act_min,
             act_max,
+        }
+        | Op::QConvPacked {
+            window,
+            group,
+            x_zp,
+            y_zp,
+            act_min,
+            act_max,
         } => act_range_ok(*act_min, *act_max).and_then(|()| {
-            quant::q_conv(
-                window,
-                *group as usize,
-                kiln_kernels::quant::QOut {
-                    x_zp: *x_zp,
-                    y_zp: *y_zp,
-                    act_min: *act_min,
-                    act_max: *act_max,
-                },
-                io,
-            )
+            let q = kiln_kernels::quant::QOut {
+                x_zp: *x_zp,
+                y_zp: *y_zp,
+                act_min: *act_min,
+                act_max: *act_max,
+            };
+            let packed = matches!(op, Op::QConvPacked { .. });
+            quant::q_conv(window, *group as usize, q, packed, io)
         }),
     }
 }
@@ -389,49 +372,35 @@ pub fn scratch_bytes(
                 kiln_kernels::rnn::gru_scratch_len(&p)
             }
         }
-        Op::QConv { window, group, .. } => {
-            let p = conv::conv_params(
-                window,
-                *group as usize,
-                &shape(ins, 0)?,
-                &shape(ins, 1)?,
-                &shape(outs, 0)?,
-            )?;
-            kiln_kernels::quant::conv2d_i8_scratch_len(&p)
-        }
-        Op::QConvPacked { window, group, .. } => {
-            let p = conv::packed_conv_params(
-                window,
-                *group as usize,
-                &shape(ins, 0)?,
-                &shape(ins, 1)?,
-                &shape(outs, 0)?,
-            )?;
-            kiln_kernels::quant::conv2d_i8_packed_scratch_len(&p)
-        }
-        Op::QFullyConnectedPacked { .. } => {
-            let sx = shape(ins, 0)?;
-            if sx.rank != 2 {
-                return Err(bad("QFullyConnectedPacked input must be 2-D"));
+        Op::QConv { window, group, .. } | Op::QConvPacked { window, group, .. } => {
+            let (sx, sw, sy) = (shape(ins, 0)?, shape(ins, 1)?, shape(outs, 0)?);
+            if matches!(op, Op::QConvPacked { .. }) {
+                let p = conv::packed_conv_params(window, *group as usize, &sx, &sw, &sy)?;
+                kiln_kernels::quant::conv2d_i8_packed_scratch_len(&p)
+            } else {
+                let p = conv::conv_params(window, *group as usize, &sx, &sw, &sy)?;
+                kiln_kernels::quant::conv2d_i8_scratch_len(&p)
             }
-            sx.dims[1].div_ceil(4)
         }
-        Op::QFullyConnected { .. } => {
-            let (sx, sw) = (shape(ins, 0)?, shape(ins, 1)?);
-            if sx.rank != 2 || sw.rank != 2 {
+        Op::QFullyConnected { .. } | Op::QFullyConnectedPacked { .. } => {
+            let (sx, sy) = (shape(ins, 0)?, shape(outs, 0)?);
+            if sx.rank != 2 || sy.rank != 2 {
                 return Err(bad("QFullyConnected operands must be 2-D"));
             }
-            kiln_kernels::quant::fully_connected_i8_scratch_len(
-                &kiln_kernels::quant::QFullyConnected {
-                    rows: sx.dims[0],
-                    depth: sx.dims[1],
-                    units: sw.dims[0],
-                    x_zp: 0,
-                    y_zp: 0,
-                    act_min: 0,
-                    act_max: 0,
-                },
-            )
+            let p = kiln_kernels::quant::QFullyConnected {
+                rows: sx.dims[0],
+                depth: sx.dims[1],
+                units: sy.dims[1],
+                x_zp: 0,
+                y_zp: 0,
+                act_min: 0,
+                act_max: 0,
+            };
+            if matches!(op, Op::QFullyConnectedPacked { .. }) {
+                kiln_kernels::quant::fully_connected_i8_packed_scratch_len(&p)
+            } else {
+                kiln_kernels::quant::fully_connected_i8_scratch_len(&p)
+            }
         }
         Op::DynFullyConnected { .. } => shape(ins, 0)?.dims[1],
         _ => 0,

@@ -276,82 +276,36 @@ impl QConv<'_> {
     }
 }
 
-/// TFLite int8 FULLY_CONNECTED (see `kiln_format::Op::QFullyConnected`).
+/// The `[mantissa, shift]` pairs of an int8 op's requantization input:
+/// one for all `channels`, or one per channel.
+fn requant_pairs<'a>(t: &Tensor<'a>, channels: usize) -> Result<&'a [[i32; 2]], EngineError> {
+    const WHAT: &str = "int8 requantization must be int32 [1 or output channels, 2]";
+    let rq: &[[i32; 2]] = bytemuck::try_cast_slice(t.i32()?).map_err(|_| bad(WHAT))?;
+    if rq.len() != 1 && rq.len() != channels {
+        return Err(bad(WHAT));
+    }
+    Ok(rq)
+}
+
+/// TFLite int8 FULLY_CONNECTED (see `kiln_format::Op::QFullyConnected`),
+/// or with weights the compiler `packed` (`Op::QFullyConnectedPacked`:
+/// input 2 is then the required folded bias).
 pub(crate) fn q_fully_connected(
     [x_zp, y_zp, act_min, act_max]: [i32; 4],
+    packed: bool,
     io: &mut Io<'_>,
 ) -> Result<(), EngineError> {
-    use kiln_kernels::quant::{
-        QFullyConnected, fully_connected_i8_fast, fully_connected_i8_scratch_len,
-    };
+    use kiln_kernels::quant as kq;
     let x = io.input(0)?;
     let w = io.input(1)?;
     let bias = io.opt_input(2);
     let rq = io.input(3)?;
     let mut y = io.output(0)?;
     let (xs, ws, ys) = (x.shape(), w.shape(), y.shape());
-    if ws.rank != 2 || xs.rank != 2 || ys.rank != 2 {
-        return Err(bad("QFullyConnected operands must be 2-D"));
-    }
-    let (rows, depth, units) = (xs.dims[0], xs.dims[1], ws.dims[0]);
-    if ws.dims[1] != depth || ys.dims[0] != rows || ys.dims[1] != units {
+    if xs.rank != 2 || ys.rank != 2 || ys.dims[0] != xs.dims[0] {
         return Err(bad("QFullyConnected shapes disagree"));
     }
-    let rq: &[[i32; 2]] = bytemuck::try_cast_slice(rq.i32()?)
-        .map_err(|_| bad("QFullyConnected requantization must be [n, 2]"))?;
-    if rq.len() != 1 && rq.len() != units {
-        return Err(bad(
-            "QFullyConnected requantization must be [1 or units, 2]",
-        ));
-    }
-    let bias = match bias {
-        Some(b) if b.info.numel() == units => Some(b.i32()?),
-        Some(_) => {
-            return Err(bad(
-                "QFullyConnected bias must be int32 with one value per unit",
-            ));
-        }
-        None => None,
-    };
-    let (xd, wd) = (x.i8()?, w.i8()?);
-    let out = y.i8_mut()?;
-    if xd.len() < rows * depth || wd.len() < units * depth || out.len() < rows * units {
-        return Err(bad("QFullyConnected operand shorter than its shape"));
-    }
-    let p = QFullyConnected {
-        rows,
-        depth,
-        units,
-        x_zp,
-        y_zp,
-        act_min,
-        act_max,
-    };
-    let scratch = io.scratch_f32(fully_connected_i8_scratch_len(&p))?;
-    fully_connected_i8_fast(&p, xd, wd, bias, rq, out, scratch);
-    Ok(())
-}
-
-/// `QFullyConnected` on weights the compiler packed (see
-/// `kiln_format::Op::QFullyConnectedPacked`).
-pub(crate) fn q_fully_connected_packed(
-    [x_zp, y_zp, act_min, act_max]: [i32; 4],
-    io: &mut Io<'_>,
-) -> Result<(), EngineError> {
-    use kiln_kernels::quant::{
-        QFullyConnected, fully_connected_i8_packable, fully_connected_i8_packed,
-        fully_connected_i8_packed_scratch_len,
-    };
-    let x = io.input(0)?;
-    let w = io.input(1)?;
-    let fold = io.input(2)?;
-    let rq = io.input(3)?;
-    let mut y = io.output(0)?;
-    let (xs, ys) = (x.shape(), y.shape());
-    if xs.rank != 2 || ys.rank != 2 || ys.dims[0] != xs.dims[0] {
-        return Err(bad("QFullyConnectedPacked shapes disagree"));
-    }
-    let p = QFullyConnected {
+    let p = kq::QFullyConnected {
         rows: xs.dims[0],
         depth: xs.dims[1],
         units: ys.dims[1],
@@ -360,29 +314,42 @@ pub(crate) fn q_fully_connected_packed(
         act_min,
         act_max,
     };
-    let Some(len) = fully_connected_i8_packable(&p) else {
-        return Err(bad(
+    // Weight bytes the op reads.
+    let w_len = if packed {
+        kq::fully_connected_i8_packable(&p).ok_or(bad(
             "QFullyConnectedPacked needs an int8 input zero point and a non-empty layer",
-        ));
+        ))?
+    } else if ws.rank == 2 && ws.dims[0] == p.units && ws.dims[1] == p.depth {
+        p.units * p.depth
+    } else {
+        return Err(bad("QFullyConnected weights must be [units, depth]"));
     };
-    let rq: &[[i32; 2]] = bytemuck::try_cast_slice(rq.i32()?)
-        .map_err(|_| bad("QFullyConnectedPacked requantization must be [n, 2]"))?;
-    if rq.len() != 1 && rq.len() != p.units {
-        return Err(bad(
-            "QFullyConnectedPacked requantization must be [1 or units, 2]",
-        ));
-    }
-    let (fold, xd, wd) = (fold.i32()?, x.i8()?, w.i8()?);
+    let rq = requant_pairs(&rq, p.units)?;
+    let bias = match bias {
+        Some(b) if b.info.numel() == p.units => Some(b.i32()?),
+        Some(_) => {
+            return Err(bad(
+                "QFullyConnected bias must be int32 with one value per unit",
+            ));
+        }
+        None if packed => return Err(bad("QFullyConnectedPacked needs its folded bias")),
+        None => None,
+    };
+    let (xd, wd) = (x.i8()?, w.i8()?);
     let out = y.i8_mut()?;
-    if fold.len() != p.units
-        || wd.len() < len
-        || xd.len() < p.rows * p.depth
-        || out.len() < p.rows * p.units
-    {
-        return Err(bad("QFullyConnectedPacked operand shorter than its shape"));
+    if xd.len() < p.rows * p.depth || wd.len() < w_len || out.len() < p.rows * p.units {
+        return Err(bad("QFullyConnected operand shorter than its shape"));
     }
-    let scratch = io.scratch_f32(fully_connected_i8_packed_scratch_len(&p))?;
-    fully_connected_i8_packed(&p, xd, wd, fold, rq, out, scratch);
+    match bias {
+        Some(fold) if packed => {
+            let scratch = io.scratch_f32(kq::fully_connected_i8_packed_scratch_len(&p))?;
+            kq::fully_connected_i8_packed(&p, xd, wd, fold, rq, out, scratch);
+        }
+        _ => {
+            let scratch = io.scratch_f32(kq::fully_connected_i8_scratch_len(&p))?;
+            kq::fully_connected_i8_fast(&p, xd, wd, bias, rq, out, scratch);
+        }
+    }
     Ok(())
 }
 
@@ -450,78 +417,58 @@ pub(crate) fn q_softmax(y_scale: f32, y_zp: i32, io: &mut Io<'_>) -> Result<(), 
     Ok(())
 }
 
-/// TFLite int8 CONV_2D / DEPTHWISE_CONV_2D (see `kiln_format::Op::QConv`).
+/// TFLite int8 CONV_2D / DEPTHWISE_CONV_2D (see `kiln_format::Op::QConv`),
+/// or with weights the compiler `packed` (`Op::QConvPacked`: input 2 is
+/// then the required folded bias).
 pub(crate) fn q_conv(
     w: &Window,
     group: usize,
     q: kiln_kernels::quant::QOut,
+    packed: bool,
     io: &mut Io<'_>,
 ) -> Result<(), EngineError> {
+    use kiln_kernels::quant as kq;
     let x = io.input(0)?;
     let wt = io.input(1)?;
     let bias = io.opt_input(2);
     let rq = io.input(3)?;
     let mut y = io.output(0)?;
-    let p = super::conv::conv_params(w, group, &x.shape(), &wt.shape(), &y.shape())?;
-    let rq: &[[i32; 2]] = bytemuck::try_cast_slice(rq.i32()?)
-        .map_err(|_| bad("QConv requantization must be [n, 2]"))?;
-    if rq.len() != 1 && rq.len() != p.m {
-        return Err(bad("QConv requantization must be [1 or M, 2]"));
-    }
+    let (sx, sw, sy) = (x.shape(), wt.shape(), y.shape());
+    let p = if packed {
+        super::conv::packed_conv_params(w, group, &sx, &sw, &sy)?
+    } else {
+        super::conv::conv_params(w, group, &sx, &sw, &sy)?
+    };
+    // Weight bytes the op reads.
+    let w_len = if packed {
+        kq::conv2d_i8_packable(&p, q.x_zp).ok_or(bad(
+            "QConvPacked must not be depthwise and needs an int8 input zero point",
+        ))?
+    } else {
+        p.m * (p.c / p.group.max(1)) * p.kh * p.kw
+    };
+    let rq = requant_pairs(&rq, p.m)?;
     let bias = match bias {
         Some(b) if b.info.numel() == p.m => Some(b.i32()?),
         Some(_) => return Err(bad("QConv bias must be int32 with M elements")),
+        None if packed => return Err(bad("QConvPacked needs its folded bias")),
         None => None,
     };
     let (xd, wd) = (x.i8()?, wt.i8()?);
     let out = y.i8_mut()?;
-    let cg = p.c / p.group.max(1);
-    if xd.len() < p.n * p.c * p.h * p.w
-        || wd.len() < p.m * cg * p.kh * p.kw
-        || out.len() < p.n * p.m * p.oh * p.ow
-    {
+    if xd.len() < p.n * p.c * p.h * p.w || wd.len() < w_len || out.len() < p.n * p.m * p.oh * p.ow {
         return Err(bad("QConv operand shorter than its shape"));
     }
-    let scratch = io.scratch_f32(kiln_kernels::quant::conv2d_i8_scratch_len(&p))?;
-    kiln_kernels::quant::conv2d_i8_fast(&p, &q, xd, wd, bias, rq, out, scratch);
-    Ok(())
-}
-
-/// `QConv` on weights the compiler packed (see `kiln_format::Op::QConvPacked`).
-pub(crate) fn q_conv_packed(
-    w: &Window,
-    group: usize,
-    q: kiln_kernels::quant::QOut,
-    io: &mut Io<'_>,
-) -> Result<(), EngineError> {
-    let x = io.input(0)?;
-    let wt = io.input(1)?;
-    let fold = io.input(2)?;
-    let rq = io.input(3)?;
-    let mut y = io.output(0)?;
-    let p = super::conv::packed_conv_params(w, group, &x.shape(), &wt.shape(), &y.shape())?;
-    let Some(len) = kiln_kernels::quant::conv2d_i8_packable(&p, q.x_zp) else {
-        return Err(bad(
-            "QConvPacked must not be depthwise and needs an int8 input zero point",
-        ));
-    };
-    let rq: &[[i32; 2]] = bytemuck::try_cast_slice(rq.i32()?)
-        .map_err(|_| bad("QConvPacked requantization must be [n, 2]"))?;
-    if rq.len() != 1 && rq.len() != p.m {
-        return Err(bad("QConvPacked requantization must be [1 or M, 2]"));
+    match bias {
+        Some(fold) if packed => {
+            let scratch = io.scratch_f32(kq::conv2d_i8_packed_scratch_len(&p))?;
+            kq::conv2d_i8_packed(&p, &q, xd, wd, fold, rq, out, scratch);
+        }
+        _ => {
+            let scratch = io.scratch_f32(kq::conv2d_i8_scratch_len(&p))?;
+            kq::conv2d_i8_fast(&p, &q, xd, wd, bias, rq, out, scratch);
+        }
     }
-    let fold = fold.i32()?;
-    let (xd, wd) = (x.i8()?, wt.i8()?);
-    let out = y.i8_mut()?;
-    if fold.len() != p.m
-        || xd.len() < p.n * p.c * p.h * p.w
-        || wd.len() < len
-        || out.len() < p.n * p.m * p.oh * p.ow
-    {
-        return Err(bad("QConvPacked operand shorter than its shape"));
-    }
-    let scratch = io.scratch_f32(kiln_kernels::quant::conv2d_i8_packed_scratch_len(&p))?;
-    kiln_kernels::quant::conv2d_i8_packed(&p, &q, xd, wd, fold, rq, out, scratch);
     Ok(())
 }
 
