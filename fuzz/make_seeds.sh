@@ -36,6 +36,10 @@ compile burn_pico_sine "$C/onnx-real/burn_pico_sine.onnx"
 compile tflm_hello_world_int8 "$C/tflite-micro/hello_world_int8.tflite"
 compile tflm_micro_speech_int8 "$C/tflite-micro/micro_speech_quantized.tflite"
 compile mnist8_cntk "$C/onnx-real/mnist-8_cntk.onnx"
+# LSTMs: int8x8_16 (QLstm, then QFullyConnected and QSoftmax) and float
+# with TFLite's cell clip (LstmCellClip).
+compile tflm_mnist_lstm_int8 "$C/tflite-micro/trained_lstm_int8.tflite"
+compile tflm_mnist_lstm_f32 "$C/tflite-micro/trained_lstm.tflite"
 # Int8 TFLite with packed weights (QConvPacked, QFullyConnectedPacked),
 # depthwise QConv and global QAvgPool.
 compile mlperf_kws_int8 "$C/mlperf-tiny/kws_ref_model.tflite"

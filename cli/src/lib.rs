@@ -385,6 +385,7 @@ pub const CORPUS_TFLITE_GOLDEN: &[(&str, &str)] = &[
         "tflite-micro/hello_world_float.tflite",
     ),
     ("mlperf_ad_autoencoder_f32", "mlperf-tiny/ad01_fp32.tflite"),
+    ("tflm_mnist_lstm_f32", "tflite-micro/trained_lstm.tflite"),
     (
         "mlperf_ic_resnet8_f32",
         "mlperf-tiny/pretrainedResnet.tflite",
@@ -407,6 +408,15 @@ pub const CORPUS_TFLITE_GOLDEN: &[(&str, &str)] = &[
     (
         "mlperf_sww_streaming_wakeword_int8",
         "mlperf-tiny/str_ww_ref_model.tflite",
+    ),
+    // Int8x8_16 LSTMs (int16 gates and cell state).
+    (
+        "tflm_mnist_lstm_int8",
+        "tflite-micro/trained_lstm_int8.tflite",
+    ),
+    (
+        "tflm_dtln_noise_suppression_int8",
+        "tflite-micro/dtln_noise_suppression.tflite",
     ),
 ];
 

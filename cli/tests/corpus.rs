@@ -195,3 +195,102 @@ fn int8_layers_are_packed_at_compile_time() {
     assert_eq!(count(ops, "QFullyConnectedPacked"), 9, "{ops:?}");
     assert_eq!(count(ops, "QFullyConnected"), 1, "{ops:?}");
 }
+
+/// The int8 LSTMs against LiteRT itself on inputs beyond the single golden
+/// one: 32 faint strokes for the MNIST LSTM (28 recurrent steps; faint so
+/// that its softmax does not saturate) and 32 random spectra for DTLN, each
+/// run by `scripts/litert_check.py` (builtin kernels, fresh state per
+/// sample). Outputs must be byte-identical. Skipped, with a note, when the
+/// peer venv is not set up (`KILN_PYTHON`; `scripts/test.sh` sets it).
+#[test]
+fn int8_lstms_match_litert_on_more_inputs() {
+    let Some(python) = std::env::var_os("KILN_PYTHON") else {
+        eprintln!("skipped: KILN_PYTHON is not set (run scripts/test.sh for the peer venv)");
+        return;
+    };
+    let root = corpus();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/litert_check.py");
+    let tmp = std::env::temp_dir().join(format!("kiln-lstm-xcheck-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    // xorshift: deterministic inputs without a dependency.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let cases = [
+        (
+            "tflite-micro/trained_lstm_int8.tflite",
+            vec![1, 28, 28],
+            16u64,
+        ),
+        (
+            "tflite-micro/dtln_noise_suppression.tflite",
+            vec![1, 1, 257],
+            256,
+        ),
+    ];
+    for (rel, shape, amp) in cases {
+        let n = 32;
+        let per: usize = shape.iter().product();
+        let xs: Vec<u8> = (0..n * per)
+            .map(|_| (-128 + (next() % amp) as i64) as i8 as u8)
+            .collect();
+        let stacked = TensorValue {
+            dtype: kiln_format::DType::I8,
+            shape: [vec![n], shape.clone()].concat(),
+            data: xs.clone(),
+        };
+        let (inp, out) = (tmp.join("in.npy"), tmp.join("out.npy"));
+        std::fs::write(&inp, kiln_cli::npy_bytes(&stacked)).unwrap();
+        let st = std::process::Command::new(&python)
+            .arg(&script)
+            .arg(root.join(rel))
+            .args([&inp, &out])
+            .status()
+            .expect("run the peer script");
+        assert!(st.success(), "{rel}: litert_check.py failed");
+        let want = kiln_cli::read_npy(&out).unwrap();
+        let compiled = compile_model(
+            &std::fs::read(root.join(rel)).unwrap(),
+            rel,
+            &Options::default(),
+        )
+        .unwrap();
+        let model = Model::load(&compiled.bytes).unwrap();
+        let mut got = vec![];
+        for k in 0..n {
+            let x = TensorValue {
+                dtype: kiln_format::DType::I8,
+                shape: shape.clone(),
+                data: xs[k * per..(k + 1) * per].to_vec(),
+            };
+            got.extend(model.session().run(&[&x]).unwrap().remove(0).data);
+        }
+        let diff = got.iter().zip(&want.data).filter(|(a, b)| a != b).count();
+        let mid = want
+            .data
+            .iter()
+            .filter(|&&b| b != 0x80 && b != 0x7f)
+            .count();
+        assert_eq!(got.len(), want.data.len(), "{rel}: output sizes differ");
+        assert_eq!(
+            diff,
+            0,
+            "{rel}: {diff} of {} output bytes differ from LiteRT",
+            got.len()
+        );
+        // The comparison must see more than saturated values.
+        assert!(
+            mid * 2 > want.data.len(),
+            "{rel}: only {mid} unsaturated outputs"
+        );
+        println!(
+            "{rel}: {} outputs identical to LiteRT ({mid} unsaturated)",
+            got.len()
+        );
+    }
+    std::fs::remove_dir_all(&tmp).ok();
+}

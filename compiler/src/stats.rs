@@ -61,9 +61,9 @@ pub fn graph_stats(g: &Graph) -> GraphStats {
                 let a = shape(0);
                 numel(&out) * *a.last().unwrap_or(&1) as u64
             }
-            Op::Lstm { hidden, .. } | Op::Gru { hidden, .. } => {
+            Op::Lstm { hidden, .. } | Op::Gru { hidden, .. } | Op::LstmCellClip { hidden, .. } => {
                 let x = shape(0);
-                let gates = if matches!(n.op, Op::Lstm { .. }) {
+                let gates = if matches!(n.op, Op::Lstm { .. } | Op::LstmCellClip { .. }) {
                     4
                 } else {
                     3
@@ -71,6 +71,15 @@ pub fn graph_stats(g: &Graph) -> GraphStats {
                 let dirs = shape(1).first().copied().unwrap_or(1) as u64;
                 let h = *hidden as u64;
                 numel(&x[..2]) * dirs * gates * h * (x[2] as u64 + h)
+            }
+            Op::QLstm { .. } => {
+                // Four gates, each an input and a recurrent matrix product.
+                let (x, w) = (shape(0), shape(1));
+                let cell = w.get(1).copied().unwrap_or(0) as u64;
+                numel(x.get(..2).unwrap_or(&[]))
+                    * 4
+                    * cell
+                    * (*x.last().unwrap_or(&0) as u64 + cell)
             }
             _ => 0,
         };

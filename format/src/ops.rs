@@ -455,6 +455,38 @@ pub enum Op {
         act_min: i32,
         act_max: i32,
     },
+    /// TFLite int8x8_16 `UNIDIRECTIONAL_SEQUENCE_LSTM` (no peephole,
+    /// projection or layer norm; the state starts at real zero on every run:
+    /// the cell at 0, the hidden state at `state_zp`):
+    /// x i8 `[batch, steps, input]` (`[steps, batch, input]` if
+    /// `time_major`), w i8 `[4, cell, input]` and r i8 `[4, cell, cell]` in
+    /// gate order input, forget, cell, output, bias i32 `[8, cell]` (input-
+    /// then recurrent-side effective biases, zero points folded in),
+    /// requantization i32 `[9, 2]` (input-side gates, recurrent-side gates,
+    /// hidden); output i8 laid out as x with `cell` features (see
+    /// `kiln_kernels::qlstm`).
+    QLstm {
+        time_major: bool,
+        cifg: bool,
+        cell_log2: i8,
+        cell_clip: i16,
+        hidden_zp: i32,
+        state_zp: i32,
+    },
+    /// TFLite float `UNIDIRECTIONAL_SEQUENCE_LSTM` with a `cell_clip`: a
+    /// forward, sequence-major `Lstm` (inputs X, W, R, B in ONNX gate
+    /// order; output Y) whose cell state is clipped to `±cell_clip` after
+    /// every update (ONNX's `clip` bounds the gate inputs instead).
+    LstmCellClip {
+        hidden: u32,
+        acts: [RnnAct; 3],
+        cell_clip: f32,
+    },
+    /// An int8 elementwise function as a table: x i8, table i8 `[256]`
+    /// indexed by the input's byte (`x as u8`); output i8 of x's shape.
+    /// The compiler fills the table as LiteRT's `LUTPopulate` does (int8
+    /// `LOGISTIC`).
+    QLookup,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -528,6 +560,9 @@ impl Op {
             Op::DynFullyConnected { .. } => "DynFullyConnected",
             Op::QConvPacked { .. } => "QConvPacked",
             Op::QFullyConnectedPacked { .. } => "QFullyConnectedPacked",
+            Op::QLstm { .. } => "QLstm",
+            Op::LstmCellClip { .. } => "LstmCellClip",
+            Op::QLookup => "QLookup",
         }
     }
 }

@@ -122,6 +122,159 @@ pub fn rounding_divide_by_pot(x: i32, exponent: i32) -> i32 {
     (x >> e) + i32::from(remainder > threshold)
 }
 
+/// gemmlowp's 16-bit fixed point (`FixedPoint<int16_t, IntegerBits>`), as
+/// TFLite's int8x8_16 LSTM uses it for its gate activations: values are
+/// raw `i16`s with `int_bits` integer bits (Q`int_bits`.`15 - int_bits`),
+/// results are Q0.15. Additions wrap and multiplications saturate exactly
+/// as gemmlowp's scalar code does, so the bytes match LiteRT's.
+pub mod q16 {
+    use super::rounding_divide_by_pot;
+
+    /// `SaturatingRoundingDoublingHighMul` on int16 (the Q0.15 product).
+    #[inline]
+    fn mul(a: i16, b: i16) -> i16 {
+        if a == i16::MIN && b == i16::MIN {
+            return i16::MAX;
+        }
+        let ab = i32::from(a) * i32::from(b);
+        let nudge = if ab >= 0 { 1 << 14 } else { 1 - (1 << 14) };
+        ((ab + nudge) / (1 << 15)) as i16
+    }
+
+    #[inline]
+    fn rdpot(x: i16, e: i32) -> i16 {
+        rounding_divide_by_pot(i32::from(x), e) as i16
+    }
+
+    /// `SaturatingRoundingMultiplyByPOT<e>` for `e > 0`: a left shift
+    /// that saturates.
+    #[inline]
+    fn shl_sat(x: i16, e: u32) -> i16 {
+        let threshold = (1i32 << (15 - e)) - 1;
+        let x32 = i32::from(x);
+        if x32 > threshold {
+            i16::MAX
+        } else if x32 < -threshold {
+            i16::MIN
+        } else {
+            (x32 << e) as i16
+        }
+    }
+
+    /// A 32-bit gemmlowp constant rounded to 16 bits
+    /// (`RescaleConstantInitializer`).
+    #[inline]
+    fn constant(raw32: i32) -> i16 {
+        rounding_divide_by_pot(raw32, 16) as i16
+    }
+
+    #[inline]
+    fn saturating_add(a: i16, b: i16) -> i16 {
+        (i32::from(a) + i32::from(b)).clamp(-32768, 32767) as i16
+    }
+
+    #[inline]
+    fn rounding_half_sum(a: i16, b: i16) -> i16 {
+        let sum = i32::from(a) + i32::from(b);
+        let sign = if sum >= 0 { 1 } else { -1 };
+        ((sum + sign) / 2) as i16
+    }
+
+    /// exp(a) for a Q0.15 `a` in [-1/4, 0): Taylor expansion around -1/8.
+    fn exp_quarter(a: i16) -> i16 {
+        let c = constant(1_895_147_668); // exp(-1/8)
+        let third = constant(715_827_883); // 1/3
+        let x = a.wrapping_add(1 << 12); // a + 1/8
+        let x2 = mul(x, x);
+        let x3 = mul(x2, x);
+        let x4 = mul(x2, x2);
+        let x4_over_4 = rdpot(x4, 2);
+        let poly = rdpot(mul(x4_over_4.wrapping_add(x3), third).wrapping_add(x2), 1);
+        saturating_add(c, mul(c, x.wrapping_add(poly)))
+    }
+
+    /// exp(a) for `a <= 0` with `int_bits` integer bits (at most 13),
+    /// Q0.15 result: exp of `a mod 1/4`, then one multiplier per set bit
+    /// of the rest (a barrel shifter of exp(-2^k)).
+    fn exp_negative(a: i16, int_bits: u32) -> i16 {
+        let frac = 15 - int_bits as i32;
+        let quarter: i16 = 1 << (frac - 2);
+        let a_mod = (a & (quarter - 1)).wrapping_sub(quarter);
+        let mut result = exp_quarter(if int_bits == 0 {
+            a_mod
+        } else {
+            shl_sat(a_mod, int_bits)
+        });
+        let rest = a_mod.wrapping_sub(a);
+        const BARREL: [(i32, i32); 7] = [
+            (-2, 1_672_461_947),
+            (-1, 1_302_514_674),
+            (0, 790_015_084),
+            (1, 290_630_308),
+            (2, 39_332_535),
+            (3, 720_401),
+            (4, 242),
+        ];
+        for (e, m) in BARREL {
+            if int_bits as i32 > e && (i32::from(rest) & (1 << (frac + e))) != 0 {
+                result = mul(result, constant(m));
+            }
+        }
+        if int_bits > 5 {
+            let clamp = constant(-(1 << (36 - int_bits)));
+            if a < clamp {
+                result = 0;
+            }
+        }
+        if a == 0 { i16::MAX } else { result }
+    }
+
+    /// Newton-Raphson 1/(1 + a) (`minus = false`) or (1 - a)/(1 + a)
+    /// (`minus = true`) for a Q0.15 `a` in (0, 1).
+    fn newton(a: i16, minus: bool) -> i16 {
+        let half_denominator = rounding_half_sum(a, i16::MAX);
+        let c48_17 = constant(1_515_870_810); // Q2.13
+        let c_neg32_17 = constant(-1_010_580_540);
+        let one = 1i16 << 13; // 1.0 in Q2.13
+        let mut x = c48_17.wrapping_add(mul(half_denominator, c_neg32_17));
+        for _ in 0..3 {
+            let one_minus = one.wrapping_sub(mul(half_denominator, x));
+            x = x.wrapping_add(shl_sat(mul(x, one_minus), 2));
+        }
+        if minus {
+            shl_sat(x.wrapping_sub(one), 2)
+        } else {
+            shl_sat(x, 1)
+        }
+    }
+
+    /// gemmlowp `logistic` of a raw value with `int_bits` integer bits
+    /// (at most 13); Q0.15 result.
+    pub fn logistic(a: i16, int_bits: u32) -> i16 {
+        if a == 0 {
+            return constant(1 << 30);
+        }
+        let abs = if a > 0 { a } else { a.wrapping_neg() };
+        let positive = newton(exp_negative(abs.wrapping_neg(), int_bits), false);
+        if a > 0 {
+            positive
+        } else {
+            i16::MAX.wrapping_sub(positive)
+        }
+    }
+
+    /// gemmlowp `tanh` of a raw value with `int_bits` integer bits (at
+    /// most 12); Q0.15 result.
+    pub fn tanh(a: i16, int_bits: u32) -> i16 {
+        if a == 0 {
+            return 0;
+        }
+        let n = if a < 0 { a } else { a.wrapping_neg() };
+        let t = newton(exp_negative(n, int_bits + 1), true);
+        if a < 0 { t.wrapping_neg() } else { t }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +327,38 @@ mod tests {
             saturating_rounding_doubling_high_mul(i32::MIN, i32::MIN),
             i32::MAX
         );
+    }
+
+    #[test]
+    fn q16_activations_follow_the_real_functions() {
+        for bits in 0..=6u32 {
+            let scale = f64::from(1u32 << (15 - bits));
+            for raw in i16::MIN..=i16::MAX {
+                let x = f64::from(raw) / scale;
+                let s = f64::from(q16::logistic(raw, bits)) / 32768.0;
+                let t = f64::from(q16::tanh(raw, bits)) / 32768.0;
+                let (ws, wt) = (1.0 / (1.0 + (-x).exp()), x.tanh());
+                assert!(
+                    (s - ws).abs() < 1e-3,
+                    "logistic bits={bits} raw={raw}: {s} vs {ws}"
+                );
+                assert!(
+                    (t - wt).abs() < 1e-3,
+                    "tanh bits={bits} raw={raw}: {t} vs {wt}"
+                );
+            }
+        }
+        assert_eq!(q16::logistic(0, 3), 16384);
+        assert_eq!(q16::tanh(0, 3), 0);
+        // Symmetry as gemmlowp computes it: logistic(-x) = 1 - logistic(x)
+        // in raw Q0.15 (32767 standing for 1), tanh odd.
+        for raw in [1i16, 77, 4096, 20000, 32767] {
+            assert_eq!(
+                i32::from(q16::logistic(-raw, 3)),
+                32767 - i32::from(q16::logistic(raw, 3))
+            );
+            assert_eq!(q16::tanh(-raw, 4), -q16::tanh(raw, 4));
+        }
     }
 
     proptest! {

@@ -28,6 +28,7 @@ pub mod norm;
 pub mod pool;
 mod qconv;
 mod qfc;
+pub mod qlstm;
 pub mod quant;
 pub mod rnn;
 #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]

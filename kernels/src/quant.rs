@@ -806,6 +806,17 @@ fn pool_i8<A: Copy>(
     }
 }
 
+/// `y[k] = table[x[k] as u8]`: an int8 elementwise function precomputed
+/// for all 256 inputs.
+///
+/// # Panics
+/// If `y` is shorter than `x`.
+pub fn lookup_i8(x: &[i8], table: &[i8; 256], y: &mut [i8]) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = table[usize::from(v as u8)];
+    }
+}
+
 /// Int8 softmax over rows of `row` values, as LiteRT computes it on x86:
 /// `table[d] = e^(-input_scale·beta·d)` for the distance `d = max - x`
 /// (computed once by the compiler, in f32, and stored: every runtime

@@ -154,6 +154,9 @@ pub struct Rnn {
     pub reverse: bool,
     /// Clip threshold applied to every gate's pre-activation (ONNX `clip`).
     pub clip: Option<f32>,
+    /// Bound on the LSTM cell state after every update (TFLite's
+    /// `cell_clip`, which ONNX lacks).
+    pub cell_clip: Option<f32>,
 }
 
 /// f32 scratch elements lstm()/gru() need.
@@ -247,6 +250,7 @@ pub fn lstm(
     let eng = Engine::detect();
     let plain = acts == [Act::Sigmoid, Act::Tanh, Act::Tanh]
         && p.clip.is_none()
+        && p.cell_clip.is_none()
         && !input_forget
         && peep.is_none();
 
@@ -333,7 +337,7 @@ pub fn lstm(
                 }
                 act_rows(ga, p.clip, gc);
                 for j in 0..h {
-                    cr[j] = gf[j] * cr[j] + gi[j] * gc[j];
+                    cr[j] = clip(gf[j] * cr[j] + gi[j] * gc[j], p.cell_clip);
                 }
                 if let Some(pd) = pd {
                     for j in 0..h {
@@ -659,6 +663,7 @@ mod tests {
             directions,
             reverse,
             clip,
+            cell_clip: None,
         }
     }
 
@@ -675,6 +680,7 @@ mod tests {
             directions: 1,
             reverse: false,
             clip: None,
+            cell_clip: None,
         };
         let mut scratch = vec![f32::NAN; lstm_scratch_len(&p)];
         let (mut y, mut yh, mut yc) = ([0.0], [0.0], [0.0]);
@@ -701,6 +707,42 @@ mod tests {
         close(&yc, &[0.287_649_14]);
     }
 
+    /// TFLite's `cell_clip` bounds the cell state itself: the same step
+    /// with the cell clipped to 0.1 gives C = 0.1, H = o · tanh(0.1).
+    #[test]
+    fn lstm_cell_clip_bounds_the_cell_state() {
+        let p = Rnn {
+            cell_clip: Some(0.1),
+            ..rnn(1, 1, 1, false, None)
+        };
+        let p = Rnn {
+            input: 1,
+            hidden: 1,
+            ..p
+        };
+        let mut scratch = vec![f32::NAN; lstm_scratch_len(&p)];
+        let (mut yh, mut yc) = ([0.0], [0.0]);
+        lstm(
+            &p,
+            LSTM_ACTS,
+            false,
+            &[1.0],
+            &[0.5; 4],
+            &[0.0; 4],
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            Some(&mut yh),
+            Some(&mut yc),
+            &mut scratch,
+        );
+        close(&yc, &[0.1]);
+        close(&yh, &[0.622_459_3 * 0.099_667_99]);
+    }
+
     #[test]
     fn gru_single_step_by_hand() {
         // H = 1, x = 1, W = [z 0.5, r 0.5, h 1], h0 = 0.5, R = [0, 0, 2], no bias.
@@ -718,6 +760,7 @@ mod tests {
             directions: 1,
             reverse: false,
             clip: None,
+            cell_clip: None,
         };
         let mut scratch = vec![f32::NAN; gru_scratch_len(&p)];
         let (w, r) = ([0.5, 0.5, 1.0], [0.0, 0.0, 2.0]);
@@ -783,6 +826,7 @@ mod tests {
             directions: 1,
             reverse: false,
             clip: None,
+            cell_clip: None,
         };
         let hs = Act::HardSigmoid {
             alpha: 0.2,
@@ -843,6 +887,7 @@ mod tests {
                 directions: 2,
                 reverse: false,
                 clip: None,
+                cell_clip: None,
             };
             let h = hidden;
             let (x, w, r, b) = (

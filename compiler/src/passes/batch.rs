@@ -31,7 +31,8 @@ pub fn per_sample_batch_ok(g: &Graph) -> bool {
                 *axis != 0 || rank0 <= 1
             }
             // Recurrent ops are sequence-major: dim 0 is time.
-            Op::Lstm { .. } | Op::Gru { .. } => false,
+            Op::Lstm { .. } | Op::Gru { .. } | Op::LstmCellClip { .. } => false,
+            Op::QLstm { time_major, .. } => !time_major,
             Op::Gemm { trans_a, .. } => !trans_a,
             _ => true,
         }

@@ -70,6 +70,7 @@ mod code {
     pub const MEAN: i32 = 40;
     pub const SUB: i32 = 41;
     pub const SQUEEZE: i32 = 43;
+    pub const UNIDIRECTIONAL_SEQUENCE_LSTM: i32 = 44;
     pub const EXPAND_DIMS: i32 = 70;
 }
 
@@ -370,6 +371,9 @@ struct OpDesc<'a> {
     code: i32,
     inputs: Vec<i32>,
     outputs: Vec<i32>,
+    /// Tensors that only carry quantization (the int8 LSTM's gate and
+    /// hidden scales).
+    intermediates: Vec<i32>,
     options: Option<Table<'a>>,
 }
 
@@ -487,6 +491,7 @@ pub fn import(bytes: &[u8], opts: &ImportOptions) -> Result<Imported> {
             code,
             inputs: o.i32s(1).map_err(parse_err)?,
             outputs: o.i32s(2).map_err(parse_err)?,
+            intermediates: o.i32s(8).map_err(parse_err)?,
             options: o.table(4).map_err(parse_err)?,
         });
     }
@@ -767,6 +772,480 @@ fn q_conv_params(
     ))
 }
 
+/// LiteRT's int8 table of an elementwise function (`LUTPopulate`): each
+/// input dequantized, transformed and requantized in f32, rounding half
+/// away from zero.
+fn lut_i8(in_scale: f32, in_zp: i32, out_scale: f32, out_zp: i32, f: fn(f32) -> f32) -> [i8; 256] {
+    let inverse = 1.0 / out_scale;
+    let mut table = [0i8; 256];
+    for v in -128i32..=127 {
+        let y = f(in_scale * (v - in_zp) as f32);
+        let q = ((y * inverse).round() + out_zp as f32) as i32;
+        table[usize::from(v as i8 as u8)] = q.clamp(-128, 127) as i8;
+    }
+    table
+}
+
+/// Input slots of `UNIDIRECTIONAL_SEQUENCE_LSTM` (TFLite `lstm::full`).
+mod lstm_in {
+    pub const INPUT: usize = 0;
+    /// input-to-{input, forget, cell, output} weights.
+    pub const W: [usize; 4] = [1, 2, 3, 4];
+    /// recurrent-to-{input, forget, cell, output} weights.
+    pub const R: [usize; 4] = [5, 6, 7, 8];
+    pub const PEEPHOLE: [usize; 3] = [9, 10, 11];
+    /// {input, forget, cell, output} gate biases.
+    pub const BIAS: [usize; 4] = [12, 13, 14, 15];
+    pub const PROJECTION: [usize; 2] = [16, 17];
+    pub const OUTPUT_STATE: usize = 18;
+    pub const CELL_STATE: usize = 19;
+    pub const LAYER_NORM: [usize; 4] = [20, 21, 22, 23];
+}
+
+/// `UNIDIRECTIONAL_SEQUENCE_LSTM`: float32 becomes the ONNX-style `Lstm`
+/// (gates reordered), int8x8_16 becomes `QLstm` with LiteRT's effective
+/// scales and zero-point-folded biases computed here as its `Prepare`
+/// does. Peephole, projection and layer-norm variants are refused, and so
+/// is a non-zero initial state (Kiln runs the sequence from zero state on
+/// every call, as LiteRT's first invoke does).
+fn sequence_lstm(cx: &mut Cx, op: &OpDesc<'_>, o: i32) -> Result<()> {
+    let slot = |k: usize| op.inputs.get(k).copied().filter(|&i| i >= 0);
+    let unsupported = lstm_in::PEEPHOLE
+        .iter()
+        .chain(&lstm_in::PROJECTION)
+        .chain(&lstm_in::LAYER_NORM)
+        .any(|&k| slot(k).is_some());
+    if unsupported {
+        return Err(cx.err(
+            "peephole, projection and layer-norm LSTMs are not supported yet (plain and CIFG LSTMs are)",
+        ));
+    }
+    let need = |cx: &Cx, k: usize| slot(k).ok_or_else(|| cx.err(format!("missing input {k}")));
+    let cifg = slot(lstm_in::W[0]).is_none();
+    if cifg != slot(lstm_in::R[0]).is_none() || cifg != slot(lstm_in::BIAS[0]).is_none() {
+        return Err(
+            cx.err("the input gate's weights and bias must all be present or all absent (CIFG)")
+        );
+    }
+    let opts = op.options;
+    let act = opt_i8(opts, 0)?;
+    let (cell_clip, proj_clip) = match opts {
+        Some(t) => (
+            t.f32(1, 0.0).map_err(parse_err)?,
+            t.f32(2, 0.0).map_err(parse_err)?,
+        ),
+        None => (0.0, 0.0),
+    };
+    let time_major = match opts {
+        Some(t) => t.bool(3).map_err(parse_err)?,
+        None => false,
+    };
+    if !(cell_clip >= 0.0 && proj_clip >= 0.0) {
+        return Err(cx.err("cell_clip and proj_clip must be non-negative"));
+    }
+    let xi = need(cx, lstm_in::INPUT)?;
+    let xt = cx.tensor(xi)?.clone();
+    let &[d0, d1, n_input] = xt.shape.as_slice() else {
+        return Err(cx.err(format!("the input must be 3-D, not {:?}", xt.shape)));
+    };
+    let (steps, batch) = if time_major { (d0, d1) } else { (d1, d0) };
+    let w_out = cx.tensor(need(cx, lstm_in::W[3])?)?.clone();
+    let n_cell = *w_out.shape.first().unwrap_or(&0);
+    if n_cell == 0 || n_input == 0 {
+        return Err(cx.err("the LSTM has no cells or no input features"));
+    }
+    // Constant operands in gate order (input, forget, cell, output); the
+    // input gate's are None under CIFG.
+    let consts =
+        |slots: [usize; 4], shape: &[usize], what: &str| -> Result<Vec<Option<TfTensor>>> {
+            slots
+                .iter()
+                .map(|&k| match slot(k) {
+                    None => Ok(None),
+                    Some(i) => {
+                        let t = cx.tensor(i)?.clone();
+                        let n: usize = shape.iter().product();
+                        let ok = t.shape.iter().product::<usize>() == n
+                            && t.data.as_ref().is_some_and(|d| {
+                                dtype_of(t.ty).is_some_and(|dt| d.len() == n * dt.size())
+                            });
+                        if !ok {
+                            return Err(cx.err(format!(
+                                "{what} '{}' must be a constant of shape {shape:?}",
+                                t.name
+                            )));
+                        }
+                        Ok(Some(t))
+                    }
+                })
+                .collect()
+        };
+    let w = consts(lstm_in::W, &[n_cell, n_input], "input weights")?;
+    let r = consts(lstm_in::R, &[n_cell, n_cell], "recurrent weights")?;
+    let b = consts(lstm_in::BIAS, &[n_cell], "gate bias")?;
+    for k in [lstm_in::OUTPUT_STATE, lstm_in::CELL_STATE] {
+        let t = cx.tensor(need(cx, k)?)?.clone();
+        if t.shape.iter().product::<usize>() != batch * n_cell {
+            return Err(cx.err(format!(
+                "state '{}' must hold batch × cells = {} values",
+                t.name,
+                batch * n_cell
+            )));
+        }
+        // LiteRT resets variable tensors to zero, int8 ones to their zero
+        // point (real zero); a buffer holding anything else is refused.
+        let zero = match (dtype_of(t.ty), t.zero_point.as_slice()) {
+            (Some(DType::I8), [z]) => *z as i8 as u8,
+            _ => 0,
+        };
+        if t.data
+            .as_ref()
+            .is_some_and(|d| d.iter().any(|&v| v != zero))
+        {
+            return Err(cx.err(format!(
+                "a non-zero initial state ('{}') is not supported: Kiln starts every run from zero state",
+                t.name
+            )));
+        }
+    }
+    let out_t = cx.tensor(o)?.clone();
+    if out_t.shape
+        != xt.shape[..2]
+            .iter()
+            .copied()
+            .chain([n_cell])
+            .collect::<Vec<_>>()
+    {
+        return Err(cx.err(format!(
+            "output shape {:?} does not match the input {:?} with {n_cell} cells",
+            out_t.shape, xt.shape
+        )));
+    }
+    let parts = LstmParts {
+        x: xi,
+        y: o,
+        batch,
+        steps,
+        n_input,
+        n_cell,
+        time_major,
+        act,
+        cifg,
+        cell_clip,
+        proj_clip,
+        w,
+        r,
+        b,
+    };
+    match dtype_of(xt.ty) {
+        Some(DType::F32) => float_lstm(cx, &parts),
+        Some(DType::I8) => int8_lstm(cx, op, &parts),
+        other => Err(cx.err(format!("{other:?} LSTM input is not supported"))),
+    }
+}
+
+/// The operands of one `UNIDIRECTIONAL_SEQUENCE_LSTM`, checked.
+struct LstmParts {
+    /// Input and output tensor indices.
+    x: i32,
+    y: i32,
+    batch: usize,
+    steps: usize,
+    n_input: usize,
+    n_cell: usize,
+    time_major: bool,
+    /// Fused activation (cell gate and output).
+    act: i8,
+    cifg: bool,
+    cell_clip: f32,
+    proj_clip: f32,
+    /// Input-side and recurrent weights and gate biases, in gate order
+    /// input, forget, cell, output (the input gate's absent under CIFG).
+    w: Vec<Option<TfTensor>>,
+    r: Vec<Option<TfTensor>>,
+    b: Vec<Option<TfTensor>>,
+}
+
+/// Float32 LSTM as `Op::Lstm` (ONNX gate order i, o, f, c; sequence-major).
+fn float_lstm(cx: &mut Cx, l: &LstmParts) -> Result<()> {
+    let LstmParts {
+        x: xi,
+        y: o,
+        batch,
+        steps,
+        n_input,
+        n_cell,
+        time_major,
+        act,
+        cifg,
+        cell_clip,
+        proj_clip,
+        ref w,
+        ref r,
+        ref b,
+    } = *l;
+    use kiln_format::{RnnAct, RnnDirection};
+    if cifg || proj_clip > 0.0 {
+        return Err(cx.err("float CIFG LSTMs and projection clipping are not supported yet"));
+    }
+    let g = match act {
+        0 => RnnAct::Affine {
+            alpha: 1.0,
+            beta: 0.0,
+        },
+        1 => RnnAct::Relu,
+        4 => RnnAct::Tanh,
+        other => return Err(cx.err(format!("LSTM activation {other} is not supported"))),
+    };
+    let f32s = |t: &Option<TfTensor>| -> Vec<u8> {
+        t.as_ref().and_then(|t| t.data.clone()).unwrap_or_default()
+    };
+    if [w, r, b].iter().any(|v| {
+        v.iter().any(|t| {
+            t.as_ref()
+                .is_some_and(|t| dtype_of(t.ty) != Some(DType::F32))
+        })
+    }) {
+        return Err(cx.err(
+            "a float LSTM's weights and biases must be float32 (hybrid LSTMs are not supported)",
+        ));
+    }
+    // TFLite order i, f, c, o → ONNX i, o, f, c.
+    const ONNX: [usize; 4] = [0, 3, 1, 2];
+    let cat =
+        |v: &[Option<TfTensor>]| -> Vec<u8> { ONNX.iter().flat_map(|&k| f32s(&v[k])).collect() };
+    let mut bias = cat(b);
+    bias.resize(8 * n_cell * 4, 0);
+    let name = cx.node.clone();
+    let wid = cx.g.add_const(
+        format!("{name}:W"),
+        DType::F32,
+        vec![1, 4 * n_cell, n_input],
+        cat(w),
+    );
+    let rid = cx.g.add_const(
+        format!("{name}:R"),
+        DType::F32,
+        vec![1, 4 * n_cell, n_cell],
+        cat(r),
+    );
+    let bid =
+        cx.g.add_const(format!("{name}:B"), DType::F32, vec![1, 8 * n_cell], bias);
+    let x = cx.get(xi, false)?;
+    let seq_major = |cx: &mut Cx, v: TensorId, feat: usize| -> Result<TensorId> {
+        if time_major {
+            Ok(v)
+        } else if batch == 1 {
+            cx.emit(Op::Reshape, vec![Some(v)], DType::F32, vec![steps, 1, feat])
+        } else {
+            let mut p = [0u8; kiln_format::OP_RANK];
+            p[..3].copy_from_slice(&[1, 0, 2]);
+            cx.emit(
+                Op::Transpose { perm: p },
+                vec![Some(v)],
+                DType::F32,
+                vec![steps, batch, feat],
+            )
+        }
+    };
+    let xs = seq_major(cx, x, n_input)?;
+    let lstm = if cell_clip > 0.0 {
+        Op::LstmCellClip {
+            hidden: n_cell as u32,
+            acts: [RnnAct::Sigmoid, g, g],
+            cell_clip,
+        }
+    } else {
+        Op::Lstm {
+            hidden: n_cell as u32,
+            direction: RnnDirection::Forward,
+            batch_first: false,
+            acts: [RnnAct::Sigmoid, g, g],
+            clip: None,
+            input_forget: false,
+        }
+    };
+    let y = cx.emit(
+        lstm,
+        vec![Some(xs), Some(wid), Some(rid), Some(bid)],
+        DType::F32,
+        vec![steps, 1, batch, n_cell],
+    )?;
+    let y3 = cx.emit(
+        Op::Reshape,
+        vec![Some(y)],
+        DType::F32,
+        vec![steps, batch, n_cell],
+    )?;
+    let y = if time_major || batch == 1 {
+        let shape = cx.tensor(o)?.shape.clone();
+        cx.emit(Op::Reshape, vec![Some(y3)], DType::F32, shape)?
+    } else {
+        let mut p = [0u8; kiln_format::OP_RANK];
+        p[..3].copy_from_slice(&[1, 0, 2]);
+        cx.emit(
+            Op::Transpose { perm: p },
+            vec![Some(y3)],
+            DType::F32,
+            vec![batch, steps, n_cell],
+        )?
+    };
+    cx.set(o, y, false)
+}
+
+/// Int8x8_16 LSTM as `Op::QLstm`, its constants computed as LiteRT's
+/// `PopulateQuantizedLstmParams8x8_16` and
+/// `PopulatePrecomputedZPTimesWeightsWithBias` compute them (float scale
+/// products, `QuantizeMultiplier`, `-zp · Σ row` folded into the biases).
+fn int8_lstm(cx: &mut Cx, op: &OpDesc<'_>, l: &LstmParts) -> Result<()> {
+    let LstmParts {
+        x: xi,
+        y: o,
+        n_input,
+        n_cell,
+        time_major,
+        cifg,
+        cell_clip,
+        ref w,
+        ref r,
+        ref b,
+        ..
+    } = *l;
+    use kiln_kernels::fixed::Multiplier;
+    let slot = |k: usize| op.inputs.get(k).copied().filter(|&i| i >= 0);
+    let xt = cx.tensor(xi)?.clone();
+    let (x_scale, x_zp) = per_tensor(cx, &xt)?;
+    let h_t = cx
+        .tensor(slot(lstm_in::OUTPUT_STATE).unwrap_or(-1))?
+        .clone();
+    let c_t = cx.tensor(slot(lstm_in::CELL_STATE).unwrap_or(-1))?.clone();
+    let (h_scale, h_zp) = per_tensor(cx, &h_t)?;
+    if dtype_of(c_t.ty) != Some(DType::I16) || c_t.scale.len() != 1 {
+        return Err(cx.err("an int8 LSTM's cell state must be int16 with one scale"));
+    }
+    let cell_scale = c_t.scale[0];
+    // TFLite's CheckedLog2, in float.
+    let log2 = cell_scale.ln() * (1.0 / 2f32.ln());
+    let cell_log2 = log2.round();
+    if !((log2 - cell_log2).abs() < 1e-3 && (-15.0..=-9.0).contains(&cell_log2)) {
+        return Err(cx.err(format!(
+            "the int16 cell state's scale {cell_scale} must be a power of two from 2^-15 to 2^-9"
+        )));
+    }
+    let hidden = match op.intermediates.as_slice() {
+        [_, _, _, _, h] => cx.tensor(*h)?.clone(),
+        other => {
+            return Err(cx.err(format!(
+                "an int8 LSTM needs 5 intermediate tensors (gate and hidden scales), has {}",
+                other.len()
+            )));
+        }
+    };
+    let (hidden_scale, hidden_zp) = per_tensor(cx, &hidden)?;
+    let weights_ok = w.iter().chain(r).flatten().all(|t| {
+        dtype_of(t.ty) == Some(DType::I8)
+            && t.scale.len() == 1
+            && t.zero_point.iter().all(|&z| z == 0)
+    });
+    let bias_ok = b
+        .iter()
+        .flatten()
+        .all(|t| dtype_of(t.ty) == Some(DType::I32));
+    if !weights_ok || !bias_ok {
+        return Err(cx.err("an int8 LSTM needs symmetric per-tensor int8 weights and int32 biases"));
+    }
+    let gate_scale = 2f32.powi(-12);
+    let mult = |cx: &Cx, real: f32| -> Result<[i32; 2]> {
+        let m = Multiplier::new(f64::from(real))
+            .ok_or_else(|| cx.err(format!("LSTM multiplier {real} is out of range")))?;
+        Ok([m.mantissa, m.shift])
+    };
+    let mut rq = vec![];
+    for (side, scale) in [(w, x_scale), (r, h_scale)] {
+        for t in side {
+            let real = t.as_ref().map_or(0.0, |t| t.scale[0] * scale / gate_scale);
+            rq.extend(mult(cx, real)?);
+        }
+    }
+    let hidden_real = (2f64.powi(-15) / f64::from(hidden_scale) * 2f64.powi(-15)) as f32;
+    rq.extend(mult(cx, hidden_real)?);
+    let i8s = |t: &Option<TfTensor>, n: usize| -> Vec<u8> {
+        t.as_ref()
+            .and_then(|t| t.data.clone())
+            .unwrap_or_else(|| vec![0; n])
+    };
+    let row_sums = |t: &Option<TfTensor>, cols: usize| -> Vec<i32> {
+        let d = i8s(t, n_cell * cols);
+        d.chunks(cols)
+            .map(|row| row.iter().map(|&v| i32::from(v as i8)).sum())
+            .collect()
+    };
+    let mut bias = Vec::with_capacity(8 * n_cell);
+    for k in 0..4 {
+        let given: Vec<i32> = b[k].as_ref().and_then(|t| t.data.as_ref()).map_or_else(
+            || vec![0; n_cell],
+            |d| {
+                d.chunks_exact(4)
+                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect()
+            },
+        );
+        let sums = row_sums(&w[k], n_input);
+        bias.extend(
+            given
+                .iter()
+                .zip(&sums)
+                .map(|(&g, &s)| g.wrapping_add(s.wrapping_mul(-x_zp))),
+        );
+    }
+    for t in r {
+        bias.extend(row_sums(t, n_cell).iter().map(|&s| s.wrapping_mul(-h_zp)));
+    }
+    let cell_clip_q = if cell_clip > 0.0 {
+        (cell_clip / cell_scale).clamp(-32768.0, 32767.0) as i16
+    } else {
+        0
+    };
+    let name = cx.node.clone();
+    let wbytes: Vec<u8> = w.iter().flat_map(|t| i8s(t, n_cell * n_input)).collect();
+    let rbytes: Vec<u8> = r.iter().flat_map(|t| i8s(t, n_cell * n_cell)).collect();
+    let wid = cx.g.add_const(
+        format!("{name}:W"),
+        DType::I8,
+        vec![4, n_cell, n_input],
+        wbytes,
+    );
+    let rid = cx.g.add_const(
+        format!("{name}:R"),
+        DType::I8,
+        vec![4, n_cell, n_cell],
+        rbytes,
+    );
+    let bid = cx.g.add_const(
+        format!("{name}:bias"),
+        DType::I32,
+        vec![8, n_cell],
+        bias.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    );
+    let rq_id = requant_const(cx, &rq);
+    let x = cx.get(xi, false)?;
+    let shape = cx.tensor(o)?.shape.clone();
+    let y = cx.emit(
+        Op::QLstm {
+            time_major,
+            cifg,
+            cell_log2: cell_log2 as i8,
+            cell_clip: cell_clip_q,
+            hidden_zp,
+            state_zp: h_zp,
+        },
+        vec![Some(x), Some(wid), Some(rid), Some(bid), Some(rq_id)],
+        DType::I8,
+        shape,
+    )?;
+    cx.set(o, y, false)
+}
+
 fn opt_i32(t: Option<Table<'_>>, id: usize, default: i32) -> Result<i32> {
     match t {
         Some(t) => t.i32(id, default).map_err(parse_err),
@@ -811,6 +1290,8 @@ fn import_op(cx: &mut Cx, op: &OpDesc<'_>) -> Result<()> {
             | code::RESHAPE
             | code::SQUEEZE
             | code::EXPAND_DIMS
+            | code::UNIDIRECTIONAL_SEQUENCE_LSTM
+            | code::LOGISTIC
     );
     if out_dt != DType::F32 && op.code != code::DEQUANTIZE && !out_t.scale.is_empty() && !int8_ok {
         return Err(cx.err(format!(
@@ -822,6 +1303,7 @@ fn import_op(cx: &mut Cx, op: &OpDesc<'_>) -> Result<()> {
         fused(opt_i8(op.options, id)?).map_err(|e| cx.err(e))
     };
     match op.code {
+        code::UNIDIRECTIONAL_SEQUENCE_LSTM => sequence_lstm(cx, op, o),
         code::CONV_2D | code::DEPTHWISE_CONV_2D => {
             let depthwise = op.code == code::DEPTHWISE_CONV_2D;
             let x = cx.get(input(0)?, true)?;
@@ -1194,6 +1676,22 @@ fn import_op(cx: &mut Cx, op: &OpDesc<'_>) -> Result<()> {
                 out_t.shape.clone(),
             )?;
             cx.set(o, y, false)
+        }
+        code::LOGISTIC if out_dt == DType::I8 => {
+            let xt = cx.tensor(input(0)?)?.clone();
+            let (xs, xz) = per_tensor(cx, &xt)?;
+            let (ys, yz) = per_tensor(cx, &out_t)?;
+            let table = lut_i8(xs, xz, ys, yz, |v| 1.0 / (1.0 + (-v).exp()));
+            let (x, nchw) = cx.stored(input(0)?)?;
+            let tid = cx.g.add_const(
+                format!("{}:table", cx.node),
+                DType::I8,
+                vec![256],
+                table.iter().map(|&v| v as u8).collect(),
+            );
+            let shape = cx.g.tensors[x].shape.clone();
+            let y = cx.emit(Op::QLookup, vec![Some(x), Some(tid)], DType::I8, shape)?;
+            cx.set(o, y, nchw)
         }
         code::LOGISTIC | code::TANH | code::RELU | code::RELU6 => {
             let (x, nchw) = cx.stored(input(0)?)?;

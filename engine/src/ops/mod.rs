@@ -187,6 +187,21 @@ fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
             acts,
             *clip,
             *input_forget,
+            None,
+            io,
+        ),
+        Op::LstmCellClip {
+            hidden,
+            acts,
+            cell_clip,
+        } => rnn::lstm(
+            *hidden as usize,
+            kiln_format::RnnDirection::Forward,
+            false,
+            acts,
+            None,
+            false,
+            Some(*cell_clip),
             io,
         ),
         Op::Gru {
@@ -233,6 +248,24 @@ fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
             quant::q_fully_connected([*x_zp, *y_zp, *act_min, *act_max], packed, io)
         }
         Op::QSoftmax { y_scale, y_zp } => quant::q_softmax(*y_scale, *y_zp, io),
+        Op::QLookup => quant::q_lookup(io),
+        Op::QLstm {
+            time_major,
+            cifg,
+            cell_log2,
+            cell_clip,
+            hidden_zp,
+            state_zp,
+        } => rnn::q_lstm(
+            (
+                *time_major,
+                *cifg,
+                *cell_log2,
+                *cell_clip,
+                [*hidden_zp, *state_zp],
+            ),
+            io,
+        ),
         Op::QAdd {
             a_zp,
             b_zp,
@@ -343,6 +376,22 @@ pub fn scratch_bytes(
             )?;
             kiln_kernels::conv::conv2d_scratch_len(&p)
         }
+        Op::LstmCellClip { hidden, .. } => {
+            let sx = shape(ins, 0)?;
+            if sx.rank != 3 {
+                return Err(bad("recurrent input must be rank 3"));
+            }
+            kiln_kernels::rnn::lstm_scratch_len(&kiln_kernels::rnn::Rnn {
+                seq: sx.dims[0],
+                batch: sx.dims[1],
+                input: sx.dims[2],
+                hidden: *hidden as usize,
+                directions: 1,
+                reverse: false,
+                clip: None,
+                cell_clip: None,
+            })
+        }
         Op::Lstm {
             hidden, direction, ..
         }
@@ -365,12 +414,34 @@ pub fn scratch_bytes(
                 },
                 reverse: false,
                 clip: None,
+                cell_clip: None,
             };
             if matches!(op, Op::Lstm { .. }) {
                 kiln_kernels::rnn::lstm_scratch_len(&p)
             } else {
                 kiln_kernels::rnn::gru_scratch_len(&p)
             }
+        }
+        Op::QLstm {
+            time_major,
+            cifg,
+            cell_log2,
+            cell_clip,
+            hidden_zp,
+            state_zp,
+        } => {
+            let p = rnn::q_lstm_params(
+                *time_major,
+                *cifg,
+                *cell_log2,
+                *cell_clip,
+                [*hidden_zp, *state_zp],
+                &shape(ins, 0)?,
+                &shape(ins, 1)?,
+                &shape(ins, 2)?,
+            )?;
+            // The i16 scratch in whole f32 elements.
+            kiln_kernels::qlstm::q_lstm_scratch_len(&p).div_ceil(2)
         }
         Op::QConv { window, group, .. } | Op::QConvPacked { window, group, .. } => {
             let (sx, sw, sy) = (shape(ins, 0)?, shape(ins, 1)?, shape(outs, 0)?);

@@ -674,3 +674,20 @@ pub(crate) fn q_matmul(linear: bool, io: &mut Io<'_>) -> Result<(), EngineError>
     }
     Ok(())
 }
+
+/// Int8 table lookup (see `kiln_format::Op::QLookup`).
+pub(crate) fn q_lookup(io: &mut Io<'_>) -> Result<(), EngineError> {
+    let x = io.input(0)?.i8()?;
+    let table: &[i8; 256] = io
+        .input(1)?
+        .i8()?
+        .try_into()
+        .map_err(|_| bad("QLookup needs an int8 table of 256 entries"))?;
+    let mut y = io.output(0)?;
+    let out = y.i8_mut()?;
+    if out.len() != x.len() {
+        return Err(bad("QLookup output must match its input's size"));
+    }
+    kiln_kernels::quant::lookup_i8(x, table, out);
+    Ok(())
+}

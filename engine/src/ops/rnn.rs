@@ -51,6 +51,7 @@ fn params(
         directions: dirs,
         reverse: direction == RnnDirection::Reverse,
         clip: None,
+        cell_clip: None,
     };
     let (w, r) = (io.input(1)?.info.numel(), io.input(2)?.info.numel());
     if w != dirs * gates * hidden * p.input || r != dirs * gates * hidden * hidden {
@@ -106,10 +107,15 @@ pub(crate) fn lstm(
     acts: &[RnnAct; 3],
     clip: Option<f32>,
     input_forget: bool,
+    cell_clip: Option<f32>,
     io: &mut Io<'_>,
 ) -> Result<(), EngineError> {
     let mut p = params(hidden, direction, batch_first, 4, io)?;
     p.clip = clip;
+    if cell_clip.is_some_and(|c| c.is_nan() || c <= 0.0) {
+        return Err(bad("LSTM cell_clip must be positive"));
+    }
+    p.cell_clip = cell_clip;
     let (x, w, r) = (
         io.input(0)?.f32()?,
         io.input(1)?.f32()?,
@@ -194,5 +200,98 @@ pub(crate) fn gru(
         yhs,
         scratch,
     );
+    Ok(())
+}
+
+/// The shapes of a `QLstm` node (see `kiln_format::Op::QLstm`), checked
+/// against its operands.
+pub(crate) fn q_lstm_params(
+    time_major: bool,
+    cifg: bool,
+    cell_log2: i8,
+    cell_clip: i16,
+    [hidden_zp, state_zp]: [i32; 2],
+    sx: &crate::tensor::Shape,
+    sw: &crate::tensor::Shape,
+    sr: &crate::tensor::Shape,
+) -> Result<kiln_kernels::qlstm::QLstm, EngineError> {
+    if sx.rank != 3 || sw.rank != 3 || sr.rank != 3 {
+        return Err(bad("QLstm input and weights must be rank 3"));
+    }
+    let (input, cell) = (sx.dims[2], sw.dims[1]);
+    if sw.dims[0] != 4 || sw.dims[2] != input || sr.dims[..3] != [4, cell, cell] {
+        return Err(bad(
+            "QLstm weights must be [4, cell, input] and [4, cell, cell]",
+        ));
+    }
+    let int8 = -128..=127;
+    if !(-15..=-9).contains(&cell_log2)
+        || cell_clip < 0
+        || !int8.contains(&hidden_zp)
+        || !int8.contains(&state_zp)
+    {
+        return Err(bad(
+            "QLstm cell scale must be 2^-15..2^-9, its clip non-negative and its zero points int8",
+        ));
+    }
+    let (steps, batch) = if time_major {
+        (sx.dims[0], sx.dims[1])
+    } else {
+        (sx.dims[1], sx.dims[0])
+    };
+    Ok(kiln_kernels::qlstm::QLstm {
+        batch,
+        steps,
+        input,
+        cell,
+        time_major,
+        cifg,
+        cell_log2: i32::from(cell_log2),
+        cell_clip,
+        hidden_zp,
+        state_zp,
+    })
+}
+
+/// TFLite int8x8_16 LSTM (see `kiln_format::Op::QLstm`).
+pub(crate) fn q_lstm(
+    (time_major, cifg, cell_log2, cell_clip, zps): (bool, bool, i8, i16, [i32; 2]),
+    io: &mut Io<'_>,
+) -> Result<(), EngineError> {
+    use kiln_kernels::fixed::Multiplier;
+    use kiln_kernels::qlstm as kq;
+    let (x, w, r) = (io.input(0)?, io.input(1)?, io.input(2)?);
+    let (bias, rq) = (io.input(3)?.i32()?, io.input(4)?.i32()?);
+    let mut y = io.output(0)?;
+    let p = q_lstm_params(
+        time_major,
+        cifg,
+        cell_log2,
+        cell_clip,
+        zps,
+        &x.shape(),
+        &w.shape(),
+        &r.shape(),
+    )?;
+    let rows = p.batch * p.steps;
+    let (xd, wd, rd) = (x.i8()?, w.i8()?, r.i8()?);
+    let yd = y.i8_mut()?;
+    if xd.len() != rows * p.input
+        || wd.len() != 4 * p.cell * p.input
+        || rd.len() != 4 * p.cell * p.cell
+        || bias.len() != 8 * p.cell
+        || rq.len() != 18
+        || yd.len() != rows * p.cell
+    {
+        return Err(bad("QLstm operand sizes disagree with its shapes"));
+    }
+    let rq: [Multiplier; 9] = core::array::from_fn(|k| Multiplier {
+        mantissa: rq[2 * k],
+        shift: rq[2 * k + 1],
+    });
+    let need = kq::q_lstm_scratch_len(&p);
+    // i16 scratch carved from the f32-aligned node scratch.
+    let scratch: &mut [i16] = bytemuck::cast_slice_mut(io.scratch_f32(need.div_ceil(2))?);
+    kq::q_lstm(&p, xd, wd, rd, bias, &rq, yd, scratch);
     Ok(())
 }

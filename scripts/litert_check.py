@@ -1,0 +1,42 @@
+#!/usr/bin/env python3
+"""Run LiteRT on a batch of samples and save its outputs (peer cross-check).
+
+Usage: litert_check.py MODEL.tflite INPUTS.npy OUT.npy
+
+INPUTS.npy stacks N samples of the model's (single) input along a new
+leading axis; OUT.npy gets the model's first output for each, stacked the
+same way. Each sample runs from freshly reset variable tensors (as Kiln
+runs every call from zero state) with LiteRT's default op resolver on one
+thread, as the corpus goldens were made: XNNPACK takes the ops it supports
+(FULLY_CONNECTED here: its int8 requantization differs from the builtin
+kernel's in the last bit on a few outputs), the builtin kernels the rest
+(the LSTMs).
+"""
+import sys
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+
+def main(argv):
+    if len(argv) != 4:
+        print(__doc__, file=sys.stderr)
+        return 2
+    model, inputs, out_path = argv[1:]
+    it = Interpreter(model_path=model, num_threads=1)
+    it.allocate_tensors()
+    inp = it.get_input_details()[0]
+    out = it.get_output_details()[0]
+    xs = np.load(inputs)
+    ys = []
+    for x in xs:
+        it.reset_all_variables()
+        it.set_tensor(inp["index"], x.astype(inp["dtype"]).reshape(inp["shape"]))
+        it.invoke()
+        ys.append(it.get_tensor(out["index"]).copy())
+    np.save(out_path, np.stack(ys))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
