@@ -40,6 +40,8 @@ compile mnist8_cntk "$C/onnx-real/mnist-8_cntk.onnx"
 # with TFLite's cell clip (LstmCellClip).
 compile tflm_mnist_lstm_int8 "$C/tflite-micro/trained_lstm_int8.tflite"
 compile tflm_mnist_lstm_f32 "$C/tflite-micro/trained_lstm.tflite"
+# Hybrid (float activations, int8 filters): HybridConv.
+compile mlperf_kws_hybrid "$C/mlperf-tiny/kws_ref_model_float32.tflite"
 # Int8 TFLite with packed weights (QConvPacked, QFullyConnectedPacked),
 # depthwise QConv and global QAvgPool.
 compile mlperf_kws_int8 "$C/mlperf-tiny/kws_ref_model.tflite"

@@ -196,30 +196,80 @@ fn int8_layers_are_packed_at_compile_time() {
     assert_eq!(count(ops, "QFullyConnected"), 1, "{ops:?}");
 }
 
-/// The int8 LSTMs against LiteRT itself on inputs beyond the single golden
-/// one: 32 faint strokes for the MNIST LSTM (28 recurrent steps; faint so
-/// that its softmax does not saturate) and 32 random spectra for DTLN, each
-/// run by `scripts/litert_check.py` (builtin kernels, fresh state per
-/// sample). Outputs must be byte-identical. Skipped, with a note, when the
-/// peer venv is not set up (`KILN_PYTHON`; `scripts/test.sh` sets it).
-#[test]
-fn int8_lstms_match_litert_on_more_inputs() {
+/// LiteRT's outputs for `samples` (stacked along a new leading axis) of the
+/// model at `rel`, from `scripts/litert_check.py`; `None` when the peer venv
+/// is not set up (`KILN_PYTHON`; `scripts/test.sh` sets it).
+fn litert(rel: &str, samples: &TensorValue, builtin: bool) -> Option<TensorValue> {
     let Some(python) = std::env::var_os("KILN_PYTHON") else {
         eprintln!("skipped: KILN_PYTHON is not set (run scripts/test.sh for the peer venv)");
-        return;
+        return None;
     };
-    let root = corpus();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/litert_check.py");
-    let tmp = std::env::temp_dir().join(format!("kiln-lstm-xcheck-{}", std::process::id()));
+    let tmp = std::env::temp_dir().join(format!(
+        "kiln-litert-{}-{}",
+        std::process::id(),
+        rel.replace('/', "_")
+    ));
     std::fs::create_dir_all(&tmp).unwrap();
-    // xorshift: deterministic inputs without a dependency.
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
+    let (inp, out) = (tmp.join("in.npy"), tmp.join("out.npy"));
+    std::fs::write(&inp, kiln_cli::npy_bytes(samples)).unwrap();
+    let mut cmd = std::process::Command::new(&python);
+    cmd.arg(&script);
+    if builtin {
+        cmd.arg("--builtin");
+    }
+    let st = cmd
+        .arg(corpus().join(rel))
+        .args([&inp, &out])
+        .status()
+        .expect("run the peer script");
+    assert!(st.success(), "{rel}: litert_check.py failed");
+    let want = kiln_cli::read_npy(&out).unwrap();
+    std::fs::remove_dir_all(&tmp).ok();
+    Some(want)
+}
+
+/// Kiln's first output for each of `samples` (stacked along a new leading
+/// axis), concatenated, from the model at `rel` compiled with defaults.
+fn kiln_outputs(rel: &str, samples: &TensorValue) -> Vec<u8> {
+    let bytes = std::fs::read(corpus().join(rel)).unwrap();
+    let compiled = compile_model(&bytes, rel, &Options::default()).unwrap();
+    let model = Model::load(&compiled.bytes).unwrap();
+    let shape = samples.shape[1..].to_vec();
+    let per = samples.data.len() / samples.shape[0];
+    samples
+        .data
+        .chunks(per)
+        .flat_map(|d| {
+            let x = TensorValue {
+                dtype: samples.dtype,
+                shape: shape.clone(),
+                data: d.to_vec(),
+            };
+            model.session().run(&[&x]).unwrap().remove(0).data
+        })
+        .collect()
+}
+
+/// Deterministic pseudo-random bytes (xorshift), without a dependency.
+fn noise(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed;
+    move || {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
         state
-    };
+    }
+}
+
+/// The int8 LSTMs against LiteRT itself on inputs beyond the single golden
+/// one: 32 faint strokes for the MNIST LSTM (28 recurrent steps; faint so
+/// that its softmax does not saturate) and 32 random spectra for DTLN, each
+/// run from fresh state (LiteRT's default resolver, as the goldens).
+/// Outputs must be byte-identical.
+#[test]
+fn int8_lstms_match_litert_on_more_inputs() {
+    let mut next = noise(0x9e37_79b9_7f4a_7c15);
     let cases = [
         (
             "tflite-micro/trained_lstm_int8.tflite",
@@ -235,47 +285,24 @@ fn int8_lstms_match_litert_on_more_inputs() {
     for (rel, shape, amp) in cases {
         let n = 32;
         let per: usize = shape.iter().product();
-        let xs: Vec<u8> = (0..n * per)
-            .map(|_| (-128 + (next() % amp) as i64) as i8 as u8)
-            .collect();
-        let stacked = TensorValue {
+        let samples = TensorValue {
             dtype: kiln_format::DType::I8,
-            shape: [vec![n], shape.clone()].concat(),
-            data: xs.clone(),
+            shape: [vec![n], shape].concat(),
+            data: (0..n * per)
+                .map(|_| (-128 + (next() % amp) as i64) as i8 as u8)
+                .collect(),
         };
-        let (inp, out) = (tmp.join("in.npy"), tmp.join("out.npy"));
-        std::fs::write(&inp, kiln_cli::npy_bytes(&stacked)).unwrap();
-        let st = std::process::Command::new(&python)
-            .arg(&script)
-            .arg(root.join(rel))
-            .args([&inp, &out])
-            .status()
-            .expect("run the peer script");
-        assert!(st.success(), "{rel}: litert_check.py failed");
-        let want = kiln_cli::read_npy(&out).unwrap();
-        let compiled = compile_model(
-            &std::fs::read(root.join(rel)).unwrap(),
-            rel,
-            &Options::default(),
-        )
-        .unwrap();
-        let model = Model::load(&compiled.bytes).unwrap();
-        let mut got = vec![];
-        for k in 0..n {
-            let x = TensorValue {
-                dtype: kiln_format::DType::I8,
-                shape: shape.clone(),
-                data: xs[k * per..(k + 1) * per].to_vec(),
-            };
-            got.extend(model.session().run(&[&x]).unwrap().remove(0).data);
-        }
+        let Some(want) = litert(rel, &samples, false) else {
+            return;
+        };
+        let got = kiln_outputs(rel, &samples);
+        assert_eq!(got.len(), want.data.len(), "{rel}: output sizes differ");
         let diff = got.iter().zip(&want.data).filter(|(a, b)| a != b).count();
         let mid = want
             .data
             .iter()
             .filter(|&&b| b != 0x80 && b != 0x7f)
             .count();
-        assert_eq!(got.len(), want.data.len(), "{rel}: output sizes differ");
         assert_eq!(
             diff,
             0,
@@ -292,5 +319,54 @@ fn int8_lstms_match_litert_on_more_inputs() {
             got.len()
         );
     }
-    std::fs::remove_dir_all(&tmp).ok();
+}
+
+/// The hybrid KWS model (float activations, int8 conv filters) against
+/// LiteRT's builtin kernels on 16 inputs (the golden one and 15 random
+/// int8 spectra mapped to floats as the MANIFEST says): Kiln's
+/// `HybridConv` quantizes each input per call as LiteRT's `EvalHybrid`
+/// does, so outputs agree to float rounding. (The golden itself comes from
+/// LiteRT's default resolver, whose XNNPACK delegate quantizes the
+/// activations its own way: 2.7e-5 away on the golden's softmax.)
+#[test]
+fn hybrid_kws_matches_litert_builtin_kernels() {
+    let rel = "mlperf-tiny/kws_ref_model_float32.tflite";
+    let golden = read_npz(&corpus().join("golden/mlperf_kws_dscnn_f32_hybrid.npz")).unwrap();
+    let x0 = golden
+        .iter()
+        .find(|(k, _)| k == "in:input_1")
+        .unwrap()
+        .1
+        .to_f64();
+    let mut next = noise(0x2545_f491_4f6c_dd1d);
+    let mut xs: Vec<f32> = x0.iter().map(|&v| v as f32).collect();
+    for _ in 0..15 * 490 {
+        let q = (next() % 256) as i64 - 128;
+        xs.push((q - 83) as f32 * 0.584_702_9);
+    }
+    let samples = TensorValue::from_f32(vec![16, 1, 49, 10, 1], &xs);
+    let Some(want) = litert(rel, &samples, true) else {
+        return;
+    };
+    let got = kiln_outputs(rel, &samples);
+    let f = |b: &[u8]| -> Vec<f32> {
+        b.chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let (got, want) = (f(&got), f(&want.data));
+    assert_eq!(got.len(), want.len());
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst <= 1e-5,
+        "hybrid KWS: max abs diff {worst:e} from LiteRT's builtin kernels"
+    );
+    println!(
+        "{rel}: {} outputs, max abs diff {worst:e} from LiteRT builtin",
+        got.len()
+    );
 }

@@ -487,6 +487,17 @@ pub enum Op {
     /// The compiler fills the table as LiteRT's `LUTPopulate` does (int8
     /// `LOGISTIC`).
     QLookup,
+    /// TFLite hybrid (dynamic-range) `CONV_2D` (NCHW): x f32, w i8
+    /// `[M, C/group, KH, KW]` with one scale, w_scale f32 `[1]`, bias f32
+    /// `[M]` (optional); each batch entry of x is quantized symmetrically
+    /// per call, convolved in int32 and scaled back, then clamped to
+    /// `[act_min, act_max]` (see `kiln_kernels::quant::hybrid_conv2d`).
+    HybridConv {
+        window: Window,
+        group: u32,
+        act_min: f32,
+        act_max: f32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -563,6 +574,7 @@ impl Op {
             Op::QLstm { .. } => "QLstm",
             Op::LstmCellClip { .. } => "LstmCellClip",
             Op::QLookup => "QLookup",
+            Op::HybridConv { .. } => "HybridConv",
         }
     }
 }

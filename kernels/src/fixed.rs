@@ -88,7 +88,7 @@ impl Multiplier {
     pub fn apply_double_rounding(self, x: i32) -> i32 {
         // `new` keeps shift <= 30; a hand-built larger one is clamped.
         let left = self.shift.clamp(0, 30) as u32;
-        let right = (-self.shift).max(0);
+        let right = self.shift.saturating_neg().max(0);
         let x = x.wrapping_mul(1i32 << left);
         rounding_divide_by_pot(
             saturating_rounding_doubling_high_mul(x, self.mantissa),

@@ -57,15 +57,23 @@ pub fn conv2d_i8(
     requant: &[[i32; 2]],
     y: &mut [i8],
 ) {
-    assert!(p.group > 0 && p.c.is_multiple_of(p.group) && p.m.is_multiple_of(p.group));
     assert!(
         requant.len() == 1 || requant.len() == p.m,
         "one multiplier or one per channel"
     );
+    let bias = bias.map(|b| &b[..p.m]);
+    conv2d_i32(p, q, x, w, |i, oc, acc| {
+        let acc = acc.wrapping_add(bias.map_or(0, |bs| bs[oc]));
+        y[i] = q.store(acc, requant, oc);
+    });
+}
+
+/// The int32 accumulations `Σ (x - x_zp) · w` of a convolution (taps over
+/// padding skipped), handed to `out(flat output index, channel, acc)`.
+fn conv2d_i32(p: &Conv2d, q: &QOut, x: &[i8], w: &[i8], mut out: impl FnMut(usize, usize, i32)) {
+    assert!(p.group > 0 && p.c.is_multiple_of(p.group) && p.m.is_multiple_of(p.group));
     let (cg, mg) = (p.c / p.group, p.m / p.group);
     let (x, w) = (&x[..p.n * p.c * p.h * p.w], &w[..p.m * cg * p.kh * p.kw]);
-    let y = &mut y[..p.n * p.m * p.oh * p.ow];
-    let bias = bias.map(|b| &b[..p.m]);
     let [sh, sw] = p.stride;
     let [dh, dw] = p.dilation;
     for b in 0..p.n {
@@ -74,7 +82,7 @@ pub fn conv2d_i8(
             let wk = &w[oc * cg * p.kh * p.kw..][..cg * p.kh * p.kw];
             for oy in 0..p.oh {
                 for ox in 0..p.ow {
-                    let mut acc = bias.map_or(0, |bs| bs[oc]);
+                    let mut acc = 0i32;
                     for ci in 0..cg {
                         let xc = &x[(b * p.c + g * cg + ci) * p.h * p.w..][..p.h * p.w];
                         for r in 0..p.kh {
@@ -93,10 +101,71 @@ pub fn conv2d_i8(
                             }
                         }
                     }
-                    y[((b * p.m + oc) * p.oh + oy) * p.ow + ox] = q.store(acc, requant, oc);
+                    out(((b * p.m + oc) * p.oh + oy) * p.ow + ox, oc, acc);
                 }
             }
         }
+    }
+}
+
+/// Scratch bytes (`i8`s) [`hybrid_conv2d`] needs: one quantized batch entry.
+pub fn hybrid_conv2d_scratch_len(p: &Conv2d) -> usize {
+    p.c * p.h * p.w
+}
+
+/// TFLite's hybrid (dynamic-range) convolution with a per-tensor int8
+/// filter, as LiteRT's `EvalHybrid` + `HybridConv` compute it: each batch
+/// entry of `x` is quantized symmetrically (`s = max|x| / 127`, each value
+/// `round(x · 127 / max|x|)` half away from zero, clamped to ±127; an
+/// all-zero entry gets `s = 1`), convolved in int32 with `w` (padding adds
+/// 0), and `y = clamp(acc · (s · w_scale) + bias, lo, hi)` in f32.
+///
+/// # Panics
+/// If a slice is shorter than its shape or `scratch` shorter than
+/// [`hybrid_conv2d_scratch_len`].
+#[allow(
+    clippy::too_many_arguments,
+    reason = "mirrors the operator's inputs and output"
+)]
+pub fn hybrid_conv2d(
+    p: &Conv2d,
+    x: &[f32],
+    w: &[i8],
+    w_scale: f32,
+    bias: Option<&[f32]>,
+    [lo, hi]: [f32; 2],
+    y: &mut [f32],
+    scratch: &mut [i8],
+) {
+    let per = p.c * p.h * p.w;
+    let plane = p.m * p.oh * p.ow;
+    let xq = &mut scratch[..per];
+    let q = QOut {
+        x_zp: 0,
+        y_zp: 0,
+        act_min: 0,
+        act_max: 0,
+    };
+    for b in 0..p.n {
+        let xb = &x[b * per..(b + 1) * per];
+        let range = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let s = if range == 0.0 {
+            xq.fill(0);
+            1.0
+        } else {
+            let inv = 127.0 / range;
+            for (o, &v) in xq.iter_mut().zip(xb) {
+                *o = (v * inv).round().clamp(-127.0, 127.0) as i8;
+            }
+            range / 127.0
+        };
+        let scale = s * w_scale;
+        let one = Conv2d { n: 1, ..*p };
+        let yb = &mut y[b * plane..(b + 1) * plane];
+        conv2d_i32(&one, &q, xq, w, |i, oc, acc| {
+            let v = acc as f32 * scale + bias.map_or(0.0, |bs| bs[oc]);
+            yb[i] = v.clamp(lo, hi);
+        });
     }
 }
 
@@ -1412,5 +1481,60 @@ mod tests {
         let mut back = std::vec![0f32; y.len()];
         dequantize_i8(&y, scale, -3, &mut back);
         assert_eq!(back[2000], 0.0 * scale + 0.0);
+    }
+}
+
+#[cfg(test)]
+mod hybrid_tests {
+    use super::*;
+
+    /// A 1×1 convolution worked by hand: x = [1, -0.5, 0.25, 0] quantizes
+    /// with s = 1/127 to [127, -64, 32, 0] (-63.5 rounds away from zero);
+    /// w = 2 at scale 0.5, bias 0.1, clamped at 0 (ReLU).
+    #[test]
+    fn hybrid_conv_by_hand() {
+        let p = Conv2d {
+            n: 2,
+            c: 1,
+            h: 2,
+            w: 2,
+            m: 1,
+            kh: 1,
+            kw: 1,
+            oh: 2,
+            ow: 2,
+            group: 1,
+            stride: [1, 1],
+            dilation: [1, 1],
+            pad: [0; 4],
+        };
+        // The second batch entry is all zeros: scale 1, output = bias.
+        let x = [1.0, -0.5, 0.25, 0.0, 0.0, 0.0, 0.0, 0.0];
+        let mut y = [f32::NAN; 8];
+        let mut scratch = [0i8; 4];
+        hybrid_conv2d(
+            &p,
+            &x,
+            &[2],
+            0.5,
+            Some(&[0.1]),
+            [0.0, f32::INFINITY],
+            &mut y,
+            &mut scratch,
+        );
+        let s = 1.0f32 / 127.0 * 0.5;
+        let want = [
+            254.0 * s + 0.1,
+            0.0,
+            64.0 * s + 0.1,
+            0.1,
+            0.1,
+            0.1,
+            0.1,
+            0.1,
+        ];
+        for (g, w) in y.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{y:?} vs {want:?}");
+        }
     }
 }

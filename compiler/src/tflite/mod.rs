@@ -1317,7 +1317,8 @@ fn import_op(cx: &mut Cx, op: &OpDesc<'_>) -> Result<()> {
                 return Err(cx.err("the filter must be a constant [O, KH, KW, I] tensor"));
             };
             let int8 = out_dt == DType::I8;
-            if wt.dtype != DType::F32 && !(int8 && wt.dtype == DType::I8) {
+            let hybrid = !int8 && wt.dtype == DType::I8;
+            if wt.dtype != DType::F32 && !(int8 && wt.dtype == DType::I8) && !hybrid {
                 return Err(cx.err(format!("{} filters are not supported", wt.dtype)));
             }
             let xs = cx.g.tensors[x].shape.clone();
@@ -1366,6 +1367,48 @@ fn import_op(cx: &mut Cx, op: &OpDesc<'_>) -> Result<()> {
                 pads: [pt as u32, pl as u32, pb as u32, pr as u32],
             };
             let oshape = permute(&out_t.shape, &TO_NCHW)?;
+            if hybrid {
+                // Float activations, int8 filter: LiteRT's dynamic-range
+                // kernel (per-tensor filter scale, not depthwise).
+                let ft = cx.tensor(input(1)?)?.clone();
+                let (&[scale], false) = (ft.scale.as_slice(), depthwise) else {
+                    return Err(cx.err(
+                        "hybrid (int8-filter, float) convolutions need one filter scale and are not supported depthwise",
+                    ));
+                };
+                if ft.zero_point.iter().any(|&z| z != 0) || !(scale.is_finite() && scale > 0.0) {
+                    return Err(cx.err("a hybrid filter must be symmetric with a positive scale"));
+                }
+                let (act_min, act_max) = match opt_i8(opts, act_id)? {
+                    0 => (f32::NEG_INFINITY, f32::INFINITY),
+                    1 => (0.0, f32::INFINITY),
+                    2 => (-1.0, 1.0),
+                    3 => (0.0, 6.0),
+                    other => {
+                        return Err(cx.err(format!(
+                            "fused activation {other} on a hybrid convolution is not supported"
+                        )));
+                    }
+                };
+                let sid = cx.g.add_const(
+                    format!("{}:scale", wt.name),
+                    DType::F32,
+                    vec![1],
+                    scale.to_le_bytes().to_vec(),
+                );
+                let y = cx.emit(
+                    Op::HybridConv {
+                        window,
+                        group: group as u32,
+                        act_min,
+                        act_max,
+                    },
+                    vec![Some(x), Some(wnew), Some(sid), bias],
+                    DType::F32,
+                    oshape,
+                )?;
+                return cx.set(o, y, true);
+            }
             if int8 {
                 let (xt, ft) = (cx.tensor(input(0)?)?.clone(), cx.tensor(input(1)?)?.clone());
                 let q = q_conv_params(cx, &xt, &ft, &out_t, opt_i8(opts, act_id)?)?;

@@ -120,6 +120,55 @@ pub(crate) fn conv(
     activate(act, out)
 }
 
+/// Hybrid convolution (see `kiln_format::Op::HybridConv`).
+pub(crate) fn hybrid_conv(
+    w: &Window,
+    group: usize,
+    [act_min, act_max]: [f32; 2],
+    io: &mut Io<'_>,
+) -> Result<(), EngineError> {
+    let x = io.input(0)?;
+    let wt = io.input(1)?;
+    let ws = io.input(2)?.f32()?;
+    let b = io.opt_input(3);
+    let mut y = io.output(0)?;
+    let p = conv_params(w, group, &x.shape(), &wt.shape(), &y.shape())?;
+    let bias = match b {
+        Some(b) if b.info.numel() == p.m => Some(b.f32()?),
+        Some(_) => return Err(bad("HybridConv bias must have M elements")),
+        None => None,
+    };
+    let &[w_scale] = ws else {
+        return Err(bad("HybridConv needs one weight scale"));
+    };
+    if !(w_scale.is_finite() && act_min <= act_max) {
+        return Err(bad(
+            "HybridConv needs a finite weight scale and act_min <= act_max",
+        ));
+    }
+    let (xs, wd) = (x.f32()?, wt.i8()?);
+    let out = y.f32_mut()?;
+    if xs.len() < p.n * p.c * p.h * p.w
+        || wd.len() < p.m * (p.c / p.group) * p.kh * p.kw
+        || out.len() < p.n * p.m * p.oh * p.ow
+    {
+        return Err(bad("HybridConv operand shorter than its shape"));
+    }
+    let need = kiln_kernels::quant::hybrid_conv2d_scratch_len(&p);
+    let scratch: &mut [i8] = bytemuck::cast_slice_mut(io.scratch_f32(need.div_ceil(4))?);
+    kiln_kernels::quant::hybrid_conv2d(
+        &p,
+        xs,
+        wd,
+        w_scale,
+        bias,
+        [act_min, act_max],
+        out,
+        &mut scratch[..need],
+    );
+    Ok(())
+}
+
 pub(crate) fn conv_transpose(w: &Window, group: usize, io: &mut Io<'_>) -> Result<(), EngineError> {
     let x = io.input(0)?;
     let wt = io.input(1)?;

@@ -249,6 +249,12 @@ fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
         }
         Op::QSoftmax { y_scale, y_zp } => quant::q_softmax(*y_scale, *y_zp, io),
         Op::QLookup => quant::q_lookup(io),
+        Op::HybridConv {
+            window,
+            group,
+            act_min,
+            act_max,
+        } => conv::hybrid_conv(window, *group as usize, [*act_min, *act_max], io),
         Op::QLstm {
             time_major,
             cifg,
@@ -375,6 +381,16 @@ pub fn scratch_bytes(
                 &shape(outs, 0)?,
             )?;
             kiln_kernels::conv::conv2d_scratch_len(&p)
+        }
+        Op::HybridConv { window, group, .. } => {
+            let p = conv::conv_params(
+                window,
+                *group as usize,
+                &shape(ins, 0)?,
+                &shape(ins, 1)?,
+                &shape(outs, 0)?,
+            )?;
+            kiln_kernels::quant::hybrid_conv2d_scratch_len(&p).div_ceil(4)
         }
         Op::LstmCellClip { hidden, .. } => {
             let sx = shape(ins, 0)?;
