@@ -51,6 +51,13 @@ pub fn q_lstm_scratch_len(p: &QLstm) -> usize {
     6 * p.batch * p.cell
 }
 
+/// `acc + Σ w·v` in wrapping int32.
+fn dot<T: Copy + Into<i32>>(acc: i32, w: &[i8], v: &[T]) -> i32 {
+    w.iter().zip(v).fold(acc, |acc, (&wv, &xv)| {
+        acc.wrapping_add(i32::from(wv) * xv.into())
+    })
+}
+
 /// One gate of one batch row: both matrix products, requantized and
 /// accumulated with int16 saturation, in Q3.12.
 #[allow(
@@ -72,19 +79,9 @@ fn gate(
     let wg = &w[g * n * ni..(g + 1) * n * ni];
     let rg = &r[g * n * n..(g + 1) * n * n];
     for (row, o) in out.iter_mut().enumerate().take(n) {
-        let dot_x = wg[row * ni..(row + 1) * ni]
-            .iter()
-            .zip(x)
-            .fold(bias[g * n + row], |acc, (&wv, &xv)| {
-                acc.wrapping_add(i32::from(wv) * i32::from(xv))
-            });
+        let dot_x = dot(bias[g * n + row], &wg[row * ni..(row + 1) * ni], x);
         let from_x = rq[g].apply_double_rounding(dot_x).clamp(-32768, 32767);
-        let dot_h = rg[row * n..(row + 1) * n]
-            .iter()
-            .zip(h)
-            .fold(bias[(4 + g) * n + row], |acc, (&rv, &hv)| {
-                acc.wrapping_add(i32::from(rv) * i32::from(hv))
-            });
+        let dot_h = dot(bias[(4 + g) * n + row], &rg[row * n..(row + 1) * n], h);
         *o = (rq[4 + g]
             .apply_double_rounding(dot_h)
             .saturating_add(from_x))

@@ -372,7 +372,7 @@ pub fn scratch_bytes(
             .ok_or(bad("a required tensor is missing"))
     };
     let elems = match op {
-        Op::Conv { window, group, .. } => {
+        Op::Conv { window, group, .. } | Op::HybridConv { window, group, .. } => {
             let p = conv::conv_params(
                 window,
                 *group as usize,
@@ -380,18 +380,14 @@ pub fn scratch_bytes(
                 &shape(ins, 1)?,
                 &shape(outs, 0)?,
             )?;
-            kiln_kernels::conv::conv2d_scratch_len(&p)
+            if matches!(op, Op::Conv { .. }) {
+                kiln_kernels::conv::conv2d_scratch_len(&p)
+            } else {
+                // The quantized batch entry (i8) in whole f32 elements.
+                kiln_kernels::quant::hybrid_conv2d_scratch_len(&p).div_ceil(4)
+            }
         }
-        Op::HybridConv { window, group, .. } => {
-            let p = conv::conv_params(
-                window,
-                *group as usize,
-                &shape(ins, 0)?,
-                &shape(ins, 1)?,
-                &shape(outs, 0)?,
-            )?;
-            kiln_kernels::quant::hybrid_conv2d_scratch_len(&p).div_ceil(4)
-        }
+
         Op::LstmCellClip { hidden, .. } => {
             let sx = shape(ins, 0)?;
             if sx.rank != 3 {
