@@ -155,7 +155,7 @@ pub fn hybrid_conv2d(
         } else {
             let inv = 127.0 / range;
             for (o, &v) in xq.iter_mut().zip(xb) {
-                *o = (v * inv).round().clamp(-127.0, 127.0) as i8;
+                *o = libm::roundf(v * inv).clamp(-127.0, 127.0) as i8;
             }
             range / 127.0
         };
