@@ -43,7 +43,25 @@ fn strided_copy(
     if lo < 0 || hi >= n_src {
         return Err(bad("a strided read falls outside its input"));
     }
-    let r = out.rank;
+    // Dims of size 1 move nothing, and a dim whose stride spans the next
+    // one continues it: dropping and merging them leaves the longest rows
+    // (an NHWC→NCHW transpose of [1, 30, 1, 40] becomes 40 rows of 30
+    // instead of 1,200 rows of one element).
+    let (mut dims, mut st, mut r) = ([0usize; MAX_RANK], [0i64; MAX_RANK], 0usize);
+    for d in 0..out.rank {
+        if out.dims[d] == 1 {
+            continue;
+        }
+        if r > 0 && st[r - 1] == strides[d] * out.dims[d] as i64 {
+            dims[r - 1] *= out.dims[d];
+            st[r - 1] = strides[d];
+        } else {
+            (dims[r], st[r]) = (out.dims[d], strides[d]);
+            r += 1;
+        }
+    }
+    let out = &Shape { dims, rank: r };
+    let strides = &st[..];
     if r == 0 {
         let b = base as usize * es;
         dst.copy_from_slice(&src[b..b + es]);
@@ -547,4 +565,73 @@ pub(crate) fn one_hot(axis: usize, io: &mut Io<'_>) -> Result<(), EngineError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    extern crate std;
+    use std::vec::Vec;
+
+    /// Element-by-element reference of `strided_copy` (1-byte elements).
+    fn naive(src: &[u8], base: i64, out: &Shape, strides: &[i64]) -> Vec<u8> {
+        (0..out.numel())
+            .map(|mut o| {
+                let mut off = base;
+                for d in (0..out.rank).rev() {
+                    off += (o % out.dims[d]) as i64 * strides[d];
+                    o /= out.dims[d];
+                }
+                src[off as usize]
+            })
+            .collect()
+    }
+
+    /// Dropping unit dims and merging contiguous ones changes no byte:
+    /// every permutation of a shape with unit dims, and reversed and
+    /// stepped reads, against the element-by-element reference.
+    #[test]
+    fn compacted_copies_match_the_reference() {
+        let src: Vec<u8> = (0..=255).cycle().take(30).collect(); // 2·3·1·5·1
+        let dims = [2usize, 3, 1, 5, 1];
+        let mut st = [0i64; 5];
+        let mut acc = 1;
+        for d in (0..5).rev() {
+            st[d] = acc;
+            acc *= dims[d] as i64;
+        }
+        // All 120 permutations: the 5-digit base-5 numbers with distinct digits.
+        let perms: Vec<[usize; 5]> = (0..3125usize)
+            .map(|n| [n % 5, n / 5 % 5, n / 25 % 5, n / 125 % 5, n / 625])
+            .filter(|p| (0..5).all(|i| p.contains(&i)))
+            .collect();
+        assert_eq!(perms.len(), 120);
+        for p in &perms {
+            let mut out = Shape {
+                dims: [0; MAX_RANK],
+                rank: 5,
+            };
+            let mut strides = [0i64; 5];
+            for (k, &i) in p.iter().enumerate() {
+                out.dims[k] = dims[i];
+                strides[k] = st[i];
+            }
+            let mut got = std::vec![0u8; out.numel()];
+            strided_copy(1, &src, 0, &out, &strides, &mut got).unwrap();
+            assert_eq!(got, naive(&src, 0, &out, &strides), "perm {p:?}");
+        }
+        // A reversed, stepped read: rows backwards, every other column.
+        let out = Shape {
+            dims: {
+                let mut d = [0; MAX_RANK];
+                d[..3].copy_from_slice(&[3, 1, 3]);
+                d
+            },
+            rank: 3,
+        };
+        let strides = [-5i64, 7, 2];
+        let mut got = std::vec![0u8; 9];
+        strided_copy(1, &src, 14, &out, &strides, &mut got).unwrap();
+        assert_eq!(got, naive(&src, 14, &out, &strides));
+    }
 }
