@@ -48,12 +48,8 @@ pub fn pack_int8_conv(g: &mut Graph) -> usize {
         ) else {
             continue;
         };
-        let bias_vals = match bias {
-            None => None,
-            Some(b) => match const_i32s(g, b, m) {
-                Some(v) => Some(v),
-                None => continue,
-            },
+        let Some(bias_vals) = const_bias(g, bias, m) else {
+            continue;
         };
         let p = Conv2d {
             n: nb,
@@ -120,6 +116,16 @@ fn install(g: &mut Graph, n: usize, op: Op, shape: Vec<usize>, packed: &[i8], fo
     node.inputs[2] = Some(fid);
 }
 
+/// The bias of a layer with `n` outputs: `Some(None)` when it has none,
+/// `Some(Some(values))` for a constant int32 bias, `None` (leave the layer
+/// unpacked) for anything else.
+fn const_bias(g: &Graph, bias: Option<usize>, n: usize) -> Option<Option<Vec<i32>>> {
+    match bias {
+        None => Some(None),
+        Some(b) => const_i32s(g, b, n).map(Some),
+    }
+}
+
 /// The constant i32 values of tensor `t` when it holds `n` of them.
 fn const_i32s(g: &Graph, t: usize, n: usize) -> Option<Vec<i32>> {
     match (&g.tensors[t].data, g.tensors[t].dtype) {
@@ -177,12 +183,8 @@ pub fn pack_int8_fc(g: &mut Graph) -> usize {
         if wdepth != depth || wd.len() != units * depth || len > wd.len() + wd.len() / 8 {
             continue;
         }
-        let bias_vals = match bias {
-            None => None,
-            Some(b) => match const_i32s(g, b, units) {
-                Some(v) => Some(v),
-                None => continue,
-            },
+        let Some(bias_vals) = const_bias(g, bias, units) else {
+            continue;
         };
         let w8: Vec<i8> = wd.iter().map(|&b| b as i8).collect();
         let (mut out, mut fold) = (vec![0i8; len], vec![0i32; units]);

@@ -255,23 +255,7 @@ fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
             act_min,
             act_max,
         } => conv::hybrid_conv(window, *group as usize, [*act_min, *act_max], io),
-        Op::QLstm {
-            time_major,
-            cifg,
-            cell_log2,
-            cell_clip,
-            hidden_zp,
-            state_zp,
-        } => rnn::q_lstm(
-            (
-                *time_major,
-                *cifg,
-                *cell_log2,
-                *cell_clip,
-                [*hidden_zp, *state_zp],
-            ),
-            io,
-        ),
+        Op::QLstm { .. } => rnn::q_lstm(op, io),
         Op::QAdd {
             a_zp,
             b_zp,
@@ -434,24 +418,8 @@ pub fn scratch_bytes(
                 kiln_kernels::rnn::gru_scratch_len(&p)
             }
         }
-        Op::QLstm {
-            time_major,
-            cifg,
-            cell_log2,
-            cell_clip,
-            hidden_zp,
-            state_zp,
-        } => {
-            let p = rnn::q_lstm_params(
-                *time_major,
-                *cifg,
-                *cell_log2,
-                *cell_clip,
-                [*hidden_zp, *state_zp],
-                &shape(ins, 0)?,
-                &shape(ins, 1)?,
-                &shape(ins, 2)?,
-            )?;
+        Op::QLstm { .. } => {
+            let p = rnn::q_lstm_params(op, &shape(ins, 0)?, &shape(ins, 1)?, &shape(ins, 2)?)?;
             // The i16 scratch in whole f32 elements.
             kiln_kernels::qlstm::q_lstm_scratch_len(&p).div_ceil(2)
         }

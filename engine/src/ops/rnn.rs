@@ -206,15 +206,22 @@ pub(crate) fn gru(
 /// The shapes of a `QLstm` node (see `kiln_format::Op::QLstm`), checked
 /// against its operands.
 pub(crate) fn q_lstm_params(
-    time_major: bool,
-    cifg: bool,
-    cell_log2: i8,
-    cell_clip: i16,
-    [hidden_zp, state_zp]: [i32; 2],
+    op: &kiln_format::Op,
     sx: &crate::tensor::Shape,
     sw: &crate::tensor::Shape,
     sr: &crate::tensor::Shape,
 ) -> Result<kiln_kernels::qlstm::QLstm, EngineError> {
+    let &kiln_format::Op::QLstm {
+        time_major,
+        cifg,
+        cell_log2,
+        cell_clip,
+        hidden_zp,
+        state_zp,
+    } = op
+    else {
+        return Err(bad("not a QLstm node"));
+    };
     if sx.rank != 3 || sw.rank != 3 || sr.rank != 3 {
         return Err(bad("QLstm input and weights must be rank 3"));
     }
@@ -254,25 +261,13 @@ pub(crate) fn q_lstm_params(
 }
 
 /// TFLite int8x8_16 LSTM (see `kiln_format::Op::QLstm`).
-pub(crate) fn q_lstm(
-    (time_major, cifg, cell_log2, cell_clip, zps): (bool, bool, i8, i16, [i32; 2]),
-    io: &mut Io<'_>,
-) -> Result<(), EngineError> {
+pub(crate) fn q_lstm(op: &kiln_format::Op, io: &mut Io<'_>) -> Result<(), EngineError> {
     use kiln_kernels::fixed::Multiplier;
     use kiln_kernels::qlstm as kq;
     let (x, w, r) = (io.input(0)?, io.input(1)?, io.input(2)?);
     let (bias, rq) = (io.input(3)?.i32()?, io.input(4)?.i32()?);
     let mut y = io.output(0)?;
-    let p = q_lstm_params(
-        time_major,
-        cifg,
-        cell_log2,
-        cell_clip,
-        zps,
-        &x.shape(),
-        &w.shape(),
-        &r.shape(),
-    )?;
+    let p = q_lstm_params(op, &x.shape(), &w.shape(), &r.shape())?;
     let rows = p.batch * p.steps;
     let (xd, wd, rd) = (x.i8()?, w.i8()?, r.i8()?);
     let yd = y.i8_mut()?;
