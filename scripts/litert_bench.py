@@ -5,7 +5,8 @@ Usage: litert_bench.py --json OUT.json MODEL.tflite=GOLDEN.npz ...
 
 The input is the golden npz's `in:<name>` array. Each model is timed twice, single-threaded:
 with LiteRT's default resolver (XNNPACK delegate) and with the builtin optimized kernels
-(OpResolverType.BUILTIN, no delegate). Warm-up, then perf_counter_ns around invoke() for at
+alone (OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES; plain BUILTIN still applies the
+default XNNPACK delegate, so it times XNNPACK again). Warm-up, then perf_counter_ns around invoke() for at
 least 200 runs and 1 s, capped at 5 s. Writes {"models": [{"path", "xnnpack": {...},
 "builtin": {...}}], "litert": version}; a resolver that fails gets an "error" entry.
 """
@@ -55,7 +56,7 @@ def main():
         g = np.load(golden)
         x = next(g[k] for k in g.files if k.startswith("in:"))
         row = {"path": path}
-        for name, r in [("xnnpack", lite.OpResolverType.AUTO), ("builtin", lite.OpResolverType.BUILTIN)]:
+        for name, r in [("xnnpack", lite.OpResolverType.AUTO), ("builtin", lite.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)]:
             try:
                 row[name] = time_model(path, x, r)
             except Exception as e:  # reported, not fatal

@@ -631,7 +631,8 @@ fn render_tflite(rows: &[TfRow], version: &str) -> String {
         "\n## TFLite models: Kiln vs LiteRT (median, µs)\n\n\
          LiteRT {version} from Python (`scripts/litert_bench.py`: `invoke()` timed, one \
          thread, same golden input, run right after Kiln), with its default XNNPACK delegate \
-         and with its builtin optimized kernels. Kiln's int8 outputs must equal LiteRT's \
+         and with its builtin optimized kernels alone (`BUILTIN_WITHOUT_DEFAULT_DELEGATES`: \
+         plain `BUILTIN` still applies XNNPACK). Kiln's int8 outputs must equal LiteRT's \
          golden bytes exactly. *int8/f32* is Kiln on the int8 model over Kiln on its float32 \
          sibling.\n\n{}",
         table(
