@@ -12,12 +12,16 @@
 //! All sums wrap in `i32` as the reference's do, so every path gives the
 //! reference's bytes.
 //!
-//! Positions: with unit strides the output rows are computed over the
-//! padded input's full width, one run of `oh · wq` positions whose extra
-//! columns are dropped, so vectors stay full even on 1- or 5-wide maps. With
-//! larger strides the padded columns are split into `sw` phase planes, so
-//! consecutive output columns still read consecutive words; one run per
-//! output row.
+//! Positions: the output rows are computed over a plane's full width, one
+//! run of `oh · wq` positions whose extra columns are dropped, so vectors
+//! stay full even on 1- or 5-wide maps. With unit strides the plane is the
+//! padded input. With larger strides the padded input is split into
+//! `sh · sw` phase planes (row `y` and column `x` go to plane
+//! `(y % sh, x % sw)`, at `(y / sh, x / sw)`), so a tap reads one plane and
+//! consecutive output positions, across rows too, read consecutive words:
+//! a stride-2 convolution runs the same full vectors as a unit-stride one.
+//! Planes that no tap reads (three of four for a 1×1 stride-2 shortcut) are
+//! not filled.
 //!
 //! Depthwise convolutions (one filter per channel) have no channel sum to
 //! put in a word; they run over whole planes of `x - zp` in `i32`, by the
@@ -40,10 +44,12 @@ pub(crate) const CHUNK: usize = 4 * LANES;
 pub(crate) struct Geo {
     /// Channel words per position (`ceil(cg / 4)`).
     c4: usize,
-    /// Padded input height.
-    hp: usize,
+    /// Height of one phase plane (`ceil(hp / sh)`, `hp` the padded height).
+    hq: usize,
     /// Width of one phase plane (`ceil(wp / sw)`).
     wq: usize,
+    /// Bit `py · sw + px`: some tap reads phase plane `(py, px)`.
+    phases: u64,
     /// Words from one channel word's planes to the next.
     cstride: usize,
     /// Kernel taps (`kh · kw`).
@@ -72,18 +78,28 @@ impl Geo {
         if last(p.oh, sh, p.kh, dh)? >= hp || last(p.ow, sw, p.kw, dw)? >= wp {
             return None;
         }
+        if sh.checked_mul(sw)? > 64 {
+            return None;
+        }
         let c4 = (p.c / p.group).div_ceil(4);
-        let wq = wp.div_ceil(sw);
-        let cstride = sw.checked_mul(hp)?.checked_mul(wq)?;
-        let g = Geo {
+        let (hq, wq) = (hp.div_ceil(sh), wp.div_ceil(sw));
+        let cstride = sh.checked_mul(sw)?.checked_mul(hq)?.checked_mul(wq)?;
+        let mut g = Geo {
             c4,
-            hp,
+            hq,
             wq,
+            phases: 0,
             cstride,
             taps: p.kh.checked_mul(p.kw)?,
             input_words: 0,
         };
-        let max_tap = g.tap(p, p.kh - 1, p.kw - 1).max(g.tap(p, p.kh - 1, 0));
+        let mut max_tap = 0;
+        for r in 0..p.kh {
+            for s in 0..p.kw {
+                max_tap = max_tap.max(g.tap(p, r, s));
+                g.phases |= 1 << ((r * dh % sh) * sw + s * dw % sw);
+            }
+        }
         let input_words = c4
             .checked_mul(cstride)?
             .checked_add(max_tap)?
@@ -94,8 +110,10 @@ impl Geo {
 
     /// Word offset of tap `(r, s)` from a position's first word.
     fn tap(&self, p: &Conv2d, r: usize, s: usize) -> usize {
-        let (sw, col) = (p.stride[1], s * p.dilation[1]);
-        (col % sw) * self.hp * self.wq + r * p.dilation[0] * self.wq + col / sw
+        let [sh, sw] = p.stride;
+        let (row, col) = (r * p.dilation[0], s * p.dilation[1]);
+        let plane = (row % sh) * sw + col % sw;
+        (plane * self.hq + row / sh) * self.wq + col / sw
     }
 
     /// Words per output channel of the packed weights.
@@ -182,11 +200,35 @@ pub(crate) struct Requant<'a> {
 impl crate::gemm::Kernel for Requant<'_> {
     #[inline(always)]
     fn run(self) {
-        let (m, bias, zp, lo, hi) = (self.m, self.bias, self.zp, self.lo, self.hi);
-        for (o, &a) in self.out.iter_mut().zip(self.acc) {
-            let v = m.apply(a.wrapping_add(bias)).saturating_add(zp);
-            *o = v.clamp(lo, hi) as i8;
+        requant(
+            self.acc,
+            self.out,
+            self.m,
+            [self.bias, self.zp, self.lo, self.hi],
+        );
+    }
+}
+
+/// [`Requant`]'s loop, its slices as arguments so that LLVM knows `out`
+/// and `acc` do not alias (struct fields lose that) and vectorises it.
+#[inline(always)]
+fn requant(acc: &[i32], out: &mut [i8], m: Multiplier, [bias, zp, lo, hi]: [i32; 4]) {
+    if m.shift <= 0 && (-128..=127).contains(&zp) {
+        // A multiplier below 1 (every importer-made one): the product
+        // shifted by at least 31 fits i32, so `apply`'s clamp is a no-op,
+        // and pre-clamping to ±2^16 keeps `+ zp` from overflowing without
+        // changing an int8 result. All in 32-bit lanes but the product.
+        let total = 31 - m.shift.max(-32);
+        let (mm, round) = (i64::from(m.mantissa), 1i64 << (total - 1));
+        for (o, &a) in out.iter_mut().zip(acc) {
+            let v = ((i64::from(a.wrapping_add(bias)) * mm + round) >> total) as i32;
+            *o = (v.clamp(-65536, 65536) + zp).max(lo).min(hi) as i8;
         }
+        return;
+    }
+    for (o, &a) in out.iter_mut().zip(acc) {
+        let v = m.apply(a.wrapping_add(bias)).saturating_add(zp);
+        *o = v.max(lo).min(hi) as i8;
     }
 }
 
@@ -260,21 +302,38 @@ impl Isa {
 
 /// Lays out this group's `cg` input planes of `x` as channel words (see
 /// the module docs): padding holds `zp`, channels past `cg` hold 0 (their
-/// weights are 0), the slack after the planes 0.
+/// weights are 0), the slack after the planes 0. Rows and columns of
+/// phases no tap reads are skipped.
 #[inline(always)]
 fn pack_input(p: &Conv2d, g: &Geo, zp: i32, x: &[i8], out: &mut [u32]) {
     let cg = p.c / p.group;
-    let (h, w, sw) = (p.h, p.w, p.stride[1]);
+    let (h, w) = (p.h, p.w);
+    let [sh, sw] = p.stride;
     let pad = u32::from((zp as i8 as u8) ^ 0x80);
     let planes = g.c4 * g.cstride;
+    let plane_len = g.hq * g.wq;
+    let used = |py: usize, px: usize| g.phases >> (py * sw + px) & 1 != 0;
+    // Per column phase `px`: the first input column `ix0` with
+    // `(ix0 + pad) % sw == px`, how many columns follow it `sw` apart, and
+    // the word they start at in their plane row (no divisions per row).
+    let mut cols = [(0usize, 0usize, 0usize); 64];
+    for (px, c) in cols.iter_mut().enumerate().take(sw) {
+        let ix0 = (px + sw - p.pad[1] % sw) % sw;
+        *c = (
+            ix0,
+            w.saturating_sub(ix0).div_ceil(sw),
+            (ix0 + p.pad[1]) / sw,
+        );
+    }
     for ci4 in 0..g.c4 {
         let lanes = (cg - ci4 * 4).min(4);
         let word = (0..lanes).fold(0u32, |a, t| a | pad << (8 * t));
         let dst = &mut out[ci4 * g.cstride..][..g.cstride];
         dst.fill(word);
         let chans = &x[ci4 * 4 * h * w..][..lanes * h * w];
+        // Padded row `iy + pad` is row `qy` of row phase `py`.
+        let (mut py, mut qy) = (p.pad[0] % sh, p.pad[0] / sh);
         for iy in 0..h {
-            let row = iy + p.pad[0];
             let src = |t: usize| &chans[(t * h + iy) * w..][..w];
             let word = |i: usize| {
                 let mut v = 0u32;
@@ -283,34 +342,70 @@ fn pack_input(p: &Conv2d, g: &Geo, zp: i32, x: &[i8], out: &mut [u32]) {
                 }
                 v
             };
-            if sw == 1 {
-                let d = &mut dst[row * g.wq + p.pad[1]..][..w];
-                if lanes == 4 {
-                    // Four whole channels: one word per position, vectorised.
+            for (px, &(ix0, n, col)) in cols[..sw].iter().enumerate() {
+                if n == 0 || !used(py, px) {
+                    continue;
+                }
+                let at = (py * sw + px) * plane_len + qy * g.wq + col;
+                let d = &mut dst[at..][..n];
+                if lanes == 4 && sw == 1 {
+                    // Four whole channels, unit stride: one word per
+                    // position from four contiguous rows, vectorised.
+                    words4([src(0), src(1), src(2), src(3)], d);
+                } else if lanes == 4 && sw == 2 {
+                    let rows = [src(0), src(1), src(2), src(3)].map(|r| &r[ix0..]);
+                    words4_every_other(rows, d);
+                } else if lanes == 4 {
                     let (a, b, c, e) = (src(0), src(1), src(2), src(3));
-                    for (i, d) in d.iter_mut().enumerate() {
+                    for (k, d) in d.iter_mut().enumerate() {
+                        let i = ix0 + k * sw;
                         *d = u32::from_le_bytes([a[i], b[i], c[i], e[i]].map(|v| (v as u8) ^ 0x80));
                     }
                 } else {
-                    for (i, d) in d.iter_mut().enumerate() {
-                        *d = word(i);
+                    for (k, d) in d.iter_mut().enumerate() {
+                        *d = word(ix0 + k * sw);
                     }
                 }
-                continue;
             }
-            // Column phases: padded column `pc` goes to phase `pc % sw`,
-            // word `pc / sw`, tracked without dividing.
-            let (mut phase, mut col) = (p.pad[1] % sw, p.pad[1] / sw);
-            for i in 0..w {
-                dst[(phase * g.hp + row) * g.wq + col] = word(i);
-                phase += 1;
-                if phase == sw {
-                    (phase, col) = (0, col + 1);
-                }
+            py += 1;
+            if py == sh {
+                (py, qy) = (0, qy + 1);
             }
         }
     }
     out[planes..g.input_words].fill(0);
+}
+
+/// `d[i]` = the word of `rows[0..4][i]` (bytes `x ^ 0x80`). A function of
+/// its own so that LLVM sees `d` apart from the rows and vectorises.
+#[inline(always)]
+fn words4(rows: [&[i8]; 4], d: &mut [u32]) {
+    let [a, b, c, e] = rows;
+    let byte = |v: &i8| u32::from(*v as u8);
+    for ((((d, a), b), c), e) in d.iter_mut().zip(a).zip(b).zip(c).zip(e) {
+        *d = (byte(a) | byte(b) << 8 | byte(c) << 16 | byte(e) << 24) ^ 0x8080_8080;
+    }
+}
+
+/// [`words4`] of every other column (`rows[..][2i]`), for stride 2.
+#[inline(always)]
+fn words4_every_other(rows: [&[i8]; 4], d: &mut [u32]) {
+    // Whole pairs first (a fixed-size chunk vectorises), then an odd last
+    // column.
+    let pairs = d
+        .len()
+        .min(rows.iter().map(|r| r.len() / 2).min().unwrap_or(0));
+    let (whole, tail) = d.split_at_mut(pairs);
+    let [a, b, c, e] = rows.map(|r| r.chunks_exact(2));
+    let byte = |v: &[i8]| u32::from(v[0] as u8);
+    for ((((d, a), b), c), e) in whole.iter_mut().zip(a).zip(b).zip(c).zip(e) {
+        *d = (byte(a) | byte(b) << 8 | byte(c) << 16 | byte(e) << 24) ^ 0x8080_8080;
+    }
+    if let Some(d) = tail.first_mut() {
+        let at = 2 * pairs;
+        let [a, b, c, e] = rows.map(|r| r.get(at..).unwrap_or(&[0]));
+        *d = (byte(a) | byte(b) << 8 | byte(c) << 16 | byte(e) << 24) ^ 0x8080_8080;
+    }
 }
 
 /// Packs this group's weights (`[mg, cg, kh, kw]`) as channel words per
@@ -475,17 +570,9 @@ impl crate::gemm::Kernel for ConvJob<'_> {
                 taps[r * p.kw + s] = geo.tap(p, r, s) as u32;
             }
         }
-        let [sh, _] = p.stride;
-        // Positions: one flat run whose output rows are `rs` positions
-        // apart (unit strides, or strided maps narrower than a vector), or
-        // one run per output row.
-        let rs = if p.stride == [1, 1] {
-            Some(geo.wq)
-        } else if p.ow < LANES {
-            Some(sh * geo.wq)
-        } else {
-            None
-        };
+        // Positions: one flat run over the planes whose output rows are
+        // `rs` positions apart.
+        let rs = geo.wq;
         let plane = p.oh * p.ow;
         let mut line = [0i8; CHUNK];
         let mut segs = [(0usize, 0usize, 0usize); CHUNK];
@@ -506,81 +593,63 @@ impl crate::gemm::Kernel for ConvJob<'_> {
                 let xg = &x[(b * p.c + gi * cg) * p.h * p.w..][..cg * p.h * p.w];
                 pack_input(p, geo, q.x_zp, xg, xin);
                 let yb = &mut y[(b * p.m + gi * mg) * plane..][..mg * plane];
-                let runs = if rs.is_some() { 1 } else { p.oh };
-                for run in 0..runs {
-                    let (base, count) = match rs {
-                        Some(rs) => (0, (p.oh - 1) * rs + p.ow),
-                        None => (run * sh * geo.wq, p.ow),
-                    };
-                    for start in (0..count).step_by(CHUNK) {
-                        let lanes = (count - start).min(CHUNK);
-                        // The chunk's valid columns per output row, as
-                        // (offset in the chunk, output index, length): the
-                        // same for every channel.
-                        let mut nsegs = 0;
-                        if let Some(rs) = rs.filter(|&rs| rs != p.ow) {
-                            let (mut oy, mut ox) = (start / rs, start % rs);
-                            let mut pos = start;
-                            while pos < start + lanes {
-                                if ox >= p.ow {
-                                    pos += rs - ox;
-                                    (oy, ox) = (oy + 1, 0);
-                                    continue;
-                                }
-                                let len = (p.ow - ox).min(start + lanes - pos);
-                                segs[nsegs] = (pos - start, oy * p.ow + ox, len);
-                                nsegs += 1;
-                                pos += len;
-                                ox += len;
+                let count = (p.oh - 1) * rs + p.ow;
+                for start in (0..count).step_by(CHUNK) {
+                    let lanes = (count - start).min(CHUNK);
+                    // The chunk's valid columns per output row, as
+                    // (offset in the chunk, output index, length): the
+                    // same for every channel.
+                    let mut nsegs = 0;
+                    if rs != p.ow {
+                        let (mut oy, mut ox) = (start / rs, start % rs);
+                        let mut pos = start;
+                        while pos < start + lanes {
+                            if ox >= p.ow {
+                                pos += rs - ox;
+                                (oy, ox) = (oy + 1, 0);
+                                continue;
                             }
+                            let len = (p.ow - ox).min(start + lanes - pos);
+                            segs[nsegs] = (pos - start, oy * p.ow + ox, len);
+                            nsegs += 1;
+                            pos += len;
+                            ox += len;
                         }
-                        for r0 in (0..mg).step_by(MR) {
-                            let rows = (mg - r0).min(MR);
-                            isa.tile(Tile {
-                                a: &a[r0 * k4 * 4..][..rows * k4 * 4],
-                                taps,
-                                c4: geo.c4,
-                                cstride: geo.cstride,
-                                b: &xin[base + start..],
-                                rows,
-                                lanes,
-                                acc,
-                            });
-                            for r in 0..rows {
-                                let oc = r0 + r;
-                                let yc = &mut yb[oc * plane..][..plane];
-                                let ar = &acc[r * CHUNK..][..lanes];
-                                let rq = q.requant(
-                                    ar,
-                                    &mut line[..lanes],
-                                    requant,
-                                    gi * mg + oc,
-                                    fold[oc],
-                                );
-                                match rs {
-                                    Some(rs) if rs == p.ow => {
-                                        // Positions are output indices.
-                                        Requant {
-                                            out: &mut yc[start..][..lanes],
-                                            ..rq
-                                        }
-                                        .run();
+                    }
+                    for r0 in (0..mg).step_by(MR) {
+                        let rows = (mg - r0).min(MR);
+                        isa.tile(Tile {
+                            a: &a[r0 * k4 * 4..][..rows * k4 * 4],
+                            taps,
+                            c4: geo.c4,
+                            cstride: geo.cstride,
+                            b: &xin[start..],
+                            rows,
+                            lanes,
+                            acc,
+                        });
+                        for r in 0..rows {
+                            let oc = r0 + r;
+                            let yc = &mut yb[oc * plane..][..plane];
+                            let ar = &acc[r * CHUNK..][..lanes];
+                            let rq =
+                                q.requant(ar, &mut line[..lanes], requant, gi * mg + oc, fold[oc]);
+                            if rs == p.ow {
+                                // Positions are output indices.
+                                Requant {
+                                    out: &mut yc[start..][..lanes],
+                                    ..rq
+                                }
+                                .run();
+                            } else {
+                                // Each output row's valid columns only.
+                                for &(from, to, len) in &segs[..nsegs] {
+                                    Requant {
+                                        acc: &ar[from..][..len],
+                                        out: &mut yc[to..][..len],
+                                        ..rq
                                     }
-                                    Some(rs) => {
-                                        // Keep each output row's valid columns.
-                                        let _ = rs;
-                                        rq.run();
-                                        for &(from, to, len) in &segs[..nsegs] {
-                                            yc[to..][..len].copy_from_slice(&line[from..][..len]);
-                                        }
-                                    }
-                                    None => {
-                                        Requant {
-                                            out: &mut yc[run * p.ow + start..][..lanes],
-                                            ..rq
-                                        }
-                                        .run();
-                                    }
+                                    .run();
                                 }
                             }
                         }
