@@ -185,34 +185,64 @@ impl crate::gemm::Kernel for Tile<'_> {
     }
 }
 
-/// Requantizes exact `i32` sums: `out = clamp(apply(acc + bias) + zp)`,
-/// the multiplier hoisted so the loop vectorises.
+/// Requantizes one register tile's exact `i32` sums: for each row `r`
+/// (output channel) and segment `(from, to, len)` (the chunk's valid
+/// columns, the same for every row), `out[r · plane + to + i] =
+/// clamp(apply_r(acc[r · CHUNK + from + i] + bias_r) + zp)`, the
+/// multipliers hoisted so the loops vectorise.
 pub(crate) struct Requant<'a> {
+    /// `rows · CHUNK` sums.
     pub(crate) acc: &'a [i32],
+    /// `rows` output planes of `plane` bytes.
     pub(crate) out: &'a mut [i8],
-    pub(crate) m: Multiplier,
-    pub(crate) bias: i32,
+    pub(crate) plane: usize,
+    pub(crate) rows: usize,
+    pub(crate) segs: &'a [(usize, usize, usize)],
+    /// `[mantissa, shift]` of each row, or one for all (per-tensor).
+    pub(crate) requant: &'a [[i32; 2]],
+    /// Each row's bias (the zero-point fold included).
+    pub(crate) bias: &'a [i32],
     pub(crate) zp: i32,
     pub(crate) lo: i32,
     pub(crate) hi: i32,
 }
 
+impl Requant<'_> {
+    /// Row `r`'s multiplier.
+    #[inline(always)]
+    pub(crate) fn m(&self, r: usize) -> Multiplier {
+        let [mantissa, shift] = self.requant[if self.requant.len() == 1 { 0 } else { r }];
+        Multiplier { mantissa, shift }
+    }
+}
+
 impl crate::gemm::Kernel for Requant<'_> {
     #[inline(always)]
     fn run(self) {
-        requant(
-            self.acc,
-            self.out,
-            self.m,
-            [self.bias, self.zp, self.lo, self.hi],
-        );
+        for r in 0..self.rows {
+            let m = self.m(r);
+            let (acc, out) = (&self.acc[r * CHUNK..], &mut self.out[r * self.plane..]);
+            for &(from, to, len) in self.segs {
+                requant_portable(
+                    &acc[from..][..len],
+                    &mut out[to..][..len],
+                    m,
+                    [self.bias[r], self.zp, self.lo, self.hi],
+                );
+            }
+        }
     }
 }
 
 /// [`Requant`]'s loop, its slices as arguments so that LLVM knows `out`
 /// and `acc` do not alias (struct fields lose that) and vectorises it.
 #[inline(always)]
-fn requant(acc: &[i32], out: &mut [i8], m: Multiplier, [bias, zp, lo, hi]: [i32; 4]) {
+pub(crate) fn requant_portable(
+    acc: &[i32],
+    out: &mut [i8],
+    m: Multiplier,
+    [bias, zp, lo, hi]: [i32; 4],
+) {
     if m.shift <= 0 && (-128..=127).contains(&zp) {
         // A multiplier below 1 (every importer-made one): the product
         // shifted by at least 31 fits i32, so `apply`'s clamp is a no-op,
@@ -233,21 +263,32 @@ fn requant(acc: &[i32], out: &mut [i8], m: Multiplier, [bias, zp, lo, hi]: [i32;
 }
 
 impl QOut {
-    /// The requantization of output channel `c` over `acc` into `out`.
+    /// The requantization of a tile of `rows` output channels from `c0`
+    /// (`out` their planes of `plane` bytes), `segs` of each row of `acc`.
+    #[allow(clippy::too_many_arguments, reason = "the tile's operands")]
     pub(crate) fn requant<'a>(
         &self,
         acc: &'a [i32],
         out: &'a mut [i8],
-        requant: &[[i32; 2]],
-        c: usize,
-        bias: i32,
+        plane: usize,
+        segs: &'a [(usize, usize, usize)],
+        requant: &'a [[i32; 2]],
+        c0: usize,
+        fold: &'a [i32],
     ) -> Requant<'a> {
-        let [mantissa, shift] = requant[if requant.len() == 1 { 0 } else { c }];
+        let rows = fold.len().min(MR);
+        let requant = match requant.len() {
+            1 => requant,
+            _ => &requant[c0..][..rows],
+        };
         Requant {
             acc,
             out,
-            m: Multiplier { mantissa, shift },
-            bias,
+            plane,
+            rows,
+            segs,
+            requant,
+            bias: &fold[..rows],
             zp: self.y_zp,
             lo: self.act_min.clamp(-128, 127),
             hi: self.act_max.clamp(-128, 127),
@@ -288,6 +329,23 @@ impl Isa {
         v
     }
 
+    /// Runs `r`: by intrinsics on VNNI CPUs when its multiplier is below 1
+    /// and its zero point an int8 value (always, for imported models),
+    /// else inline.
+    #[inline(always)]
+    fn requant(self, r: Requant<'_>) {
+        match self {
+            #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
+            Isa::Vnni(v, _)
+                if r.requant.iter().all(|&[_, shift]| shift <= 0)
+                    && (-128..=127).contains(&r.zp) =>
+            {
+                v.requant(r)
+            }
+            _ => r.run(),
+        }
+    }
+
     /// Runs `t`: inline on the portable path (the caller runs inside the
     /// engine's compiled context), by intrinsics on VNNI.
     #[inline(always)]
@@ -301,11 +359,16 @@ impl Isa {
 }
 
 /// Lays out this group's `cg` input planes of `x` as channel words (see
-/// the module docs): padding holds `zp`, channels past `cg` hold 0 (their
-/// weights are 0), the slack after the planes 0. Rows and columns of
+/// the module docs): padding holds `zp`, channels past `cg` hold 0 or
+/// 0x80 (their weights are 0), the slack after the planes 0. Rows and columns of
 /// phases no tap reads are skipped.
 #[inline(always)]
 fn pack_input(p: &Conv2d, g: &Geo, zp: i32, x: &[i8], out: &mut [u32]) {
+    /// Columns turned into words at a time.
+    const BLOCK: usize = 256;
+    /// Rows of the channels past `cg` in a group's last word (their weights
+    /// are 0, so what they hold adds nothing).
+    const ZEROS: [i8; BLOCK] = [0; BLOCK];
     let cg = p.c / p.group;
     let (h, w) = (p.h, p.w);
     let [sh, sw] = p.stride;
@@ -313,58 +376,70 @@ fn pack_input(p: &Conv2d, g: &Geo, zp: i32, x: &[i8], out: &mut [u32]) {
     let planes = g.c4 * g.cstride;
     let plane_len = g.hq * g.wq;
     let used = |py: usize, px: usize| g.phases >> (py * sw + px) & 1 != 0;
-    // Per column phase `px`: the first input column `ix0` with
-    // `(ix0 + pad) % sw == px`, how many columns follow it `sw` apart, and
-    // the word they start at in their plane row (no divisions per row).
-    let mut cols = [(0usize, 0usize, 0usize); 64];
-    for (px, c) in cols.iter_mut().enumerate().take(sw) {
-        let ix0 = (px + sw - p.pad[1] % sw) % sw;
-        *c = (
-            ix0,
-            w.saturating_sub(ix0).div_ceil(sw),
-            (ix0 + p.pad[1]) / sw,
-        );
+    let mut tmp = [0u32; BLOCK];
+    // Per column phase and block start: the block's first column of the
+    // phase, how many it has and the plane word it lands on (divisions
+    // hoisted out of the row loop for the first block; later blocks of
+    // rows wider than `BLOCK` compute theirs).
+    let phase_cols = |x0: usize, len: usize, px: usize| {
+        let j0 = (px + sw - (x0 + p.pad[1]) % sw) % sw;
+        let n = len.saturating_sub(j0).div_ceil(sw);
+        (j0, n, (x0 + j0 + p.pad[1]) / sw)
+    };
+    let mut first = [(0usize, 0usize, 0usize); 64];
+    for (px, c) in first.iter_mut().enumerate().take(sw) {
+        *c = phase_cols(0, w.min(BLOCK), px);
     }
+    // Row phases some tap reads.
+    let row_used = |py: usize| (0..sw).any(|px| used(py, px));
     for ci4 in 0..g.c4 {
         let lanes = (cg - ci4 * 4).min(4);
         let word = (0..lanes).fold(0u32, |a, t| a | pad << (8 * t));
         let dst = &mut out[ci4 * g.cstride..][..g.cstride];
-        dst.fill(word);
+        for (ph, plane) in dst.chunks_exact_mut(plane_len.max(1)).enumerate() {
+            if g.phases >> ph & 1 != 0 {
+                plane.fill(word);
+            }
+        }
         let chans = &x[ci4 * 4 * h * w..][..lanes * h * w];
         // Padded row `iy + pad` is row `qy` of row phase `py`.
         let (mut py, mut qy) = (p.pad[0] % sh, p.pad[0] / sh);
         for iy in 0..h {
-            let src = |t: usize| &chans[(t * h + iy) * w..][..w];
-            let word = |i: usize| {
-                let mut v = 0u32;
-                for t in 0..lanes {
-                    v |= u32::from((src(t)[i] as u8) ^ 0x80) << (8 * t);
+            if !row_used(py) {
+                py += 1;
+                if py == sh {
+                    (py, qy) = (0, qy + 1);
                 }
-                v
+                continue;
+            }
+            let rows = |x0: usize, len: usize| {
+                let row = |t: usize| match t < lanes {
+                    true => &chans[(t * h + iy) * w + x0..][..len],
+                    false => &ZEROS[..len],
+                };
+                [row(0), row(1), row(2), row(3)]
             };
-            for (px, &(ix0, n, col)) in cols[..sw].iter().enumerate() {
-                if n == 0 || !used(py, px) {
+            for x0 in (0..w).step_by(BLOCK) {
+                let len = (w - x0).min(BLOCK);
+                if sw == 1 {
+                    // Straight into the plane row, vectorised.
+                    let at = py * plane_len + qy * g.wq + x0 + p.pad[1];
+                    words4(rows(x0, len), &mut dst[at..][..len]);
                     continue;
                 }
-                let at = (py * sw + px) * plane_len + qy * g.wq + col;
-                let d = &mut dst[at..][..n];
-                if lanes == 4 && sw == 1 {
-                    // Four whole channels, unit stride: one word per
-                    // position from four contiguous rows, vectorised.
-                    words4([src(0), src(1), src(2), src(3)], d);
-                } else if lanes == 4 && sw == 2 {
-                    let rows = [src(0), src(1), src(2), src(3)].map(|r| &r[ix0..]);
-                    words4_every_other(rows, d);
-                } else if lanes == 4 {
-                    let (a, b, c, e) = (src(0), src(1), src(2), src(3));
-                    for (k, d) in d.iter_mut().enumerate() {
-                        let i = ix0 + k * sw;
-                        *d = u32::from_le_bytes([a[i], b[i], c[i], e[i]].map(|v| (v as u8) ^ 0x80));
+                // The block's words once, then each used column phase's
+                // every `sw`-th one.
+                words4(rows(x0, len), &mut tmp[..len]);
+                for px in 0..sw {
+                    let (j0, n, col) = match x0 {
+                        0 => first[px],
+                        _ => phase_cols(x0, len, px),
+                    };
+                    if n == 0 || !used(py, px) {
+                        continue;
                     }
-                } else {
-                    for (k, d) in d.iter_mut().enumerate() {
-                        *d = word(ix0 + k * sw);
-                    }
+                    let at = (py * sw + px) * plane_len + qy * g.wq + col;
+                    every_nth(&tmp[j0..len], sw, &mut dst[at..][..n]);
                 }
             }
             py += 1;
@@ -376,6 +451,25 @@ fn pack_input(p: &Conv2d, g: &Geo, zp: i32, x: &[i8], out: &mut [u32]) {
     out[planes..g.input_words].fill(0);
 }
 
+/// `d[k] = s[k · n]` (pairs read whole for `n = 2`, which vectorises).
+#[inline(always)]
+fn every_nth(s: &[u32], n: usize, d: &mut [u32]) {
+    if n == 2 {
+        let (pairs, rest) = s.split_at(s.len() & !1);
+        let (whole, tail) = d.split_at_mut(pairs.len() / 2);
+        for (d, s) in whole.iter_mut().zip(pairs.chunks_exact(2)) {
+            *d = s[0];
+        }
+        if let (Some(d), Some(&s)) = (tail.first_mut(), rest.first()) {
+            *d = s;
+        }
+        return;
+    }
+    for (d, &s) in d.iter_mut().zip(s.iter().step_by(n)) {
+        *d = s;
+    }
+}
+
 /// `d[i]` = the word of `rows[0..4][i]` (bytes `x ^ 0x80`). A function of
 /// its own so that LLVM sees `d` apart from the rows and vectorises.
 #[inline(always)]
@@ -383,27 +477,6 @@ fn words4(rows: [&[i8]; 4], d: &mut [u32]) {
     let [a, b, c, e] = rows;
     let byte = |v: &i8| u32::from(*v as u8);
     for ((((d, a), b), c), e) in d.iter_mut().zip(a).zip(b).zip(c).zip(e) {
-        *d = (byte(a) | byte(b) << 8 | byte(c) << 16 | byte(e) << 24) ^ 0x8080_8080;
-    }
-}
-
-/// [`words4`] of every other column (`rows[..][2i]`), for stride 2.
-#[inline(always)]
-fn words4_every_other(rows: [&[i8]; 4], d: &mut [u32]) {
-    // Whole pairs first (a fixed-size chunk vectorises), then an odd last
-    // column.
-    let pairs = d
-        .len()
-        .min(rows.iter().map(|r| r.len() / 2).min().unwrap_or(0));
-    let (whole, tail) = d.split_at_mut(pairs);
-    let [a, b, c, e] = rows.map(|r| r.chunks_exact(2));
-    let byte = |v: &[i8]| u32::from(v[0] as u8);
-    for ((((d, a), b), c), e) in whole.iter_mut().zip(a).zip(b).zip(c).zip(e) {
-        *d = (byte(a) | byte(b) << 8 | byte(c) << 16 | byte(e) << 24) ^ 0x8080_8080;
-    }
-    if let Some(d) = tail.first_mut() {
-        let at = 2 * pairs;
-        let [a, b, c, e] = rows.map(|r| r.get(at..).unwrap_or(&[0]));
         *d = (byte(a) | byte(b) << 8 | byte(c) << 16 | byte(e) << 24) ^ 0x8080_8080;
     }
 }
@@ -574,7 +647,6 @@ impl crate::gemm::Kernel for ConvJob<'_> {
         // `rs` positions apart.
         let rs = geo.wq;
         let plane = p.oh * p.ow;
-        let mut line = [0i8; CHUNK];
         let mut segs = [(0usize, 0usize, 0usize); CHUNK];
         for gi in 0..p.group {
             let (a, fold): (&[u8], &[i32]) = match weights {
@@ -600,7 +672,11 @@ impl crate::gemm::Kernel for ConvJob<'_> {
                     // (offset in the chunk, output index, length): the
                     // same for every channel.
                     let mut nsegs = 0;
-                    if rs != p.ow {
+                    if rs == p.ow {
+                        // Positions are output indices.
+                        segs[0] = (0, start, lanes);
+                        nsegs = 1;
+                    } else {
                         let (mut oy, mut ox) = (start / rs, start % rs);
                         let mut pos = start;
                         while pos < start + lanes {
@@ -628,31 +704,15 @@ impl crate::gemm::Kernel for ConvJob<'_> {
                             lanes,
                             acc,
                         });
-                        for r in 0..rows {
-                            let oc = r0 + r;
-                            let yc = &mut yb[oc * plane..][..plane];
-                            let ar = &acc[r * CHUNK..][..lanes];
-                            let rq =
-                                q.requant(ar, &mut line[..lanes], requant, gi * mg + oc, fold[oc]);
-                            if rs == p.ow {
-                                // Positions are output indices.
-                                Requant {
-                                    out: &mut yc[start..][..lanes],
-                                    ..rq
-                                }
-                                .run();
-                            } else {
-                                // Each output row's valid columns only.
-                                for &(from, to, len) in &segs[..nsegs] {
-                                    Requant {
-                                        acc: &ar[from..][..len],
-                                        out: &mut yc[to..][..len],
-                                        ..rq
-                                    }
-                                    .run();
-                                }
-                            }
-                        }
+                        isa.requant(q.requant(
+                            acc,
+                            &mut yb[r0 * plane..][..rows * plane],
+                            plane,
+                            &segs[..nsegs],
+                            requant,
+                            gi * mg + r0,
+                            &fold[r0..][..rows],
+                        ));
                     }
                 }
             }

@@ -18,12 +18,15 @@
     reason = "register tiles index fixed arrays"
 )]
 
-use crate::qconv::{CHUNK, LANES, MR, Tile};
+use crate::qconv::{CHUNK, LANES, MR, Requant, Tile};
 use crate::qfc::{Blocks, UNITS};
 use core::arch::x86_64::{
-    __m512i, _mm512_dpbusd_epi32, _mm512_loadu_si512, _mm512_maskz_loadu_epi8,
-    _mm512_reduce_add_epi32, _mm512_set1_epi8, _mm512_set1_epi32, _mm512_setzero_si512,
-    _mm512_storeu_si512,
+    __m512i, _mm512_add_epi32, _mm512_add_epi64, _mm512_dpbusd_epi32, _mm512_loadu_si512,
+    _mm512_mask_blend_epi32, _mm512_mask_cvtepi32_storeu_epi8, _mm512_maskz_loadu_epi8,
+    _mm512_maskz_loadu_epi32, _mm512_max_epi32, _mm512_min_epi32, _mm512_mul_epi32,
+    _mm512_reduce_add_epi32, _mm512_set1_epi8, _mm512_set1_epi32, _mm512_set1_epi64,
+    _mm512_setzero_si512, _mm512_shuffle_epi32, _mm512_slli_epi64, _mm512_srav_epi32,
+    _mm512_srav_epi64, _mm512_storeu_si512,
 };
 
 /// Proof that the CPU runs AVX-512 F, BW and VNNI.
@@ -129,6 +132,52 @@ impl Vnni {
 }
 
 impl Vnni {
+    /// Runs `r` (the bytes of its portable `run`) when every row's
+    /// multiplier is below 1 (`shift <= 0`) and the zero point an int8
+    /// value, 16 lanes and all rows at a time: `clamp(clamp(((acc + bias) ·
+    /// m + 2^(t-1)) >> t, ±2^16) + zp, lo, hi)`, `t = 31 - shift`.
+    ///
+    /// # Panics
+    /// On a multiplier of 1 or more, a zero point or clamp outside int8, or
+    /// a segment that leaves a row of `acc` or an output plane.
+    pub(crate) fn requant(self, r: Requant<'_>) {
+        let int8 = -128..=127;
+        assert!(r.rows <= MR && r.bias.len() >= r.rows);
+        assert!((0..r.rows).all(|k| r.m(k).shift <= 0));
+        assert!(int8.contains(&r.zp) && int8.contains(&r.lo) && int8.contains(&r.hi));
+        let fits = |at: usize, len: usize, n: usize| at.checked_add(len).is_some_and(|e| e <= n);
+        assert!(r.acc.len() >= r.rows * CHUNK && r.out.len() >= r.rows * r.plane);
+        assert!(
+            r.segs
+                .iter()
+                .all(|&(from, to, len)| fits(from, len, CHUNK) && fits(to, len, r.plane)),
+            "requantization segment out of bounds"
+        );
+        let mut rows = [(0i32, 0i32, 0i32); MR];
+        for (k, row) in rows.iter_mut().enumerate().take(r.rows) {
+            let m = r.m(k);
+            *row = (m.mantissa, 31 - m.shift.max(-32), r.bias[k]);
+        }
+        // With a total shift of 33 to 55 the zero point rides in the
+        // rounding constant (`zp · 2^t` fits with the product in i64, and
+        // `|v + zp| < 2^30` needs no guard clamp): 3 of 17 vector µops less.
+        let fold = rows[..r.rows]
+            .iter()
+            .all(|&(_, t, _)| (33..=55).contains(&t));
+        let (acc, out) = (r.acc.as_ptr(), r.out.as_mut_ptr());
+        let (rows, zlh) = (&rows[..r.rows], [r.zp, r.lo, r.hi]);
+        if fold {
+            // SAFETY: the token proves AVX-512 F/BW; per row and segment the
+            // kernel reads `len` sums from `row · CHUNK + from` and writes
+            // `len` bytes from `row · plane + to`, in bounds by the asserts,
+            // masked past the last whole vector; every total is in 33..=55.
+            unsafe { requant::<true>(acc, out, r.plane, rows, r.segs, zlh) }
+        } else {
+            // SAFETY: as above, totals in 31..=63 (`shift` in -32..=0).
+            unsafe { requant::<false>(acc, out, r.plane, rows, r.segs, zlh) }
+        }
+    }
+
     /// Runs `t` (same sums as its portable `run`).
     ///
     /// # Panics
@@ -151,6 +200,92 @@ impl Vnni {
             3 => go!(3),
             2 => go!(2),
             _ => go!(1),
+        }
+    }
+}
+
+/// [`Vnni::requant`]'s loop: the 64-bit products of even and odd lanes
+/// (VPMULDQ), rounded and shifted, their low halves merged back; the rows
+/// are independent chains, interleaved.
+///
+/// With `FOLD` the zero point is added through the rounding constant.
+///
+/// # Safety
+/// AVX-512 F and BW; for row `k` (`rows[k]` = mantissa, total shift in
+/// 31..=63, or 33..=55 with `FOLD`, bias) and each segment `(from, to,
+/// len)`, `acc` readable at `k · CHUNK + from..+ len` and `out` writable
+/// at `k · plane + to..+ len`.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn requant<const FOLD: bool>(
+    acc: *const i32,
+    out: *mut i8,
+    plane: usize,
+    rows: &[(i32, i32, i32)],
+    segs: &[(usize, usize, usize)],
+    [zp, lo, hi]: [i32; 3],
+) {
+    let mut consts = [[_mm512_setzero_si512(); 4]; MR];
+    for (c, &(mantissa, total, bias)) in consts.iter_mut().zip(rows) {
+        *c = [
+            _mm512_set1_epi64(i64::from(mantissa)),
+            _mm512_set1_epi64(match FOLD {
+                true => (1i64 << (total - 1)) + (i64::from(zp) << total),
+                false => 1i64 << (total - 1),
+            }),
+            // One count per lane (VPSRAV: one µop; the xmm-count form is
+            // two): `t - 32` on the high 32-bit halves with `FOLD`.
+            match FOLD {
+                true => _mm512_set1_epi32(total - 32),
+                false => _mm512_set1_epi64(i64::from(total)),
+            },
+            _mm512_set1_epi32(bias),
+        ];
+    }
+    let (guard_lo, guard_hi) = (_mm512_set1_epi32(-65536), _mm512_set1_epi32(65536));
+    let (vzp, vlo, vhi) = (
+        _mm512_set1_epi32(zp),
+        _mm512_set1_epi32(lo),
+        _mm512_set1_epi32(hi),
+    );
+    for &(from, to, n) in segs {
+        let mut i = 0;
+        while i < n {
+            let len = (n - i).min(16);
+            let k = (u32::MAX >> (32 - len)) as u16;
+            for (row, &[vm, round, count, vbias]) in consts[..rows.len()].iter().enumerate() {
+                // SAFETY: lanes `i..i + len` of the segment are in bounds
+                // (the caller's contract); the mask keeps the rest untouched.
+                let a = unsafe { _mm512_maskz_loadu_epi32(k, acc.add(row * CHUNK + from + i)) };
+                let a = _mm512_add_epi32(a, vbias);
+                // Odd lanes moved to even places (VPMULDQ reads those).
+                let odd = _mm512_shuffle_epi32::<0xF5>(a);
+                let even = _mm512_add_epi64(_mm512_mul_epi32(a, vm), round);
+                let odd = _mm512_add_epi64(_mm512_mul_epi32(odd, vm), round);
+                let v = match FOLD {
+                    true => {
+                        // `>> t` with t >= 33 is the high halves `>> (t - 32)`:
+                        // shuffles and one 32-bit shift (VPMULDQ and the
+                        // shifts share one port on 512-bit vectors).
+                        let hi = _mm512_mask_blend_epi32(
+                            0xAAAA,
+                            _mm512_shuffle_epi32::<0xF5>(even),
+                            odd,
+                        );
+                        _mm512_srav_epi32(hi, count)
+                    }
+                    false => {
+                        let even = _mm512_srav_epi64(even, count);
+                        let odd = _mm512_srav_epi64(odd, count);
+                        let v = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64::<32>(odd));
+                        let v = _mm512_min_epi32(_mm512_max_epi32(v, guard_lo), guard_hi);
+                        _mm512_add_epi32(v, vzp)
+                    }
+                };
+                let v = _mm512_min_epi32(_mm512_max_epi32(v, vlo), vhi);
+                // SAFETY: as the load.
+                unsafe { _mm512_mask_cvtepi32_storeu_epi8(out.add(row * plane + to + i), k, v) };
+            }
+            i += len;
         }
     }
 }
@@ -277,5 +412,86 @@ unsafe fn gemv(
             }
         }
         u += rows;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Vnni;
+    use crate::fixed::Multiplier;
+
+    /// The intrinsics requantization gives the portable loop's bytes, on
+    /// extreme sums (wrapping bias adds included), every tail length, 1 to
+    /// 4 rows and multipliers from 2^-30 to just below 1 (both kernels).
+    #[test]
+    fn requant_matches_portable_loop() {
+        use crate::gemm::Kernel;
+        use crate::qconv::{CHUNK, MR, Requant};
+        let Some(v) = Vnni::detect() else {
+            return;
+        };
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for case in 0..400 {
+            let n = case % 40;
+            let acc: std::vec::Vec<i32> = (0..MR * CHUNK)
+                .map(|i| match i % 5 {
+                    0 => i32::MAX - (next() % 3) as i32,
+                    1 => i32::MIN + (next() % 3) as i32,
+                    _ => next() as i32 >> (next() % 24),
+                })
+                .collect();
+            let rows = 1 + case % MR;
+            // Totals all in 33..=55 (the zero point folded into the
+            // rounding) every other case, else mixed with 31 and 60.
+            let reals = match case % 2 {
+                0 => [2.3e-4, 0.01, 3e-7, 0.2],
+                _ => [1e-9, 2.3e-4, 0.01, 0.999_999],
+            };
+            let m = reals.map(|r| {
+                let m = Multiplier::new(r).unwrap();
+                [m.mantissa, m.shift]
+            });
+            let bias = [0; MR].map(|_| next() as i32 >> (next() % 31));
+            let (zp, lo, hi) = (
+                (next() % 256) as i32 - 128,
+                -128 + (next() % 64) as i32,
+                127 - (next() % 64) as i32,
+            );
+            // Two segments, the second written ahead of the first.
+            let half = n / 2;
+            let segs = [(half + 3, 0, n - half), (0, n - half + 5, half)];
+            let plane = n + 5;
+            let mut want = std::vec![0i8; rows * plane];
+            let mut got = std::vec![1i8; rows * plane];
+            let tile = |out| Requant {
+                acc: &acc,
+                out,
+                plane,
+                rows,
+                segs: &segs,
+                requant: &m[..rows],
+                bias: &bias,
+                zp,
+                lo,
+                hi,
+            };
+            tile(&mut want).run();
+            v.requant(tile(&mut got));
+            // Bytes no segment writes keep their values.
+            let untouched =
+                |o: &[i8], b: i8| (0..rows).all(|r| o[r * plane + n - half..][..5] == [b; 5]);
+            assert!(untouched(&want, 0) && untouched(&got, 1), "case {case}");
+            for r in 0..rows {
+                let (w, g) = (&want[r * plane..][..plane], &got[r * plane..][..plane]);
+                assert_eq!(g[..n - half], w[..n - half], "case {case} row {r}");
+                assert_eq!(g[n - half + 5..], w[n - half + 5..], "case {case} row {r}");
+            }
+        }
     }
 }
