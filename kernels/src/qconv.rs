@@ -376,7 +376,6 @@ fn pack_input(p: &Conv2d, g: &Geo, zp: i32, x: &[i8], out: &mut [u32]) {
     let planes = g.c4 * g.cstride;
     let plane_len = g.hq * g.wq;
     let used = |py: usize, px: usize| g.phases >> (py * sw + px) & 1 != 0;
-    let mut tmp = [0u32; BLOCK];
     // Per column phase and block start: the block's first column of the
     // phase, how many it has and the plane word it lands on (divisions
     // hoisted out of the row loop for the first block; later blocks of
@@ -386,10 +385,21 @@ fn pack_input(p: &Conv2d, g: &Geo, zp: i32, x: &[i8], out: &mut [u32]) {
         let n = len.saturating_sub(j0).div_ceil(sw);
         (j0, n, (x0 + j0 + p.pad[1]) / sw)
     };
-    let mut first = [(0usize, 0usize, 0usize); 64];
-    for (px, c) in first.iter_mut().enumerate().take(sw) {
-        *c = phase_cols(0, w.min(BLOCK), px);
-    }
+    // The block of words and the phases' first columns only exist for
+    // strided convolutions (zeroing them costs a small depthwise group
+    // more than its packing).
+    let (mut tmp_store, mut first_store);
+    let (tmp, first): (&mut [u32], &[(usize, usize, usize)]) = match sw {
+        1 => (&mut [], &[]),
+        _ => {
+            tmp_store = [0u32; BLOCK];
+            first_store = [(0usize, 0usize, 0usize); 64];
+            for (px, c) in first_store.iter_mut().enumerate().take(sw) {
+                *c = phase_cols(0, w.min(BLOCK), px);
+            }
+            (&mut tmp_store, &first_store)
+        }
+    };
     // Row phases some tap reads.
     let row_used = |py: usize| (0..sw).any(|px| used(py, px));
     for ci4 in 0..g.c4 {
@@ -515,6 +525,35 @@ fn pack_weights(
     }
 }
 
+/// [`pack_weights`] for [`Weights::Diagonal`]: `w` holds one filter of
+/// `taps` weights per output channel of the group (`mg <= 4`, one channel
+/// word, `c4 = 1`), each placed in its own channel's byte.
+#[inline(always)]
+fn pack_diagonal(
+    g: &Geo,
+    zp: i32,
+    w: &[i8],
+    bias: Option<&[i32]>,
+    a: &mut [u32],
+    fold: &mut [i32],
+) {
+    let taps = g.taps;
+    for (oc, ((wr, ar), f)) in w
+        .chunks_exact(taps.max(1))
+        .zip(a.chunks_exact_mut(taps.max(1)))
+        .zip(fold.iter_mut())
+        .enumerate()
+    {
+        let mut sum = 0i32;
+        for (d, &v) in ar.iter_mut().zip(wr) {
+            *d = u32::from(v as u8) << (8 * (oc % 4));
+            sum = sum.wrapping_add(i32::from(v));
+        }
+        let b = bias.map_or(0, |b| b[oc]);
+        *f = b.wrapping_sub((128 + zp).wrapping_mul(sum));
+    }
+}
+
 /// Packs all groups' weights of `p` ahead of time into `packed`
 /// ([`Geo::packed_len`] bytes) and `fold` (`m` values): what
 /// [`Weights::Packed`] takes.
@@ -602,6 +641,10 @@ struct ConvJob<'a> {
 pub(crate) enum Weights<'a> {
     /// `[m, cg, kh, kw]` and the optional bias.
     Raw(&'a [i8], Option<&'a [i32]>),
+    /// A depthwise filter `[m, 1, kh, kw]` run as groups of four channels
+    /// (`cg = mg = 4`): output channel `oc` of a group weighs only its own
+    /// input channel, byte `oc` of each word.
+    Diagonal(&'a [i8], Option<&'a [i32]>),
     /// Packed words (`m` rows of `taps · c4`) and the folded bias.
     Packed(&'a [i8], &'a [i32]),
 }
@@ -626,18 +669,9 @@ impl crate::gemm::Kernel for ConvJob<'_> {
         let (taps, rest) = rest.split_at_mut(geo.taps);
         let (acc, rest) = rest.split_at_mut(MR * CHUNK);
         let acc: &mut [i32] = bytemuck::cast_slice_mut(acc);
-        let (own_a, rest) = rest.split_at_mut(if matches!(weights, Weights::Raw(..)) {
-            mg * k4
-        } else {
-            0
-        });
-        let own_fold: &mut [i32] = bytemuck::cast_slice_mut(
-            &mut rest[..if matches!(weights, Weights::Raw(..)) {
-                mg
-            } else {
-                0
-            }],
-        );
+        let own = !matches!(weights, Weights::Packed(..));
+        let (own_a, rest) = rest.split_at_mut(if own { mg * k4 } else { 0 });
+        let own_fold: &mut [i32] = bytemuck::cast_slice_mut(&mut rest[..if own { mg } else { 0 }]);
         for r in 0..p.kh {
             for s in 0..p.kw {
                 taps[r * p.kw + s] = geo.tap(p, r, s) as u32;
@@ -654,6 +688,12 @@ impl crate::gemm::Kernel for ConvJob<'_> {
                     let wg = &w[gi * mg * cg * geo.taps..][..mg * cg * geo.taps];
                     let bg = bias.map(|b| &b[gi * mg..][..mg]);
                     pack_weights(geo, cg, q.x_zp, wg, bg, own_a, own_fold);
+                    (bytemuck::cast_slice(&*own_a), &*own_fold)
+                }
+                Weights::Diagonal(w, bias) => {
+                    let wg = &w[gi * mg * geo.taps..][..mg * geo.taps];
+                    let bg = bias.map(|b| &b[gi * mg..][..mg]);
+                    pack_diagonal(geo, q.x_zp, wg, bg, own_a, own_fold);
                     (bytemuck::cast_slice(&*own_a), &*own_fold)
                 }
                 Weights::Packed(a, fold) => (
@@ -720,6 +760,65 @@ impl crate::gemm::Kernel for ConvJob<'_> {
     }
 }
 
+/// Most taps the depthwise kernel takes (`kh · kw`); larger filters run
+/// the reference.
+pub(crate) const MAX_DW_TAPS: usize = 64;
+
+/// One output position of a depthwise convolution, all `c = acc.len()`
+/// channels: `acc[ch] = Σ_t x[taps[t] + ch] · w[t · c + ch]`. Sixteen
+/// channels at a time are summed over every tap in registers (a sum kept
+/// in memory between taps stalls on store forwarding); the slices are
+/// arguments so that LLVM knows they do not alias and vectorises.
+#[inline(always)]
+fn dw_position(acc: &mut [i32], x: &[i16], taps: &[usize], w: &[i16]) {
+    const V: usize = 16;
+    let c = acc.len();
+    let mut c0 = 0;
+    while c0 < c {
+        let n = (c - c0).min(V);
+        let mut a = [0i32; V];
+        if n == V {
+            for (t, &off) in taps.iter().enumerate() {
+                let xs: &[i16; V] = x[off + c0..][..V].try_into().expect("16 lanes");
+                let ws: &[i16; V] = w[t * c + c0..][..V].try_into().expect("16 lanes");
+                for j in 0..V {
+                    a[j] = a[j].wrapping_add(i32::from(xs[j]) * i32::from(ws[j]));
+                }
+            }
+            let out: &mut [i32; V] = (&mut acc[c0..][..V]).try_into().expect("16 lanes");
+            *out = a;
+        } else {
+            for (t, &off) in taps.iter().enumerate() {
+                let (xs, ws) = (&x[off + c0..][..n], &w[t * c + c0..][..n]);
+                for ((a, &v), &wv) in a.iter_mut().zip(xs).zip(ws) {
+                    *a = a.wrapping_add(i32::from(v) * i32::from(wv));
+                }
+            }
+            acc[c0..][..n].copy_from_slice(&a[..n]);
+        }
+        c0 += n;
+    }
+}
+
+/// Requantizes one position's channel sums with per-channel multipliers
+/// (`[mantissas, shifts, biases]`) into `line`; arguments for the same
+/// reason as [`dw_mac`].
+#[inline(always)]
+fn dw_requant(
+    acc: &[i32],
+    [mant, shift, bias]: [&[i32]; 3],
+    line: &mut [i8],
+    [zp, lo, hi]: [i32; 3],
+) {
+    let lanes = acc.iter().zip(mant).zip(shift).zip(bias);
+    for (o, (((&a, &mantissa), &shift), &b)) in line.iter_mut().zip(lanes) {
+        let v = Multiplier { mantissa, shift }
+            .apply(a.wrapping_add(b))
+            .saturating_add(zp);
+        *o = v.max(lo).min(hi) as i8;
+    }
+}
+
 /// Lengths (4-byte words) of [`depthwise`]'s scratch: the padded input
 /// channels-last as `i16` (`x - zp`), the weights tap-major as `i16`, the
 /// per-channel requantization (mantissa, shift, bias), the sums of one
@@ -751,7 +850,7 @@ pub(crate) fn depthwise_scratch_words(p: &Conv2d) -> usize {
 /// call compiled for the engine's instruction set.
 #[allow(clippy::too_many_arguments, reason = "the op's operands")]
 pub(crate) fn depthwise(
-    eng: crate::gemm::Engine,
+    isa: Isa,
     p: &Conv2d,
     q: &QOut,
     x: &[i8],
@@ -761,7 +860,8 @@ pub(crate) fn depthwise(
     y: &mut [i8],
     scratch: &mut [u32],
 ) {
-    eng.run(Depthwise {
+    let job = Depthwise {
+        isa,
         p,
         q,
         x,
@@ -770,11 +870,17 @@ pub(crate) fn depthwise(
         requant,
         y,
         scratch,
-    });
+    };
+    match isa {
+        Isa::Portable(e) => e.run(job),
+        #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
+        Isa::Vnni(_, e) => e.run(job),
+    }
 }
 
 /// The operands of [`depthwise`].
 struct Depthwise<'a> {
+    isa: Isa,
     p: &'a Conv2d,
     q: &'a QOut,
     x: &'a [i8],
@@ -789,6 +895,7 @@ impl Kernel for Depthwise<'_> {
     #[inline(always)]
     fn run(self) {
         let Depthwise {
+            isa,
             p,
             q,
             x,
@@ -824,6 +931,13 @@ impl Kernel for Depthwise<'_> {
             bsum[ch] = bias.map_or(0, |b| b[ch]);
         }
         let (lo, hi) = (q.act_min.clamp(-128, 127), q.act_max.clamp(-128, 127));
+        // Each tap's offset in `xt` from a position's first tap.
+        let mut taps_at = [0usize; MAX_DW_TAPS];
+        for r in 0..p.kh {
+            for s in 0..p.kw {
+                taps_at[r * p.kw + s] = (r * dh * wp + s * dw) * c;
+            }
+        }
         for b in 0..p.n {
             xt.fill(0);
             let xb = &x[b * c * p.h * p.w..][..c * p.h * p.w];
@@ -838,27 +952,13 @@ impl Kernel for Depthwise<'_> {
             let yb = &mut y[b * c * plane..][..c * plane];
             for oy in 0..p.oh {
                 for ox in 0..p.ow {
-                    acc.fill(0);
-                    for r in 0..p.kh {
-                        for s in 0..p.kw {
-                            let at = (oy * sh + r * dh) * wp + ox * sw + s * dw;
-                            let src = &xt[at * c..][..c];
-                            let wr = &wt[(r * p.kw + s) * c..][..c];
-                            for ((a, &v), &wv) in acc.iter_mut().zip(src).zip(wr) {
-                                *a = a.wrapping_add(i32::from(v) * i32::from(wv));
-                            }
-                        }
+                    let at = ((oy * sh) * wp + ox * sw) * c;
+                    match isa {
+                        #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
+                        Isa::Vnni(v, _) => v.dw_position(acc, &xt[at..], &taps_at[..taps], wt),
+                        _ => dw_position(acc, &xt[at..], &taps_at[..taps], wt),
                     }
-                    for (ch, o) in line.iter_mut().enumerate() {
-                        let m = Multiplier {
-                            mantissa: mant[ch],
-                            shift: shift[ch],
-                        };
-                        let v = m
-                            .apply(acc[ch].wrapping_add(bsum[ch]))
-                            .saturating_add(q.y_zp);
-                        *o = v.clamp(lo, hi) as i8;
-                    }
+                    dw_requant(acc, [mant, shift, bsum], line, [q.y_zp, lo, hi]);
                     let pos = oy * p.ow + ox;
                     for (ch, &v) in line.iter().enumerate() {
                         yb[ch * plane + pos] = v;

@@ -362,10 +362,25 @@ fn is_depthwise(p: &Conv2d) -> bool {
     p.group == p.c && p.m == p.c
 }
 
-/// Scratch elements (4 bytes each) [`conv2d_i8_fast`] needs.
+/// A depthwise convolution whose channels come in fours as the grouped
+/// one VNNI runs: groups of four channels, each filter's one weight placed
+/// in its channel's byte of the word (the other three 0), so one VPDPBUSD
+/// per 16 positions and tap computes one channel over the channel words
+/// the ordinary path lays out.
+fn depthwise_as_grouped(p: &Conv2d) -> Option<Conv2d> {
+    (is_depthwise(p) && p.c.is_multiple_of(4) && p.c > 0).then_some(Conv2d {
+        group: p.c / 4,
+        ..*p
+    })
+}
+
+/// Scratch elements (4 bytes each) [`conv2d_i8_fast`] needs (for a
+/// depthwise convolution, room for either of its paths).
 pub fn conv2d_i8_scratch_len(p: &Conv2d) -> usize {
     if is_depthwise(p) {
-        return crate::qconv::depthwise_scratch_words(p);
+        let grouped = depthwise_as_grouped(p)
+            .and_then(|g| crate::qconv::Geo::new(&g).map(|geo| geo.scratch_words(&g, false)));
+        return crate::qconv::depthwise_scratch_words(p).max(grouped.unwrap_or(0));
     }
     crate::qconv::Geo::new(p).map_or(0, |g| g.scratch_words(p, false))
 }
@@ -424,19 +439,35 @@ fn conv2d_i8_direct(
     let (x, w) = (&x[..p.n * p.c * p.h * p.w], &w[..p.m * cg * p.kh * p.kw]);
     let y = &mut y[..p.n * p.m * p.oh * p.ow];
     let bias = bias.map(|b| &b[..p.m]);
-    if is_depthwise(p) {
-        if !(-128..=127).contains(&q.x_zp) {
-            // `x - zp` must fit the kernel's `i16` copy of the input.
+    // Depthwise layers with rows at least 4 wide run as grouped VNNI
+    // convolutions; narrower maps (a streaming model's [T, 1] ones) keep
+    // the channels-last kernel, where each group's setup would dominate.
+    let on_vnni = !matches!(isa, crate::qconv::Isa::Portable(_));
+    let as_grouped =
+        depthwise_as_grouped(p).filter(|_| on_vnni && p.ow >= 4 && (-128..=127).contains(&q.x_zp));
+    if let Some((g, geo)) = as_grouped.and_then(|g| Some((g, crate::qconv::Geo::new(&g)?))) {
+        let scratch = &mut scratch[..geo.scratch_words(&g, false)];
+        let weights = crate::qconv::Weights::Diagonal(w, bias);
+        crate::qconv::conv2d(
+            isa,
+            &g,
+            &geo,
+            q,
+            x,
+            weights,
+            requant,
+            y,
+            bytemuck::cast_slice_mut(scratch),
+        );
+    } else if is_depthwise(p) {
+        if !(-128..=127).contains(&q.x_zp) || p.kh * p.kw > crate::qconv::MAX_DW_TAPS {
+            // `x - zp` must fit the kernel's `i16` copy of the input; the
+            // kernel keeps one offset per tap on the stack.
             return conv2d_i8(p, q, x, w, bias, requant, y);
         }
         let scratch = &mut scratch[..crate::qconv::depthwise_scratch_words(p)];
-        let eng = match isa {
-            crate::qconv::Isa::Portable(e) => e,
-            #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
-            crate::qconv::Isa::Vnni(_, e) => e,
-        };
         crate::qconv::depthwise(
-            eng,
+            isa,
             p,
             q,
             x,
@@ -1085,7 +1116,7 @@ mod tests {
         /// channels), and the FC paths for the same operands.
         #[test]
         fn fast_paths_match_reference(
-            (c, m, group) in prop_oneof![Just((3usize, 4usize, 1usize)), Just((4, 4, 4)), Just((4, 8, 2)), Just((16, 6, 1)), Just((64, 3, 1)), Just((5, 9, 1)), Just((2, 4, 2)), Just((7, 7, 7))],
+            (c, m, group) in prop_oneof![Just((3usize, 4usize, 1usize)), Just((4, 4, 4)), Just((8, 8, 8)), Just((20, 20, 20)), Just((4, 8, 2)), Just((16, 6, 1)), Just((64, 3, 1)), Just((5, 9, 1)), Just((2, 4, 2)), Just((7, 7, 7))],
             (h, w) in prop_oneof![(1usize..=9, 1usize..=9), (10usize..=20, 1usize..=3), (1usize..=2, 60usize..=80), (1usize..=2, 250usize..=600)],
             (kh, kw, dil) in (1usize..=3, 1usize..=3, 1usize..=2),
             stride in prop_oneof![Just([1usize, 1usize]), Just([2, 2]), Just([1, 2]), Just([2, 1]), Just([3, 2]), Just([2, 3])],

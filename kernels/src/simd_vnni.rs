@@ -21,8 +21,9 @@
 use crate::qconv::{CHUNK, LANES, MR, Requant, Tile};
 use crate::qfc::{Blocks, UNITS};
 use core::arch::x86_64::{
-    __m512i, _mm512_add_epi32, _mm512_add_epi64, _mm512_dpbusd_epi32, _mm512_loadu_si512,
-    _mm512_mask_blend_epi32, _mm512_mask_cvtepi32_storeu_epi8, _mm512_maskz_loadu_epi8,
+    __m512i, _mm256_maskz_loadu_epi16, _mm512_add_epi32, _mm512_add_epi64, _mm512_cvtepu16_epi32,
+    _mm512_dpbusd_epi32, _mm512_loadu_si512, _mm512_madd_epi16, _mm512_mask_blend_epi32,
+    _mm512_mask_cvtepi32_storeu_epi8, _mm512_mask_storeu_epi32, _mm512_maskz_loadu_epi8,
     _mm512_maskz_loadu_epi32, _mm512_max_epi32, _mm512_min_epi32, _mm512_mul_epi32,
     _mm512_reduce_add_epi32, _mm512_set1_epi8, _mm512_set1_epi32, _mm512_set1_epi64,
     _mm512_setzero_si512, _mm512_shuffle_epi32, _mm512_slli_epi64, _mm512_srav_epi32,
@@ -178,6 +179,28 @@ impl Vnni {
         }
     }
 
+    /// One depthwise output position, all `c = acc.len()` channels:
+    /// `acc[ch] = Σ_t x[taps[t] + ch] · w[t · c + ch]` (what
+    /// `qconv::dw_position` sums), sixteen channels per register over every
+    /// tap: each `i16` widened into the low half of a 32-bit lane, so that
+    /// VPMADDWD's pair sum is the one product.
+    ///
+    /// # Panics
+    /// If a tap reads past `x` or `w` is shorter than `taps.len() · c`.
+    pub(crate) fn dw_position(self, acc: &mut [i32], x: &[i16], taps: &[usize], w: &[i16]) {
+        let c = acc.len();
+        let reach = taps.iter().map(|&t| t.checked_add(c)).max().flatten();
+        assert!(
+            reach.is_none_or(|r| r <= x.len()),
+            "depthwise tap reads past its input"
+        );
+        assert!(taps.len().checked_mul(c).is_some_and(|n| n <= w.len()));
+        // SAFETY: the token proves AVX-512 F/BW; every read stays inside
+        // `x` (each tap's `c` lanes, by the first assert) and `w` (`taps ·
+        // c`, by the second), the writes inside `acc`; tails are masked.
+        unsafe { dw_position(acc.as_mut_ptr(), c, x.as_ptr(), taps, w.as_ptr()) }
+    }
+
     /// Runs `t` (same sums as its portable `run`).
     ///
     /// # Panics
@@ -287,6 +310,36 @@ unsafe fn requant<const FOLD: bool>(
             }
             i += len;
         }
+    }
+}
+
+/// [`Vnni::dw_position`]'s loop.
+///
+/// # Safety
+/// AVX-512 F and BW; `acc` writable for `c` lanes, `x` readable at every
+/// `taps[t]..taps[t] + c`, `w` for `taps.len() · c`.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn dw_position(acc: *mut i32, c: usize, x: *const i16, taps: &[usize], w: *const i16) {
+    let mut c0 = 0;
+    while c0 < c {
+        let n = (c - c0).min(16);
+        let k = (u32::MAX >> (32 - n)) as u16;
+        let mut a = _mm512_setzero_si512();
+        for (t, &off) in taps.iter().enumerate() {
+            // SAFETY: lanes `c0..c0 + n` of this tap's row and of its
+            // weights are in bounds (the caller's contract), masked after.
+            let (xv, wv) = unsafe {
+                (
+                    _mm256_maskz_loadu_epi16(k, x.add(off + c0)),
+                    _mm256_maskz_loadu_epi16(k, w.add(t * c + c0)),
+                )
+            };
+            let p = _mm512_madd_epi16(_mm512_cvtepu16_epi32(xv), _mm512_cvtepu16_epi32(wv));
+            a = _mm512_add_epi32(a, p);
+        }
+        // SAFETY: as the loads.
+        unsafe { _mm512_mask_storeu_epi32(acc.add(c0), k, a) };
+        c0 += n;
     }
 }
 
