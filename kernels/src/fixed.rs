@@ -77,7 +77,9 @@ impl Multiplier {
     pub fn apply(self, x: i32) -> i32 {
         let total = 31 - self.shift.clamp(-32, 30);
         let round = 1i64 << (total - 1);
-        let v = (i64::from(x) * i64::from(self.mantissa) + round) >> total;
+        // Wrapping: only a malformed negative mantissa (i32::MIN · i32::MIN
+        // plus 2^62) can overflow, and must not panic.
+        let v = (i64::from(x) * i64::from(self.mantissa)).wrapping_add(round) >> total;
         v.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
     }
 

@@ -251,7 +251,7 @@ pub(crate) fn requant_portable(
         let total = 31 - m.shift.max(-32);
         let (mm, round) = (i64::from(m.mantissa), 1i64 << (total - 1));
         for (o, &a) in out.iter_mut().zip(acc) {
-            let v = ((i64::from(a.wrapping_add(bias)) * mm + round) >> total) as i32;
+            let v = ((i64::from(a.wrapping_add(bias)) * mm).wrapping_add(round) >> total) as i32;
             *o = (v.clamp(-65536, 65536) + zp).max(lo).min(hi) as i8;
         }
         return;
@@ -337,7 +337,7 @@ impl Isa {
         match self {
             #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
             Isa::Vnni(v, _)
-                if r.requant.iter().all(|&[_, shift]| shift <= 0)
+                if r.requant.iter().all(|&[m, shift]| m >= 0 && shift <= 0)
                     && (-128..=127).contains(&r.zp) =>
             {
                 v.requant(r)

@@ -329,7 +329,7 @@ fn add_tables(
     let (mm, round) = (i64::from(my.mantissa), 1i64 << (total - 1));
     for ((&av, &bv), o) in a.iter().zip(b).zip(y.iter_mut()) {
         let s = ta[usize::from(av as u8)] + tb[usize::from(bv as u8)];
-        let v = ((i64::from(s) * mm + round) >> total) as i32;
+        let v = ((i64::from(s) * mm).wrapping_add(round) >> total) as i32;
         *o = v.saturating_add(zp).max(lo).min(hi).clamp(-128, 127) as i8;
     }
 }

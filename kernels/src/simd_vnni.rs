@@ -139,12 +139,14 @@ impl Vnni {
     /// m + 2^(t-1)) >> t, ±2^16) + zp, lo, hi)`, `t = 31 - shift`.
     ///
     /// # Panics
-    /// On a multiplier of 1 or more, a zero point or clamp outside int8, or
-    /// a segment that leaves a row of `acc` or an output plane.
+    /// On a multiplier of 1 or more or a negative mantissa, a zero point or
+    /// clamp outside int8, or a segment that leaves a row of `acc` or an
+    /// output plane.
     pub(crate) fn requant(self, r: Requant<'_>) {
         let int8 = -128..=127;
         assert!(r.rows <= MR && r.bias.len() >= r.rows);
-        assert!((0..r.rows).all(|k| r.m(k).shift <= 0));
+        // A non-negative mantissa keeps every 64-bit sum below 2^63.
+        assert!((0..r.rows).all(|k| r.m(k).shift <= 0 && r.m(k).mantissa >= 0));
         assert!(int8.contains(&r.zp) && int8.contains(&r.lo) && int8.contains(&r.hi));
         let fits = |at: usize, len: usize, n: usize| at.checked_add(len).is_some_and(|e| e <= n);
         assert!(r.acc.len() >= r.rows * CHUNK && r.out.len() >= r.rows * r.plane);
