@@ -412,6 +412,21 @@ fn pack_input(p: &Conv2d, g: &Geo, zp: i32, x: &[i8], out: &mut [u32]) {
             }
         }
         let chans = &x[ci4 * 4 * h * w..][..lanes * h * w];
+        if sh == 1 && sw == 1 && p.pad[1] == 0 && p.pad[3] == 0 && h * w <= BLOCK {
+            // No column padding at unit stride: the plane's rows are
+            // contiguous, so the whole plane is one run of words (a
+            // pointwise layer over a [T, 1] map is not T one-word rows).
+            let n = h * w;
+            let row = |t: usize| match t < lanes {
+                true => &chans[t * n..][..n],
+                false => &ZEROS[..n],
+            };
+            words4(
+                [row(0), row(1), row(2), row(3)],
+                &mut dst[p.pad[0] * w..][..n],
+            );
+            continue;
+        }
         // Padded row `iy + pad` is row `qy` of row phase `py`.
         let (mut py, mut qy) = (p.pad[0] % sh, p.pad[0] / sh);
         for iy in 0..h {

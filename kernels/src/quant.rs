@@ -1120,7 +1120,7 @@ mod tests {
             (h, w) in prop_oneof![(1usize..=9, 1usize..=9), (10usize..=20, 1usize..=3), (1usize..=2, 60usize..=80), (1usize..=2, 250usize..=600)],
             (kh, kw, dil) in (1usize..=3, 1usize..=3, 1usize..=2),
             stride in prop_oneof![Just([1usize, 1usize]), Just([2, 2]), Just([1, 2]), Just([2, 1]), Just([3, 2]), Just([2, 3])],
-            pad in prop_oneof![Just([0usize; 4]), Just([1; 4]), Just([0, 1, 2, 0])],
+            pad in prop_oneof![Just([0usize; 4]), Just([1; 4]), Just([0, 1, 2, 0]), Just([1, 0, 2, 0])],
             x_zp in -128i32..=127,
             weight_scale in prop_oneof![Just(1i32), Just(8), Just(127)],
             // Multipliers below 1 (the requantization's fast loop) and
