@@ -536,8 +536,15 @@ fn pack_weights(
                 sum = sum.wrapping_add(i32::from(v));
             }
         }
-        *f = b.wrapping_sub((128 + zp).wrapping_mul(sum));
+        *f = folded_bias(b, zp, sum);
     }
+}
+
+/// A row's bias with `-(128 + zp) · Σ w` folded in (the words hold `x +
+/// 128`, see the module docs), wrapping as the sums do.
+#[inline(always)]
+fn folded_bias(bias: i32, zp: i32, weight_sum: i32) -> i32 {
+    bias.wrapping_sub((128 + zp).wrapping_mul(weight_sum))
 }
 
 /// [`pack_weights`] for [`Weights::Diagonal`]: `w` holds one filter of
@@ -565,7 +572,7 @@ fn pack_diagonal(
             sum = sum.wrapping_add(i32::from(v));
         }
         let b = bias.map_or(0, |b| b[oc]);
-        *f = b.wrapping_sub((128 + zp).wrapping_mul(sum));
+        *f = folded_bias(b, zp, sum);
     }
 }
 
@@ -599,7 +606,7 @@ pub(crate) fn pack_conv_weights(
             }
         }
         let b = bias.map_or(0, |b| b[oc]);
-        fold[oc] = b.wrapping_sub((128 + x_zp).wrapping_mul(sum));
+        fold[oc] = folded_bias(b, x_zp, sum);
     }
 }
 
