@@ -712,13 +712,10 @@ mod tests {
     #[test]
     fn lstm_cell_clip_bounds_the_cell_state() {
         let p = Rnn {
-            cell_clip: Some(0.1),
-            ..rnn(1, 1, 1, false, None)
-        };
-        let p = Rnn {
             input: 1,
             hidden: 1,
-            ..p
+            cell_clip: Some(0.1),
+            ..rnn(1, 1, 1, false, None)
         };
         let mut scratch = vec![f32::NAN; lstm_scratch_len(&p)];
         let (mut yh, mut yc) = ([0.0], [0.0]);

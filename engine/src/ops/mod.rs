@@ -372,50 +372,30 @@ pub fn scratch_bytes(
             }
         }
 
-        Op::LstmCellClip { hidden, .. } => {
+        Op::Lstm { hidden, .. } | Op::LstmCellClip { hidden, .. } | Op::Gru { hidden, .. } => {
             let sx = shape(ins, 0)?;
             if sx.rank != 3 {
                 return Err(bad("recurrent input must be rank 3"));
             }
-            kiln_kernels::rnn::lstm_scratch_len(&kiln_kernels::rnn::Rnn {
-                seq: sx.dims[0],
-                batch: sx.dims[1],
-                input: sx.dims[2],
-                hidden: *hidden as usize,
-                directions: 1,
-                reverse: false,
-                clip: None,
-                cell_clip: None,
-            })
-        }
-        Op::Lstm {
-            hidden, direction, ..
-        }
-        | Op::Gru {
-            hidden, direction, ..
-        } => {
-            let sx = shape(ins, 0)?;
-            if sx.rank != 3 {
-                return Err(bad("recurrent input must be rank 3"));
-            }
+            let bidirectional = matches!(
+                op,
+                Op::Lstm { direction, .. } | Op::Gru { direction, .. }
+                    if *direction == kiln_format::RnnDirection::Bidirectional
+            );
             let p = kiln_kernels::rnn::Rnn {
                 seq: sx.dims[0],
                 batch: sx.dims[1],
                 input: sx.dims[2],
                 hidden: *hidden as usize,
-                directions: if *direction == kiln_format::RnnDirection::Bidirectional {
-                    2
-                } else {
-                    1
-                },
+                directions: if bidirectional { 2 } else { 1 },
                 reverse: false,
                 clip: None,
                 cell_clip: None,
             };
-            if matches!(op, Op::Lstm { .. }) {
-                kiln_kernels::rnn::lstm_scratch_len(&p)
-            } else {
+            if matches!(op, Op::Gru { .. }) {
                 kiln_kernels::rnn::gru_scratch_len(&p)
+            } else {
+                kiln_kernels::rnn::lstm_scratch_len(&p)
             }
         }
         Op::QLstm { .. } => {
