@@ -526,7 +526,7 @@ fn print_prune_report(p: &kiln_compiler::prune::PruneReport) {
     );
     if p.zeros > 0 {
         println!(
-            "zero weights   {} (stored dense: Kiln has no sparse kernels, so size and MACs do not shrink)",
+            "zero weights   {} (weights mostly zero are stored sparse and expanded before use; kernels stay dense, so MACs do not shrink)",
             p.zeros
         );
     }
@@ -557,7 +557,7 @@ fn print_quant_report(q: &kiln_compiler::quantize::QuantReport, bytes: usize, fl
         if q.kept_float.is_empty() {
             String::new()
         } else {
-            format!(", kept in float: {}", q.kept_float.join(", "))
+            format!(", kept in float: {}", kiln_compiler::quantize::kept_list(q))
         }
     );
     if !q.unsupported.is_empty() {
@@ -864,6 +864,31 @@ fn compare(a: &Path, b: &Path, inputs: &[String], json: bool) -> Result<(), Fail
     Ok(())
 }
 
+/// The stored dtype of node `i`'s weights (input 1 when it is a matrix or
+/// filter, rank 2 or more): a constant, or the constant a Cast or
+/// Dequantize widens right before it.
+fn weight_dtype(view: &kiln_format::View<'_>, i: usize) -> Option<&'static str> {
+    use kiln_format::{Ids, Op, TensorKind};
+    let n = view.node(i).ok()?;
+    let w = n.inputs.get(1).filter(|&w| w != Ids::ABSENT)?;
+    let t = view.tensor(w as usize).ok()?;
+    if t.rank < 2 {
+        return None;
+    }
+    if t.kind == TensorKind::Const {
+        return Some(t.dtype.name());
+    }
+    let producer = (0..i).rev().find_map(|j| {
+        let p = view.node(j).ok()?;
+        (p.outputs.get(0) == Some(w)).then_some(p)
+    })?;
+    if !matches!(producer.op, Op::Cast { .. } | Op::Dequantize { .. }) {
+        return None;
+    }
+    let src = view.tensor(producer.inputs.get(0)? as usize).ok()?;
+    (src.kind == TensorKind::Const).then(|| src.dtype.name())
+}
+
 fn inspect(path: &Path, json: bool, layers: bool) -> Result<(), Failure> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let (art, report) = if is_artifact(&bytes) {
@@ -895,7 +920,14 @@ fn inspect(path: &Path, json: bool, layers: bool) -> Result<(), Failure> {
             .map(|t| (t.dtype.name(), t.shape().to_vec()));
         if let Some((dt, shape)) = out {
             *precision.entry(dt).or_insert(0) += 1;
-            per_layer.push((i, label, n.name.to_string(), dt, shape));
+            per_layer.push((
+                i,
+                label,
+                n.name.to_string(),
+                dt,
+                shape,
+                weight_dtype(&view, i),
+            ));
         }
     }
     for i in 0..view.tensor_count() {
@@ -949,7 +981,7 @@ fn inspect(path: &Path, json: bool, layers: bool) -> Result<(), Failure> {
             "inputs": io_json(model.inputs()), "outputs": io_json(model.outputs()),
             "ops": ops, "nodes": view.node_count(), "parameters": params, "macs": macs,
             "precision": precision,
-            "layers": if layers { per_layer.iter().map(|(i, op, name, dt, shape)| serde_json::json!({"index": i, "op": op, "name": name, "dtype": dt, "shape": shape})).collect::<Vec<_>>() } else { vec![] },
+            "layers": if layers { per_layer.iter().map(|(i, op, name, dt, shape, w)| serde_json::json!({"index": i, "op": op, "name": name, "dtype": dt, "shape": shape, "weights": w})).collect::<Vec<_>>() } else { vec![] },
             "arena_bytes": model.arena_size(), "weight_bytes": view.weights().len(), "artifact_bytes": view.len(),
             "per_sample_batch": view.per_sample_batch(),
             "quantization": quant, "pruning": pruned,
@@ -990,8 +1022,9 @@ fn inspect(path: &Path, json: bool, layers: bool) -> Result<(), Failure> {
     let prec: Vec<String> = precision.iter().map(|(d, n)| format!("{d} {n}")).collect();
     println!("precision  {} (layers by output dtype)", prec.join(", "));
     if layers {
-        for (i, op, name, dt, shape) in &per_layer {
-            println!("  #{i:<4} {op:<24} {dt:<8} {shape:?}  {name}");
+        for (i, op, name, dt, shape, w) in &per_layer {
+            let w = w.map(|w| format!("w:{w}")).unwrap_or_default();
+            println!("  #{i:<4} {op:<24} {dt:<8} {w:<8} {shape:?}  {name}");
         }
     }
     if let Some(q) = &quant {

@@ -222,6 +222,7 @@ fn tflite_models_compile_or_fail_cleanly() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(v["precision"]["int8"], 3, "{v}");
     assert_eq!(v["layers"][0]["op"], "QFullyConnected", "{v}");
+    assert_eq!(v["layers"][0]["weights"], "int8", "{v}");
     assert_eq!(v["parameters"], 288, "{v}"); // 16 + 16·16 + 16 int8 weights
     // The int8 sine model runs in integer arithmetic: LiteRT 2.3.0 maps
     // -87 to 104 (the golden pair).

@@ -177,6 +177,11 @@ fn finish(
         passes.push(("pack-int8-conv", passes::pack_int8_conv(&mut g)));
         passes.push(("pack-int8-fc", passes::pack_int8_fc(&mut g)));
     }
+    // Weights magnitude pruning left mostly zero are stored sparse (after
+    // packing: the packed layouts keep the zeros).
+    if matches!(&opts.prune, Some(p) if matches!(p.method, prune::Prune::Magnitude(_))) {
+        passes.push(("sparse-weights", passes::sparse_weights(&mut g)));
+    }
     let ops_after = g.op_histogram();
     let nodes_after = g.nodes.len();
     progress(Stage::Plan);
@@ -247,7 +252,15 @@ fn finish(
             v += &format!("; {metric}: float {f:.4}, quantized {qv:.4}, drop {drop:.4}");
         }
         if !q.kept_float.is_empty() {
-            v += &format!("; float layers: {}", q.kept_float.join(", "));
+            // Counts only: the names can be long, and the graph itself
+            // shows each layer's precision (`kiln inspect --layers`).
+            let count = |how| q.kept_float.iter().filter(|(_, h)| *h == how).count();
+            v += &format!(
+                "; {} layers kept float ({} with f16 weights, {} with int8 weights, the rest without weights)",
+                q.kept_float.len(),
+                count(quantize::KeptAs::F16),
+                count(quantize::KeptAs::Int8Weights)
+            );
         }
         desc.properties.push(("kiln.quant".into(), v));
     }

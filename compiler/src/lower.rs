@@ -122,7 +122,7 @@ pub fn lower(
             outputs: ids(&n.outputs),
             scratch_offset: mp.scratch[k].0 as u32,
             scratch_len: mp.scratch[k].1 as u32,
-            name: n.name.clone(),
+            name: stored_name(&n.name),
         });
     }
     desc.graph_inputs = g.inputs.iter().map(|&t| remap[t]).collect();
@@ -166,4 +166,43 @@ pub fn lower(
         .map(|(&t, n)| io(t, n))
         .collect();
     Ok(mp)
+}
+
+/// Most bytes of a node name the artifact stores.
+pub const MAX_NAME_BYTES: usize = 64;
+
+/// A node's name as stored: converters write names of hundreds of bytes
+/// (tflite2onnx joins every fused TensorFlow op's name); the first
+/// [`MAX_NAME_BYTES`] (cut at a char boundary, ending in `…`) identify the
+/// layer in profiles and errors without costing an MCU's flash.
+fn stored_name(name: &str) -> String {
+    if name.len() <= MAX_NAME_BYTES {
+        return name.to_string();
+    }
+    let keep = MAX_NAME_BYTES - '…'.len_utf8();
+    let cut = (0..=keep)
+        .rev()
+        .find(|&i| name.is_char_boundary(i))
+        .unwrap_or(0);
+    format!("{}…", &name[..cut])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_names_are_cut_at_a_char_boundary() {
+        assert_eq!(stored_name("conv1"), "conv1");
+        let exact = "a".repeat(MAX_NAME_BYTES);
+        assert_eq!(stored_name(&exact), exact);
+        let long = "model/activation_1/Relu;".repeat(10);
+        let s = stored_name(&long);
+        assert!(s.len() <= MAX_NAME_BYTES && s.ends_with('…'), "{s}");
+        assert!(long.starts_with(s.trim_end_matches('…')));
+        // Multi-byte characters straddling the cut are not split.
+        let wide = "é".repeat(40);
+        let s = stored_name(&wide);
+        assert!(s.len() <= MAX_NAME_BYTES && s.chars().all(|c| c == 'é' || c == '…'));
+    }
 }

@@ -12,9 +12,10 @@
 //!   removes as many as the gate allows (needs validation data); `F`
 //!   removes that fraction of the prunable MACs.
 //! - `magnitude:F` (unstructured): the fraction `F` of smallest-magnitude
-//!   weights of each Conv / fully connected layer becomes zero. Storage
-//!   stays dense (Kiln has no sparse kernels); the zeros compress well but
-//!   the artifact and the MACs do not shrink, which the report says.
+//!   weights of each Conv / fully connected layer becomes zero. Weights
+//!   left mostly zero are stored sparse (`passes::sparse_weights`, at the
+//!   end of compilation); kernels stay dense, so the MACs do not shrink,
+//!   which the report says.
 
 use crate::error::{CompileError, Result};
 use crate::fc::fc;

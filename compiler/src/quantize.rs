@@ -160,6 +160,28 @@ impl MetricKind {
     }
 }
 
+/// How a layer the gate keeps out of int8 stores its weights. Either way
+/// it computes in f32 on f32 activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeptAs {
+    /// int8 per output channel, dequantized right before use.
+    Int8Weights,
+    /// IEEE half, widened right before use.
+    F16,
+    /// The layer has no weights (Add): only its arithmetic is float.
+    NoWeights,
+}
+
+impl std::fmt::Display for KeptAs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeptAs::Int8Weights => "int8 weights",
+            KeptAs::F16 => "f16 weights",
+            KeptAs::NoWeights => "no weights",
+        })
+    }
+}
+
 /// What quantization did, for the compile report and the artifact.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct QuantReport {
@@ -167,8 +189,8 @@ pub struct QuantReport {
     pub calibrator: String,
     /// Layers computed in the new precision.
     pub quantized: Vec<String>,
-    /// Layers the gate kept in float.
-    pub kept_float: Vec<String>,
+    /// Layers the gate kept in float, and how each stores its weights.
+    pub kept_float: Vec<(String, KeptAs)>,
     /// Ops that have no kernel in the new precision (stay float).
     pub unsupported: Vec<String>,
     /// (metric name, float value, quantized value, drop in points).
@@ -179,6 +201,15 @@ pub struct QuantReport {
     pub warnings: Vec<String>,
 }
 
+/// The kept layers as `name (f16 weights), …` for reports.
+pub fn kept_list(q: &QuantReport) -> String {
+    q.kept_float
+        .iter()
+        .map(|(name, how)| format!("{name} ({how})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Quantizes `g` in place (after the optimisation passes).
 pub fn quantize(g: &mut Graph, opts: &QuantizeOptions) -> Result<QuantReport> {
     let mut report = QuantReport {
@@ -187,7 +218,7 @@ pub fn quantize(g: &mut Graph, opts: &QuantizeOptions) -> Result<QuantReport> {
     };
     let quantized = match opts.precision {
         Precision::F16 => {
-            let q = to_f16(g);
+            let q = to_f16(g, |_| true);
             report.quantized = q;
             g.clone()
         }
@@ -232,19 +263,20 @@ pub fn quantize(g: &mut Graph, opts: &QuantizeOptions) -> Result<QuantReport> {
 // ---------------------------------------------------------------------
 // f16 and dynamic
 
-/// Stores float weights (constants of at least 16 values read by compute
-/// nodes) as f16, each behind a Cast to f32 placed right before its use so
-/// the widened copy lives only for that node. Returns the converted
+/// Stores float weights (constants of at least 16 values read by the nodes
+/// `which` picks) as f16, each behind a Cast to f32 placed right before its
+/// use so the widened copy lives only for that node. Returns the converted
 /// tensors' names.
-fn to_f16(g: &mut Graph) -> Vec<String> {
+fn to_f16(g: &mut Graph, which: impl Fn(&Node) -> bool) -> Vec<String> {
     let mut done = vec![];
     // One stored f16 copy per weight, however many nodes read it.
     let mut halves: HashMap<TensorId, TensorId> = HashMap::new();
     let old = std::mem::take(&mut g.nodes);
     for mut n in old {
+        let pick = which(&n);
         for i in n.inputs.iter_mut().flatten() {
             let t = &g.tensors[*i];
-            if t.dtype != DType::F32 || t.numel() < 16 || !t.is_const() {
+            if !pick || t.dtype != DType::F32 || t.numel() < 16 || !t.is_const() {
                 continue;
             }
             let (name, shape) = (t.name.clone(), t.shape.clone());
@@ -279,6 +311,68 @@ fn to_f16(g: &mut Graph) -> Vec<String> {
                 name: format!("{name}:widen"),
             });
             *i = w;
+        }
+        g.nodes.push(n);
+    }
+    done
+}
+
+/// Stores the weights of the Conv and Gemm/MatMul nodes `which` picks as
+/// int8 per output channel (the int8 layers' own rounding), widened by a
+/// `Dequantize` right before their use: weight-only int8, arithmetic and
+/// activations float. Returns the converted tensors' names.
+fn to_weight_int8(g: &mut Graph, which: impl Fn(&Node) -> bool) -> Vec<String> {
+    let mut done = vec![];
+    let old = std::mem::take(&mut g.nodes);
+    for mut n in old {
+        // The weight input and its output-channel axis.
+        let axis = match &n.op {
+            Op::Conv { .. } => Some(0),
+            Op::Gemm { trans_b, .. } => Some(if *trans_b { 0 } else { 1 }),
+            Op::MatMul { .. } => Some(1),
+            _ => None,
+        };
+        let t = n.inputs.get(1).copied().flatten();
+        if let (Some(axis), Some(t), true) = (axis, t, which(&n)) {
+            let w = &g.tensors[t];
+            let w_vals = w.f32s().unwrap_or_default();
+            if w.is_const() && w.dtype == DType::F32 && w.shape.len() >= 2 && w_vals.len() >= 16 {
+                let (name, shape) = (w.name.clone(), w.shape.clone());
+                let rows = shape[axis];
+                // Rows along `axis`: for axis 1 of a 2-D [K, N] matrix,
+                // quantize its transpose and transpose back.
+                let (q, scales) = if axis == 0 {
+                    quantize_rows(&w_vals, rows)
+                } else {
+                    let k = shape[0];
+                    let tr: Vec<f32> = (0..rows * k)
+                        .map(|i| w_vals[(i % k) * rows + i / k])
+                        .collect();
+                    let (qt, sc) = quantize_rows(&tr, rows);
+                    (
+                        (0..rows * k)
+                            .map(|i| qt[(i % rows) * k + i / rows])
+                            .collect(),
+                        sc,
+                    )
+                };
+                let qt = g.add_const(format!("{name}:i8"), DType::I8, shape.clone(), i8_bytes(&q));
+                let st = g.const_f32(format!("{name}:scale"), vec![rows], &scales);
+                let wf = g.add_tensor(Tensor {
+                    name: format!("{name}:f32"),
+                    dtype: DType::F32,
+                    shape,
+                    data: None,
+                });
+                g.nodes.push(Node {
+                    op: Op::Dequantize { axis: axis as u8 },
+                    inputs: vec![Some(qt), Some(st), None],
+                    outputs: vec![Some(wf)],
+                    name: format!("{name}:dequantize"),
+                });
+                n.inputs[1] = Some(wf);
+                done.push(name);
+            }
         }
         g.nodes.push(n);
     }
@@ -1235,18 +1329,29 @@ fn int8(
         .map(|n| crate::ir::op_label(&n.op))
         .collect();
     report.unsupported = unsupported;
-    let mut keep = HashSet::new();
+    let mut keep = HashMap::new();
     let corr = bias_corrections(g, calib, &ranges)?;
     let (qg, done) = if let Some(v) = validation {
         // The float model's outputs, computed once: every candidate is
         // scored against them.
         let float_out = predict(g, &v.samples)?;
         let mf = score(&float_out, v, None)?;
-        let drop_with = |keep: &HashSet<usize>| -> Result<(f64, Graph, Vec<String>, Metric)> {
-            let (qg, done) = rewrite(g, &ranges, keep, &corr)?;
-            let mq = evaluate(&qg, v, Some(&float_out))?;
-            Ok((drop_of(mf, mq), qg, done, mq))
-        };
+        let drop_with =
+            |keep: &HashMap<usize, KeptAs>| -> Result<(f64, Graph, Vec<String>, Metric)> {
+                let float: HashSet<usize> = keep.keys().copied().collect();
+                let (mut qg, done) = rewrite(g, &ranges, &float, &corr)?;
+                let names = |how: KeptAs| -> HashSet<&str> {
+                    keep.iter()
+                        .filter(|&(_, &h)| h == how)
+                        .map(|(&k, _)| g.nodes[k].name.as_str())
+                        .collect()
+                };
+                let (w8, f16) = (names(KeptAs::Int8Weights), names(KeptAs::F16));
+                to_weight_int8(&mut qg, |n| w8.contains(n.name.as_str()));
+                to_f16(&mut qg, |n| f16.contains(n.name.as_str()));
+                let mq = evaluate(&qg, v, Some(&float_out))?;
+                Ok((drop_of(mf, mq), qg, done, mq))
+            };
         let (mut drop, mut qg, mut done, mut mq) = drop_with(&keep)?;
         if drop > v.max_drop && mf.kind != MetricKind::RelativeError && mf.value < 1.0 {
             return Err(CompileError::Invalid(format!(
@@ -1274,15 +1379,49 @@ fn int8(
                 .map(|&(k, r)| (g.nodes[k].name.clone(), r))
                 .collect();
             // Layers without weights (Add) cost no size in float: they go
-            // first, then the rest by sensitivity.
+            // first, then the rest by sensitivity, each with f16 weights.
             sens.sort_by_key(|&(k, _)| !matches!(int8_kind(g, &g.nodes[k]), Some(Kind::Add)));
             let budget = v.max_float_layers.unwrap_or(all.len() / 2);
+            let float_as = |k: usize| match float_weights(g, k) {
+                0 => KeptAs::NoWeights,
+                _ => KeptAs::F16,
+            };
             for &(k, _) in sens.iter().take(budget) {
-                keep.insert(k);
-                let (d, q2, d2, m2) = drop_with(&keep)?;
-                (drop, qg, done, mq) = (d, q2, d2, m2);
+                keep.insert(k, float_as(k));
+                (drop, qg, done, mq) = drop_with(&keep)?;
                 if drop <= v.max_drop {
                     break;
+                }
+            }
+            if drop <= v.max_drop {
+                // Greedy by sensitivity overshoots: a layer kept early may
+                // be unneeded once later ones are float. Largest first,
+                // each kept layer goes back to int8 if the budget holds,
+                // else to int8 weights with float activations (int8's
+                // size: much of int8's error is in the activations).
+                let mut back: Vec<usize> = keep.keys().copied().collect();
+                back.sort_by_key(|&k| (std::cmp::Reverse(float_weights(g, k)), k));
+                for k in back {
+                    keep.remove(&k);
+                    let mut tries = vec![None];
+                    if float_weights(g, k) > 0 {
+                        tries.push(Some(KeptAs::Int8Weights));
+                    }
+                    let mut held = false;
+                    for how in tries {
+                        if let Some(how) = how {
+                            keep.insert(k, how);
+                        }
+                        let (d, q2, d2, m2) = drop_with(&keep)?;
+                        if d <= v.max_drop {
+                            (drop, qg, done, mq) = (d, q2, d2, m2);
+                            held = true;
+                            break;
+                        }
+                    }
+                    if !held {
+                        keep.insert(k, float_as(k));
+                    }
                 }
             }
             if drop > v.max_drop {
@@ -1303,14 +1442,29 @@ fn int8(
         report
             .warnings
             .push("no --validation data: the int8 model's accuracy was not checked".into());
-        rewrite(g, &ranges, &keep, &corr)?
+        rewrite(g, &ranges, &HashSet::new(), &corr)?
     };
-    let mut kept: Vec<usize> = keep.into_iter().collect();
-    kept.sort_unstable();
-    report.kept_float = kept.iter().map(|&k| g.nodes[k].name.clone()).collect();
+    let mut kept: Vec<(usize, KeptAs)> = keep.into_iter().collect();
+    kept.sort_unstable_by_key(|&(k, _)| k);
+    report.kept_float = kept
+        .iter()
+        .map(|&(k, how)| (g.nodes[k].name.clone(), how))
+        .collect();
     report.quantized = done;
     *g = qg;
     Ok(report)
+}
+
+/// Float weight values node `k` reads (what keeping it float costs).
+fn float_weights(g: &Graph, k: usize) -> usize {
+    g.nodes[k]
+        .inputs
+        .iter()
+        .flatten()
+        .map(|&i| &g.tensors[i])
+        .filter(|t| t.is_const() && t.dtype == DType::F32)
+        .map(Tensor::numel)
+        .sum()
 }
 
 /// Samples used to measure bias corrections.
@@ -1582,6 +1736,68 @@ mod tests {
         assert!("percentile:10".parse::<Calibrator>().is_err());
         assert!("magic".parse::<Calibrator>().is_err());
         assert_eq!("f16".parse::<Precision>(), Ok(Precision::F16));
+    }
+
+    /// x [1, K] · W [K, N] with column `j` of W scaled by `4^j`: per-column
+    /// int8 weights keep every column accurate; rows quantized along the
+    /// wrong axis would not.
+    #[test]
+    fn weight_only_int8_quantizes_each_output_column() {
+        let (k, n) = (24, 4);
+        let mut g = Graph::default();
+        let x = g.add_tensor(Tensor {
+            name: "x".into(),
+            dtype: DType::F32,
+            shape: vec![1, k],
+            data: None,
+        });
+        let w: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 7919 % 97) as f32 / 48.0 - 1.0) * 4f32.powi((i % n) as i32))
+            .collect();
+        let wt = g.const_f32("w", vec![k, n], &w);
+        let y = g.add_tensor(Tensor {
+            name: "y".into(),
+            dtype: DType::F32,
+            shape: vec![1, n],
+            data: None,
+        });
+        g.nodes.push(Node {
+            op: Op::MatMul {
+                act: Unary::Identity,
+            },
+            inputs: vec![Some(x), Some(wt)],
+            outputs: vec![Some(y)],
+            name: "mm".into(),
+        });
+        g.inputs = vec![x];
+        g.outputs = vec![y];
+        let xs = Samples::new((0..3 * k).map(|i| (i % 5) as f32 - 2.0).collect(), 3);
+        let before = predict(&g, &xs).expect("float");
+        let mut q = g.clone();
+        assert_eq!(to_weight_int8(&mut q, |n| n.name == "mm"), vec!["w"]);
+        assert!(q.nodes.iter().any(|n| n.op == Op::Dequantize { axis: 1 }));
+        assert!(
+            q.tensors
+                .iter()
+                .any(|t| t.dtype == DType::I8 && t.shape == [k, n])
+        );
+        let after = predict(&q, &xs).expect("weight-only int8");
+        for (b, a) in before.iter().zip(&after) {
+            for j in 0..n {
+                // Each column's error is bounded by its own scale.
+                let tol = 0.02 * 4f32.powi(j as i32) * k as f32;
+                assert!(
+                    (b[j] - a[j]).abs() <= tol,
+                    "column {j}: {} vs {}",
+                    b[j],
+                    a[j]
+                );
+            }
+        }
+        // Nodes not picked keep float weights.
+        let mut q = g.clone();
+        assert!(to_weight_int8(&mut q, |_| false).is_empty());
+        assert_eq!(q, g);
     }
 
     #[test]

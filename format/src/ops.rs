@@ -498,6 +498,12 @@ pub enum Op {
         act_min: f32,
         act_max: f32,
     },
+    /// A constant stored sparse, expanded right before its use: mask u8
+    /// `[ceil(n / 8)]` (bit `i % 8` of byte `i / 8` set when element `i`
+    /// is stored), values `[count of set bits]`; output of the values'
+    /// dtype with `n` elements, zero where the mask is clear. The compiler
+    /// writes it for weights that magnitude pruning left mostly zero.
+    Densify,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -534,6 +540,7 @@ impl Op {
             Op::GatherElements { .. } => "GatherElements",
             Op::Pad { .. } => "Pad",
             Op::Cast { .. } => "Cast",
+            Op::Densify => "Densify",
             Op::Reduce { .. } => "Reduce",
             Op::ArgMax { .. } => "ArgMax",
             Op::LayerNorm { .. } => "LayerNorm",

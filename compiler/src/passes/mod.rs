@@ -5,10 +5,12 @@ mod batch;
 mod dce;
 mod fuse;
 mod pack;
+mod sparse;
 
 pub use batch::per_sample_batch_ok;
 pub use dce::dead_nodes;
 pub use pack::{pack_int8_conv, pack_int8_fc};
+pub use sparse::sparse_weights;
 
 use crate::ir::Graph;
 

@@ -116,6 +116,7 @@ fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
         Op::Where => elementwise::where_(io),
         Op::Cast { to, saturate } => elementwise::cast(*to, *saturate, io),
         Op::Reshape => movement::reshape(io),
+        Op::Densify => movement::densify(io),
         Op::Transpose { perm } => movement::transpose(perm, io),
         Op::Concat { axis } => movement::concat(*axis as usize, io),
         Op::Slice { start, step } => movement::slice(start, step, io),

@@ -1,17 +1,50 @@
 //! Data movement, generic over the element size: Reshape, Transpose, Concat,
 //! Slice, Split, Gather(Elements), ScatterElements, Pad, Expand, Tile,
-//! Depth/SpaceToDepth, Trilu, OneHot.
+//! Depth/SpaceToDepth, Trilu, OneHot, Densify.
 
 use super::{Io, same_len};
 use crate::error::{EngineError, bad};
 use crate::tensor::Shape;
-use kiln_format::{MAX_RANK, OP_RANK, PadMode};
+use kiln_format::{DType, MAX_RANK, OP_RANK, PadMode};
 
 pub(crate) fn reshape(io: &mut Io<'_>) -> Result<(), EngineError> {
     let x = io.input(0)?;
     let y = io.output(0)?;
     same_len(x.data.len(), y.data.len())?;
     y.data.copy_from_slice(x.data);
+    Ok(())
+}
+
+/// `Densify`: element `i` of the output is the next stored value when bit
+/// `i` of the mask is set, else zero. The mask must cover the output
+/// exactly and hold one bit per stored value.
+pub(crate) fn densify(io: &mut Io<'_>) -> Result<(), EngineError> {
+    let mask = io.input(0)?;
+    let values = io.input(1)?;
+    let y = io.output(0)?;
+    if mask.info.dtype != DType::U8 || y.info.dtype != values.info.dtype {
+        return Err(bad(
+            "Densify: the mask must be uint8 and the values of the output's dtype",
+        ));
+    }
+    let es = values.info.dtype.size();
+    let n = y.data.len() / es.max(1);
+    if mask.data.len() != n.div_ceil(8) {
+        return Err(bad("Densify: mask length does not match the output"));
+    }
+    let set: usize = mask.data.iter().map(|b| b.count_ones() as usize).sum();
+    if set * es != values.data.len() {
+        return Err(bad("Densify: stored values do not match the mask"));
+    }
+    y.data.fill(0);
+    let mut src = values.data.chunks_exact(es);
+    for (i, dst) in y.data.chunks_exact_mut(es).enumerate() {
+        if mask.data[i / 8] >> (i % 8) & 1 == 1
+            && let Some(v) = src.next()
+        {
+            dst.copy_from_slice(v);
+        }
+    }
     Ok(())
 }
 
