@@ -89,6 +89,32 @@ impl Graph {
         self.tensors.len() - 1
     }
 
+    /// Appends node `name` computing a new computed tensor `out` (dtype,
+    /// shape) from `inputs` with `op`; returns that tensor (e.g. a weight
+    /// widened right before its reader).
+    pub fn push_computed(
+        &mut self,
+        op: Op,
+        inputs: Vec<Option<TensorId>>,
+        out: (String, DType, Vec<usize>),
+        name: String,
+    ) -> TensorId {
+        let (tname, dtype, shape) = out;
+        let y = self.add_tensor(Tensor {
+            name: tname,
+            dtype,
+            shape,
+            data: None,
+        });
+        self.nodes.push(Node {
+            op,
+            inputs,
+            outputs: vec![Some(y)],
+            name,
+        });
+        y
+    }
+
     pub fn add_const(
         &mut self,
         name: impl Into<String>,

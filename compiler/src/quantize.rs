@@ -295,22 +295,15 @@ fn to_f16(g: &mut Graph, which: impl Fn(&Node) -> bool) -> Vec<String> {
                     h
                 }
             };
-            let w = g.add_tensor(Tensor {
-                name: format!("{name}:f32"),
-                dtype: DType::F32,
-                shape,
-                data: None,
-            });
-            g.nodes.push(Node {
-                op: Op::Cast {
+            *i = g.push_computed(
+                Op::Cast {
                     to: DType::F32,
                     saturate: false,
                 },
-                inputs: vec![Some(h)],
-                outputs: vec![Some(w)],
-                name: format!("{name}:widen"),
-            });
-            *i = w;
+                vec![Some(h)],
+                (format!("{name}:f32"), DType::F32, shape),
+                format!("{name}:widen"),
+            );
         }
         g.nodes.push(n);
     }
@@ -358,19 +351,12 @@ fn to_weight_int8(g: &mut Graph, which: impl Fn(&Node) -> bool) -> Vec<String> {
                 };
                 let qt = g.add_const(format!("{name}:i8"), DType::I8, shape.clone(), i8_bytes(&q));
                 let st = g.const_f32(format!("{name}:scale"), vec![rows], &scales);
-                let wf = g.add_tensor(Tensor {
-                    name: format!("{name}:f32"),
-                    dtype: DType::F32,
-                    shape,
-                    data: None,
-                });
-                g.nodes.push(Node {
-                    op: Op::Dequantize { axis: axis as u8 },
-                    inputs: vec![Some(qt), Some(st), None],
-                    outputs: vec![Some(wf)],
-                    name: format!("{name}:dequantize"),
-                });
-                n.inputs[1] = Some(wf);
+                n.inputs[1] = Some(g.push_computed(
+                    Op::Dequantize { axis: axis as u8 },
+                    vec![Some(qt), Some(st), None],
+                    (format!("{name}:f32"), DType::F32, shape),
+                    format!("{name}:dequantize"),
+                ));
                 done.push(name);
             }
         }

@@ -1,6 +1,6 @@
 //! Sparse storage for weights that magnitude pruning left mostly zero.
 
-use crate::ir::{Graph, Node, Tensor};
+use crate::ir::Graph;
 use kiln_format::{DType, Op};
 use std::collections::HashMap;
 
@@ -21,19 +21,13 @@ pub fn sparse_weights(g: &mut Graph) -> usize {
             let sparse = *stored.entry(w).or_insert_with(|| encode(g, w));
             if let Some((mask, values)) = sparse {
                 let t = &g.tensors[w];
-                let dense = g.add_tensor(Tensor {
-                    name: format!("{}:dense", t.name),
-                    dtype: t.dtype,
-                    shape: t.shape.clone(),
-                    data: None,
-                });
-                g.nodes.push(Node {
-                    op: Op::Densify,
-                    inputs: vec![Some(mask), Some(values)],
-                    outputs: vec![Some(dense)],
-                    name: format!("{}:densify", n.name),
-                });
-                n.inputs[1] = Some(dense);
+                let out = (format!("{}:dense", t.name), t.dtype, t.shape.clone());
+                n.inputs[1] = Some(g.push_computed(
+                    Op::Densify,
+                    vec![Some(mask), Some(values)],
+                    out,
+                    format!("{}:densify", n.name),
+                ));
             }
         }
         g.nodes.push(n);
@@ -72,6 +66,7 @@ fn encode(g: &mut Graph, w: usize) -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ir::{Node, Tensor};
 
     fn graph_reading(w: Vec<f32>, shape: Vec<usize>) -> Graph {
         let mut g = Graph::default();
