@@ -123,6 +123,36 @@ mod tests {
         assert_eq!(a, b);
     }
 
+    /// A mask that disagrees with the stored values (a corrupted or
+    /// hand-made artifact) is an engine error, never a panic or garbage.
+    #[test]
+    fn inconsistent_sparse_weights_are_refused() {
+        for (mask, values) in [
+            (vec![0xffu8, 0xff], 3usize), // 16 bits set, 3 values
+            (vec![0x0f], 4),              // mask covers 8 of 16 elements
+        ] {
+            let mut g = graph_reading(vec![0.0; 64], vec![8, 8]);
+            let m = g.add_const("mask", DType::U8, vec![mask.len()], mask);
+            let v = g.const_f32("values", vec![values], &vec![1.0; values]);
+            let w = g.push_computed(
+                Op::Densify,
+                vec![Some(m), Some(v)],
+                ("w:dense".into(), DType::F32, vec![2, 8]),
+                "densify".into(),
+            );
+            let mm = g.nodes.remove(0);
+            g.nodes.push(Node {
+                inputs: vec![mm.inputs[0], Some(w)],
+                outputs: mm.outputs.clone(),
+                ..mm
+            });
+            g.tensors[g.inputs[0]].shape = vec![1, 2];
+            let x = crate::run::Samples::new(vec![1.0, 2.0], 1);
+            let e = crate::quantize::predict(&g, &x).expect_err("refused");
+            assert!(e.to_string().contains("Densify: "), "{e}");
+        }
+    }
+
     #[test]
     fn dense_weights_stay_dense() {
         // Half zero: a 1/8 mask plus half the values saves 37.5% of 256 B,
