@@ -65,6 +65,20 @@ fn mnist(f: impl Fn(f32) -> f32) -> (Vec<f32>, Vec<i64>) {
     )
 }
 
+/// How many of the first `labels.len()` MNIST samples the artifact
+/// classifies right when the runtime runs it.
+fn mnist_hits(artifact: &[u8], samples: &Samples, labels: &[i64]) -> usize {
+    let m = Model::load(artifact).expect("loads");
+    let mut s = m.session();
+    (0..labels.len())
+        .filter(|&i| {
+            let t = TensorValue::from_f32(vec![1, 1, 28, 28], samples.sample(i));
+            let out: Vec<f32> = s.run(&[&t]).expect("runs")[0].f32_values().collect();
+            kiln_compiler::quantize::argmax(&out) as i64 == labels[i]
+        })
+        .count()
+}
+
 fn burn_norm(p: f32) -> f32 {
     (p / 255.0 - 0.1307) / 0.3081
 }
@@ -210,15 +224,7 @@ fn burn_cnn_int8_and_pruning_on_t10k() {
     assert!(d <= 1.0, "drop {d}");
     // The pruned artifact really is smaller and gives that accuracy when
     // run by the runtime.
-    let m = Model::load(&c.bytes).expect("loads");
-    let mut s = m.session();
-    let hits = (0..2000)
-        .filter(|&i| {
-            let t = TensorValue::from_f32(vec![1, 1, 28, 28], all.sample(i));
-            let out: Vec<f32> = s.run(&[&t]).expect("runs")[0].f32_values().collect();
-            kiln_compiler::quantize::argmax(&out) as i64 == y[i]
-        })
-        .count();
+    let hits = mnist_hits(&c.bytes, &all, &y[..2000]);
     println!("pruned artifact: {hits}/2000 correct through the runtime");
     assert!(hits >= 1950);
     assert!(c.bytes.len() < float);
@@ -241,18 +247,7 @@ fn magnitude_pruning_stores_weights_sparse() {
         // Without fine-tuning this CNN loses 1.6 points at 30%.
         validation: Some(validation(val.clone(), Some(labels.clone()), 2.0)),
     };
-    let runtime_accuracy = |bytes: &[u8]| {
-        let m = Model::load(bytes).expect("loads");
-        let mut s = m.session();
-        let hits = (0..2000)
-            .filter(|&i| {
-                let t = TensorValue::from_f32(vec![1, 1, 28, 28], val.sample(i));
-                let out: Vec<f32> = s.run(&[&t]).expect("runs")[0].f32_values().collect();
-                kiln_compiler::quantize::argmax(&out) as i64 == labels[i]
-            })
-            .count();
-        100.0 * hits as f64 / 2000.0
-    };
+    let runtime_accuracy = |bytes: &[u8]| 100.0 * mnist_hits(bytes, &val, &labels) as f64 / 2000.0;
     let densify = |c: &Compiled| {
         c.report
             .ops_after

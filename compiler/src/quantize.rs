@@ -310,7 +310,7 @@ fn to_f16(g: &mut Graph, which: impl Fn(&Node) -> bool) -> Vec<String> {
     done
 }
 
-/// Stores the weights of the Conv and Gemm/MatMul nodes `which` picks as
+/// Stores the weights of the Conv and fully connected nodes `which` picks as
 /// int8 per output channel (the int8 layers' own rounding), widened by a
 /// `Dequantize` right before their use: weight-only int8, arithmetic and
 /// activations float. Returns the converted tensors' names.
@@ -318,11 +318,11 @@ fn to_weight_int8(g: &mut Graph, which: impl Fn(&Node) -> bool) -> Vec<String> {
     let mut done = vec![];
     let old = std::mem::take(&mut g.nodes);
     for mut n in old {
-        // The weight input and its output-channel axis.
-        let axis = match &n.op {
-            Op::Conv { .. } => Some(0),
-            Op::Gemm { trans_b, .. } => Some(if *trans_b { 0 } else { 1 }),
-            Op::MatMul { .. } => Some(1),
+        // The output-channel axis of the weights (input 1): a Conv's
+        // filters, or a fully connected layer's units (2-D, see `fc`).
+        let axis = match (&n.op, fc(g, &n)) {
+            (Op::Conv { .. }, _) => Some(0),
+            (_, Some(f)) => Some(if f.units_major { 0 } else { 1 }),
             _ => None,
         };
         let t = n.inputs.get(1).copied().flatten();
@@ -332,7 +332,7 @@ fn to_weight_int8(g: &mut Graph, which: impl Fn(&Node) -> bool) -> Vec<String> {
             if w.is_const() && w.dtype == DType::F32 && w.shape.len() >= 2 && w_vals.len() >= 16 {
                 let (name, shape) = (w.name.clone(), w.shape.clone());
                 let rows = shape[axis];
-                // Rows along `axis`: for axis 1 of a 2-D [K, N] matrix,
+                // Rows along `axis`: for axis 1 (a [depth, units] matrix)
                 // quantize its transpose and transpose back.
                 let (q, scales) = if axis == 0 {
                     quantize_rows(&w_vals, rows)
