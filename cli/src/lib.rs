@@ -635,3 +635,66 @@ mod compare_tests {
         assert!(e.is_err());
     }
 }
+
+/// A corpus model compiled for its golden file (`golden/<stem>.npz`):
+/// the artifact, the golden inputs in the model's input order, and the
+/// golden outputs by name.
+#[derive(Debug)]
+pub struct GoldenCase {
+    pub artifact: Vec<u8>,
+    pub inputs: Vec<(String, TensorValue)>,
+    pub outputs: Vec<(String, TensorValue)>,
+}
+
+impl GoldenCase {
+    /// Compiles `rel` (relative to `corpus`) for a symbolic batch when every
+    /// golden input has batch 1 (the usual deployment), else at the golden's
+    /// shapes; symbolic dims other than the batch are taken from the golden.
+    pub fn compile(corpus: &Path, stem: &str, rel: &str) -> Result<GoldenCase> {
+        let golden = read_npz(&corpus.join("golden").join(format!("{stem}.npz")))?;
+        let inputs: Vec<(String, TensorValue)> = golden
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix("in:").map(|n| (n.to_string(), v.clone())))
+            .collect();
+        let outputs = golden
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix("out:").map(|n| (n.to_string(), v.clone())))
+            .collect();
+        let path = corpus.join(rel);
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut opts = kiln_compiler::Options::default();
+        if !inputs.iter().all(|(_, t)| t.shape.first() == Some(&1)) {
+            for (n, t) in &inputs {
+                opts.import.input_shapes.insert(n.clone(), t.shape.clone());
+            }
+        }
+        let compiled = match kiln_compiler::compile_model(&bytes, rel, &opts) {
+            Err(kiln_compiler::CompileError::Input { .. }) => {
+                for (n, t) in &inputs {
+                    opts.import.input_shapes.insert(n.clone(), t.shape.clone());
+                }
+                kiln_compiler::compile_model(&bytes, rel, &opts)
+            }
+            other => other,
+        }
+        .with_context(|| format!("compile {rel}"))?;
+        let model = kiln_runtime_native::Model::load(&compiled.bytes)?;
+        let inputs = model
+            .inputs()
+            .iter()
+            .map(|s| {
+                inputs
+                    .iter()
+                    .find(|(n, _)| n == &s.name)
+                    .cloned()
+                    .with_context(|| format!("golden {stem} lacks input {}", s.name))
+            })
+            .collect::<Result<_>>()?;
+        Ok(GoldenCase {
+            artifact: compiled.bytes,
+            inputs,
+            outputs,
+        })
+    }
+}

@@ -177,15 +177,8 @@ impl From<anyhow::Error> for Failure {
 }
 
 fn run_error(e: RunError) -> Failure {
-    let code = if e.is_input_error() {
-        4
-    } else if e.is_model_error() {
-        3
-    } else {
-        1
-    };
     Failure {
-        code,
+        code: e.category().exit_code(),
         err: anyhow!(e),
     }
 }

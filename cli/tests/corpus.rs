@@ -7,7 +7,7 @@
 //! scaled by the output's magnitude (mnist-8 emits logits in the thousands
 //! because it takes raw 0..255 pixels). Integer outputs must be equal.
 
-use kiln_cli::{CORPUS_GOLDEN as MODELS, CORPUS_TFLITE_GOLDEN, read_npz};
+use kiln_cli::{CORPUS_GOLDEN as MODELS, CORPUS_TFLITE_GOLDEN, GoldenCase, read_npz};
 use kiln_compiler::{Options, compile_model};
 use kiln_runtime_native::{Model, TensorValue};
 use std::collections::HashMap;
@@ -57,51 +57,10 @@ fn compare(got: &TensorValue, want: &TensorValue, rel: f64) -> Result<(f64, f64)
 /// Runs one golden case; returns a one-line result. `tol_rel` is the
 /// relative part of the float tolerance.
 fn check(stem: &str, rel: &str, tol_rel: f64) -> Result<String, String> {
-    let root = corpus();
-    let model_path = root.join(rel);
-    let golden =
-        read_npz(&root.join("golden").join(format!("{stem}.npz"))).map_err(|e| format!("{e:#}"))?;
-    let inputs: Vec<(String, TensorValue)> = golden
-        .iter()
-        .filter_map(|(k, v)| k.strip_prefix("in:").map(|n| (n.to_string(), v.clone())))
-        .collect();
-    let outputs: HashMap<String, TensorValue> = golden
-        .iter()
-        .filter_map(|(k, v)| k.strip_prefix("out:").map(|n| (n.to_string(), v.clone())))
-        .collect();
-    let bytes = std::fs::read(&model_path).map_err(|e| e.to_string())?;
-    let mut opts = Options::default();
-    for (n, t) in &inputs {
-        opts.import.input_shapes.insert(n.clone(), t.shape.clone());
-    }
-    // Compile for a symbolic batch when the golden input has batch 1 (the
-    // usual deployment), else at the golden's shapes.
-    if inputs.iter().all(|(_, t)| t.shape.first() == Some(&1)) {
-        opts.import.input_shapes.clear();
-    }
-    let compiled = match compile_model(&bytes, rel, &opts) {
-        // Symbolic dims other than the batch: take them from the golden input.
-        Err(kiln_compiler::CompileError::Input { .. }) => {
-            for (n, t) in &inputs {
-                opts.import.input_shapes.insert(n.clone(), t.shape.clone());
-            }
-            compile_model(&bytes, rel, &opts)
-        }
-        other => other,
-    }
-    .map_err(|e| format!("compile: {e}"))?;
-    let model = Model::load(&compiled.bytes).map_err(|e| format!("load: {e}"))?;
-    let ordered: Vec<&TensorValue> = model
-        .inputs()
-        .iter()
-        .map(|s| {
-            inputs
-                .iter()
-                .find(|(n, _)| n == &s.name)
-                .map(|(_, t)| t)
-                .ok_or(format!("golden lacks input {}", s.name))
-        })
-        .collect::<Result<_, _>>()?;
+    let case = GoldenCase::compile(&corpus(), stem, rel).map_err(|e| format!("{e:#}"))?;
+    let outputs: HashMap<String, TensorValue> = case.outputs.into_iter().collect();
+    let model = Model::load(&case.artifact).map_err(|e| format!("load: {e}"))?;
+    let ordered: Vec<&TensorValue> = case.inputs.iter().map(|(_, t)| t).collect();
     let got = model
         .session()
         .run(&ordered)

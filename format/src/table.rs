@@ -159,7 +159,7 @@ impl<'de: 'a, 'a, T> Deserialize<'de> for Table<'a, T> {
 }
 
 /// Encodes records into table bytes.
-#[cfg(feature = "alloc")]
+#[cfg(feature = "write")]
 pub fn encode_table<T: Serialize>(items: &[T]) -> Result<alloc::vec::Vec<u8>, postcard::Error> {
     use alloc::vec::Vec;
     let mut data = Vec::new();
@@ -213,7 +213,7 @@ impl fmt::Debug for Ids<'_> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "write"))]
 mod tests {
     use super::*;
     extern crate std;

@@ -52,7 +52,56 @@ pub enum RunError {
     Io { path: String, message: String },
 }
 
+/// The coarse kind of a [`RunError`], shared by every host: the CLI's exit
+/// codes and the JavaScript `KilnError.code` both come from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCategory {
+    /// The artifact is malformed, truncated, or cannot run.
+    InvalidModel,
+    /// An input broke the model's schema (dtype, shape, NaN, range).
+    InputRejected,
+    /// The host API was misused (a command-line flag, a JavaScript call
+    /// with the wrong kind of argument, a freed model). Hosts raise it;
+    /// a [`RunError`] never maps to it.
+    Usage,
+    /// Anything else (I/O, a caller's buffer of the wrong size).
+    Other,
+}
+
+impl ErrorCategory {
+    /// Stable machine-readable name (`INVALID_MODEL`, `INPUT_REJECTED`,
+    /// `USAGE`, `OTHER`).
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorCategory::InvalidModel => "INVALID_MODEL",
+            ErrorCategory::InputRejected => "INPUT_REJECTED",
+            ErrorCategory::Usage => "USAGE",
+            ErrorCategory::Other => "OTHER",
+        }
+    }
+
+    /// The `kiln` CLI's exit code for this category.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorCategory::InvalidModel => 3,
+            ErrorCategory::InputRejected => 4,
+            ErrorCategory::Usage => 2,
+            ErrorCategory::Other => 1,
+        }
+    }
+}
+
 impl RunError {
+    pub fn category(&self) -> ErrorCategory {
+        if self.is_input_error() {
+            ErrorCategory::InputRejected
+        } else if self.is_model_error() {
+            ErrorCategory::InvalidModel
+        } else {
+            ErrorCategory::Other
+        }
+    }
+
     /// Whether the error is about the model (as opposed to the inputs).
     pub fn is_model_error(&self) -> bool {
         matches!(

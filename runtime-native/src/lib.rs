@@ -15,7 +15,7 @@
 mod error;
 mod tensor;
 
-pub use error::{InputProblem, RunError};
+pub use error::{ErrorCategory, InputProblem, RunError};
 pub use kiln_format::DType;
 pub use tensor::TensorValue;
 
@@ -245,12 +245,45 @@ impl Model {
 
     /// A new session (one per thread).
     pub fn session(&self) -> Session<'_> {
+        self.session_in(self.arena())
+    }
+
+    /// A fresh arena sized for this model, for [`Model::session_in`].
+    pub fn arena(&self) -> Arena {
+        Arena(Aligned::zeroed(self.arena_size))
+    }
+
+    /// A session that runs in `arena`, which [`Session::into_arena`] gives
+    /// back: hosts that cannot keep a borrowing [`Session`] (a wasm-bindgen
+    /// object) reuse one arena across runs this way. An arena too small for
+    /// this model is replaced by a fresh one.
+    pub fn session_in(&self, arena: Arena) -> Session<'_> {
+        let arena = if arena.0.len >= self.arena_size {
+            arena.0
+        } else {
+            Aligned::zeroed(self.arena_size)
+        };
         Session {
             model: self,
             plan: Plan::new(self.view()).expect("validated at load"),
-            arena: Aligned::zeroed(self.arena_size),
+            arena,
             allow_non_finite: false,
         }
+    }
+}
+
+/// The working memory of one run (16-byte aligned), reusable across
+/// sessions of the same model.
+#[derive(Debug, Clone)]
+pub struct Arena(Aligned);
+
+impl Arena {
+    pub fn len(&self) -> usize {
+        self.0.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.len == 0
     }
 }
 
@@ -287,6 +320,11 @@ pub struct Session<'m> {
 impl<'m> Session<'m> {
     pub fn model(&self) -> &'m Model {
         self.model
+    }
+
+    /// Ends the session, returning its arena for [`Model::session_in`].
+    pub fn into_arena(self) -> Arena {
+        Arena(self.arena)
     }
 
     /// Accept NaN and infinite inputs (rejected by default). Models that
