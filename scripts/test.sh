@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Kiln's whole test suite, cheapest checks first. Installs what it needs
-# (Rust components, the Python venv with peer runtimes, the ONNX node tests).
+# (Rust components, the Python venv with peer runtimes, the ONNX node tests,
+# the wasm32 toolchain, wasm-bindgen, Chromium and the npm peers).
 # Usage: scripts/test.sh [--quick]   (--quick skips clippy and the no_std cross builds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +43,12 @@ fi
 
 step "cargo test (unit, property, corpus cross-check, ONNX node conformance, CLI)"
 cargo test --workspace -q 2>&1 | tee "${TMPDIR:-/tmp}/kiln-test.log"
+
+step "WebAssembly package: build (cargo xtask wasm), Node tests, real headless Chromium"
+bash scripts/setup-wasm.sh
+cargo xtask wasm
+cargo test -q -p kiln-cli --test wasm_package -- --ignored --nocapture 2>&1 |
+  grep -vE '^\s*(---|\.\.\.|duration_ms:)|^# Subtest' | tail -n 60
 
 step "conformance tables (ONNX node tests, corpus cross-check)"
 cargo test -q -p kiln-cli --test onnx_node --test corpus -- --nocapture 2>&1 | grep -vE '^\s*$' | tail -n 60

@@ -77,6 +77,10 @@ fn node(args: &[&str], fixtures: &Path) {
     let status = Command::new("node")
         .args(args)
         .env("KILN_WASM_FIXTURES", fixtures)
+        .env(
+            "KILN_WASM_SHOT",
+            std::env::temp_dir().join("kiln-wasm-demo.png"),
+        )
         .current_dir(root())
         .status()
         .expect("node runs (Node >= 20 is needed)");
