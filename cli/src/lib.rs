@@ -2,6 +2,8 @@
 //! CSV) shared by the binary and its tests. Internal crate.
 
 use anyhow::{Context, Result, bail};
+
+pub mod wasm_module;
 use kiln_runtime_native::{DType, TensorValue};
 use std::io::Read;
 use std::path::Path;

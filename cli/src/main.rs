@@ -52,6 +52,10 @@ enum Cmd {
         /// Model version recorded in the artifact
         #[arg(long)]
         model_version: Option<String>,
+        /// What to write: a .kiln artifact, or one self-contained .wasm
+        /// (engine + model, C-like ABI: kiln_input_ptr, kiln_run, ...)
+        #[arg(long, value_enum, default_value_t = Target::Kiln)]
+        target: Target,
         #[command(flatten)]
         quant: QuantArgs,
     },
@@ -160,6 +164,15 @@ struct QuantArgs {
     prune: Option<String>,
 }
 
+/// Output of `kiln compile`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Target {
+    /// A .kiln artifact, for every Kiln runtime.
+    Kiln,
+    /// A standalone WebAssembly module with the engine and the model.
+    WasmModule,
+}
+
 /// An error with the exit code it maps to.
 struct Failure {
     code: u8,
@@ -197,8 +210,17 @@ fn main() -> ExitCode {
             dims,
             no_optimize,
             model_version,
+            target,
             quant,
-        } => compile(&model, &output, &dims, no_optimize, model_version, &quant),
+        } => compile(
+            &model,
+            &output,
+            &dims,
+            no_optimize,
+            model_version,
+            target,
+            &quant,
+        ),
         Cmd::Run {
             model,
             inputs,
@@ -405,6 +427,7 @@ fn compile(
     dims: &[String],
     no_optimize: bool,
     version: Option<String>,
+    target: Target,
     quant: &QuantArgs,
 ) -> Result<(), Failure> {
     let bytes = std::fs::read(model).with_context(|| format!("cannot read {}", model.display()))?;
@@ -438,8 +461,25 @@ fn compile(
         }
     };
     let c = compile_bytes(&bytes, model, &opts, true)?;
-    std::fs::write(out, &c.bytes).with_context(|| format!("cannot write {}", out.display()))?;
+    let written = match target {
+        Target::Kiln => c.bytes.clone(),
+        Target::WasmModule => {
+            let arena = Model::load(&c.bytes).map_err(run_error)?.arena_size();
+            kiln_cli::wasm_module::link(kiln_cli::wasm_module::TEMPLATE, &c.bytes, arena)
+                .map_err(fail(3))?
+        }
+    };
+    std::fs::write(out, &written).with_context(|| format!("cannot write {}", out.display()))?;
     print_report(&c.report, out);
+    if target == Target::WasmModule {
+        println!(
+            "wasm module    {} bytes -> {} (engine {} + artifact {} bytes; one sample per kiln_run)",
+            written.len(),
+            out.display(),
+            written.len().saturating_sub(c.bytes.len()),
+            c.bytes.len()
+        );
+    }
     if let Some(p) = &c.report.prune {
         print_prune_report(p);
     }
