@@ -35,14 +35,18 @@ use tract_onnx::prelude::*;
 
 use kiln_cli::{CORPUS_GOLDEN as MODELS, CORPUS_TFLITE_GOLDEN};
 
+mod wasm;
+
 /// Instruction-set edit applied to tract (see `main`).
 const TRACT_ISA: &str = "-amx-int8";
 
-const USAGE: &str = "usage: cargo xtask bench [--quick] [--out BENCHMARKS.md] [MODEL_FILTER]";
+const USAGE: &str =
+    "usage: cargo xtask bench [--quick] [--wasm-only] [--out BENCHMARKS.md] [MODEL_FILTER]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut quick = false;
+    let mut wasm_only = false;
     let mut out = None;
     let mut filter = String::new();
     let mut it = args.iter().map(String::as_str);
@@ -57,6 +61,9 @@ fn main() -> Result<()> {
     while let Some(a) = it.next() {
         match a {
             "--quick" => quick = true,
+            // Only the WebAssembly section, printed (BENCHMARKS.md is left
+            // alone: it is regenerated whole).
+            "--wasm-only" => wasm_only = true,
             "--out" => out = Some(PathBuf::from(it.next().context(USAGE)?)),
             _ if !a.starts_with('-') && filter.is_empty() => filter = a.to_string(),
             _ => bail!("unknown argument {a:?}\n{USAGE}"),
@@ -68,6 +75,14 @@ fn main() -> Result<()> {
         // tract 0.23.9's AMX int8 matmul segfaulted on tract_qlstm (Xeon
         // with amx_int8); $TRACT_CPU_ISA, when set, still wins.
         tract_onnx::tract_core::knobs::set_config_global("TRACT_CPU_ISA", TRACT_ISA)?;
+    }
+    if wasm_only {
+        let corpus = workspace_root().join("../shared/corpus");
+        print!(
+            "{}",
+            wasm::section(&workspace_root(), &corpus, &filter, &HashMap::new())?
+        );
+        return Ok(());
     }
     let budget = if quick { &QUICK } else { &FULL };
     bench(budget, &filter, &out, &command)
@@ -463,6 +478,24 @@ fn bench(b: &Budget, filter: &str, out: &Path, command: &str) -> Result<()> {
     if !tf_rows.is_empty() {
         report.push_str(&render_tflite(&tf_rows, &litert_version));
     }
+    let native: HashMap<String, f64> = rows
+        .iter()
+        .filter_map(|r| r.kiln.as_ref().ok().map(|s| (r.stem.to_string(), s.median)))
+        .chain(
+            tf_rows
+                .iter()
+                .filter_map(|r| r.kiln.as_ref().ok().map(|s| (r.stem.to_string(), s.median))),
+        )
+        .collect();
+    eprintln!("WebAssembly…");
+    let wasm = wasm::section(&workspace_root(), &corpus, filter, &native);
+    match &wasm {
+        Ok(section) => report.push_str(section),
+        Err(e) => report.push_str(&format!(
+            "\n## WebAssembly\n\nThe WebAssembly benchmark failed: {}\n",
+            short(&format!("{e:#}"))
+        )),
+    }
     print!("{report}");
     std::fs::write(out, &report).with_context(|| format!("cannot write {}", out.display()))?;
     eprintln!("wrote {}", out.display());
@@ -478,7 +511,7 @@ fn bench(b: &Budget, filter: &str, out: &Path, command: &str) -> Result<()> {
             bad.join(", ")
         );
     }
-    Ok(())
+    wasm.map(|_| ())
 }
 
 fn render(rows: &[Row], b: &Budget, command: &str, ort_version: &str) -> String {
@@ -687,6 +720,17 @@ fn short(e: &str) -> String {
         Some((i, _)) => format!("{}…", &one[..i]),
         None => one,
     }
+}
+
+/// Where `scripts/setup-wasm.sh` installs the npm tools.
+fn npm_dir() -> PathBuf {
+    std::env::var_os("KILN_NPM").map_or_else(
+        || {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+            Path::new(&home).join(".cache/kiln/npm")
+        },
+        PathBuf::from,
+    )
 }
 
 fn shell(cmd: &str, args: &[&str]) -> String {

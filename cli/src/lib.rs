@@ -700,3 +700,48 @@ impl GoldenCase {
         })
     }
 }
+
+fn tensor_json(name: &str, t: &TensorValue, file: &str) -> serde_json::Value {
+    serde_json::json!({
+        "name": name,
+        "dtype": t.dtype.name(),
+        "shape": t.shape,
+        "file": file,
+    })
+}
+
+/// Fixtures for the JavaScript package's tests and benchmark: every corpus
+/// model with a golden file, compiled and run natively. Writes
+/// `<stem>.kiln`, raw little-endian `.bin` tensors and `<stem>.json` (the
+/// source model, input and output names, dtypes, shapes and files) per
+/// case, and `manifest.json` listing the cases. Returns the case count.
+pub fn write_wasm_fixtures(corpus: &Path, dir: &Path) -> Result<usize> {
+    std::fs::create_dir_all(dir)?;
+    let mut stems = vec![];
+    for (stem, rel) in CORPUS_GOLDEN.iter().chain(CORPUS_TFLITE_GOLDEN) {
+        let case = GoldenCase::compile(corpus, stem, rel)?;
+        let model = kiln_runtime_native::Model::load(&case.artifact)?;
+        let ordered: Vec<&TensorValue> = case.inputs.iter().map(|(_, t)| t).collect();
+        let outputs = model.session().run(&ordered)?;
+        std::fs::write(dir.join(format!("{stem}.kiln")), &case.artifact)?;
+        let mut ins = vec![];
+        for (k, (name, t)) in case.inputs.iter().enumerate() {
+            let file = format!("{stem}.in{k}.bin");
+            std::fs::write(dir.join(&file), &t.data)?;
+            ins.push(tensor_json(name, t, &file));
+        }
+        let mut outs = vec![];
+        for (k, (spec, t)) in model.outputs().iter().zip(&outputs).enumerate() {
+            let file = format!("{stem}.out{k}.bin");
+            std::fs::write(dir.join(&file), &t.data)?;
+            outs.push(tensor_json(&spec.name, t, &file));
+        }
+        let desc =
+            serde_json::json!({ "stem": stem, "source": rel, "inputs": ins, "outputs": outs });
+        std::fs::write(dir.join(format!("{stem}.json")), desc.to_string())?;
+        stems.push(stem.to_string());
+    }
+    let manifest = serde_json::json!({ "cases": stems });
+    std::fs::write(dir.join("manifest.json"), manifest.to_string())?;
+    Ok(stems.len())
+}

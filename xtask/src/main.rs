@@ -2,8 +2,9 @@
 //!
 //! - `cargo xtask wasm`: builds the npm package `kiln-runtime` into
 //!   `runtime-wasm/pkg/` and prints its sizes (`wasm.rs`).
-//! - `cargo xtask bench [--quick] [--out FILE] [FILTER]`: runs the benchmark
-//!   crate (`bench/`, release) and regenerates BENCHMARKS.md.
+//! - `cargo xtask bench [--quick] [--wasm-only] [--out FILE] [FILTER]`:
+//!   builds the package, then runs the benchmark crate (`bench/`, release),
+//!   which regenerates BENCHMARKS.md.
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use std::process::Command;
 mod wasm;
 
 const USAGE: &str = "usage: cargo xtask wasm
-       cargo xtask bench [--quick] [--out BENCHMARKS.md] [MODEL_FILTER]";
+       cargo xtask bench [--quick] [--wasm-only] [--out BENCHMARKS.md] [MODEL_FILTER]";
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -27,6 +28,8 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("wasm") if args.len() == 1 => wasm::main(&root),
         Some("bench") => {
+            // The WebAssembly section needs the package.
+            wasm::main(&root)?;
             let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
                 .args(["run", "--release", "-q", "-p", "kiln-bench", "--"])
                 .args(&args)
