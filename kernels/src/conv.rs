@@ -172,7 +172,10 @@ pub(crate) const MAX_TAPS: usize = 64;
 /// `oy + 1`.
 #[derive(Debug, Clone, Copy)]
 #[cfg_attr(
-    not(all(target_arch = "x86_64", any(feature = "std", test))),
+    not(any(
+        all(target_arch = "x86_64", any(feature = "std", test)),
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )),
     allow(dead_code, reason = "the fields are read by the SIMD kernels only")
 )]
 pub(crate) struct Direct {
@@ -196,6 +199,10 @@ pub(crate) struct Direct {
     pub(crate) oh: usize,
     pub(crate) ow: usize,
     /// Two output rows per strip.
+    #[cfg_attr(
+        all(target_arch = "wasm32", target_feature = "simd128"),
+        allow(dead_code, reason = "the wasm kernel takes one row per strip")
+    )]
     pub(crate) pair: bool,
 }
 
@@ -239,7 +246,10 @@ impl Direct {
     }
 
     #[cfg_attr(
-        not(all(target_arch = "x86_64", any(feature = "std", test))),
+        not(any(
+            all(target_arch = "x86_64", any(feature = "std", test)),
+            all(target_arch = "wasm32", target_feature = "simd128")
+        )),
         allow(dead_code, reason = "read by the SIMD kernels only")
     )]
     /// Offset of tap `(r, s)` from the strip's base `(row oy·sh, column ox)`.

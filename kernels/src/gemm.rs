@@ -72,7 +72,14 @@ pub(crate) fn check(what: &str, rows: usize, cols: usize, rs: usize, cs: usize, 
 /// Instruction set of the optimised paths.
 #[derive(Debug, Clone, Copy)]
 enum Isa {
+    #[cfg_attr(
+        all(target_arch = "wasm32", target_feature = "simd128"),
+        allow(dead_code, reason = "the wasm build always has SIMD128")
+    )]
     Portable,
+    /// WebAssembly SIMD128 (chosen at compile time).
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    Wasm,
     #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
     Avx2(Avx2Fma),
 }
@@ -124,7 +131,7 @@ impl Engine {
         match self.0 {
             #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
             Isa::Avx2(t) => t.vectorized(f, a, x, y),
-            Isa::Portable => f(a, x, y),
+            _ => f(a, x, y),
         }
     }
 
@@ -135,7 +142,7 @@ impl Engine {
         match self.0 {
             #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
             Isa::Avx2(t) => t.run_kernel(k),
-            Isa::Portable => k.run(),
+            _ => k.run(),
         }
     }
 
@@ -151,7 +158,13 @@ impl Engine {
 
     /// Whether [`Self::conv_direct`] is available.
     pub(crate) fn has_direct_conv(self) -> bool {
-        !matches!(self.0, Isa::Portable)
+        match self.0 {
+            #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
+            Isa::Avx2(_) => true,
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Isa::Wasm => true,
+            Isa::Portable => false,
+        }
     }
 
     /// Direct convolution of one (batch item, group): `y[mg, oh·ow] =
@@ -169,6 +182,8 @@ impl Engine {
         match self.0 {
             #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
             Isa::Avx2(t) => t.conv_direct(d, mg, w, xp, beta, y),
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Isa::Wasm => crate::simd_wasm::conv_direct(d, mg, w, xp, beta, y),
             Isa::Portable => {
                 let _ = (d, mg, w, xp, beta, y);
                 unreachable!("conv_direct needs has_direct_conv");
@@ -244,32 +259,61 @@ impl Engine {
         c: &mut [f32],
     ) {
         match self.0 {
+            Isa::Portable => gemm_with(self.0, m, n, k, 1.0, a, false, b, false, beta, c),
             #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
             Isa::Avx2(t) => {
-                if m == 0 || n == 0 {
-                    return;
+                if let Some((a, c)) = packed_operands(m, n, k, a, beta, c) {
+                    t.gemm_prepacked(m, n, k, 1.0, a, b, beta, c);
                 }
-                let mn = m.checked_mul(n).expect("gemm: m*n overflows usize");
-                let c = &mut c[..mn];
-                if k == 0 {
-                    scale(c, beta);
-                    return;
-                }
-                let a = MatRef {
-                    data: a,
-                    rs: k,
-                    cs: 1,
-                };
-                let c = MatMut {
-                    data: c,
-                    rs: n,
-                    cs: 1,
-                };
-                t.gemm_prepacked(m, n, k, 1.0, a, b, beta, c);
             }
-            Isa::Portable => gemm_with(self.0, m, n, k, 1.0, a, false, b, false, beta, c),
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Isa::Wasm => {
+                if let Some((a, c)) = packed_operands(m, n, k, a, beta, c) {
+                    let b = crate::simd_wasm::BSource::Packed(b);
+                    crate::simd_wasm::gemm(m, n, k, 1.0, a, b, beta, c);
+                }
+            }
         }
     }
+}
+
+/// Row-major views of `A` (m×k) and `C` (m×n) for the packed kernels, or
+/// `None` when there is nothing to multiply (C is then scaled by `beta`).
+#[cfg_attr(
+    not(any(
+        all(target_arch = "x86_64", any(feature = "std", test)),
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )),
+    allow(dead_code, reason = "only the SIMD engines use packed operands")
+)]
+fn packed_operands<'a, 'c>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &'a [f32],
+    beta: f32,
+    c: &'c mut [f32],
+) -> Option<(MatRef<'a>, MatMut<'c>)> {
+    if m == 0 || n == 0 {
+        return None;
+    }
+    let mn = m.checked_mul(n).expect("gemm: m*n overflows usize");
+    let c = &mut c[..mn];
+    if k == 0 {
+        scale(c, beta);
+        return None;
+    }
+    let a = MatRef {
+        data: a,
+        rs: k,
+        cs: 1,
+    };
+    let c = MatMut {
+        data: c,
+        rs: n,
+        cs: 1,
+    };
+    Some((a, c))
 }
 
 /// A loop to compile for the engine's instruction set ([`Engine::run`]):
@@ -293,7 +337,11 @@ fn detect() -> Isa {
     if let Some(t) = Avx2Fma::detect() {
         return Isa::Avx2(t);
     }
-    Isa::Portable
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    let isa = Isa::Wasm;
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    let isa = Isa::Portable;
+    isa
 }
 
 /// C[m×n] = alpha · op(A) · op(B) + beta · C, where op(A) is m×k (A stored
@@ -420,6 +468,17 @@ fn gemm_with(
     match isa {
         #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
         Isa::Avx2(t) => t.gemm_packed(m, n, k, alpha, a, b, beta, c),
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        Isa::Wasm => crate::simd_wasm::gemm(
+            m,
+            n,
+            k,
+            alpha,
+            a,
+            crate::simd_wasm::BSource::Strided(b),
+            beta,
+            c,
+        ),
         Isa::Portable => sgemm(m, n, k, alpha, a, b, beta, c),
     }
 }
@@ -474,7 +533,7 @@ fn skinny(
             Path::Rows => t.gemm_rows(m, n, k, alpha, a, b, beta, c),
             Path::Dots => t.gemm_dots(m, n, k, alpha, a, b, beta, c),
         },
-        Isa::Portable => match path {
+        _ => match path {
             Path::Rows => portable_rows(m, n, k, alpha, a, b, beta, c),
             Path::Dots => portable_dots(m, n, k, alpha, a, b, beta, c),
         },

@@ -33,6 +33,8 @@ pub mod quant;
 pub mod rnn;
 #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
 mod simd_vnni;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd_wasm;
 #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
 mod simd_x86;
 pub mod tree;

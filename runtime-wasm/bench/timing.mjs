@@ -3,30 +3,47 @@
 //
 // Browsers coarsen performance.now() (100 us in Chromium without
 // cross-origin isolation), so each sample times a batch of back-to-back
-// runs long enough (>= 10 ms) for the clock; the median of the per-run
-// times over the samples is reported, in microseconds.
+// runs long enough (>= 10 ms) for the clock; the two runtimes' batches
+// alternate; the median of the per-run times over the samples is
+// reported, in microseconds.
 
 const BATCH_MS = 10;
 
-async function timeIt(f, { samples, maxMs }) {
-  // Warm up (JIT, first-run allocations) and size the batch.
+/** Batch size for `f`: back-to-back calls lasting >= BATCH_MS (warms up too). */
+async function batchSize(f) {
   let k = 1;
   for (;;) {
     const t0 = performance.now();
     for (let i = 0; i < k; i++) await f();
-    const dt = performance.now() - t0;
-    if (dt >= BATCH_MS) break;
+    if (performance.now() - t0 >= BATCH_MS) return k;
     k = Math.min(k * 2, 1 << 20);
   }
-  const per = [];
-  const start = performance.now();
-  while (per.length < samples && performance.now() - start < maxMs) {
-    const t0 = performance.now();
-    for (let i = 0; i < k; i++) await f();
-    per.push(((performance.now() - t0) / k) * 1000);
-  }
+}
+
+async function sample(f, k) {
+  const t0 = performance.now();
+  for (let i = 0; i < k; i++) await f();
+  return ((performance.now() - t0) / k) * 1000;
+}
+
+function stats(per) {
   per.sort((a, b) => a - b);
-  return { median: per[per.length >> 1], p10: per[Math.floor(per.length * 0.1)], p90: per[Math.floor(per.length * 0.9)], samples: per.length, batch: k };
+  return { median: per[per.length >> 1], p10: per[Math.floor(per.length * 0.1)], p90: per[Math.floor(per.length * 0.9)], samples: per.length };
+}
+
+/** Times the runtimes in `fs` (name -> async-or-sync call) with their
+ * batches interleaved (A, B, A, B, ...), so that a change in machine load
+ * hits both alike. */
+async function timeInterleaved(fs, { samples, maxMs }) {
+  const names = Object.keys(fs);
+  const k = {};
+  for (const n of names) k[n] = await batchSize(fs[n]);
+  const per = Object.fromEntries(names.map((n) => [n, []]));
+  const start = performance.now();
+  while (per[names[0]].length < samples && performance.now() - start < maxMs) {
+    for (const n of names) per[n].push(await sample(fs[n], k[n]));
+  }
+  return Object.fromEntries(names.map((n) => [n, { ...stats(per[n]), batch: k[n] }]));
 }
 
 const ORT_TYPES = {
@@ -40,27 +57,30 @@ export async function benchCases(Model, ort, cases, opts = { samples: 30, maxMs:
   const rows = [];
   for (const c of cases) {
     const row = { stem: c.stem };
-    const model = await Model.load(c.artifact);
+    const fs = {};
+    let model;
+    let session;
     try {
+      model = await Model.load(c.artifact);
       model.run(c.feeds);
-      row.kiln = await timeIt(() => model.run(c.feeds), opts);
+      fs.kiln = () => model.run(c.feeds);
     } catch (e) {
       row.kilnError = String(e.message);
-    } finally {
-      model.free();
     }
     if (c.onnx) {
       try {
-        const session = await ort.InferenceSession.create(c.onnx, { executionProviders: ['wasm'], graphOptimizationLevel: 'all' });
+        session = await ort.InferenceSession.create(c.onnx, { executionProviders: ['wasm'], graphOptimizationLevel: 'all' });
         const feeds = {};
         for (const i of c.inputs) feeds[i.name] = new ort.Tensor(ORT_TYPES[i.dtype], c.feeds[i.name], i.shape);
         await session.run(feeds);
-        row.ort = await timeIt(() => session.run(feeds), opts);
-        await session.release();
+        fs.ort = () => session.run(feeds);
       } catch (e) {
         row.ortError = String(e.message).split('\n')[0];
       }
     }
+    if (Object.keys(fs).length > 0) Object.assign(row, await timeInterleaved(fs, opts));
+    if (model) model.free();
+    if (session) await session.release();
     rows.push(row);
   }
   return rows;

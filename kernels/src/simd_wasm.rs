@@ -1,0 +1,341 @@
+//! WebAssembly SIMD128 paths (builds with `target_feature = "simd128"`).
+//!
+//! The f32 GEMM of [`crate::gemm`] for everything the skinny kernels do not
+//! take: B packed in [`NR`]-column panels (the layout im2col writes for
+//! the convolutions, see [`crate::gemm::panel_index`]), k blocked by
+//! [`KC`], and a register tile of up to [`MR`] rows × 8 columns (12
+//! accumulators, 2 B vectors and 1 broadcast: 15 of the 16 xmm registers
+//! V8 and other engines map v128 to on x86-64). wasm has no fused
+//! multiply-add, so results differ from the AVX2 path by rounding; the
+//! package tests compare every corpus model with the native runtime.
+//!
+//! The skinny products and the other loops stay portable: the `wasm` build
+//! profile compiles this crate at opt-level 2, where LLVM vectorises them
+//! with SIMD128.
+#![allow(
+    unsafe_code,
+    reason = "v128 loads and stores through raw pointers whose ranges are \
+              checked by the driver; every block carries a SAFETY comment"
+)]
+
+use crate::gemm::{MatMut, MatRef, PANEL as NR, check};
+use core::arch::wasm32::{
+    f32x4_add, f32x4_extract_lane, f32x4_mul, f32x4_splat, v128, v128_load, v128_store,
+};
+
+/// Rows of a register tile.
+const MR: usize = 6;
+/// Depth of a cache block (a `KC x NR` panel is 16 KiB).
+const KC: usize = 256;
+
+/// Where B comes from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum BSource<'a> {
+    /// A strided matrix, packed panel by panel into a stack buffer.
+    Strided(MatRef<'a>),
+    /// Already packed (layout of [`crate::gemm::panel_index`]).
+    Packed(&'a [f32]),
+}
+
+/// `C = alpha * A * B + beta * C` (C rows contiguous, `c.cs == 1`); with
+/// `beta == 0` C is not read.
+#[allow(clippy::too_many_arguments, reason = "BLAS-style signature")]
+pub(crate) fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: MatRef<'_>,
+    b: BSource<'_>,
+    beta: f32,
+    c: MatMut<'_>,
+) {
+    assert!(m >= 1 && n >= 1 && k >= 1 && c.cs == 1);
+    check("A", m, k, a.rs, a.cs, a.data.len());
+    check("C", m, n, c.rs, 1, c.data.len());
+    match b {
+        BSource::Strided(b) => check("B", k, n, b.rs, b.cs, b.data.len()),
+        BSource::Packed(p) => assert!(
+            k.checked_mul(n.div_ceil(NR) * NR)
+                .is_some_and(|len| p.len() >= len),
+            "gemm: packed B too short"
+        ),
+    }
+    let mut buf = [0.0f32; KC * NR];
+    let mut pc = 0;
+    while pc < k {
+        let kc = KC.min(k - pc);
+        let beta_blk = if pc == 0 { beta } else { 1.0 };
+        let mut jc = 0;
+        while jc < n {
+            let nc = NR.min(n - jc);
+            let bp: &[f32] = match b {
+                BSource::Strided(b) => {
+                    pack_panel(&mut buf, b, pc, kc, jc, nc);
+                    &buf[..kc * NR]
+                }
+                BSource::Packed(p) => {
+                    let start = (jc / NR) * (k * NR) + pc * NR;
+                    &p[start..start + kc * NR]
+                }
+            };
+            for half in 0..nc.div_ceil(8) {
+                let cols = (nc - 8 * half).min(8);
+                let mut ic = 0;
+                while ic < m {
+                    let mr = MR.min(m - ic);
+                    let t = Tile {
+                        kc,
+                        a: a.data[ic * a.rs + pc * a.cs..].as_ptr(),
+                        rsa: a.rs,
+                        csa: a.cs,
+                        b: bp[8 * half..].as_ptr(),
+                        c: c.data[ic * c.rs + jc + 8 * half..].as_mut_ptr(),
+                        rsc: c.rs,
+                        cols,
+                        alpha,
+                        beta: beta_blk,
+                    };
+                    // SAFETY: A rows ic..ic+mr, columns pc..pc+kc and C rows
+                    // ic..ic+mr, columns jc+8·half..+cols lie inside their
+                    // slices by the checks above (mr <= m - ic, kc <= k -
+                    // pc, 8·half + cols <= nc <= n - jc); the panel holds
+                    // kc rows of NR floats and the kernel reads 8 floats
+                    // from column 8·half <= 8 of each.
+                    unsafe {
+                        match mr {
+                            6 => micro::<6>(&t),
+                            5 => micro::<5>(&t),
+                            4 => micro::<4>(&t),
+                            3 => micro::<3>(&t),
+                            2 => micro::<2>(&t),
+                            _ => micro::<1>(&t),
+                        }
+                    }
+                    ic += mr;
+                }
+            }
+            jc += nc;
+        }
+        pc += kc;
+    }
+}
+
+/// Copies rows `pc..pc+kc`, columns `jc..jc+nc` of B into `buf` as one
+/// panel (row stride NR; columns past `nc` keep stale values, which only
+/// reach C columns that are never stored).
+fn pack_panel(buf: &mut [f32], b: MatRef<'_>, pc: usize, kc: usize, jc: usize, nc: usize) {
+    for (p, dst) in buf.chunks_exact_mut(NR).take(kc).enumerate() {
+        let row = (pc + p) * b.rs;
+        let dst = &mut dst[..nc];
+        if b.cs == 1 {
+            dst.copy_from_slice(&b.data[row + jc..row + jc + nc]);
+        } else {
+            for (j, d) in dst.iter_mut().enumerate() {
+                *d = b.data[row + (jc + j) * b.cs];
+            }
+        }
+    }
+}
+
+/// One register tile: `C[R x cols] = alpha · A[R x kc] · B[kc x 8] + beta · C`.
+struct Tile {
+    kc: usize,
+    a: *const f32,
+    rsa: usize,
+    csa: usize,
+    /// First of 8 columns of a panel (row stride NR).
+    b: *const f32,
+    c: *mut f32,
+    rsc: usize,
+    /// Valid columns, 1..=8.
+    cols: usize,
+    alpha: f32,
+    beta: f32,
+}
+
+/// # Safety
+/// `A(r, p)` for r < R, p < kc; 8 floats at `b + p·NR` for p < kc; and
+/// `C(r, 0..cols)` must be valid.
+#[inline(always)]
+unsafe fn micro<const R: usize>(t: &Tile) {
+    let zero = f32x4_splat(0.0);
+    let mut acc = [[zero; 2]; R];
+    // SAFETY: every address is one the caller vouches for.
+    unsafe {
+        let mut ap = t.a;
+        let mut bp = t.b;
+        for _ in 0..t.kc {
+            let b0 = v128_load(bp.cast::<v128>());
+            let b1 = v128_load(bp.add(4).cast::<v128>());
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let av = f32x4_splat(*ap.add(r * t.rsa));
+                acc[0] = f32x4_add(acc[0], f32x4_mul(av, b0));
+                acc[1] = f32x4_add(acc[1], f32x4_mul(av, b1));
+            }
+            ap = ap.add(t.csa);
+            bp = bp.add(NR);
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            store8(acc, t.c.add(r * t.rsc), t.cols, t.alpha, t.beta);
+        }
+    }
+}
+
+/// Direct convolution of one (batch item, group) as an implicit GEMM (see
+/// the AVX2 `conv_direct`): `y[mg, oh·ow] = w[mg, k] · B + beta · y`, where
+/// row `(ci, r, s)` of B, for a strip of up to 8 output columns starting
+/// at `(oy, ox0)`, is the contiguous run at
+/// `xp[ci·plane + oy·sh·row + ox0 + tap(r, s)..]` of the padded input of
+/// [`crate::conv::Direct`]. Output rows are taken one at a time (the
+/// padded input's `pair` hint is for the wider AVX tiles).
+pub(crate) fn conv_direct(
+    d: &crate::conv::Direct,
+    mg: usize,
+    w: &[f32],
+    xp: &[f32],
+    beta: f32,
+    y: &mut [f32],
+) {
+    use crate::conv::MAX_TAPS;
+    let plane = d.plane();
+    let ntaps = d.kh * d.kw;
+    let k = d.cg * ntaps;
+    if mg == 0 || d.oh == 0 || d.ow == 0 || k == 0 {
+        return;
+    }
+    assert!(ntaps <= MAX_TAPS && w.len() >= mg * k && y.len() >= mg * d.oh * d.ow);
+    // As for AVX2: every tap of every strip starts inside the buffer, and a
+    // strip reads at most 8 <= NR floats from there, covered by NR floats of
+    // slack at the end.
+    assert!(d.hp > (d.oh - 1) * d.sh + (d.kh - 1) * d.dh);
+    assert!(d.sw >= 1 && d.wq >= d.ow + (d.kw - 1) * d.dw / d.sw && d.row == d.sw * d.wq);
+    assert!(xp.len() >= d.cg * plane + NR);
+    let mut taps = [0usize; MAX_TAPS];
+    for r in 0..d.kh {
+        for s in 0..d.kw {
+            taps[r * d.kw + s] = d.tap(r, s);
+        }
+    }
+    let ohw = d.oh * d.ow;
+    for oy in 0..d.oh {
+        let mut ox0 = 0;
+        while ox0 < d.ow {
+            let cols = 8.min(d.ow - ox0);
+            let mut ib = 0;
+            while ib < mg {
+                let mr = MR.min(mg - ib);
+                let t = ConvTile {
+                    a: w[ib * k..].as_ptr(),
+                    lda: k,
+                    b: xp[oy * d.sh * d.row + ox0..].as_ptr(),
+                    taps: &taps[..ntaps],
+                    cg: d.cg,
+                    plane,
+                    c: y[ib * ohw + oy * d.ow + ox0..].as_mut_ptr(),
+                    ldc: ohw,
+                    cols,
+                    beta,
+                };
+                // SAFETY: weight rows ib..ib+mr (k floats each) and the C
+                // strip (mr rows of `cols` floats at stride oh·ow) are
+                // inside `w` and `y` by the first assert; every B load
+                // starts at a tap position inside the buffer and reads 8
+                // floats, covered by the other asserts.
+                unsafe {
+                    match mr {
+                        6 => conv_micro::<6>(&t),
+                        5 => conv_micro::<5>(&t),
+                        4 => conv_micro::<4>(&t),
+                        3 => conv_micro::<3>(&t),
+                        2 => conv_micro::<2>(&t),
+                        _ => conv_micro::<1>(&t),
+                    }
+                }
+                ib += mr;
+            }
+            ox0 += cols;
+        }
+    }
+}
+
+/// One tile of [`conv_direct`]: `R` output channels × up to 8 columns.
+struct ConvTile<'t> {
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    taps: &'t [usize],
+    cg: usize,
+    plane: usize,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    beta: f32,
+}
+
+/// # Safety
+/// `a + r·lda + kk` for r < R, kk < cg·taps; 8 floats at `b + ci·plane +
+/// tap`; `c + r·ldc + (0..cols)`, all valid.
+#[inline(always)]
+unsafe fn conv_micro<const R: usize>(t: &ConvTile<'_>) {
+    let zero = f32x4_splat(0.0);
+    let mut acc = [[zero; 2]; R];
+    let ntaps = t.taps.len();
+    // SAFETY: every address is one the caller vouches for.
+    unsafe {
+        for ci in 0..t.cg {
+            let bc = t.b.add(ci * t.plane);
+            let ac = t.a.add(ci * ntaps);
+            for (q, &tap) in t.taps.iter().enumerate() {
+                let b0 = v128_load(bc.add(tap).cast::<v128>());
+                let b1 = v128_load(bc.add(tap + 4).cast::<v128>());
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let av = f32x4_splat(*ac.add(r * t.lda + q));
+                    acc[0] = f32x4_add(acc[0], f32x4_mul(av, b0));
+                    acc[1] = f32x4_add(acc[1], f32x4_mul(av, b1));
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            store8(acc, t.c.add(r * t.ldc), t.cols, 1.0, t.beta);
+        }
+    }
+}
+
+/// `C[0..cols] = alpha · acc + beta · C` (C not read when `beta == 0`).
+///
+/// # Safety
+/// `c + (0..cols)` valid, `cols <= 8`.
+#[inline(always)]
+unsafe fn store8(acc: &[v128; 2], c: *mut f32, cols: usize, alpha: f32, beta: f32) {
+    let alpha = f32x4_splat(alpha);
+    // SAFETY: the caller vouches for C(0..cols).
+    unsafe {
+        for (v, &x) in acc.iter().enumerate() {
+            if cols <= 4 * v {
+                break;
+            }
+            let y = f32x4_mul(x, alpha);
+            let q = c.add(4 * v);
+            if cols >= 4 * (v + 1) {
+                let y = if beta == 0.0 {
+                    y
+                } else {
+                    f32x4_add(y, f32x4_mul(f32x4_splat(beta), v128_load(q.cast())))
+                };
+                v128_store(q.cast::<v128>(), y);
+            } else {
+                let lanes = [
+                    f32x4_extract_lane::<0>(y),
+                    f32x4_extract_lane::<1>(y),
+                    f32x4_extract_lane::<2>(y),
+                    f32x4_extract_lane::<3>(y),
+                ];
+                for (l, &yl) in lanes.iter().enumerate().take(cols - 4 * v) {
+                    let e = q.add(l);
+                    *e = if beta == 0.0 { yl } else { beta * *e + yl };
+                }
+            }
+        }
+    }
+}
