@@ -2,7 +2,8 @@
 
 use super::{Io, same_len};
 use crate::error::{EngineError, bad};
-use kiln_format::{Norm, PostTransform, TreeAggregate};
+use crate::tensor::{Shape, Tensor};
+use kiln_format::{Norm, PostTransform, TensorKind, TreeAggregate, View};
 use kiln_kernels::norm::{self as knorm, Post};
 use kiln_kernels::tree::{self as ktree, Aggregate};
 
@@ -67,16 +68,21 @@ pub(crate) fn tree_ensemble(
     };
     let out = y.f32_mut()?;
     let tree_err = |_e: ktree::TreeError| bad("tree ensemble tables are inconsistent");
-    ktree::validate(
-        features,
-        nodes,
-        thresholds,
-        leaf_targets,
-        leaf_weights,
-        roots,
-        targets,
-    )
-    .map_err(tree_err)?;
+    // Tables in the weights were validated by `Plan::new` (`validate_tree`);
+    // computed ones are checked here. Either way the traversal re-checks
+    // every index it follows, so nothing can panic or loop.
+    if !(1..=6).all(|k| io.input(k).is_ok_and(|t| t.info.kind == TensorKind::Const)) {
+        ktree::validate(
+            features,
+            nodes,
+            thresholds,
+            leaf_targets,
+            leaf_weights,
+            roots,
+            targets,
+        )
+        .map_err(tree_err)?;
+    }
     if !binary_single {
         ktree::tree_ensemble(
             rows,
@@ -165,4 +171,46 @@ pub(crate) fn post_transform(pt: PostTransform, io: &mut Io<'_>) -> Result<(), E
     out.copy_from_slice(x.f32()?);
     knorm::post_transform(rows, cols, post(pt), out);
     Ok(())
+}
+
+/// Load-time check of a `TreeEnsemble` node whose tables are constants:
+/// every index in range, leaves and roots consistent, no cycles (see
+/// `kiln_kernels::tree::validate`). Run once by `Plan::new`.
+pub(crate) fn validate_tree(view: &View<'_>, inputs: &[u32; 7]) -> Result<(), EngineError> {
+    let info = |k: usize| view.tensor(inputs[k] as usize);
+    let x = info(0)?;
+    let mut t = [None; 6];
+    for (k, slot) in t.iter_mut().enumerate() {
+        let i = info(k + 1)?;
+        if i.kind != TensorKind::Const {
+            // Computed tables: checked at run time instead.
+            return Ok(());
+        }
+        *slot = Some(Tensor {
+            info: i,
+            data: view.const_bytes(&i),
+        });
+    }
+    let [
+        Some(nodes),
+        Some(th),
+        Some(lt),
+        Some(lw),
+        Some(roots),
+        Some(base),
+    ] = t
+    else {
+        return Err(bad("tree ensemble tables are missing"));
+    };
+    let (_, features) = rows_cols(&Shape::of(&x));
+    ktree::validate(
+        features,
+        nodes.i32()?,
+        th.f32()?,
+        lt.i32()?,
+        lw.f32()?,
+        roots.i32()?,
+        base.f32()?.len(),
+    )
+    .map_err(|_| bad("tree ensemble tables are inconsistent"))
 }

@@ -4,6 +4,7 @@ mod conv;
 mod elementwise;
 mod linalg;
 mod ml;
+pub(crate) use ml::validate_tree;
 mod movement;
 mod quant;
 mod reduce;
