@@ -64,6 +64,26 @@ pub fn map_inplace<F: Fn(f32) -> f32>(y: &mut [f32], f: F) {
     }
 }
 
+/// `y = max(y, 0)` in place (NaN becomes 0, as ONNX Relu in onnxruntime).
+/// Not inlined, so it is compiled with this crate's optimisation level
+/// (vectorised; the wasm build compiles the engine for size).
+#[inline(never)]
+pub fn relu_inplace(y: &mut [f32]) {
+    map_inplace(y, |x| if x > 0.0 { x } else { 0.0 });
+}
+
+/// `y = y >= 0 ? y : alpha·y` in place.
+#[inline(never)]
+pub fn leaky_relu_inplace(y: &mut [f32], alpha: f32) {
+    map_inplace(y, |x| if x >= 0.0 { x } else { alpha * x });
+}
+
+/// Clamps to `[lo, hi]` in place; NaN stays NaN.
+#[inline(never)]
+pub fn clip_inplace(y: &mut [f32], lo: f32, hi: f32) {
+    map_inplace(y, |x| clamp_keep_nan(x, lo, hi));
+}
+
 /// Clamps to `[lo, hi]`, letting NaN through (`f32::clamp`-like, but
 /// written with comparisons so it vectorises and never hides a NaN).
 #[inline(always)]
@@ -198,5 +218,42 @@ mod tests {
         assert_eq!(sigmoid(-200.0), 0.0);
         assert_eq!(sigmoid(200.0), 1.0);
         assert!((sigmoid(0.0) - 0.5).abs() < 1e-7);
+    }
+}
+
+#[cfg(test)]
+mod activation_tests {
+    use super::*;
+
+    #[test]
+    fn in_place_activations_match_their_definitions() {
+        let xs = [
+            -3.0f32,
+            -0.0,
+            0.0,
+            0.5,
+            7.0,
+            f32::NAN,
+            f32::NEG_INFINITY,
+            f32::INFINITY,
+        ];
+        let mut y = xs;
+        relu_inplace(&mut y);
+        for (&x, &r) in xs.iter().zip(&y) {
+            assert_eq!(
+                r.to_bits(),
+                (if x > 0.0 { x } else { 0.0 }).to_bits(),
+                "relu {x}"
+            );
+        }
+        let mut y = xs;
+        leaky_relu_inplace(&mut y, 0.1);
+        assert_eq!(y[0], -0.3f32 * 1.0);
+        assert!(y[5].is_nan());
+        let mut y = xs;
+        clip_inplace(&mut y, -1.0, 6.0);
+        assert_eq!(&y[..5], &[-1.0, -0.0, 0.0, 0.5, 6.0]);
+        assert!(y[5].is_nan());
+        assert_eq!((y[6], y[7]), (-1.0, 6.0));
     }
 }

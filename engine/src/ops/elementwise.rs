@@ -18,11 +18,9 @@ fn apply_unary_f32(u: &Unary, y: &mut [f32]) -> Result<(), EngineError> {
     use libm::*;
     match *u {
         Unary::Identity => {}
-        Unary::Relu => map_inplace(y, |x| if x > 0.0 { x } else { 0.0 }),
-        Unary::LeakyRelu { alpha } => map_inplace(y, |x| if x >= 0.0 { x } else { alpha * x }),
-        Unary::Clip { min, max } => {
-            map_inplace(y, |x| if x.is_nan() { x } else { x.max(min).min(max) })
-        }
+        Unary::Relu => math::relu_inplace(y),
+        Unary::LeakyRelu { alpha } => math::leaky_relu_inplace(y, alpha),
+        Unary::Clip { min, max } => math::clip_inplace(y, min, max),
         Unary::Sigmoid => map_inplace(y, math::sigmoid),
         Unary::HardSigmoid { alpha, beta } => {
             map_inplace(y, |x| (alpha * x + beta).clamp(0.0, 1.0))
