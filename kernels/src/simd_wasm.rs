@@ -28,6 +28,18 @@ const MR: usize = 6;
 /// Depth of a cache block (a `KC x NR` panel is 16 KiB).
 const KC: usize = 256;
 
+/// Rows of the next tile when `rem` rows are left: full tiles, then 4, 2
+/// and 1 (four kernel instances instead of six; the module is shipped to
+/// browsers, so its size counts).
+fn tile_rows(rem: usize) -> usize {
+    match rem {
+        MR.. => MR,
+        4 | 5 => 4,
+        2 | 3 => 2,
+        _ => 1,
+    }
+}
+
 /// Where B comes from.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum BSource<'a> {
@@ -83,7 +95,7 @@ pub(crate) fn gemm(
                 let cols = (nc - 8 * half).min(8);
                 let mut ic = 0;
                 while ic < m {
-                    let mr = MR.min(m - ic);
+                    let mr = tile_rows(m - ic);
                     let t = Tile {
                         kc,
                         a: a.data[ic * a.rs + pc * a.cs..].as_ptr(),
@@ -104,10 +116,8 @@ pub(crate) fn gemm(
                     // from column 8·half <= 8 of each.
                     unsafe {
                         match mr {
-                            6 => micro::<6>(&t),
-                            5 => micro::<5>(&t),
+                            MR => micro::<MR>(&t),
                             4 => micro::<4>(&t),
-                            3 => micro::<3>(&t),
                             2 => micro::<2>(&t),
                             _ => micro::<1>(&t),
                         }
@@ -224,7 +234,7 @@ pub(crate) fn conv_direct(
             let cols = 8.min(d.ow - ox0);
             let mut ib = 0;
             while ib < mg {
-                let mr = MR.min(mg - ib);
+                let mr = tile_rows(mg - ib);
                 let t = ConvTile {
                     a: w[ib * k..].as_ptr(),
                     lda: k,
@@ -244,10 +254,8 @@ pub(crate) fn conv_direct(
                 // floats, covered by the other asserts.
                 unsafe {
                     match mr {
-                        6 => conv_micro::<6>(&t),
-                        5 => conv_micro::<5>(&t),
+                        MR => conv_micro::<MR>(&t),
                         4 => conv_micro::<4>(&t),
-                        3 => conv_micro::<3>(&t),
                         2 => conv_micro::<2>(&t),
                         _ => conv_micro::<1>(&t),
                     }
