@@ -258,6 +258,47 @@ impl Direct {
         r * self.dh * self.row + (c % self.sw) * self.wq + c / self.sw
     }
 
+    /// Checks what the SIMD direct convolutions rely on (every tap of
+    /// every strip starts inside the padded buffer `xp`, and a strip's read
+    /// of at most [`PANEL`] floats from there stays inside: rows up to
+    /// `(oh-1)·sh + (kh-1)·dh < hp`, and within a row the phase offset plus
+    /// `ow - 1 + ((kw-1)·dw)/sw` below `sw·wq`, with `PANEL` floats of
+    /// slack at the end), and returns the tap table: entry `r·kw + s` is
+    /// [`Self::tap`]`(r, s)`.
+    ///
+    /// # Panics
+    /// If `w` (`mg` rows of `cg·kh·kw`), `y` (`mg` planes of `oh·ow`) or
+    /// `xp` is too short, or the geometry breaks the rules above.
+    #[cfg(any(
+        all(target_arch = "x86_64", any(feature = "std", test)),
+        all(target_arch = "wasm32", target_feature = "simd128")
+    ))]
+    pub(crate) fn checked_taps(
+        &self,
+        mg: usize,
+        w: &[f32],
+        xp: &[f32],
+        y: &[f32],
+    ) -> [usize; MAX_TAPS] {
+        let ntaps = self.kh * self.kw;
+        let k = self.cg * ntaps;
+        assert!(ntaps <= MAX_TAPS && w.len() >= mg * k && y.len() >= mg * self.oh * self.ow);
+        assert!(self.hp > (self.oh - 1) * self.sh + (self.kh - 1) * self.dh);
+        assert!(
+            self.sw >= 1
+                && self.wq >= self.ow + (self.kw - 1) * self.dw / self.sw
+                && self.row == self.sw * self.wq
+        );
+        assert!(xp.len() >= self.cg * self.plane() + PANEL);
+        let mut taps = [0usize; MAX_TAPS];
+        for r in 0..self.kh {
+            for s in 0..self.kw {
+                taps[r * self.kw + s] = self.tap(r, s);
+            }
+        }
+        taps
+    }
+
     /// Whether the direct path fits `p`: more than one tap, a tap table that
     /// fits [`MAX_TAPS`]
     /// and strips that fill most of a register tile (rows of at least 12

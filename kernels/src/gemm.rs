@@ -331,6 +331,43 @@ pub(crate) fn panel_index(k: usize, p: usize, j: usize) -> usize {
     (j / PANEL) * (k * PANEL) + p * PANEL + j % PANEL
 }
 
+/// Copies rows `pc..pc+kc`, columns `jc..jc+nc` of B into `buf` as one
+/// packed panel (row stride [`PANEL`]; columns past `nc` keep whatever
+/// `buf` held, which only reaches C columns that are never stored).
+#[cfg(any(
+    all(target_arch = "x86_64", any(feature = "std", test)),
+    all(target_arch = "wasm32", target_feature = "simd128")
+))]
+pub(crate) fn pack_panel(
+    buf: &mut [f32],
+    b: MatRef<'_>,
+    pc: usize,
+    kc: usize,
+    jc: usize,
+    nc: usize,
+) {
+    for (p, dst) in buf.chunks_exact_mut(PANEL).take(kc).enumerate() {
+        let row = (pc + p) * b.rs;
+        if b.cs == 1 && nc == PANEL {
+            // Fixed-size copy: inlined as vector moves.
+            let src: &[f32; PANEL] = b.data[row + jc..row + jc + PANEL]
+                .try_into()
+                .expect("PANEL");
+            let dst: &mut [f32; PANEL] = dst.try_into().expect("PANEL");
+            *dst = *src;
+            continue;
+        }
+        let dst = &mut dst[..nc];
+        if b.cs == 1 {
+            dst.copy_from_slice(&b.data[row + jc..row + jc + nc]);
+        } else {
+            for (j, d) in dst.iter_mut().enumerate() {
+                *d = b.data[row + (jc + j) * b.cs];
+            }
+        }
+    }
+}
+
 /// Best instruction set for this CPU (runtime detection needs `std`).
 fn detect() -> Isa {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]

@@ -18,7 +18,7 @@
               checked by the driver; every block carries a SAFETY comment"
 )]
 
-use crate::gemm::{MatMut, MatRef, PANEL as NR, check};
+use crate::gemm::{MatMut, MatRef, PANEL as NR, check, pack_panel};
 use core::arch::wasm32::{
     f32x4_add, f32x4_extract_lane, f32x4_mul, f32x4_splat, v128, v128_load, v128_store,
 };
@@ -131,23 +131,6 @@ pub(crate) fn gemm(
     }
 }
 
-/// Copies rows `pc..pc+kc`, columns `jc..jc+nc` of B into `buf` as one
-/// panel (row stride NR; columns past `nc` keep stale values, which only
-/// reach C columns that are never stored).
-fn pack_panel(buf: &mut [f32], b: MatRef<'_>, pc: usize, kc: usize, jc: usize, nc: usize) {
-    for (p, dst) in buf.chunks_exact_mut(NR).take(kc).enumerate() {
-        let row = (pc + p) * b.rs;
-        let dst = &mut dst[..nc];
-        if b.cs == 1 {
-            dst.copy_from_slice(&b.data[row + jc..row + jc + nc]);
-        } else {
-            for (j, d) in dst.iter_mut().enumerate() {
-                *d = b.data[row + (jc + j) * b.cs];
-            }
-        }
-    }
-}
-
 /// One register tile: `C[R x cols] = alpha · A[R x kc] · B[kc x 8] + beta · C`.
 struct Tile {
     kc: usize,
@@ -207,26 +190,13 @@ pub(crate) fn conv_direct(
     beta: f32,
     y: &mut [f32],
 ) {
-    use crate::conv::MAX_TAPS;
     let plane = d.plane();
     let ntaps = d.kh * d.kw;
     let k = d.cg * ntaps;
     if mg == 0 || d.oh == 0 || d.ow == 0 || k == 0 {
         return;
     }
-    assert!(ntaps <= MAX_TAPS && w.len() >= mg * k && y.len() >= mg * d.oh * d.ow);
-    // As for AVX2: every tap of every strip starts inside the buffer, and a
-    // strip reads at most 8 <= NR floats from there, covered by NR floats of
-    // slack at the end.
-    assert!(d.hp > (d.oh - 1) * d.sh + (d.kh - 1) * d.dh);
-    assert!(d.sw >= 1 && d.wq >= d.ow + (d.kw - 1) * d.dw / d.sw && d.row == d.sw * d.wq);
-    assert!(xp.len() >= d.cg * plane + NR);
-    let mut taps = [0usize; MAX_TAPS];
-    for r in 0..d.kh {
-        for s in 0..d.kw {
-            taps[r * d.kw + s] = d.tap(r, s);
-        }
-    }
+    let taps = d.checked_taps(mg, w, xp, y);
     let ohw = d.oh * d.ow;
     for oy in 0..d.oh {
         let mut ox0 = 0;
@@ -249,9 +219,9 @@ pub(crate) fn conv_direct(
                 };
                 // SAFETY: weight rows ib..ib+mr (k floats each) and the C
                 // strip (mr rows of `cols` floats at stride oh·ow) are
-                // inside `w` and `y` by the first assert; every B load
+                // inside `w` and `y`, and every B load
                 // starts at a tap position inside the buffer and reads 8
-                // floats, covered by the other asserts.
+                // floats, as `Direct::checked_taps` checked.
                 unsafe {
                     match mr {
                         MR => conv_micro::<MR>(&t),

@@ -17,7 +17,7 @@
 #[cfg(all(test, not(feature = "std")))]
 extern crate std;
 
-use crate::gemm::{MatMut, MatRef, check};
+use crate::gemm::{MatMut, MatRef, check, pack_panel};
 use core::arch::x86_64::{
     __m256, __m256i, __m512, __mmask16, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_movehl_ps,
     _mm_shuffle_ps, _mm256_castps256_ps128, _mm256_cmpgt_epi32, _mm256_extractf128_ps,
@@ -1015,29 +1015,6 @@ enum BSource<'a> {
     Packed(&'a [f32]),
 }
 
-/// Copies `B(pc..pc + kc, jc..jc + nc)` into the first `nc` columns of the
-/// `kc` rows (stride `NR`) of `buf`.
-fn pack_panel(buf: &mut [f32], b: MatRef<'_>, pc: usize, kc: usize, jc: usize, nc: usize) {
-    for (p, dst) in buf.chunks_exact_mut(NR).take(kc).enumerate() {
-        let row = (pc + p) * b.rs;
-        if b.cs == 1 && nc == NR {
-            // Fixed-size copy: inlined as two vector moves.
-            let src: &[f32; NR] = b.data[row + jc..row + jc + NR].try_into().expect("NR");
-            let dst: &mut [f32; NR] = dst.try_into().expect("NR");
-            *dst = *src;
-            continue;
-        }
-        let dst = &mut dst[..nc];
-        if b.cs == 1 {
-            dst.copy_from_slice(&b.data[row + jc..row + jc + nc]);
-        } else {
-            for (j, d) in dst.iter_mut().enumerate() {
-                *d = b.data[row + (jc + j) * b.cs];
-            }
-        }
-    }
-}
-
 /// One register tile: `C[R x cols] = alpha * A[R x kc] * Bpanel[kc x 8V] + beta * C`.
 struct Tile {
     kc: usize,
@@ -1114,29 +1091,15 @@ impl Avx2Fma {
         beta: f32,
         y: &mut [f32],
     ) {
-        use crate::conv::MAX_TAPS;
         let plane = d.plane();
         let ntaps = d.kh * d.kw;
         let k = d.cg * ntaps;
         if mg == 0 || d.oh == 0 || d.ow == 0 || k == 0 {
             return;
         }
-        assert!(ntaps <= MAX_TAPS && w.len() >= mg * k && y.len() >= mg * d.oh * d.ow);
-        // Every tap of every strip starts inside the buffer: rows up to
-        // (oh-1)·sh + (kh-1)·dh < hp, and within a row the phase offset plus
-        // ow - 1 + ((kw-1)·dw)/sw stays below sw·wq; a strip then reads at
-        // most NR floats from there, which the NR floats of slack cover.
-        assert!(d.hp > (d.oh - 1) * d.sh + (d.kh - 1) * d.dh);
-        assert!(d.sw >= 1 && d.wq >= d.ow + (d.kw - 1) * d.dw / d.sw && d.row == d.sw * d.wq);
-        assert!(xp.len() >= d.cg * plane + NR);
+        let taps = d.checked_taps(mg, w, xp, y);
         if d.pair {
             assert!(d.ow <= NR / 2);
-        }
-        let mut taps = [0usize; MAX_TAPS];
-        for r in 0..d.kh {
-            for s in 0..d.kw {
-                taps[r * d.kw + s] = d.tap(r, s);
-            }
         }
         let ohw = d.oh * d.ow;
         let strip = |y: &mut [f32], oy: usize, ox0: usize, cols: usize, hi: usize, rows: usize| {
@@ -1162,9 +1125,9 @@ impl Avx2Fma {
                 // `self.avx512`). Weight rows ib..ib+mr (k floats each) and
                 // the C strip (mr rows of `cols` floats at stride oh·ow, plus
                 // the same of row oy+1 in pair mode, which exists when
-                // rows == 2) are inside `w` and `y` by the first assert;
+                // rows == 2) are inside `w` and `y` (`Direct::checked_taps`);
                 // every B load starts at a tap position inside the buffer
-                // and reads at most NR floats, covered by the other asserts.
+                // and reads at most NR floats, as `checked_taps` checked.
                 unsafe {
                     match (self.avx512, d.pair) {
                         (true, false) => conv_micro16_dispatch::<false>(mr, &t),

@@ -15,6 +15,13 @@ export function typed(dtype, bytes) {
   return new C(copy.buffer, 0, bytes.byteLength / C.BYTES_PER_ELEMENT);
 }
 
+/** The bytes at `url` (browser pages), or an error naming the URL. */
+export async function fetchBytes(url) {
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`fetch ${url}: ${r.status}`);
+  return new Uint8Array(await r.arrayBuffer());
+}
+
 /** Loads every case with `read(file) -> Promise<Uint8Array>`. */
 export async function loadCases(read) {
   const text = (b) => JSON.parse(new TextDecoder().decode(b));
