@@ -24,7 +24,7 @@ mod tensor;
 pub use error::EngineError;
 pub use tensor::{Tensor, TensorMut};
 
-use kiln_format::{Ids, TensorInfo, TensorKind, View};
+use kiln_format::{Ids, Node, TensorInfo, TensorKind, View};
 
 /// Maximum inputs or outputs of one node.
 pub const MAX_IO: usize = 32;
@@ -132,16 +132,43 @@ impl<'a> Plan<'a> {
         arena: &mut [u8],
         mut after_node: impl FnMut(usize),
     ) -> Result<(), EngineError> {
+        self.check_arena(arena)?;
+        for i in 0..self.view.node_count() {
+            let node = self.view.node(i)?;
+            ops::run_node(&self.view, &node, arena).map_err(|e| e.at_node(i, node.op.name()))?;
+            after_node(i);
+        }
+        Ok(())
+    }
+
+    /// [`Plan::run_observed`] on nodes the caller decoded once (`nodes[i]`
+    /// is `view.node(i)`), which saves decoding every node on every run: a
+    /// large share of the time of small models. Wrong nodes cannot cause
+    /// a panic (every op checks its tensors); a count that disagrees with
+    /// the graph is an error.
+    pub fn run_decoded(
+        &self,
+        arena: &mut [u8],
+        nodes: &[Node<'a>],
+        mut after_node: impl FnMut(usize),
+    ) -> Result<(), EngineError> {
+        self.check_arena(arena)?;
+        if nodes.len() != self.view.node_count() {
+            return Err(EngineError::Arena("decoded nodes disagree with the graph"));
+        }
+        for (i, node) in nodes.iter().enumerate() {
+            ops::run_node(&self.view, node, arena).map_err(|e| e.at_node(i, node.op.name()))?;
+            after_node(i);
+        }
+        Ok(())
+    }
+
+    fn check_arena(&self, arena: &[u8]) -> Result<(), EngineError> {
         if arena.len() < self.arena_size() {
             return Err(EngineError::Arena("arena is smaller than the plan needs"));
         }
         if !(arena.as_ptr() as usize).is_multiple_of(kiln_format::WEIGHT_ALIGN) {
             return Err(EngineError::Arena("arena is not 16-byte aligned"));
-        }
-        for i in 0..self.view.node_count() {
-            let node = self.view.node(i)?;
-            ops::run_node(&self.view, &node, arena).map_err(|e| e.at_node(i, node.op.name()))?;
-            after_node(i);
         }
         Ok(())
     }

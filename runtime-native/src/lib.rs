@@ -20,7 +20,7 @@ pub use kiln_format::DType;
 pub use tensor::TensorValue;
 
 use kiln_engine::Plan;
-use kiln_format::{Dim, TensorInfo, View};
+use kiln_format::{Dim, Node, TensorInfo, View};
 use std::path::Path;
 
 /// 16-byte aligned owned bytes (the artifact and arenas live in these).
@@ -263,10 +263,17 @@ impl Model {
         } else {
             Aligned::zeroed(self.arena_size)
         };
+        let view = self.view();
+        // Decoded once per session; `from_aligned` decoded every node
+        // already (`Plan::new`), so none fails here.
+        let nodes = (0..view.node_count())
+            .map_while(|i| view.node(i).ok())
+            .collect();
         Session {
             model: self,
             // `from_aligned` ran `Plan::new` on these bytes.
-            plan: Plan::trusted(self.view()),
+            plan: Plan::trusted(view),
+            nodes,
             arena,
             allow_non_finite: false,
         }
@@ -314,6 +321,7 @@ pub struct NodeTime {
 pub struct Session<'m> {
     model: &'m Model,
     plan: Plan<'m>,
+    nodes: Vec<Node<'m>>,
     arena: Aligned,
     allow_non_finite: bool,
 }
@@ -533,7 +541,7 @@ impl<'m> Session<'m> {
                 arena[t.offset as usize..t.offset as usize + n]
                     .copy_from_slice(&inputs[k][s * n..(s + 1) * n]);
             }
-            self.plan.run_observed(arena, &mut after_node)?;
+            self.plan.run_decoded(arena, &self.nodes, &mut after_node)?;
             let arena = self.arena.as_ref();
             for (k, t) in m.output_info.iter().enumerate() {
                 let n = t.byte_len as usize;

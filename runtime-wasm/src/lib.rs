@@ -12,7 +12,7 @@
 //! `onnx` feature), `wasm-bindgen` and `js-sys` only; never on the compiler.
 
 use js_sys::{Array, ArrayBuffer, Object, Reflect};
-use kiln_runtime_native::{Arena, DType, ErrorCategory, IoSchema, RunError, TensorValue};
+use kiln_runtime_native::{DType, ErrorCategory, IoSchema, RunError, Session, TensorValue};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::{JsCast, JsValue};
 
@@ -52,13 +52,22 @@ pub fn runtime_version() -> String {
     env!("CARGO_PKG_VERSION").to_string()
 }
 
-/// A loaded model and the arena it runs in (one run at a time: JavaScript
-/// is single-threaded, and a worker loads its own model).
+self_cell::self_cell!(
+    /// A model and its one session (arena, decoded nodes), which borrows it.
+    struct Loaded {
+        owner: kiln_runtime_native::Model,
+        #[covariant]
+        dependent: Session,
+    }
+    impl {Debug}
+);
+
+/// A loaded model and the session it runs in (one run at a time:
+/// JavaScript is single-threaded, and a worker loads its own model).
 #[wasm_bindgen(js_name = Model)]
 #[derive(Debug)]
 pub struct WasmModel {
-    model: kiln_runtime_native::Model,
-    arena: Option<Arena>,
+    loaded: Loaded,
     allow_non_finite: bool,
 }
 
@@ -68,40 +77,42 @@ impl WasmModel {
     /// node's shapes). Throws `KilnError` (`INVALID_MODEL`) otherwise.
     pub fn load(bytes: &[u8]) -> Result<WasmModel, JsValue> {
         let model = kiln_runtime_native::Model::load(bytes).map_err(|e| run_error(&e))?;
-        let arena = Some(model.arena());
         Ok(WasmModel {
-            model,
-            arena,
+            loaded: Loaded::new(model, |m| m.session()),
             allow_non_finite: false,
         })
     }
 
+    fn model(&self) -> &kiln_runtime_native::Model {
+        self.loaded.borrow_owner()
+    }
+
     #[wasm_bindgen(getter)]
     pub fn name(&self) -> String {
-        self.model.name().to_string()
+        self.model().name().to_string()
     }
 
     #[wasm_bindgen(getter)]
     pub fn version(&self) -> String {
-        self.model.version().to_string()
+        self.model().version().to_string()
     }
 
     /// `[{name, dtype, shape, labels}]`; a batch dimension is its name
     /// (a string, e.g. `"N"`), as onnxruntime-web reports symbolic dims.
     #[wasm_bindgen(getter)]
     pub fn inputs(&self) -> Array {
-        self.model.inputs().iter().map(describe).collect()
+        self.model().inputs().iter().map(describe).collect()
     }
 
     #[wasm_bindgen(getter)]
     pub fn outputs(&self) -> Array {
-        self.model.outputs().iter().map(describe).collect()
+        self.model().outputs().iter().map(describe).collect()
     }
 
     /// Bytes of working memory one run uses (per sample for batched models).
     #[wasm_bindgen(getter, js_name = arenaBytes)]
     pub fn arena_bytes(&self) -> usize {
-        self.model.arena_size()
+        self.model().arena_size()
     }
 
     /// Accept NaN and infinite inputs (rejected by default).
@@ -126,20 +137,19 @@ impl WasmModel {
             ));
         }
         let inputs = self
-            .model
+            .model()
             .inputs()
             .iter()
             .map(|spec| tensor_from_js(spec, feeds))
             .collect::<Result<Vec<_>, _>>()?;
         let refs: Vec<&TensorValue> = inputs.iter().collect();
-        let arena = self.arena.take().unwrap_or_else(|| self.model.arena());
-        let mut session = self.model.session_in(arena);
-        session.allow_non_finite(self.allow_non_finite);
-        let result = session.run(&refs);
-        self.arena = Some(session.into_arena());
-        let outputs = result.map_err(|e| run_error(&e))?;
+        let allow = self.allow_non_finite;
+        let outputs = self
+            .loaded
+            .with_dependent_mut(|_, session| session.allow_non_finite(allow).run(&refs))
+            .map_err(|e| run_error(&e))?;
         let out = Object::new();
-        for (spec, t) in self.model.outputs().iter().zip(&outputs) {
+        for (spec, t) in self.model().outputs().iter().zip(&outputs) {
             Reflect::set(&out, &spec.name.as_str().into(), &typed_array(t))?;
         }
         Ok(out)
