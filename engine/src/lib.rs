@@ -135,29 +135,38 @@ impl<'a> Plan<'a> {
         self.check_arena(arena)?;
         for i in 0..self.view.node_count() {
             let node = self.view.node(i)?;
-            ops::run_node(&self.view, &node, arena).map_err(|e| e.at_node(i, node.op.name()))?;
+            ops::run_node(&self.view, &[], &node, arena)
+                .map_err(|e| e.at_node(i, node.op.name()))?;
             after_node(i);
         }
         Ok(())
     }
 
-    /// [`Plan::run_observed`] on nodes the caller decoded once (`nodes[i]`
-    /// is `view.node(i)`), which saves decoding every node on every run: a
-    /// large share of the time of small models. Wrong nodes cannot cause
-    /// a panic (every op checks its tensors); a count that disagrees with
-    /// the graph is an error.
+    /// [`Plan::run_observed`] on the graph the caller decoded once:
+    /// `nodes[i]` is `view.node(i)` and `tensors[i]` is `view.tensor(i)`
+    /// (all of them, or none: an empty slice decodes them as it goes). This
+    /// saves decoding every node and tensor record on every run, a large
+    /// share of the time of small models. Wrong entries cannot cause a
+    /// panic (every op checks its tensors); counts that disagree with the
+    /// graph are an error.
     pub fn run_decoded(
         &self,
         arena: &mut [u8],
         nodes: &[Node<'a>],
+        tensors: &[TensorInfo],
         mut after_node: impl FnMut(usize),
     ) -> Result<(), EngineError> {
         self.check_arena(arena)?;
-        if nodes.len() != self.view.node_count() {
-            return Err(EngineError::Arena("decoded nodes disagree with the graph"));
+        if nodes.len() != self.view.node_count()
+            || !(tensors.is_empty() || tensors.len() == self.view.tensor_count())
+        {
+            return Err(EngineError::Arena(
+                "decoded graph disagrees with the artifact",
+            ));
         }
         for (i, node) in nodes.iter().enumerate() {
-            ops::run_node(&self.view, node, arena).map_err(|e| e.at_node(i, node.op.name()))?;
+            ops::run_node(&self.view, tensors, node, arena)
+                .map_err(|e| e.at_node(i, node.op.name()))?;
             after_node(i);
         }
         Ok(())

@@ -269,11 +269,19 @@ impl Model {
         let nodes = (0..view.node_count())
             .map_while(|i| view.node(i).ok())
             .collect();
+        let mut tensors: Vec<TensorInfo> = (0..view.tensor_count())
+            .map_while(|i| view.tensor(i).ok())
+            .collect();
+        if tensors.len() != view.tensor_count() {
+            // A record that does not decode is reported when a node uses it.
+            tensors.clear();
+        }
         Session {
             model: self,
             // `from_aligned` ran `Plan::new` on these bytes.
             plan: Plan::trusted(view),
             nodes,
+            tensors,
             arena,
             allow_non_finite: false,
         }
@@ -322,6 +330,7 @@ pub struct Session<'m> {
     model: &'m Model,
     plan: Plan<'m>,
     nodes: Vec<Node<'m>>,
+    tensors: Vec<TensorInfo>,
     arena: Aligned,
     allow_non_finite: bool,
 }
@@ -541,7 +550,8 @@ impl<'m> Session<'m> {
                 arena[t.offset as usize..t.offset as usize + n]
                     .copy_from_slice(&inputs[k][s * n..(s + 1) * n]);
             }
-            self.plan.run_decoded(arena, &self.nodes, &mut after_node)?;
+            self.plan
+                .run_decoded(arena, &self.nodes, &self.tensors, &mut after_node)?;
             let arena = self.arena.as_ref();
             for (k, t) in m.output_info.iter().enumerate() {
                 let n = t.byte_len as usize;

@@ -54,3 +54,30 @@ fn errors_fall_into_the_cli_categories() {
     let e = RunError::OutputBuffer { output: "y".into() };
     assert_eq!(e.category(), ErrorCategory::Other);
 }
+
+#[test]
+fn decoded_graphs_must_match_the_artifact() {
+    let mnist = load("onnx-real/mnist-8_cntk.onnx");
+    let view = mnist.view();
+    let plan = kiln_engine::Plan::new(view).expect("plans");
+    let nodes: Vec<_> = (0..view.node_count())
+        .map(|i| view.node(i).unwrap())
+        .collect();
+    let tensors: Vec<_> = (0..view.tensor_count())
+        .map(|i| view.tensor(i).unwrap())
+        .collect();
+    let mut arena = vec![0u128; mnist.arena_size().div_ceil(16)];
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut arena);
+    plan.run_decoded(bytes, &nodes, &tensors, |_| {})
+        .expect("full decode runs");
+    plan.run_decoded(bytes, &nodes, &[], |_| {})
+        .expect("tensors decoded as needed");
+    assert!(
+        plan.run_decoded(bytes, &nodes[1..], &tensors, |_| {})
+            .is_err()
+    );
+    assert!(
+        plan.run_decoded(bytes, &nodes, &tensors[1..], |_| {})
+            .is_err()
+    );
+}

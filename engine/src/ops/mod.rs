@@ -14,7 +14,7 @@ use crate::MAX_IO;
 use crate::arena::Regions;
 use crate::error::{EngineError, bad};
 use crate::tensor::{Tensor, TensorMut};
-use kiln_format::{Ids, Node, Op, TensorKind, View};
+use kiln_format::{Ids, Node, Op, TensorInfo, TensorKind, View};
 
 /// A node's inputs, outputs and scratch.
 pub(crate) struct Io<'x> {
@@ -67,15 +67,21 @@ impl<'x> Io<'x> {
 
 pub(crate) fn run_node(
     view: &View<'_>,
+    tensors: &[TensorInfo],
     node: &Node<'_>,
     arena: &mut [u8],
 ) -> Result<(), EngineError> {
+    // Decoded table entries when the caller has them (`Plan::run_decoded`).
+    let tensor = |id: u32| match tensors.get(id as usize) {
+        Some(t) => Ok(*t),
+        None => view.tensor(id as usize),
+    };
     let mut ranges = [(0usize, 0usize); MAX_IO + 1];
     let n_out = node.outputs.len();
     let mut out_infos = [None; MAX_IO];
     for (k, id) in node.outputs.iter().enumerate() {
         if id != Ids::ABSENT {
-            let t = view.tensor(id as usize)?;
+            let t = tensor(id)?;
             ranges[k] = (t.offset as usize, t.byte_len as usize);
             out_infos[k] = Some(t);
         }
@@ -93,7 +99,7 @@ pub(crate) fn run_node(
         if id == Ids::ABSENT {
             continue;
         }
-        let info = view.tensor(id as usize)?;
+        let info = tensor(id)?;
         let data = match info.kind {
             TensorKind::Const => view.const_bytes(&info),
             TensorKind::Arena => regions.get(info.offset as usize, info.byte_len as usize)?,
