@@ -91,6 +91,28 @@ pub(crate) fn gemm(
                     &p[start..start + kc * NR]
                 }
             };
+            if m == 1 {
+                // One row (a GEMV, e.g. an LSTM step at batch 1): the whole
+                // panel at once, two depth steps in flight (8 independent
+                // accumulator chains instead of 2).
+                // SAFETY: A(0, pc..pc+kc) and C(0, jc..jc+nc) are inside
+                // their slices by the checks above; the panel holds kc rows
+                // of NR floats.
+                unsafe {
+                    row1_panel(
+                        kc,
+                        a.data[pc * a.cs..].as_ptr(),
+                        a.cs,
+                        bp.as_ptr(),
+                        c.data[jc..].as_mut_ptr(),
+                        nc,
+                        alpha,
+                        beta_blk,
+                    );
+                }
+                jc += nc;
+                continue;
+            }
             for half in 0..nc.div_ceil(8) {
                 let cols = (nc - 8 * half).min(8);
                 let mut ic = 0;
@@ -145,6 +167,55 @@ struct Tile {
     cols: usize,
     alpha: f32,
     beta: f32,
+}
+
+/// `C[0, 0..cols] = alpha · a[0..kc] · panel[kc x NR] + beta · C`.
+///
+/// # Safety
+/// `a + p·csa` for p < kc, `kc·NR` floats at `b`, and `c + (0..cols)`
+/// (cols <= NR) must be valid.
+#[inline(always)]
+#[allow(clippy::too_many_arguments, reason = "BLAS-style signature")]
+unsafe fn row1_panel(
+    kc: usize,
+    a: *const f32,
+    csa: usize,
+    b: *const f32,
+    c: *mut f32,
+    cols: usize,
+    alpha: f32,
+    beta: f32,
+) {
+    let zero = f32x4_splat(0.0);
+    let mut even = [zero; 4];
+    let mut odd = [zero; 4];
+    // SAFETY: every address is one the caller vouches for.
+    unsafe {
+        let mut p = 0;
+        while p + 2 <= kc {
+            let a0 = f32x4_splat(*a.add(p * csa));
+            let a1 = f32x4_splat(*a.add((p + 1) * csa));
+            let b0 = b.add(p * NR);
+            let b1 = b0.add(NR);
+            for v in 0..4 {
+                even[v] = f32x4_add(even[v], f32x4_mul(a0, v128_load(b0.add(4 * v).cast())));
+                odd[v] = f32x4_add(odd[v], f32x4_mul(a1, v128_load(b1.add(4 * v).cast())));
+            }
+            p += 2;
+        }
+        if p < kc {
+            let a0 = f32x4_splat(*a.add(p * csa));
+            let b0 = b.add(p * NR);
+            for v in 0..4 {
+                even[v] = f32x4_add(even[v], f32x4_mul(a0, v128_load(b0.add(4 * v).cast())));
+            }
+        }
+        let sum: [v128; 4] = core::array::from_fn(|v| f32x4_add(even[v], odd[v]));
+        store8(&[sum[0], sum[1]], c, cols.min(8), alpha, beta);
+        if cols > 8 {
+            store8(&[sum[2], sum[3]], c.add(8), cols - 8, alpha, beta);
+        }
+    }
 }
 
 /// # Safety
