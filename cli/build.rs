@@ -22,7 +22,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let has_std = Command::new(&rustc)
+    let target_std = Command::new(&rustc)
         .args(["--print", "sysroot"])
         .output()
         .ok()
@@ -30,9 +30,13 @@ fn main() {
             Path::new(String::from_utf8_lossy(&o.stdout).trim())
                 .join("lib/rustlib")
                 .join(TARGET)
-                .is_dir()
-        })
-        .unwrap_or(false);
+        });
+    // Installing the target later reruns this script (a missing path
+    // counts as changed).
+    if let Some(dir) = &target_std {
+        println!("cargo:rerun-if-changed={}", dir.display());
+    }
+    let has_std = target_std.is_some_and(|d| d.is_dir());
     if !has_std {
         println!(
             "cargo:warning=no std for {TARGET}: `kiln compile --target wasm-module` \

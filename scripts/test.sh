@@ -19,6 +19,11 @@ fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo --version
 
+step "WebAssembly toolchain (wasm32 std, wasm-bindgen, Chromium, npm peers)"
+# Before any cargo build: the kiln CLI's build script embeds the wasm32
+# engine module, and only builds it when the wasm32 target is installed.
+bash scripts/setup-wasm.sh
+
 step "peer environment (Python venv: onnx, onnxruntime, LiteRT; ONNX node tests)"
 bash scripts/setup-test-env.sh
 # shellcheck disable=SC1091
@@ -45,7 +50,6 @@ step "cargo test (unit, property, corpus cross-check, ONNX node conformance, CLI
 cargo test --workspace -q 2>&1 | tee "${TMPDIR:-/tmp}/kiln-test.log"
 
 step "WebAssembly package: build (cargo xtask wasm), Node tests, real headless Chromium"
-bash scripts/setup-wasm.sh
 cargo xtask wasm
 cargo test -q -p kiln-cli --test wasm_package -- --ignored --nocapture 2>&1 |
   grep -vE '^\s*(---|\.\.\.|duration_ms:)|^# Subtest' | tail -n 60
