@@ -7,12 +7,13 @@
 #   2. wasm-bindgen-cli at the crate's pinned version;
 #   3. Chromium (Debian) for the browser tests;
 #   4. npm tools in $KILN_NPM (default ~/.cache/kiln/npm): binaryen
-#      (wasm-opt), playwright-core, onnxruntime-web (the peer).
+#      (wasm-opt), playwright-core, onnxruntime-web (the peer), webpack (the
+#      bundler test).
 set -euo pipefail
 
 BINDGEN=0.2.130 # = runtime-wasm/Cargo.toml
 NPM_DIR="${KILN_NPM:-$HOME/.cache/kiln/npm}"
-NPM_DEPS='"binaryen": "132.0.0", "playwright-core": "1.65.1", "onnxruntime-web": "1.30.0"'
+NPM_DEPS='"binaryen": "132.0.0", "playwright-core": "1.65.1", "onnxruntime-web": "1.30.0", "webpack": "5.113.0", "webpack-cli": "6.0.1"'
 
 log() { printf '[setup-wasm] %s\n' "$*" >&2; }
 sudo=""

@@ -39,8 +39,11 @@ export function initialize(source) {
       if (source !== undefined) return init({ module_or_path: source });
       const url = new URL('./kiln_runtime_wasm_bg.wasm', import.meta.url);
       if (url.protocol === 'file:') {
-        // Node: fetch() cannot read file: URLs.
-        const { readFile } = await import('node:fs/promises');
+        // Node: fetch() cannot read file: URLs. The specifier is hidden from
+        // bundlers, which would otherwise try to pack `node:` modules into
+        // a browser build (this branch never runs there).
+        const fsModule = 'node:fs/promises';
+        const { readFile } = await import(/* webpackIgnore: true */ /* @vite-ignore */ fsModule);
         return init({ module_or_path: await readFile(url) });
       }
       return init({ module_or_path: url });
