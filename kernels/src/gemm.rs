@@ -570,6 +570,11 @@ fn skinny(
             Path::Rows => t.gemm_rows(m, n, k, alpha, a, b, beta, c),
             Path::Dots => t.gemm_dots(m, n, k, alpha, a, b, beta, c),
         },
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        Isa::Wasm if path == Path::Dots && m == 1 && a.cs == 1 && b.rs == 1 => {
+            let mut c = c;
+            crate::simd_wasm::dots1(n, k, alpha, &a.data[..k], b, beta, &mut c);
+        }
         _ => match path {
             Path::Rows => portable_rows(m, n, k, alpha, a, b, beta, c),
             Path::Dots => portable_dots(m, n, k, alpha, a, b, beta, c),

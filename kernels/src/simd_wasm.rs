@@ -388,3 +388,69 @@ unsafe fn store8(acc: &[v128; 2], c: *mut f32, cols: usize, alpha: f32, beta: f3
         }
     }
 }
+
+/// One-row product against a B whose columns are contiguous
+/// (`B(p, j) = b[j·cs + p]`, the layout of ONNX Gemm weights with
+/// `transB`): `C(0, j) = alpha · a·B(:, j) + beta · C(0, j)`, four columns
+/// at a time so each load of `a` feeds four products (two vectors per
+/// column in flight).
+#[allow(clippy::too_many_arguments, reason = "BLAS-style signature")]
+pub(crate) fn dots1(
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    b: MatRef<'_>,
+    beta: f32,
+    c: &mut MatMut<'_>,
+) {
+    assert!(b.rs == 1 && a.len() >= k);
+    check("B", k, n, b.rs, b.cs, b.data.len());
+    check("C", 1, n, c.rs, c.cs, c.data.len());
+    let k8 = k - k % 8;
+    let mut store = |j: usize, s: f32| {
+        let cj = &mut c.data[j * c.cs];
+        *cj = if beta == 0.0 {
+            alpha * s
+        } else {
+            alpha * s + beta * *cj
+        };
+    };
+    let hsum = |v: v128| {
+        f32x4_extract_lane::<0>(v)
+            + f32x4_extract_lane::<1>(v)
+            + f32x4_extract_lane::<2>(v)
+            + f32x4_extract_lane::<3>(v)
+    };
+    let mut j = 0;
+    while j < n {
+        let cols = 4.min(n - j);
+        let zero = f32x4_splat(0.0);
+        let mut acc = [[zero; 2]; 4];
+        let base: [usize; 4] = core::array::from_fn(|r| (j + r.min(cols - 1)) * b.cs);
+        // SAFETY: the checks above put B(0..k, j..j+cols) inside `b` (a
+        // column past `cols` repeats the last real one) and `a` has k
+        // floats; every load reads 4 floats below k8 <= k.
+        unsafe {
+            let ap = a.as_ptr();
+            let bp = b.data.as_ptr();
+            let mut p = 0;
+            while p < k8 {
+                let a0 = v128_load(ap.add(p).cast::<v128>());
+                let a1 = v128_load(ap.add(p + 4).cast::<v128>());
+                for (acc, &o) in acc.iter_mut().zip(&base) {
+                    let q = bp.add(o + p);
+                    acc[0] = f32x4_add(acc[0], f32x4_mul(a0, v128_load(q.cast())));
+                    acc[1] = f32x4_add(acc[1], f32x4_mul(a1, v128_load(q.add(4).cast())));
+                }
+                p += 8;
+            }
+        }
+        for (r, acc) in acc.iter().enumerate().take(cols) {
+            let col = &b.data[base[r]..base[r] + k];
+            let tail: f32 = a[k8..k].iter().zip(&col[k8..]).map(|(x, y)| x * y).sum();
+            store(j + r, hsum(f32x4_add(acc[0], acc[1])) + tail);
+        }
+        j += cols;
+    }
+}
