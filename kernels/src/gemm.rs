@@ -156,6 +156,19 @@ impl Engine {
         }
     }
 
+    /// Whether a one-row product against ONNX-layout weights (`x · Wᵀ`,
+    /// W row-major `n x k`) is faster through [`gemm`] on W as it is than
+    /// through [`Self::pack_bt`] + [`Self::gemm_nn`] (the SIMD128 engine,
+    /// whose `dots1` reads W in place: the packing would cost a pass over
+    /// W per run).
+    pub(crate) fn gemv_unpacked(self) -> bool {
+        match self.0 {
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Isa::Wasm => true,
+            _ => false,
+        }
+    }
+
     /// Whether [`Self::conv_direct`] is available.
     pub(crate) fn has_direct_conv(self) -> bool {
         match self.0 {

@@ -276,13 +276,21 @@ pub fn lstm(
             eng.pack_bt(wd, ni, g4, packed);
             eng.gemm_nn(s * nb, g4, ni, x, packed, 0.0, xw);
         }
-        eng.pack_bt(rd, h, g4, packed);
+        // Batch 1 on an engine that reads R in place: no packing pass.
+        let unpacked = nb == 1 && eng.gemv_unpacked();
+        if !unpacked {
+            eng.pack_bt(rd, h, g4, packed);
+        }
         let rp = &*packed;
 
         for step in 0..s {
             let t = if backward { s - 1 - step } else { step };
             let g = &mut xw[t * nb * g4..(t + 1) * nb * g4];
-            eng.gemm_nn(nb, g4, h, hs, rp, 1.0, g);
+            if unpacked {
+                crate::gemm::gemm(1, g4, h, 1.0, hs, false, rd, true, 1.0, g);
+            } else {
+                eng.gemm_nn(nb, g4, h, hs, rp, 1.0, g);
+            }
             for bi in 0..nb {
                 let out = ((t * dirs + d) * nb + bi) * h..((t * dirs + d) * nb + bi + 1) * h;
                 if t >= seq_len(seq_lens, bi, s) {
