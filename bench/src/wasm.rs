@@ -158,9 +158,11 @@ pub fn section(
          Kiln `kiln-runtime` ({wasm_bytes} B .wasm, SIMD128) and onnxruntime-web {ortv} \
          (`ort-wasm-simd-threaded.wasm`, {ort_bytes} B; wasm execution provider, \
          `numThreads = 1`, SIMD, graph optimisations all) on the same golden inputs, \
-         Node {nodev} and headless {chromev} (no cross-origin isolation), one run. Each sample \
-         times a batch of back-to-back calls lasting ≥ 10 ms (Chromium coarsens \
-         `performance.now()` to 100 µs); the median per-call time over ≤ 30 samples is shown. \
+         Node {nodev} and headless {chromev} (no cross-origin isolation), one run. Each runtime \
+         is warmed up for 0.5 s (V8 optimises a large module's hot code late), then the two \
+         runtimes' samples alternate; each sample times a batch of back-to-back calls lasting \
+         ≥ 10 ms (Chromium coarsens `performance.now()` to 100 µs); the median per-call time \
+         over ≤ 30 samples is shown. \
          Kiln's `run` is synchronous; onnxruntime-web's `session.run` returns a promise, \
          awaited per call as an application would. ORT-web runs ONNX only, so TFLite-sourced \
          models have Kiln columns alone. *wasm/native* is Kiln in Node over Kiln native \

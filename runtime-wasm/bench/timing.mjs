@@ -3,11 +3,12 @@
 //
 // Browsers coarsen performance.now() (100 us in Chromium without
 // cross-origin isolation), so each sample times a batch of back-to-back
-// runs long enough (>= 10 ms) for the clock; the two runtimes' batches
-// alternate; the median of the per-run times over the samples is
-// reported, in microseconds.
+// runs long enough (>= 10 ms) for the clock; each runtime is warmed up for
+// 0.5 s, then the two runtimes' batches alternate; the median of the
+// per-run times over the samples is reported, in microseconds.
 
 const BATCH_MS = 10;
+const WARM_MS = 500;
 
 /** Batch size for `f`: back-to-back calls lasting >= BATCH_MS (warms up too). */
 async function batchSize(f) {
@@ -37,7 +38,15 @@ function stats(per) {
 async function timeInterleaved(fs, { samples, maxMs }) {
   const names = Object.keys(fs);
   const k = {};
-  for (const n of names) k[n] = await batchSize(fs[n]);
+  for (const n of names) {
+    k[n] = await batchSize(fs[n]);
+    // Steady state: V8 compiles wasm with a baseline tier first and
+    // optimises hot functions in the background, later for a large module
+    // (onnxruntime-web's is 14 MB) on a busy machine. Run each for
+    // WARM_MS before sampling.
+    const t0 = performance.now();
+    while (performance.now() - t0 < WARM_MS) await sample(fs[n], k[n]);
+  }
   const per = Object.fromEntries(names.map((n) => [n, []]));
   const start = performance.now();
   while (per[names[0]].length < samples && performance.now() - start < maxMs) {
