@@ -3,7 +3,8 @@
 //! [`Model::load`] takes artifact bytes (or, with the `onnx` feature, an
 //! ONNX model that is compiled in memory), checks them once and keeps the
 //! schema. A [`Model`] is `Send + Sync`; each thread makes a cheap
-//! [`Session`] holding its own arena. [`Session::run`] validates every input
+//! [`Session`] holding its own arena and the graph decoded once (so a run
+//! decodes no node or tensor record). [`Session::run`] validates every input
 //! against the schema (dtype, shape, batch, NaN/Inf, declared ranges) and
 //! returns a typed [`RunError`] naming the input and the violation.
 //! [`Session::run_into`] does not allocate.
