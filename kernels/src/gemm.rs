@@ -156,8 +156,23 @@ impl Engine {
         }
     }
 
+    /// `C = A · Bᵀ + beta · C` on this engine, `A` row-major `m x k`, `bt`
+    /// row-major `n x k` (ONNX weights as stored), no packing.
+    pub(crate) fn gemm_bt(
+        self,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        bt: &[f32],
+        beta: f32,
+        c: &mut [f32],
+    ) {
+        gemm_with(self.0, m, n, k, 1.0, a, false, bt, true, beta, c);
+    }
+
     /// Whether a one-row product against ONNX-layout weights (`x · Wᵀ`,
-    /// W row-major `n x k`) is faster through [`gemm`] on W as it is than
+    /// W row-major `n x k`) is faster through [`Self::gemm_bt`] on W as it is than
     /// through [`Self::pack_bt`] + [`Self::gemm_nn`] (the SIMD128 engine,
     /// whose `dots1` reads W in place: the packing would cost a pass over
     /// W per run).

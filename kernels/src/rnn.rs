@@ -287,7 +287,7 @@ pub fn lstm(
             let t = if backward { s - 1 - step } else { step };
             let g = &mut xw[t * nb * g4..(t + 1) * nb * g4];
             if unpacked {
-                crate::gemm::gemm(1, g4, h, 1.0, hs, false, rd, true, 1.0, g);
+                eng.gemm_bt(1, g4, h, hs, rd, 1.0, g);
             } else {
                 eng.gemm_nn(nb, g4, h, hs, rp, 1.0, g);
             }
