@@ -11,7 +11,10 @@ const TARGET: &str = "wasm32-unknown-unknown";
 fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let dest = out.join("kiln_wasm_module.wasm");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // At run time, not `env!`: a shared CARGO_TARGET_DIR may reuse this
+    // script's binary from another checkout of the workspace.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let root = Path::new(&manifest).join("..");
     for p in [
         "runtime-wasm/module",
         "engine/src",

@@ -15,9 +15,13 @@ mod wasm;
 const USAGE: &str = "usage: cargo xtask wasm
        cargo xtask bench [--quick] [--wasm-only] [--out BENCHMARKS.md] [MODEL_FILTER]";
 
+/// The workspace root, from the `CARGO_MANIFEST_DIR` that `cargo run` sets
+/// at run time: the compile-time path goes stale when a shared
+/// `CARGO_TARGET_DIR` reuses a binary built from another checkout.
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    dir.parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()
 }
