@@ -20,7 +20,12 @@ pub enum InputProblem {
     DataLength,
     #[error("element {index} is NaN or infinite")]
     NonFinite { index: usize },
-    #[error("element {index} = {value} is outside the declared range [{min}, {max}]")]
+    #[error(
+        "element {index} = {} is outside the declared range [{}, {}]",
+        Short(*value),
+        Short(*min),
+        Short(*max)
+    )]
     OutOfRange {
         index: usize,
         value: f32,
@@ -113,5 +118,127 @@ impl RunError {
     /// Whether the inputs were rejected by the schema.
     pub fn is_input_error(&self) -> bool {
         matches!(self, RunError::Input { .. } | RunError::InputCount { .. })
+    }
+}
+
+/// Shows an `f32` to six significant digits (`2.5`, `-0.001`, `1.5e-7`,
+/// `3.40282e38`) by integer arithmetic. The browser package is sized
+/// against a budget, and core's exact float printing (shortest
+/// round-trip, Grisu and Dragon) is about 8 KB of its WebAssembly; an
+/// error message needs a readable number, not a round-trip one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Short(pub(crate) f32);
+
+impl std::fmt::Display for Short {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = self.0;
+        if v.is_nan() {
+            return f.write_str("NaN");
+        }
+        if v.is_infinite() {
+            return f.write_str(if v > 0.0 { "inf" } else { "-inf" });
+        }
+        if v == 0.0 {
+            return f.write_str("0");
+        }
+        if v < 0.0 {
+            f.write_str("-")?;
+        }
+        // a = s · 10^e with 1 <= s < 10, in f64: exact enough for six of
+        // an f32's digits after at most ~45 scalings.
+        let (mut s, mut e) = (f64::from(v.abs()), 0i32);
+        while s >= 10.0 {
+            s /= 10.0;
+            e += 1;
+        }
+        while s < 1.0 {
+            s *= 10.0;
+            e -= 1;
+        }
+        let mut digits = (s * 1e5 + 0.5) as u32;
+        if digits >= 1_000_000 {
+            digits /= 10;
+            e += 1;
+        }
+        let mut buf = [b'0'; 6];
+        for b in buf.iter_mut().rev() {
+            *b = b'0' + (digits % 10) as u8;
+            digits /= 10;
+        }
+        let sig = buf.iter().rposition(|&b| b != b'0').map_or(1, |i| i + 1);
+        let text = |b: &[u8]| core::str::from_utf8(b).unwrap_or("?").to_owned();
+        let (int, frac): (String, String) = if (-5..6).contains(&e) && e >= 0 {
+            let point = e as usize + 1;
+            let int = text(&buf[..point]);
+            (int, text(&buf[point..sig.max(point)]))
+        } else if (-5..0).contains(&e) {
+            let zeros = "0".repeat((-e - 1) as usize);
+            ("0".into(), zeros + &text(&buf[..sig]))
+        } else {
+            let frac = text(&buf[1..sig]);
+            let mant = if frac.is_empty() {
+                text(&buf[..1])
+            } else {
+                format!("{}.{frac}", text(&buf[..1]))
+            };
+            return write!(f, "{mant}e{e}");
+        };
+        if frac.is_empty() {
+            f.write_str(&int)
+        } else {
+            write!(f, "{int}.{frac}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Short;
+
+    #[test]
+    fn short_floats_read_as_expected() {
+        let cases: &[(f32, &str)] = &[
+            (0.0, "0"),
+            (-0.0, "0"),
+            (1.0, "1"),
+            (2.5, "2.5"),
+            (-3.25, "-3.25"),
+            (10.0, "10"),
+            (123456.0, "123456"),
+            (1234567.0, "1.23457e6"),
+            (0.1, "0.1"),
+            (0.001, "0.001"),
+            (0.000015, "0.000015"),
+            (1.5e-7, "1.5e-7"),
+            (f32::MAX, "3.40282e38"),
+            (f32::MIN_POSITIVE, "1.17549e-38"),
+            (9.999999, "10"),
+            (255.0, "255"),
+            (f32::NAN, "NaN"),
+            (f32::NEG_INFINITY, "-inf"),
+        ];
+        for &(v, want) in cases {
+            assert_eq!(Short(v).to_string(), want, "{v}");
+        }
+    }
+
+    #[test]
+    fn short_floats_are_within_six_digits() {
+        let mut x = 0x1234_5678u32;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let v = f32::from_bits(x);
+            if !v.is_finite() {
+                continue;
+            }
+            let back: f64 = Short(v).to_string().parse().unwrap();
+            let v = f64::from(v);
+            assert!(
+                (back - v).abs() <= v.abs() * 6e-6,
+                "{v:e} shown as {back:e}"
+            );
+        }
     }
 }

@@ -163,20 +163,16 @@ pub(crate) fn qlinear_conv(w: &Window, group: usize, io: &mut Io<'_>) -> Result<
         _ => Err(bad("QLinearConv operands must be int8 or uint8")),
     };
     let (out_dt, out) = (y.info.dtype, y.data);
-    match (signed(&x)?, signed(&wt)?) {
-        (false, false) => q.run(xd, wd8, ws, wz, bias, out_dt, out),
-        (false, true) => q.run(xd, i8s(wd8), ws, wz, bias, out_dt, out),
-        (true, false) => q.run(i8s(xd), wd8, ws, wz, bias, out_dt, out),
-        (true, true) => q.run(i8s(xd), i8s(wd8), ws, wz, bias, out_dt, out),
-    }
+    let (x_signed, w_signed) = (signed(&x)?, signed(&wt)?);
+    q.run([xd, wd8], [x_signed, w_signed], ws, wz, bias, out_dt, out)
 }
 
-fn i8s(d: &[u8]) -> &[i8] {
-    bytemuck::cast_slice(d)
-}
-
-/// The shape and quantization of one QLinearConv, run once the operand
-/// element types are known (so the inner loops read plain slices).
+/// The shape and quantization of one QLinearConv or ConvInteger.
+///
+/// int8 and uint8 operands run through one loop (one copy of it in the
+/// WebAssembly package rather than four): every byte is read as the int8
+/// `b ^ flip` (`flip` 0x80 for uint8, which is `b - 128`) and a uint8
+/// zero point lowered by 128 to match, so `x - zp` is unchanged.
 struct QConv<'p> {
     p: &'p kiln_kernels::conv::Conv2d,
     h: usize,
@@ -193,10 +189,10 @@ struct QConv<'p> {
 
 impl QConv<'_> {
     #[allow(clippy::too_many_arguments, reason = "the op's operands")]
-    fn run<X: Copy + Into<i32>, W: Copy + Into<i32>>(
+    fn run(
         &self,
-        x: &[X],
-        wt: &[W],
+        [x, wt]: [&[u8]; 2],
+        [x_signed, w_signed]: [bool; 2],
         ws: &[f32],
         wz: Tensor<'_>,
         bias: Option<Tensor<'_>>,
@@ -210,12 +206,14 @@ impl QConv<'_> {
         // taps over padding add (xz - xz)·w = 0 and are skipped. Int32
         // accumulation, as the ONNX operator specifies.
         const STRIP: usize = 64;
-        let xz = self.xz as i32;
+        let flip = |signed: bool| if signed { (0u8, 0) } else { (0x80u8, 128) };
+        let ((xf, x_shift), (wf, w_shift)) = (flip(x_signed), flip(w_signed));
+        let xz = self.xz as i32 - x_shift;
         let (ph, pw) = (p.pad[0] as isize, p.pad[1] as isize);
         for n in 0..p.n {
             for m in 0..p.m {
                 let g = m / mg;
-                let wzm = wz.int_at(if wz.info.numel() == 1 { 0 } else { m })? as i32;
+                let wzm = wz.int_at(if wz.info.numel() == 1 { 0 } else { m })? as i32 - w_shift;
                 let mult = self.xs * ws[if ws.len() == 1 { 0 } else { m }] / self.ys;
                 let b = match bias {
                     Some(b) => b.int_at(m)? as i32,
@@ -235,14 +233,16 @@ impl QConv<'_> {
                                 }
                                 let xrow = &xc[iy as usize * wd..][..wd];
                                 for kx in 0..p.kw {
-                                    let wv = wm[(ci * p.kh + ky) * p.kw + kx].into() - wzm;
+                                    let wv =
+                                        i32::from((wm[(ci * p.kh + ky) * p.kw + kx] ^ wf) as i8)
+                                            - wzm;
                                     let off = (kx * p.dilation[1]) as isize - pw;
                                     let (a, e) =
                                         kiln_kernels::conv::out_range(off, p.stride[1], wd, p.ow);
                                     let (a, e) = (a.max(ox0), e.min(ox0 + len));
                                     for ox in a..e {
                                         let ix = (ox * p.stride[1]) as isize + off;
-                                        let xv = xrow[ix as usize].into() - xz;
+                                        let xv = i32::from((xrow[ix as usize] ^ xf) as i8) - xz;
                                         acc[ox - ox0] =
                                             acc[ox - ox0].wrapping_add(wv.wrapping_mul(xv));
                                     }
@@ -545,12 +545,16 @@ pub(crate) fn conv_integer(w: &Window, group: usize, io: &mut Io<'_>) -> Result<
         _ => Err(bad("ConvInteger operands must be int8 or uint8")),
     };
     let out = y.data;
-    match (signed(&x)?, signed(&wt)?) {
-        (false, false) => q.run(xd, wd8, &ws, wz, None, DType::I32, out),
-        (false, true) => q.run(xd, i8s(wd8), &ws, wz, None, DType::I32, out),
-        (true, false) => q.run(i8s(xd), wd8, &ws, wz, None, DType::I32, out),
-        (true, true) => q.run(i8s(xd), i8s(wd8), &ws, wz, None, DType::I32, out),
-    }
+    let (x_signed, w_signed) = (signed(&x)?, signed(&wt)?);
+    q.run(
+        [xd, wd8],
+        [x_signed, w_signed],
+        &ws,
+        wz,
+        None,
+        DType::I32,
+        out,
+    )
 }
 
 /// ONNX DynamicQuantizeLinear (uint8), in the reference's float32 steps:
