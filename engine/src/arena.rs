@@ -27,7 +27,15 @@ impl<'x> Regions<'x> {
             *o = i;
         }
         let order = &mut order[..n];
-        order.sort_unstable_by_key(|&i| ranges[i].0);
+        // Insertion sort by offset: at most MAX_IO + 1 entries, and core's
+        // sort is 4 KB of the WebAssembly package.
+        for j in 1..n {
+            let mut k = j;
+            while k > 0 && ranges[order[k - 1]].0 > ranges[order[k]].0 {
+                order.swap(k - 1, k);
+                k -= 1;
+            }
+        }
         let mut regions = Regions {
             gaps: [(0, &[]); MAX_IO + 2],
             n_gaps: 0,

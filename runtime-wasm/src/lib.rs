@@ -358,3 +358,10 @@ mod tests {
         }
     }
 }
+
+/// The package's allocator (see Cargo.toml); `LockedAllocator` rather than
+/// the unsafe single-threaded wrapper: the lock is one flag, uncontended.
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOC: lol_alloc::LockedAllocator<lol_alloc::FreeListAllocator> =
+    lol_alloc::LockedAllocator::new(lol_alloc::FreeListAllocator::new());

@@ -7,7 +7,7 @@
 //!   which regenerates BENCHMARKS.md.
 
 use anyhow::{Context, Result, bail};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 mod wasm;
