@@ -76,3 +76,12 @@ impl core::fmt::Display for DType {
         f.write_str(self.name())
     }
 }
+
+impl crate::decode::Decode<'_> for DType {
+    /// serde writes the variant's position, not its discriminant.
+    fn decode(r: &mut crate::decode::Reader<'_>) -> Self {
+        use DType::*;
+        const ALL: [DType; 12] = [F32, U8, I8, U16, I16, I32, I64, Bool, F16, F64, U32, U64];
+        ALL[r.tag(ALL.len() as u32) as usize]
+    }
+}

@@ -39,20 +39,3 @@ pub enum FormatError {
     )]
     Checksum,
 }
-
-impl FormatError {
-    pub(crate) fn decode(what: &'static str, e: postcard::Error) -> FormatError {
-        let detail = match e {
-            postcard::Error::DeserializeUnexpectedEnd => "unexpected end of data",
-            postcard::Error::DeserializeBadVarint => "bad varint",
-            postcard::Error::DeserializeBadBool => "bad bool",
-            postcard::Error::DeserializeBadChar => "bad char",
-            postcard::Error::DeserializeBadUtf8 => "bad utf-8 string",
-            postcard::Error::DeserializeBadOption => "bad option tag",
-            postcard::Error::DeserializeBadEnum => "unknown enum tag",
-            postcard::Error::DeserializeBadEncoding => "bad encoding",
-            _ => "malformed record",
-        };
-        FormatError::Decode { what, detail }
-    }
-}

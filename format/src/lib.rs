@@ -19,6 +19,7 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+pub mod decode;
 mod dtype;
 mod error;
 mod header;

@@ -81,3 +81,74 @@ pub struct Meta<'a> {
     #[serde(borrow)]
     pub properties: Table<'a, (&'a str, &'a str)>,
 }
+
+use crate::decode::{Decode, Reader};
+
+impl<'a> Decode<'a> for Dim<'a> {
+    fn decode(r: &mut Reader<'a>) -> Self {
+        match r.tag(2) {
+            0 => Dim::Fixed(r.u32()),
+            _ => Dim::Batch(r.str()),
+        }
+    }
+}
+
+impl Decode<'_> for Range {
+    fn decode(r: &mut Reader<'_>) -> Self {
+        Range {
+            min: r.f32(),
+            max: r.f32(),
+        }
+    }
+}
+
+impl<'a> Decode<'a> for IoSpec<'a> {
+    fn decode(r: &mut Reader<'a>) -> Self {
+        IoSpec {
+            name: r.str(),
+            tensor: r.u32(),
+            dtype: r.get(),
+            dims: r.get(),
+            ranges: r.get(),
+            labels: r.get(),
+        }
+    }
+}
+
+impl<'a> Decode<'a> for Provenance<'a> {
+    fn decode(r: &mut Reader<'a>) -> Self {
+        Provenance {
+            source_format: r.str(),
+            source_name: r.str(),
+            source_sha256: r.each(Reader::byte),
+            producer: r.str(),
+            compiler: r.str(),
+            created_unix: r.u64(),
+        }
+    }
+}
+
+impl<'a> Decode<'a> for Preprocessing<'a> {
+    fn decode(r: &mut Reader<'a>) -> Self {
+        Preprocessing {
+            kind: r.str(),
+            detail: r.str(),
+            input: r.str(),
+        }
+    }
+}
+
+impl<'a> Decode<'a> for Meta<'a> {
+    fn decode(r: &mut Reader<'a>) -> Self {
+        Meta {
+            name: r.str(),
+            version: r.str(),
+            description: r.str(),
+            inputs: r.get(),
+            outputs: r.get(),
+            provenance: r.get(),
+            preprocessing: r.get(),
+            properties: r.get(),
+        }
+    }
+}

@@ -585,3 +585,437 @@ impl Op {
         }
     }
 }
+
+// Decoding (see `decode.rs`): tags are variant positions, fields in
+// declaration order. Append here when appending a variant above.
+
+use crate::decode::{Decode, Reader};
+
+/// Unit-only enums: the variant at the decoded position of `all`.
+fn pick<T: Copy, const N: usize>(r: &mut Reader<'_>, all: [T; N]) -> T {
+    all[r.tag(N as u32) as usize]
+}
+
+impl Decode<'_> for Unary {
+    fn decode(r: &mut Reader<'_>) -> Self {
+        use Unary::*;
+        match r.tag(42) {
+            0 => Identity,
+            1 => Relu,
+            2 => LeakyRelu { alpha: r.f32() },
+            3 => Clip {
+                min: r.f32(),
+                max: r.f32(),
+            },
+            4 => Sigmoid,
+            5 => HardSigmoid {
+                alpha: r.f32(),
+                beta: r.f32(),
+            },
+            6 => HardSwish,
+            7 => Tanh,
+            8 => Erf,
+            9 => Gelu {
+                tanh_approx: r.bool(),
+            },
+            10 => Exp,
+            11 => Log,
+            12 => Neg,
+            13 => Abs,
+            14 => Sqrt,
+            15 => Reciprocal,
+            16 => Floor,
+            17 => Ceil,
+            18 => Round,
+            19 => Sign,
+            20 => Sin,
+            21 => Cos,
+            22 => Softplus,
+            23 => Softsign,
+            24 => Elu { alpha: r.f32() },
+            25 => Selu {
+                alpha: r.f32(),
+                gamma: r.f32(),
+            },
+            26 => Not,
+            27 => IsNaN,
+            28 => IsInf {
+                pos: r.bool(),
+                neg: r.bool(),
+            },
+            29 => Celu { alpha: r.f32() },
+            30 => ThresholdedRelu { alpha: r.f32() },
+            31 => Mish,
+            32 => Tan,
+            33 => Asin,
+            34 => Acos,
+            35 => Atan,
+            36 => Sinh,
+            37 => Cosh,
+            38 => Asinh,
+            39 => Acosh,
+            40 => Atanh,
+            _ => Shrink {
+                bias: r.f32(),
+                lambd: r.f32(),
+            },
+        }
+    }
+}
+
+impl Decode<'_> for Binary {
+    fn decode(r: &mut Reader<'_>) -> Self {
+        use Binary::*;
+        match r.tag(22) {
+            0 => Add,
+            1 => Sub,
+            2 => Mul,
+            3 => Div,
+            4 => Pow,
+            5 => Max,
+            6 => Min,
+            7 => Mod { fmod: r.bool() },
+            8 => Equal,
+            9 => Less,
+            10 => LessOrEqual,
+            11 => Greater,
+            12 => GreaterOrEqual,
+            13 => And,
+            14 => Or,
+            15 => Xor,
+            16 => BitShiftLeft,
+            17 => BitShiftRight,
+            18 => BitAnd,
+            19 => BitOr,
+            20 => BitXor,
+            _ => PRelu,
+        }
+    }
+}
+
+impl Decode<'_> for Window {
+    fn decode(r: &mut Reader<'_>) -> Self {
+        Window {
+            kernel: r.each(Reader::u32),
+            strides: r.each(Reader::u32),
+            dilations: r.each(Reader::u32),
+            pads: r.each(Reader::u32),
+        }
+    }
+}
+
+impl Decode<'_> for ReduceKind {
+    fn decode(r: &mut Reader<'_>) -> Self {
+        use ReduceKind::*;
+        pick(
+            r,
+            [
+                Sum, Mean, Max, Min, Prod, L1, L2, LogSum, LogSumExp, SumSquare,
+            ],
+        )
+    }
+}
+
+impl Decode<'_> for PadMode {
+    fn decode(r: &mut Reader<'_>) -> Self {
+        use PadMode::*;
+        pick(r, [Constant, Reflect, Edge, Wrap])
+    }
+}
+
+impl Decode<'_> for Norm {
+    fn decode(r: &mut Reader<'_>) -> Self {
+        pick(r, [Norm::Max, Norm::L1, Norm::L2])
+    }
+}
+
+impl Decode<'_> for PostTransform {
+    fn decode(r: &mut Reader<'_>) -> Self {
+        use PostTransform::*;
+        pick(r, [None, Softmax, Logistic, SoftmaxZero, Probit])
+    }
+}
+
+impl Decode<'_> for RnnDirection {
+    fn decode(r: &mut Reader<'_>) -> Self {
+        use RnnDirection::*;
+        pick(r, [Forward, Reverse, Bidirectional])
+    }
+}
+
+impl Decode<'_> for TreeAggregate {
+    fn decode(r: &mut Reader<'_>) -> Self {
+        use TreeAggregate::*;
+        pick(r, [Sum, Average, Max, Min])
+    }
+}
+
+impl Default for RnnAct {
+    /// Only fills arrays while decoding.
+    fn default() -> Self {
+        RnnAct::Sigmoid
+    }
+}
+
+impl Decode<'_> for RnnAct {
+    fn decode(r: &mut Reader<'_>) -> Self {
+        use RnnAct::*;
+        match r.tag(11) {
+            0 => Sigmoid,
+            1 => Tanh,
+            2 => Relu,
+            3 => HardSigmoid {
+                alpha: r.f32(),
+                beta: r.f32(),
+            },
+            4 => Affine {
+                alpha: r.f32(),
+                beta: r.f32(),
+            },
+            5 => LeakyRelu { alpha: r.f32() },
+            6 => ScaledTanh {
+                alpha: r.f32(),
+                beta: r.f32(),
+            },
+            7 => Elu { alpha: r.f32() },
+            8 => Softsign,
+            9 => Softplus,
+            _ => ThresholdedRelu { alpha: r.f32() },
+        }
+    }
+}
+
+impl Decode<'_> for Op {
+    fn decode(r: &mut Reader<'_>) -> Self {
+        let q4 = |r: &mut Reader<'_>| [r.i32(), r.i32(), r.i32(), r.i32()];
+        match r.tag(62) {
+            0 => Op::Unary(r.get()),
+            1 => Op::Binary(r.get()),
+            2 => Op::Reshape,
+            3 => Op::Gemm {
+                trans_a: r.bool(),
+                trans_b: r.bool(),
+                alpha: r.f32(),
+                beta: r.f32(),
+                act: r.get(),
+            },
+            4 => Op::MatMul { act: r.get() },
+            5 => Op::Conv {
+                window: r.get(),
+                group: r.u32(),
+                act: r.get(),
+            },
+            6 => Op::ConvTranspose {
+                window: r.get(),
+                group: r.u32(),
+            },
+            7 => Op::MaxPool { window: r.get() },
+            8 => Op::AveragePool {
+                window: r.get(),
+                count_include_pad: r.bool(),
+            },
+            9 => Op::LpPool {
+                window: r.get(),
+                p: r.u32(),
+            },
+            10 => Op::GlobalAveragePool,
+            11 => Op::GlobalMaxPool,
+            12 => Op::Softmax {
+                axis: r.byte(),
+                coerce_2d: r.bool(),
+                log: r.bool(),
+            },
+            13 => Op::Transpose {
+                perm: r.each(Reader::byte),
+            },
+            14 => Op::Concat { axis: r.byte() },
+            15 => Op::Slice {
+                start: r.each(Reader::i64),
+                step: r.each(Reader::i64),
+            },
+            16 => Op::Split { axis: r.byte() },
+            17 => Op::Gather { axis: r.byte() },
+            18 => Op::GatherElements { axis: r.byte() },
+            19 => Op::Pad {
+                mode: r.get(),
+                pads: r.each(Reader::i64),
+                value: r.f64(),
+            },
+            20 => Op::Cast {
+                to: r.get(),
+                saturate: r.bool(),
+            },
+            21 => Op::Reduce {
+                kind: r.get(),
+                axes: r.u32(),
+            },
+            22 => Op::ArgMax {
+                axis: r.byte(),
+                select_last: r.bool(),
+                min: r.bool(),
+            },
+            23 => Op::LayerNorm {
+                axis: r.byte(),
+                epsilon: r.f32(),
+            },
+            24 => Op::BatchNorm { epsilon: r.f32() },
+            25 => Op::InstanceNorm { epsilon: r.f32() },
+            26 => Op::Where,
+            27 => Op::Expand,
+            28 => Op::Tile,
+            29 => Op::OneHot { axis: r.byte() },
+            30 => Op::Lstm {
+                hidden: r.u32(),
+                direction: r.get(),
+                batch_first: r.bool(),
+                acts: r.each(Reader::get),
+                clip: r.option(Reader::f32),
+                input_forget: r.bool(),
+            },
+            31 => Op::Gru {
+                hidden: r.u32(),
+                direction: r.get(),
+                batch_first: r.bool(),
+                acts: r.each(Reader::get),
+                linear_before_reset: r.bool(),
+                clip: r.option(Reader::f32),
+            },
+            32 => Op::Normalizer { norm: r.get() },
+            33 => Op::TreeEnsemble {
+                aggregate: r.get(),
+                post: r.get(),
+                binary_single_score: r.bool(),
+            },
+            34 => Op::ArgMaxLabel,
+            35 => Op::PostTransform { post: r.get() },
+            36 => Op::Dequantize { axis: r.byte() },
+            37 => Op::Quantize { axis: r.byte() },
+            38 => Op::QLinearConv {
+                window: r.get(),
+                group: r.u32(),
+            },
+            39 => Op::CumSum {
+                axis: r.byte(),
+                exclusive: r.bool(),
+                reverse: r.bool(),
+            },
+            40 => Op::DepthToSpace {
+                block: r.u32(),
+                crd: r.bool(),
+            },
+            41 => Op::SpaceToDepth { block: r.u32() },
+            42 => Op::Variadic {
+                kind: r.get(),
+                mean: r.bool(),
+            },
+            43 => Op::Trilu {
+                upper: r.bool(),
+                k: r.i64(),
+            },
+            44 => Op::LRN {
+                size: r.u32(),
+                alpha: r.f32(),
+                beta: r.f32(),
+                bias: r.f32(),
+            },
+            45 => Op::ScatterElements { axis: r.byte() },
+            46 => {
+                let [x_zp, y_zp, act_min, act_max] = q4(r);
+                Op::QFullyConnected {
+                    x_zp,
+                    y_zp,
+                    act_min,
+                    act_max,
+                }
+            }
+            47 => Op::QSoftmax {
+                y_scale: r.f32(),
+                y_zp: r.i32(),
+            },
+            48 => {
+                let (window, group) = (r.get(), r.u32());
+                let [x_zp, y_zp, act_min, act_max] = q4(r);
+                Op::QConv {
+                    window,
+                    group,
+                    x_zp,
+                    y_zp,
+                    act_min,
+                    act_max,
+                }
+            }
+            49 => {
+                let window = r.get();
+                Op::QAvgPool {
+                    window,
+                    act_min: r.i32(),
+                    act_max: r.i32(),
+                }
+            }
+            50 => {
+                let [a_zp, b_zp, y_zp] = [r.i32(), r.i32(), r.i32()];
+                let [a_rq, b_rq, y_rq] =
+                    [[r.i32(), r.i32()], [r.i32(), r.i32()], [r.i32(), r.i32()]];
+                Op::QAdd {
+                    a_zp,
+                    b_zp,
+                    y_zp,
+                    a_rq,
+                    b_rq,
+                    y_rq,
+                    act_min: r.i32(),
+                    act_max: r.i32(),
+                }
+            }
+            51 => Op::DynamicQuantize,
+            52 => Op::QMatMul { linear: r.bool() },
+            53 => Op::ConvInteger {
+                window: r.get(),
+                group: r.u32(),
+            },
+            54 => Op::DynFullyConnected { act: r.get() },
+            55 => {
+                let (window, group) = (r.get(), r.u32());
+                let [x_zp, y_zp, act_min, act_max] = q4(r);
+                Op::QConvPacked {
+                    window,
+                    group,
+                    x_zp,
+                    y_zp,
+                    act_min,
+                    act_max,
+                }
+            }
+            56 => {
+                let [x_zp, y_zp, act_min, act_max] = q4(r);
+                Op::QFullyConnectedPacked {
+                    x_zp,
+                    y_zp,
+                    act_min,
+                    act_max,
+                }
+            }
+            57 => Op::QLstm {
+                time_major: r.bool(),
+                cifg: r.bool(),
+                cell_log2: r.byte() as i8,
+                cell_clip: r.i16(),
+                hidden_zp: r.i32(),
+                state_zp: r.i32(),
+            },
+            58 => Op::LstmCellClip {
+                hidden: r.u32(),
+                acts: r.each(Reader::get),
+                cell_clip: r.f32(),
+            },
+            59 => Op::QLookup,
+            60 => Op::HybridConv {
+                window: r.get(),
+                group: r.u32(),
+                act_min: r.f32(),
+                act_max: r.f32(),
+            },
+            _ => Op::Densify,
+        }
+    }
+}

@@ -6,6 +6,7 @@
 //! decoded on demand. Inside a postcard struct a table is a byte string.
 
 use crate::FormatError;
+use crate::decode::{Decode, from_record};
 use crate::header::u32_at;
 use core::fmt;
 use core::marker::PhantomData;
@@ -119,27 +120,16 @@ impl<'a, T> Table<'a, T> {
     }
 }
 
-impl<'a, T: Deserialize<'a>> Table<'a, T> {
-    /// Decodes record `i`.
+impl<'a, T: Decode<'a>> Table<'a, T> {
     pub fn get(&self, i: usize) -> Result<T, FormatError> {
         let rec = self.record(i).ok_or(FormatError::InvalidAt {
             what: "table record",
             index: i as u32,
             detail: "index out of range",
         })?;
-        let (v, rest) =
-            postcard::take_from_bytes(rec).map_err(|e| FormatError::decode("table record", e))?;
-        if !rest.is_empty() {
-            return Err(FormatError::InvalidAt {
-                what: "table record",
-                index: i as u32,
-                detail: "trailing bytes",
-            });
-        }
-        Ok(v)
+        from_record(rec, "table record")
     }
 
-    /// Decodes every record in order.
     pub fn iter(&self) -> impl Iterator<Item = Result<T, FormatError>> + '_ {
         (0..self.len()).map(|i| self.get(i))
     }

@@ -1,5 +1,6 @@
 //! The validated, zero-copy view over artifact bytes.
 
+use crate::decode::{Decode, Reader, from_record};
 use crate::header::{HEADER_LEN, Header, WEIGHT_ALIGN, content_digest, u32_at};
 use crate::{DType, FormatError, Ids, Meta, Op, Table};
 use serde::{Deserialize, Serialize};
@@ -156,10 +157,8 @@ impl<'a> View<'a> {
         if !(bytes.as_ptr() as usize).is_multiple_of(WEIGHT_ALIGN) {
             return Err(FormatError::Misaligned);
         }
-        let meta: Meta<'a> = postcard::from_bytes(&bytes[header.meta.range()])
-            .map_err(|e| FormatError::decode("meta section", e))?;
-        let graph: GraphSection<'a> = postcard::from_bytes(&bytes[header.graph.range()])
-            .map_err(|e| FormatError::decode("graph section", e))?;
+        let meta: Meta<'a> = from_record(&bytes[header.meta.range()], "meta section")?;
+        let graph: GraphSection<'a> = from_record(&bytes[header.graph.range()], "graph section")?;
         let weights = &bytes[header.weights.range()];
         let view = View {
             bytes,
@@ -377,5 +376,31 @@ impl<'a> View<'a> {
 
     pub fn is_empty(&self) -> bool {
         self.bytes.len() <= HEADER_LEN
+    }
+}
+
+impl<'a> Decode<'a> for Node<'a> {
+    fn decode(r: &mut Reader<'a>) -> Self {
+        Node {
+            op: r.get(),
+            inputs: r.get(),
+            outputs: r.get(),
+            scratch_offset: r.u32(),
+            scratch_len: r.u32(),
+            name: r.str(),
+        }
+    }
+}
+
+impl<'a> Decode<'a> for GraphSection<'a> {
+    fn decode(r: &mut Reader<'a>) -> Self {
+        GraphSection {
+            arena_size: r.u32(),
+            per_sample_batch: r.bool(),
+            tensors: r.bytes(),
+            nodes: r.get(),
+            inputs: r.get(),
+            outputs: r.get(),
+        }
     }
 }
