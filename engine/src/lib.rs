@@ -22,6 +22,7 @@ pub use ops::scratch_bytes;
 mod tensor;
 
 pub use error::EngineError;
+pub use kiln_kernels::math::first_non_finite_f32;
 pub use tensor::{Tensor, TensorMut};
 
 use kiln_format::{Ids, Node, TensorInfo, TensorKind, View};

@@ -184,6 +184,48 @@ impl Engine {
         }
     }
 
+    /// Whether [`Self::pack_rows8`] and [`Self::gemv_rows8`] take an
+    /// `n x k` weight matrix (the SIMD128 engine: a one-row product over
+    /// interleaved rows, for weights reused across an RNN's steps).
+    pub(crate) fn rows8(self, n: usize, k: usize) -> bool {
+        match self.0 {
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Isa::Wasm => crate::simd_wasm::rows8_suits(n, k),
+            _ => {
+                let _ = (n, k);
+                false
+            }
+        }
+    }
+
+    /// Packs `w` (`n x k` row-major) into `out` (`n·k` floats) for
+    /// [`Self::gemv_rows8`]. Only where [`Self::rows8`] holds.
+    pub(crate) fn pack_rows8(self, w: &[f32], n: usize, k: usize, out: &mut [f32]) {
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        crate::simd_wasm::pack_rows8(w, n, k, out);
+        #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+        unreachable!(
+            "pack_rows8 without rows8 ({:?}, {n}x{k}, {} {})",
+            self,
+            w.len(),
+            out.len()
+        );
+    }
+
+    /// `c[j] += Σ_p a[p] · W[j, p]` on `packed` from [`Self::pack_rows8`].
+    pub(crate) fn gemv_rows8(self, n: usize, k: usize, a: &[f32], packed: &[f32], c: &mut [f32]) {
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        crate::simd_wasm::gemv_rows8(n, k, a, packed, c);
+        #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+        unreachable!(
+            "gemv_rows8 without rows8 ({:?}, {n}x{k}, {} {} {})",
+            self,
+            a.len(),
+            packed.len(),
+            c.len()
+        );
+    }
+
     /// Whether [`Self::conv_direct`] is available.
     pub(crate) fn has_direct_conv(self) -> bool {
         match self.0 {

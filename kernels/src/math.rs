@@ -68,6 +68,25 @@ pub fn map_inplace<F: Fn(f32) -> f32>(y: &mut [f32], f: F) {
 /// Not inlined, so it is compiled with this crate's optimisation level
 /// (vectorised; the wasm build compiles the engine for size).
 #[inline(never)]
+/// Index of the first NaN or infinity among little-endian `f32` bytes
+/// (a trailing partial element is ignored). Blocks of 64 are screened with
+/// one vectorisable OR before any element is looked at: the runtimes check
+/// every float input with this before a run.
+pub fn first_non_finite_f32(bytes: &[u8]) -> Option<usize> {
+    const BLOCK: usize = 64;
+    let bad = |c: &[u8; 4]| u32::from_le_bytes(*c) & 0x7f80_0000 == 0x7f80_0000;
+    let (words, _) = bytes.as_chunks::<4>();
+    let (blocks, _) = words.as_chunks::<BLOCK>();
+    let mut start = blocks.len() * BLOCK;
+    for (b, block) in blocks.iter().enumerate() {
+        if block.iter().fold(false, |any, c| any | bad(c)) {
+            start = b * BLOCK;
+            break;
+        }
+    }
+    words[start..].iter().position(bad).map(|i| start + i)
+}
+
 pub fn relu_inplace(y: &mut [f32]) {
     map_inplace(y, |x| if x > 0.0 { x } else { 0.0 });
 }
@@ -154,6 +173,37 @@ pub fn tanh_approx(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_non_finite_finds_the_first_bad_element_anywhere() {
+        for len in [0usize, 1, 5, 63, 64, 65, 200] {
+            let good: std::vec::Vec<f32> = (0..len).map(|i| i as f32 - 7.5).collect();
+            let bytes = |v: &[f32]| {
+                v.iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect::<std::vec::Vec<u8>>()
+            };
+            assert_eq!(first_non_finite_f32(&bytes(&good)), None);
+            for at in 0..len {
+                for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                    let mut v = good.clone();
+                    v[at] = bad;
+                    if at + 1 < len {
+                        v[len - 1] = f32::NAN;
+                    }
+                    assert_eq!(
+                        first_non_finite_f32(&bytes(&v)),
+                        Some(at),
+                        "len {len} at {at}"
+                    );
+                }
+            }
+            // A trailing partial element is not an element.
+            let mut b = bytes(&good);
+            b.extend_from_slice(&[0xff, 0xff]);
+            assert_eq!(first_non_finite_f32(&b), None);
+        }
+    }
 
     /// Sweeps `[lo, hi]` and returns the largest error of `f` against `g`
     /// measured as |d| / max(|want|, floor).

@@ -276,9 +276,14 @@ pub fn lstm(
             eng.pack_bt(wd, ni, g4, packed);
             eng.gemm_nn(s * nb, g4, ni, x, packed, 0.0, xw);
         }
-        // Batch 1 on an engine that reads R in place: no packing pass.
-        let unpacked = nb == 1 && eng.gemv_unpacked();
-        if !unpacked {
+        // Batch 1 on the SIMD128 engine: R interleaved by 8 rows (one pass,
+        // then every step streams it), or read in place when its shape
+        // does not suit; elsewhere packed for the GEMM.
+        let rows8 = nb == 1 && eng.rows8(g4, h);
+        let unpacked = !rows8 && nb == 1 && eng.gemv_unpacked();
+        if rows8 {
+            eng.pack_rows8(rd, g4, h, packed);
+        } else if !unpacked {
             eng.pack_bt(rd, h, g4, packed);
         }
         let rp = &*packed;
@@ -286,7 +291,9 @@ pub fn lstm(
         for step in 0..s {
             let t = if backward { s - 1 - step } else { step };
             let g = &mut xw[t * nb * g4..(t + 1) * nb * g4];
-            if unpacked {
+            if rows8 {
+                eng.gemv_rows8(g4, h, hs, rp, g);
+            } else if unpacked {
                 eng.gemm_bt(1, g4, h, hs, rd, 1.0, g);
             } else {
                 eng.gemm_nn(nb, g4, h, hs, rp, 1.0, g);

@@ -62,7 +62,7 @@ impl TensorValue {
     /// Index of the first NaN or infinite element of a float tensor.
     pub fn first_non_finite(&self) -> Option<usize> {
         match self.dtype {
-            DType::F32 => self.f32_values().position(|v| !v.is_finite()),
+            DType::F32 => kiln_engine::first_non_finite_f32(&self.data),
             DType::F64 | DType::F16 => self.to_f64().iter().position(|v| !v.is_finite()),
             _ => None,
         }
