@@ -351,6 +351,9 @@ impl Isa {
     #[inline(always)]
     fn tile(self, t: Tile<'_>) {
         match self {
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Isa::Portable(_) => crate::simd_wasm::qtile(t),
+            #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
             Isa::Portable(_) => t.run(),
             #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
             Isa::Vnni(v, _) => v.tile(t),

@@ -503,3 +503,64 @@ pub(crate) fn gemv_rows8(n: usize, k: usize, a: &[f32], packed: &[f32], c: &mut 
         }
     }
 }
+
+/// The int8 direct convolution's register tile ([`crate::qconv::Tile`]) by
+/// `i32x4.dot_i16x8_s`. Four positions at a time: their channel words
+/// (bytes `u8(x + 128)`, one v128) are widened once into two i16x8 halves
+/// and feed all four output channels, whose weight word is loaded splatted
+/// and widened to `[w0, w1, w2, w3, w0, w1, w2, w3]`; each dot gives two
+/// positions' channel-pair sums, kept in pair accumulators and folded once
+/// per tile. Products and pair sums fit i32 and the sums wrap like the
+/// reference's, so the bytes are the reference's. Writes `acc` up to
+/// `lanes` rounded up to 4 (inside the tile's `CHUNK` row).
+pub(crate) fn qtile(t: crate::qconv::Tile<'_>) {
+    use crate::qconv::{CHUNK, MR};
+    use core::arch::wasm32::{
+        i16x8_extend_low_i8x16, i32x4_add, i32x4_dot_i16x8, i32x4_shuffle, u16x8_extend_high_u8x16,
+        u16x8_extend_low_u8x16, u32x4_splat, v128_load32_splat,
+    };
+    let k4 = t.taps.len() * t.c4;
+    let width = t.lanes.div_ceil(4) * 4;
+    if t.rows == 0 || t.rows > MR || width > CHUNK || k4 == 0 {
+        return;
+    }
+    // Every read below, checked once: weights of `rows` rows, and inputs
+    // up to the last tap's last channel word plus `width` positions.
+    assert!(t.a.len() >= t.rows * k4 * 4 && t.acc.len() >= MR * CHUNK);
+    let reach =
+        t.taps.iter().map(|&o| o as usize).max().unwrap_or(0) + (t.c4 - 1) * t.cstride + width;
+    assert!(t.b.len() >= reach, "qtile: input shorter than its taps");
+    // Rows past `rows` repeat the last one; their sums are not stored.
+    let row: [usize; MR] = core::array::from_fn(|r| r.min(t.rows - 1) * k4 * 4);
+    let z = u32x4_splat(0);
+    for g in (0..width).step_by(4) {
+        let mut acc = [[z; 2]; MR];
+        // SAFETY: the asserts above bound every load: weight bytes
+        // row[r] + 4·(ti·c4 + ci) + 4 <= rows·k4·4 <= a.len(), input words
+        // off + ci·cstride + g + 4 <= reach <= b.len().
+        unsafe {
+            let (ap, bp) = (t.a.as_ptr(), t.b.as_ptr());
+            for (ti, &off) in t.taps.iter().enumerate() {
+                for ci in 0..t.c4 {
+                    let x = v128_load(bp.add(off as usize + ci * t.cstride + g).cast());
+                    let (xl, xh) = (u16x8_extend_low_u8x16(x), u16x8_extend_high_u8x16(x));
+                    let i = 4 * (ti * t.c4 + ci);
+                    for (acc, &ro) in acc.iter_mut().zip(&row) {
+                        let w = i16x8_extend_low_i8x16(v128_load32_splat(ap.add(ro + i).cast()));
+                        acc[0] = i32x4_add(acc[0], i32x4_dot_i16x8(xl, w));
+                        acc[1] = i32x4_add(acc[1], i32x4_dot_i16x8(xh, w));
+                    }
+                }
+            }
+        }
+        for (r, [lo, hi]) in acc.iter().enumerate().take(t.rows) {
+            let v = i32x4_add(
+                i32x4_shuffle::<0, 2, 4, 6>(*lo, *hi),
+                i32x4_shuffle::<1, 3, 5, 7>(*lo, *hi),
+            );
+            let out = &mut t.acc[r * CHUNK + g..][..4];
+            // SAFETY: `out` is four i32, the 16 bytes v128_store writes.
+            unsafe { v128_store(out.as_mut_ptr().cast(), v) };
+        }
+    }
+}

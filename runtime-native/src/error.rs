@@ -160,34 +160,42 @@ impl std::fmt::Display for Short {
             digits /= 10;
             e += 1;
         }
-        let mut buf = [b'0'; 6];
-        for b in buf.iter_mut().rev() {
+        let mut digits6 = [b'0'; 6];
+        for b in digits6.iter_mut().rev() {
             *b = b'0' + (digits % 10) as u8;
             digits /= 10;
         }
-        let sig = buf.iter().rposition(|&b| b != b'0').map_or(1, |i| i + 1);
-        let text = |b: &[u8]| core::str::from_utf8(b).unwrap_or("?").to_owned();
-        let (int, frac): (String, String) = if (-5..6).contains(&e) && e >= 0 {
-            let point = e as usize + 1;
-            let int = text(&buf[..point]);
-            (int, text(&buf[point..sig.max(point)]))
-        } else if (-5..0).contains(&e) {
-            let zeros = "0".repeat((-e - 1) as usize);
-            ("0".into(), zeros + &text(&buf[..sig]))
-        } else {
-            let frac = text(&buf[1..sig]);
-            let mant = if frac.is_empty() {
-                text(&buf[..1])
-            } else {
-                format!("{}.{frac}", text(&buf[..1]))
-            };
-            return write!(f, "{mant}e{e}");
+        let sig = digits6
+            .iter()
+            .rposition(|&b| b != b'0')
+            .map_or(1, |i| i + 1);
+        // At most "0.0000" + 6 digits, or 6 digits and a point.
+        let mut out = [0u8; 16];
+        let mut n = 0;
+        let mut put = |bytes: &[u8]| {
+            out[n..n + bytes.len()].copy_from_slice(bytes);
+            n += bytes.len();
         };
-        if frac.is_empty() {
-            f.write_str(&int)
+        let scientific = !(-5..6).contains(&e);
+        if scientific || e >= 0 {
+            let point = if scientific { 1 } else { e as usize + 1 };
+            put(&digits6[..point]);
+            if sig > point {
+                put(b".");
+                put(&digits6[point..sig]);
+            }
         } else {
-            write!(f, "{int}.{frac}")
+            put(b"0.");
+            for _ in 0..(-e - 1) {
+                put(b"0");
+            }
+            put(&digits6[..sig]);
         }
+        f.write_str(core::str::from_utf8(&out[..n]).unwrap_or("?"))?;
+        if scientific {
+            write!(f, "e{e}")?;
+        }
+        Ok(())
     }
 }
 
