@@ -136,6 +136,9 @@ impl Kernel for Layer<'_> {
                 match vnni {
                     #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
                     Some(v) => v.fc_blocks(t),
+                    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+                    _ => crate::simd_wasm::fc_blocks(t),
+                    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
                     _ => t.run(),
                 }
                 let n = (p.units - u0).min(4 * UNITS);

@@ -564,3 +564,46 @@ pub(crate) fn qtile(t: crate::qconv::Tile<'_>) {
         }
     }
 }
+
+/// The packed int8 fully connected layer's blocks ([`crate::qfc::Blocks`])
+/// by `i32x4.dot_i16x8_s`: per input word, its four unsigned bytes are
+/// splatted and widened to `[x0, x1, x2, x3, x0, x1, x2, x3]`; each 16-byte
+/// weight vector (4 units × 4 bytes) widens to two units per half, and a
+/// dot gives each unit's two byte-pair sums, kept in pair accumulators and
+/// folded once per block. Exact wrapping `i32` sums: the reference's bytes.
+pub(crate) fn fc_blocks(t: crate::qfc::Blocks<'_>) {
+    use crate::qfc::UNITS;
+    use core::arch::wasm32::{
+        i16x8_extend_high_i8x16, i16x8_extend_low_i8x16, i32x4_add, i32x4_dot_i16x8, i32x4_shuffle,
+        u16x8_extend_low_u8x16, u32x4_splat,
+    };
+    let k4 = t.x.len();
+    for v in 0..t.blocks.min(4) {
+        let wb = &t.w[v * k4 * UNITS * 4..][..k4 * UNITS * 4];
+        let z = u32x4_splat(0);
+        // acc[q] holds units 2q, 2q + 1 as (pair 0-1, pair 2-3) lanes.
+        let mut acc = [z; 8];
+        // SAFETY: group g reads the 64 bytes at 64·g of `wb`, which holds
+        // k4 groups.
+        unsafe {
+            let wp = wb.as_ptr();
+            for (g, &xw) in t.x.iter().enumerate() {
+                let xx = u16x8_extend_low_u8x16(u32x4_splat(xw));
+                for (q, acc) in acc.chunks_exact_mut(2).enumerate() {
+                    let w = v128_load(wp.add(64 * g + 16 * q).cast());
+                    acc[0] = i32x4_add(acc[0], i32x4_dot_i16x8(xx, i16x8_extend_low_i8x16(w)));
+                    acc[1] = i32x4_add(acc[1], i32x4_dot_i16x8(xx, i16x8_extend_high_i8x16(w)));
+                }
+            }
+        }
+        let out = &mut t.acc[v * UNITS..][..UNITS];
+        for (o, pair) in out.chunks_exact_mut(4).zip(acc.chunks_exact(2)) {
+            let s = i32x4_add(
+                i32x4_shuffle::<0, 2, 4, 6>(pair[0], pair[1]),
+                i32x4_shuffle::<1, 3, 5, 7>(pair[0], pair[1]),
+            );
+            // SAFETY: `o` is four i32, the 16 bytes v128_store writes.
+            unsafe { v128_store(o.as_mut_ptr().cast(), s) };
+        }
+    }
+}
