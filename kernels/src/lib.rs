@@ -21,6 +21,7 @@
 extern crate std;
 
 pub mod conv;
+pub mod copy;
 pub mod fixed;
 pub mod gemm;
 pub mod math;

@@ -111,18 +111,7 @@ fn strided_copy(
             dst[o * es..(o + inner) * es].copy_from_slice(&src[b..b + inner * es]);
         } else {
             let row = &mut dst[o * es..(o + inner) * es];
-            match es {
-                1 => strided_row::<1>(src, off, inner_stride, row),
-                2 => strided_row::<2>(src, off, inner_stride, row),
-                4 => strided_row::<4>(src, off, inner_stride, row),
-                8 => strided_row::<8>(src, off, inner_stride, row),
-                _ => {
-                    for (j, d) in row.chunks_exact_mut(es).enumerate() {
-                        let s = (off + j as i64 * inner_stride) as usize * es;
-                        d.copy_from_slice(&src[s..s + es]);
-                    }
-                }
-            }
+            kiln_kernels::copy::strided_row(es, src, off, inner_stride, row);
         }
         o += inner;
         let mut d = r - 1;
@@ -138,18 +127,6 @@ fn strided_copy(
         }
     }
     Ok(())
-}
-
-/// One strided row of `N`-byte elements: element `j` of `row` from element
-/// `off + j·stride` of `src` (in bounds: checked by the caller), by
-/// fixed-size copies instead of a `memcpy` call per element.
-#[inline]
-fn strided_row<const N: usize>(src: &[u8], off: i64, stride: i64, row: &mut [u8]) {
-    for (j, d) in row.chunks_exact_mut(N).enumerate() {
-        let s = (off + j as i64 * stride) as usize * N;
-        let v: [u8; N] = src[s..s + N].try_into().unwrap_or([0; N]);
-        d.copy_from_slice(&v);
-    }
 }
 
 /// Row-major element strides of a shape.
