@@ -2,7 +2,8 @@
 //! Slice and friends. Here rather than in the engine so that they are
 //! compiled with the kernels' optimisation level (the WebAssembly package
 //! builds the engine for size, where a fixed-size element copy became a
-//! `memcpy` call per element).
+//! `memcpy` call per element). Its entry points are `#[inline(never)]`:
+//! under fat LTO an inlined body takes its caller's size optimisation.
 
 /// One strided row of `es`-byte elements: element `j` of `row` from
 /// element `off + j·stride` of `src`.
@@ -10,6 +11,7 @@
 /// # Panics
 /// If an element lies outside `src` (the engine checks the extent first)
 /// or `row` is not a whole number of elements.
+#[inline(never)]
 pub fn strided_row(es: usize, src: &[u8], off: i64, stride: i64, row: &mut [u8]) {
     match es {
         1 => fixed::<1>(src, off, stride, row),

@@ -64,14 +64,46 @@ pub fn map_inplace<F: Fn(f32) -> f32>(y: &mut [f32], f: F) {
     }
 }
 
-/// `y = max(y, 0)` in place (NaN becomes 0, as ONNX Relu in onnxruntime).
-/// Not inlined, so it is compiled with this crate's optimisation level
-/// (vectorised; the wasm build compiles the engine for size).
+/// The four float arithmetic ops of [`arith`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arith {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+/// `out[i] = a[i] ∘ b[i]` over `out.len()` elements (residual adds and the
+/// like; broadcasts stay in the engine). Neither generic nor inlined, so it
+/// is compiled with the kernels (vectorised) however its caller is built:
+/// under fat LTO an inlined body takes its caller's size optimisation.
+///
+/// # Panics
+/// If an operand is shorter than `out`.
 #[inline(never)]
+pub fn arith(op: Arith, a: &[f32], b: &[f32], out: &mut [f32]) {
+    match op {
+        Arith::Add => zip_with(a, b, out, |p, q| p + q),
+        Arith::Sub => zip_with(a, b, out, |p, q| p - q),
+        Arith::Mul => zip_with(a, b, out, |p, q| p * q),
+        Arith::Div => zip_with(a, b, out, |p, q| p / q),
+    }
+}
+
+#[inline(always)]
+fn zip_with(a: &[f32], b: &[f32], out: &mut [f32], f: impl Fn(f32, f32) -> f32) {
+    let n = out.len();
+    for ((o, &p), &q) in out.iter_mut().zip(&a[..n]).zip(&b[..n]) {
+        *o = f(p, q);
+    }
+}
+
 /// Index of the first NaN or infinity among little-endian `f32` bytes
 /// (a trailing partial element is ignored). Blocks of 64 are screened with
 /// one vectorisable OR before any element is looked at: the runtimes check
-/// every float input with this before a run.
+/// every float input with this before a run. Not inlined (see
+/// [`relu_inplace`]).
+#[inline(never)]
 pub fn first_non_finite_f32(bytes: &[u8]) -> Option<usize> {
     const BLOCK: usize = 64;
     let bad = |c: &[u8; 4]| u32::from_le_bytes(*c) & 0x7f80_0000 == 0x7f80_0000;
@@ -87,6 +119,10 @@ pub fn first_non_finite_f32(bytes: &[u8]) -> Option<usize> {
     words[start..].iter().position(bad).map(|i| start + i)
 }
 
+/// `y = max(y, 0)` in place (NaN becomes 0, as ONNX Relu in onnxruntime).
+/// Not inlined, so it is compiled with this crate's optimisation level
+/// (vectorised; the wasm build compiles the engine for size).
+#[inline(never)]
 pub fn relu_inplace(y: &mut [f32]) {
     map_inplace(y, |x| if x > 0.0 { x } else { 0.0 });
 }
@@ -173,6 +209,22 @@ pub fn tanh_approx(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arith_is_elementwise() {
+        let a = [1.0f32, 2.0, 3.0, 4.0, 5.0];
+        let b = [0.5f32, -1.0, 2.0, 8.0, -4.0];
+        let mut out = [0.0f32; 5];
+        for (op, f) in [
+            (Arith::Add, (|p, q| p + q) as fn(f32, f32) -> f32),
+            (Arith::Sub, |p, q| p - q),
+            (Arith::Mul, |p, q| p * q),
+            (Arith::Div, |p, q| p / q),
+        ] {
+            arith(op, &a, &b, &mut out);
+            assert!((0..5).all(|i| out[i] == f(a[i], b[i])), "{op:?}");
+        }
+    }
 
     #[test]
     fn first_non_finite_finds_the_first_bad_element_anywhere() {

@@ -63,8 +63,64 @@ impl TensorValue {
     pub fn first_non_finite(&self) -> Option<usize> {
         match self.dtype {
             DType::F32 => kiln_engine::first_non_finite_f32(&self.data),
-            DType::F64 | DType::F16 => self.to_f64().iter().position(|v| !v.is_finite()),
+            // By the exponent bits: all ones is NaN or infinity.
+            DType::F64 => self.data.chunks_exact(8).position(|c| {
+                u64::from_le_bytes(c.try_into().unwrap_or([0; 8])) & 0x7ff0_0000_0000_0000
+                    == 0x7ff0_0000_0000_0000
+            }),
+            DType::F16 => self
+                .data
+                .chunks_exact(2)
+                .position(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7c00 == 0x7c00),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TensorValue;
+    use kiln_format::DType;
+
+    #[test]
+    fn non_finite_elements_are_found_in_every_float_type() {
+        let t = |dtype, data: Vec<u8>| TensorValue {
+            dtype,
+            shape: vec![data.len() / dtype.size()],
+            data,
+        };
+        let f64s = |v: &[f64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let f16s = |v: &[f32]| {
+            v.iter()
+                .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                .collect::<Vec<u8>>()
+        };
+        assert_eq!(
+            t(DType::F64, f64s(&[1.0, -2.0, 1e300])).first_non_finite(),
+            None
+        );
+        assert_eq!(
+            t(DType::F64, f64s(&[1.0, f64::NAN])).first_non_finite(),
+            Some(1)
+        );
+        assert_eq!(
+            t(DType::F64, f64s(&[f64::NEG_INFINITY])).first_non_finite(),
+            Some(0)
+        );
+        assert_eq!(
+            t(DType::F16, f16s(&[1.0, 65504.0, -0.5])).first_non_finite(),
+            None
+        );
+        assert_eq!(
+            t(DType::F16, f16s(&[1.0, 2.0, f32::INFINITY])).first_non_finite(),
+            Some(2)
+        );
+        assert_eq!(t(DType::F16, f16s(&[f32::NAN])).first_non_finite(), Some(0));
+        let f32s: Vec<u8> = [0.0f32, f32::NAN]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        assert_eq!(t(DType::F32, f32s).first_non_finite(), Some(1));
+        assert_eq!(t(DType::I32, vec![0xff; 8]).first_non_finite(), None);
     }
 }

@@ -427,6 +427,23 @@ pub(crate) fn binary(b: Binary, io: &mut Io<'_>) -> Result<(), EngineError> {
                 return Err(bad("mixed-dtype Pow is not supported"));
             }
             let (sh, x) = ((&sy, &sa, &sc), (xa, xc));
+            // Same shapes: the kernels' vector loop.
+            let arith = match b {
+                Binary::Add => Some(math::Arith::Add),
+                Binary::Sub => Some(math::Arith::Sub),
+                Binary::Mul => Some(math::Arith::Mul),
+                Binary::Div => Some(math::Arith::Div),
+                _ => None,
+            };
+            if let Some(op) = arith
+                && sa == sy
+                && sc == sy
+                && xa.len() >= out.len()
+                && xc.len() >= out.len()
+            {
+                math::arith(op, xa, xc, out);
+                return Ok(());
+            }
             match b {
                 Binary::Add => binary_f32_with(sh, x, out, |p, q| p + q),
                 Binary::Sub => binary_f32_with(sh, x, out, |p, q| p - q),
