@@ -136,7 +136,7 @@ impl<'a> Plan<'a> {
         self.check_arena(arena)?;
         for i in 0..self.view.node_count() {
             let node = self.view.node(i)?;
-            ops::run_node(&self.view, &[], &node, arena)
+            ops::run_node(&self.view, &[], &node, arena, &[])
                 .map_err(|e| e.at_node(i, node.op.name()))?;
             after_node(i);
         }
@@ -155,6 +155,53 @@ impl<'a> Plan<'a> {
         arena: &mut [u8],
         nodes: &[Node<'a>],
         tensors: &[TensorInfo],
+        after_node: impl FnMut(usize),
+    ) -> Result<(), EngineError> {
+        self.run_prepacked(arena, nodes, tensors, &[], after_node)
+    }
+
+    /// Floats of constant weights this build runs faster repacked (see
+    /// [`Plan::prepack`]); 0 on most instruction sets.
+    pub fn prepack_len(&self) -> usize {
+        let tensor = |id: u32| self.view.tensor(id as usize).ok();
+        (0..self.view.node_count())
+            .filter_map(|i| self.view.node(i).ok())
+            .filter_map(|node| ops::rows8_weights(tensor, &node))
+            .map(|(_, n, k)| n * k)
+            .sum()
+    }
+
+    /// Repacks the constant weights [`Plan::prepack_len`] counts into `out`
+    /// (node order), for [`Plan::run_prepacked`]: on the SIMD128 build, the
+    /// weights of one-row Gemms interleaved by 8 rows, so every run reads
+    /// them as one stream instead of eight. A host does this once per
+    /// model and keeps `out` beside it.
+    pub fn prepack(&self, out: &mut [f32]) -> Result<(), EngineError> {
+        let tensor = |id: u32| self.view.tensor(id as usize).ok();
+        let mut at = 0;
+        for i in 0..self.view.node_count() {
+            let node = self.view.node(i)?;
+            if let Some((b, n, k)) = ops::rows8_weights(tensor, &node) {
+                let w: &[f32] = bytemuck::try_cast_slice(self.view.const_bytes(&b))
+                    .map_err(|_| EngineError::Arena("misaligned weights"))?;
+                let dst = out
+                    .get_mut(at..at + n * k)
+                    .ok_or(EngineError::Arena("prepack buffer is too small"))?;
+                kiln_kernels::gemm::pack_rows8(w, n, k, dst);
+                at += n * k;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Plan::run_decoded`] with the weights [`Plan::prepack`] wrote
+    /// (`prepacked` empty: as stored).
+    pub fn run_prepacked(
+        &self,
+        arena: &mut [u8],
+        nodes: &[Node<'a>],
+        tensors: &[TensorInfo],
+        prepacked: &[f32],
         mut after_node: impl FnMut(usize),
     ) -> Result<(), EngineError> {
         self.check_arena(arena)?;
@@ -165,8 +212,24 @@ impl<'a> Plan<'a> {
                 "decoded graph disagrees with the artifact",
             ));
         }
+        let tensor = |id: u32| match tensors.get(id as usize) {
+            Some(t) => Some(*t),
+            None => self.view.tensor(id as usize).ok(),
+        };
+        let mut at = 0;
         for (i, node) in nodes.iter().enumerate() {
-            ops::run_node(&self.view, tensors, node, arena)
+            // The node's share of `prepacked`, in `prepack`'s order.
+            let packed = match prepacked.is_empty() {
+                true => &[][..],
+                false => match ops::rows8_weights(tensor, node) {
+                    Some((_, n, k)) => {
+                        at += n * k;
+                        prepacked.get(at - n * k..at).unwrap_or(&[])
+                    }
+                    None => &[],
+                },
+            };
+            ops::run_node(&self.view, tensors, node, arena, packed)
                 .map_err(|e| e.at_node(i, node.op.name()))?;
             after_node(i);
         }

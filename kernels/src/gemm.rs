@@ -69,6 +69,36 @@ pub(crate) fn check(what: &str, rows: usize, cols: usize, rs: usize, cs: usize, 
     );
 }
 
+/// Whether this build runs a one-row product `x · Wᵀ` (`W` row-major
+/// `n x k`) faster over `W` repacked once by [`pack_rows8`] than over `W`
+/// as stored: the SIMD128 build, for shapes [`gemv_rows8`] takes. A host
+/// that keeps constant weights across runs (the runtimes' sessions) packs
+/// them once.
+pub fn rows8(n: usize, k: usize) -> bool {
+    Engine::detect().rows8(n, k)
+}
+
+/// Writes `w` (`n x k` row-major) into `out` (`n·k` floats) in the layout
+/// [`gemv_rows8`] reads. Only where [`rows8`] holds.
+///
+/// # Panics
+/// If [`rows8`] does not hold or a slice is shorter than `n·k`.
+pub fn pack_rows8(w: &[f32], n: usize, k: usize, out: &mut [f32]) {
+    assert!(rows8(n, k), "pack_rows8: not a rows8 shape on this build");
+    Engine::detect().pack_rows8(w, n, k, out);
+}
+
+/// `c[j] += Σ_p a[p] · W[j, p]` for `j < n` over `packed` from
+/// [`pack_rows8`]. Not inlined: it must be compiled with the kernels.
+///
+/// # Panics
+/// If [`rows8`] does not hold or a slice is too short.
+#[inline(never)]
+pub fn gemv_rows8(n: usize, k: usize, a: &[f32], packed: &[f32], c: &mut [f32]) {
+    assert!(rows8(n, k), "gemv_rows8: not a rows8 shape on this build");
+    Engine::detect().gemv_rows8(n, k, a, packed, c);
+}
+
 /// Instruction set of the optimised paths.
 #[derive(Debug, Clone, Copy)]
 enum Isa {

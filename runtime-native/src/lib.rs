@@ -98,6 +98,9 @@ pub struct Model {
     per_sample_batch: bool,
     name: String,
     version: String,
+    /// Constant weights the engine runs faster repacked on this build
+    /// (`Plan::prepack`; empty on most), made once here for every session.
+    prepacked: Vec<f32>,
 }
 
 fn schema(spec: &kiln_format::IoSpec<'_>) -> Result<IoSchema, RunError> {
@@ -177,7 +180,9 @@ impl Model {
     fn from_aligned(bytes: Aligned) -> Result<Model, RunError> {
         let view = View::parse(bytes.as_ref())?;
         view.verify_checksum()?;
-        Plan::new(view)?;
+        let plan = Plan::new(view)?;
+        let mut prepacked = vec![0.0f32; plan.prepack_len()];
+        plan.prepack(&mut prepacked)?;
         let meta = view.meta();
         let inputs: Vec<IoSchema> = meta
             .inputs
@@ -208,6 +213,7 @@ impl Model {
             per_sample_batch: view.per_sample_batch(),
             name: meta.name.to_string(),
             version: meta.version.to_string(),
+            prepacked,
             bytes: Aligned::zeroed(0),
         };
         Ok(Model { bytes, ..model })
@@ -551,8 +557,13 @@ impl<'m> Session<'m> {
                 arena[t.offset as usize..t.offset as usize + n]
                     .copy_from_slice(&inputs[k][s * n..(s + 1) * n]);
             }
-            self.plan
-                .run_decoded(arena, &self.nodes, &self.tensors, &mut after_node)?;
+            self.plan.run_prepacked(
+                arena,
+                &self.nodes,
+                &self.tensors,
+                &m.prepacked,
+                &mut after_node,
+            )?;
             let arena = self.arena.as_ref();
             for (k, t) in m.output_info.iter().enumerate() {
                 let n = t.byte_len as usize;

@@ -3,7 +3,7 @@
 use super::Io;
 use super::elementwise::activate;
 use crate::error::{EngineError, bad};
-use kiln_format::Unary;
+use kiln_format::{DType, Node, Op, TensorInfo, TensorKind, Unary};
 use kiln_kernels::gemm::gemm as kgemm;
 
 pub(crate) fn gemm(
@@ -60,19 +60,64 @@ pub(crate) fn gemm(
         }
         beta_eff = beta;
     }
-    kgemm(
-        m,
-        n,
-        k,
-        alpha,
-        a.f32()?,
-        trans_a,
-        b.f32()?,
-        trans_b,
-        beta_eff,
-        out,
-    );
+    let packed = io.packed();
+    if m == 1
+        && !packed.is_empty()
+        && alpha == 1.0
+        && (beta_eff == 0.0 || beta_eff == 1.0)
+        && packed.len() >= n * k
+    {
+        // B repacked by `Plan::prepack` (the same sums as the unpacked
+        // one-row product: `alpha = 1`, `beta` 0 or 1).
+        if beta_eff == 0.0 {
+            out.fill(0.0);
+        }
+        kiln_kernels::gemm::gemv_rows8(n, k, a.f32()?, packed, out);
+    } else {
+        kgemm(
+            m,
+            n,
+            k,
+            alpha,
+            a.f32()?,
+            trans_a,
+            b.f32()?,
+            trans_b,
+            beta_eff,
+            out,
+        );
+    }
     activate(act, out)
+}
+
+/// The repacking [`Plan::prepack`](crate::Plan::prepack) does for node
+/// `node`, if any: a one-row Gemm `x · Bᵀ` (alpha 1) with a constant f32
+/// `B` of `n x k` that this build's [`kiln_kernels::gemm::rows8`] takes.
+/// Returns B's record, `n` and `k`.
+pub(crate) fn rows8_weights(
+    tensor: impl Fn(u32) -> Option<TensorInfo>,
+    node: &Node<'_>,
+) -> Option<(TensorInfo, usize, usize)> {
+    let Op::Gemm {
+        trans_a: false,
+        trans_b: true,
+        alpha,
+        ..
+    } = node.op
+    else {
+        return None;
+    };
+    let (a, b) = (tensor(node.inputs.get(0)?)?, tensor(node.inputs.get(1)?)?);
+    let (n, k) = (b.dims[0] as usize, b.dims[1] as usize);
+    (alpha == 1.0
+        && a.rank == 2
+        && a.dims[0] == 1
+        && a.dims[1] as usize == k
+        && b.rank == 2
+        && b.kind == TensorKind::Const
+        && b.dtype == DType::F32
+        && kiln_kernels::gemm::rows8(n, k))
+    .then_some((b, n, k))
 }
 
 pub(crate) fn matmul(act: &Unary, io: &mut Io<'_>) -> Result<(), EngineError> {

@@ -3,6 +3,7 @@
 mod conv;
 mod elementwise;
 mod linalg;
+pub(crate) use linalg::rows8_weights;
 mod ml;
 pub(crate) use ml::validate_tree;
 mod movement;
@@ -23,6 +24,8 @@ pub(crate) struct Io<'x> {
     outs: [Option<TensorMut<'x>>; MAX_IO],
     n_out: usize,
     scratch: &'x mut [u8],
+    /// This node's weights repacked by `Plan::prepack` (empty if none).
+    packed: &'x [f32],
 }
 
 impl<'x> Io<'x> {
@@ -53,6 +56,11 @@ impl<'x> Io<'x> {
         self.outs.get_mut(i).and_then(Option::take)
     }
 
+    /// This node's repacked weights (see `linalg::rows8_weights`).
+    pub fn packed(&self) -> &'x [f32] {
+        self.packed
+    }
+
     /// The node's scratch as f32, at least `n` elements.
     pub fn scratch_f32(&mut self, n: usize) -> Result<&mut [f32], EngineError> {
         if n == 0 {
@@ -70,6 +78,7 @@ pub(crate) fn run_node(
     tensors: &[TensorInfo],
     node: &Node<'_>,
     arena: &mut [u8],
+    packed: &[f32],
 ) -> Result<(), EngineError> {
     // Decoded table entries when the caller has them (`Plan::run_decoded`).
     let tensor = |id: u32| match tensors.get(id as usize) {
@@ -94,6 +103,7 @@ pub(crate) fn run_node(
         outs: core::array::from_fn(|_| None),
         n_out,
         scratch: regions.take_mut(n_out).unwrap_or(&mut []),
+        packed,
     };
     for (k, id) in node.inputs.iter().enumerate() {
         if id == Ids::ABSENT {
