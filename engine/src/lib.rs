@@ -167,8 +167,7 @@ impl<'a> Plan<'a> {
         (0..self.view.node_count())
             .filter_map(|i| self.view.node(i).ok())
             .filter_map(|node| ops::rows8_weights(tensor, &node))
-            .map(|(_, n, k)| n * k)
-            .sum()
+            .fold(0usize, |sum, (_, n, k)| sum.saturating_add(n * k))
     }
 
     /// Repacks the constant weights [`Plan::prepack_len`] counts into `out`
@@ -178,14 +177,14 @@ impl<'a> Plan<'a> {
     /// model and keeps `out` beside it.
     pub fn prepack(&self, out: &mut [f32]) -> Result<(), EngineError> {
         let tensor = |id: u32| self.view.tensor(id as usize).ok();
-        let mut at = 0;
+        let mut at = 0usize;
         for i in 0..self.view.node_count() {
             let node = self.view.node(i)?;
             if let Some((b, n, k)) = ops::rows8_weights(tensor, &node) {
                 let w: &[f32] = bytemuck::try_cast_slice(self.view.const_bytes(&b))
                     .map_err(|_| EngineError::Arena("misaligned weights"))?;
                 let dst = out
-                    .get_mut(at..at + n * k)
+                    .get_mut(at..at.saturating_add(n * k))
                     .ok_or(EngineError::Arena("prepack buffer is too small"))?;
                 kiln_kernels::gemm::pack_rows8(w, n, k, dst);
                 at += n * k;
