@@ -72,17 +72,18 @@ impl IoSchema {
 
     /// The shape as a string, e.g. `[N, 1, 28, 28]`.
     pub fn shape_string(&self) -> String {
-        let parts: Vec<String> = self
-            .dims
-            .iter()
-            .map(|d| {
-                d.map_or_else(
-                    || self.batch_name.clone().unwrap_or_else(|| "N".into()),
-                    |v| v.to_string(),
-                )
-            })
-            .collect();
-        format!("[{}]", parts.join(", "))
+        let mut s = String::from("[");
+        for (i, d) in self.dims.iter().enumerate() {
+            if i > 0 {
+                s.push_str(", ");
+            }
+            match d {
+                Some(v) => s.push_str(&v.to_string()),
+                None => s.push_str(self.batch_name.as_deref().unwrap_or("N")),
+            }
+        }
+        s.push(']');
+        s
     }
 }
 
