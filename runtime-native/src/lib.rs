@@ -575,3 +575,31 @@ impl<'m> Session<'m> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod schema_tests {
+    use super::IoSchema;
+    use kiln_format::DType;
+
+    #[test]
+    fn shape_strings_name_the_batch_dimension() {
+        let s = |dims: Vec<Option<usize>>, batch: Option<&str>| IoSchema {
+            name: "x".into(),
+            dtype: DType::F32,
+            dims,
+            batch_name: batch.map(String::from),
+            ranges: vec![],
+            labels: vec![],
+        };
+        assert_eq!(
+            s(vec![None, Some(1), Some(28)], None).shape_string(),
+            "[N, 1, 28]"
+        );
+        assert_eq!(
+            s(vec![None, Some(4)], Some("batch")).shape_string(),
+            "[batch, 4]"
+        );
+        assert_eq!(s(vec![Some(3)], None).shape_string(), "[3]");
+        assert_eq!(s(vec![], None).shape_string(), "[]");
+    }
+}
