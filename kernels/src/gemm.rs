@@ -308,6 +308,7 @@ impl Engine {
     /// Writes `B = btᵀ` (`k x n`; `bt` is `n x k` row-major, the layout of
     /// ONNX weights applied as `x · Wᵀ`) into `out` ([`Self::b_len`] floats)
     /// in the layout [`Self::gemm_nn`] wants.
+    #[inline(never)]
     pub(crate) fn pack_bt(self, bt: &[f32], k: usize, n: usize, out: &mut [f32]) {
         let bt = &bt[..n * k];
         if !self.b_panels() {
@@ -706,6 +707,23 @@ fn portable_rows(
     beta: f32,
     c: MatMut<'_>,
 ) {
+    // The browser package is sized against a budget: one instance, row by
+    // row (a small-m product re-reads B per row).
+    #[cfg(target_arch = "wasm32")]
+    for i in 0..m {
+        let ai = MatRef {
+            data: &a.data[i * a.rs..],
+            rs: a.rs,
+            cs: a.cs,
+        };
+        let ci = MatMut {
+            data: &mut c.data[i * c.rs..],
+            rs: c.rs,
+            cs: c.cs,
+        };
+        rows_strip::<1, 32>(n, k, alpha, ai, b, beta, ci);
+    }
+    #[cfg(not(target_arch = "wasm32"))]
     match m {
         1 => rows_strip::<1, 32>(n, k, alpha, a, b, beta, c),
         2 => rows_strip::<2, 16>(n, k, alpha, a, b, beta, c),
