@@ -166,28 +166,29 @@ impl<'a> Plan<'a> {
         let tensor = |id: u32| self.view.tensor(id as usize).ok();
         (0..self.view.node_count())
             .filter_map(|i| self.view.node(i).ok())
-            .filter_map(|node| ops::rows8_weights(tensor, &node))
-            .fold(0usize, |sum, (_, n, k)| sum.saturating_add(n * k))
+            .map(|node| ops::prepack_len(tensor, &node))
+            .fold(0usize, usize::saturating_add)
     }
 
     /// Repacks the constant weights [`Plan::prepack_len`] counts into `out`
     /// (node order), for [`Plan::run_prepacked`]: on the SIMD128 build, the
-    /// weights of one-row Gemms interleaved by 8 rows, so every run reads
-    /// them as one stream instead of eight. A host does this once per
+    /// weights of one-row Gemms interleaved by 8 rows (every run then reads
+    /// them as one stream instead of eight), and batch-1 LSTMs' `Wᵀ` and `R`
+    /// as their kernel packs them per run otherwise. A host does this once per
     /// model and keeps `out` beside it.
     pub fn prepack(&self, out: &mut [f32]) -> Result<(), EngineError> {
         let tensor = |id: u32| self.view.tensor(id as usize).ok();
         let mut at = 0usize;
         for i in 0..self.view.node_count() {
             let node = self.view.node(i)?;
-            if let Some((b, n, k)) = ops::rows8_weights(tensor, &node) {
-                let w: &[f32] = bytemuck::try_cast_slice(self.view.const_bytes(&b))
-                    .map_err(|_| EngineError::Arena("misaligned weights"))?;
+            let len = ops::prepack_len(tensor, &node);
+            if len > 0 {
                 let dst = out
-                    .get_mut(at..at.saturating_add(n * k))
+                    .get_mut(at..at.saturating_add(len))
                     .ok_or(EngineError::Arena("prepack buffer is too small"))?;
-                kiln_kernels::gemm::pack_rows8(w, n, k, dst);
-                at += n * k;
+                ops::prepack(&self.view, tensor, &node, dst)
+                    .map_err(|e| e.at_node(i, node.op.name()))?;
+                at += len;
             }
         }
         Ok(())
@@ -215,17 +216,17 @@ impl<'a> Plan<'a> {
             Some(t) => Some(*t),
             None => self.view.tensor(id as usize).ok(),
         };
-        let mut at = 0;
+        let mut at = 0usize;
         for (i, node) in nodes.iter().enumerate() {
             // The node's share of `prepacked`, in `prepack`'s order.
             let packed = match prepacked.is_empty() {
                 true => &[][..],
-                false => match ops::rows8_weights(tensor, node) {
-                    Some((_, n, k)) => {
-                        at += n * k;
-                        prepacked.get(at - n * k..at).unwrap_or(&[])
+                false => match ops::prepack_len(tensor, node) {
+                    0 => &[],
+                    len => {
+                        at = at.saturating_add(len);
+                        prepacked.get(at - len..at).unwrap_or(&[])
                     }
-                    None => &[],
                 },
             };
             ops::run_node(&self.view, tensors, node, arena, packed)

@@ -231,6 +231,76 @@ pub fn lstm(
     h0: Option<&[f32]>,
     c0: Option<&[f32]>,
     peep: Option<&[f32]>,
+    y: Option<&mut [f32]>,
+    y_h: Option<&mut [f32]>,
+    y_c: Option<&mut [f32]>,
+    scratch: &mut [f32],
+) {
+    lstm_prepacked(
+        p,
+        acts,
+        input_forget,
+        x,
+        [w, r, &[]],
+        b,
+        seq_lens,
+        h0,
+        c0,
+        peep,
+        y,
+        y_h,
+        y_c,
+        scratch,
+    );
+}
+
+/// Floats of the weights [`lstm_prepack`] repacks for `p`: per direction
+/// `Wᵀ` in the GEMM's packed layout and `R` interleaved by 8 rows, when
+/// this build has the one-row product (batch 1 on SIMD128); else 0.
+pub fn lstm_prepack_len(p: &Rnn) -> usize {
+    let (g4, eng) = (4 * p.hidden, Engine::detect());
+    if p.batch != 1 || !eng.rows8(g4, p.hidden) {
+        return 0;
+    }
+    p.directions * (Engine::b_len(p.input, g4) + g4 * p.hidden)
+}
+
+/// Repacks `w` and `r` (as [`lstm`] takes them) into `out`
+/// ([`lstm_prepack_len`] floats) for [`lstm_prepacked`], once per model
+/// instead of once per run.
+///
+/// # Panics
+/// If a slice is shorter than `p` says.
+pub fn lstm_prepack(p: &Rnn, w: &[f32], r: &[f32], out: &mut [f32]) {
+    let (ni, h, g4, eng) = (p.input, p.hidden, 4 * p.hidden, Engine::detect());
+    let per = lstm_prepack_len(p) / p.directions.max(1);
+    for (d, o) in out[..per * p.directions]
+        .chunks_exact_mut(per.max(1))
+        .enumerate()
+    {
+        let (ow, or) = o.split_at_mut(Engine::b_len(ni, g4));
+        eng.pack_bt(&w[d * g4 * ni..][..g4 * ni], ni, g4, ow);
+        eng.pack_rows8(&r[d * g4 * h..][..g4 * h], g4, h, or);
+    }
+}
+
+/// [`lstm`] with `w`, `r` and `pre`: the weights as stored and, when not
+/// empty, their [`lstm_prepack`] (then used instead of packing per run).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "mirrors the ONNX operator's inputs and outputs"
+)]
+pub fn lstm_prepacked(
+    p: &Rnn,
+    acts: [Act; 3],
+    input_forget: bool,
+    x: &[f32],
+    [w, r, pre]: [&[f32]; 3],
+    b: Option<&[f32]>,
+    seq_lens: Option<&[i32]>,
+    h0: Option<&[f32]>,
+    c0: Option<&[f32]>,
+    peep: Option<&[f32]>,
     mut y: Option<&mut [f32]>,
     mut y_h: Option<&mut [f32]>,
     mut y_c: Option<&mut [f32]>,
@@ -270,23 +340,37 @@ pub fn lstm(
             None => cs.fill(0.0),
         }
 
+        // This direction's share of the caller's prepacked weights.
+        let per = lstm_prepack_len(p) / dirs.max(1);
+        let pre_d = (per > 0 && pre.len() >= per * dirs).then(|| &pre[d * per..][..per]);
+        let bw = Engine::b_len(ni, g4);
         // W is used once per direction but for every time step: packing it
         // first turns the projection into a prepacked GEMM.
         if s * nb > 0 {
-            eng.pack_bt(wd, ni, g4, packed);
-            eng.gemm_nn(s * nb, g4, ni, x, packed, 0.0, xw);
+            match pre_d {
+                Some(pw) => eng.gemm_nn(s * nb, g4, ni, x, &pw[..bw], 0.0, xw),
+                None => {
+                    eng.pack_bt(wd, ni, g4, packed);
+                    eng.gemm_nn(s * nb, g4, ni, x, packed, 0.0, xw);
+                }
+            }
         }
         // Batch 1 on the SIMD128 engine: R interleaved by 8 rows (one pass,
         // then every step streams it), or read in place when its shape
         // does not suit; elsewhere packed for the GEMM.
         let rows8 = nb == 1 && eng.rows8(g4, h);
         let unpacked = !rows8 && nb == 1 && eng.gemv_unpacked();
-        if rows8 {
-            eng.pack_rows8(rd, g4, h, packed);
-        } else if !unpacked {
-            eng.pack_bt(rd, h, g4, packed);
-        }
-        let rp = &*packed;
+        let rp: &[f32] = match pre_d {
+            Some(pr) if rows8 => &pr[bw..],
+            _ => {
+                if rows8 {
+                    eng.pack_rows8(rd, g4, h, packed);
+                } else if !unpacked {
+                    eng.pack_bt(rd, h, g4, packed);
+                }
+                &*packed
+            }
+        };
 
         for step in 0..s {
             let t = if backward { s - 1 - step } else { step };

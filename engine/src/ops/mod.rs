@@ -3,7 +3,6 @@
 mod conv;
 mod elementwise;
 mod linalg;
-pub(crate) use linalg::rows8_weights;
 mod ml;
 pub(crate) use ml::validate_tree;
 mod movement;
@@ -123,6 +122,37 @@ pub(crate) fn run_node(
         }
     }
     dispatch(&node.op, &mut io)
+}
+
+/// Floats `Plan::prepack` repacks for `node` (0: none on this build).
+pub(crate) fn prepack_len(
+    tensor: impl Fn(u32) -> Option<TensorInfo> + Copy,
+    node: &Node<'_>,
+) -> usize {
+    if let Some((_, n, k)) = linalg::rows8_weights(tensor, node) {
+        return n * k;
+    }
+    rnn::lstm_prepack_params(tensor, node).map_or(0, |p| kiln_kernels::rnn::lstm_prepack_len(&p))
+}
+
+/// Writes `node`'s repacked weights into `out` (`prepack_len` floats).
+pub(crate) fn prepack(
+    view: &View<'_>,
+    tensor: impl Fn(u32) -> Option<TensorInfo> + Copy,
+    node: &Node<'_>,
+    out: &mut [f32],
+) -> Result<(), EngineError> {
+    let floats = |t: &TensorInfo| -> Result<&[f32], EngineError> {
+        bytemuck::try_cast_slice(view.const_bytes(t)).map_err(|_| bad("misaligned weights"))
+    };
+    if let Some((b, n, k)) = linalg::rows8_weights(tensor, node) {
+        kiln_kernels::gemm::pack_rows8(floats(&b)?, n, k, out);
+    } else if let Some(p) = rnn::lstm_prepack_params(tensor, node) {
+        let [w, r] = [1, 2].map(|i| node.inputs.get(i).and_then(tensor));
+        let (w, r) = (w.ok_or(bad("LSTM W"))?, r.ok_or(bad("LSTM R"))?);
+        kiln_kernels::rnn::lstm_prepack(&p, floats(&w)?, floats(&r)?, out);
+    }
+    Ok(())
 }
 
 fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {

@@ -2,7 +2,7 @@
 
 use super::Io;
 use crate::error::{EngineError, bad};
-use kiln_format::{RnnAct, RnnDirection};
+use kiln_format::{DType, Node, Op, RnnAct, RnnDirection, TensorInfo, TensorKind};
 use kiln_kernels::rnn::{self as krnn, Act, Rnn};
 
 fn act(a: &RnnAct) -> Act {
@@ -139,14 +139,14 @@ pub(crate) fn lstm(
     let ys = y.as_mut().map(|t| t.f32_mut()).transpose()?;
     let yhs = yh.as_mut().map(|t| t.f32_mut()).transpose()?;
     let ycs = yc.as_mut().map(|t| t.f32_mut()).transpose()?;
+    let packed = io.packed();
     let scratch = io.scratch_f32(need)?;
-    krnn::lstm(
+    krnn::lstm_prepacked(
         &p,
         [act(&acts[0]), act(&acts[1]), act(&acts[2])],
         input_forget,
         x,
-        w,
-        r,
+        [w, r, packed],
         b,
         sl,
         h0,
@@ -158,6 +158,49 @@ pub(crate) fn lstm(
         scratch,
     );
     Ok(())
+}
+
+/// The LSTM shape `Plan::prepack` repacks the weights of, for an LSTM node
+/// with constant f32 `W` and `R` (see `kiln_kernels::rnn::lstm_prepack`).
+pub(crate) fn lstm_prepack_params(
+    tensor: impl Fn(u32) -> Option<TensorInfo>,
+    node: &Node<'_>,
+) -> Option<Rnn> {
+    let (hidden, dirs) = match node.op {
+        Op::Lstm {
+            hidden,
+            direction,
+            batch_first: false,
+            ..
+        } => (
+            hidden,
+            if direction == RnnDirection::Bidirectional {
+                2
+            } else {
+                1
+            },
+        ),
+        Op::LstmCellClip { hidden, .. } => (hidden, 1),
+        _ => return None,
+    };
+    let h = hidden as usize;
+    let [x, w, r] = [0, 1, 2].map(|i| node.inputs.get(i).and_then(&tensor));
+    let (x, w, r) = (x?, w?, r?);
+    let p = Rnn {
+        seq: x.dims[0] as usize,
+        batch: x.dims[1] as usize,
+        input: x.dims[2] as usize,
+        hidden: h,
+        directions: dirs,
+        reverse: false,
+        clip: None,
+        cell_clip: None,
+    };
+    let weights = |t: &TensorInfo, n: usize| {
+        t.kind == TensorKind::Const && t.dtype == DType::F32 && t.numel() == n
+    };
+    (x.rank == 3 && weights(&w, dirs * 4 * h * p.input) && weights(&r, dirs * 4 * h * h))
+        .then_some(p)
 }
 
 pub(crate) fn gru(
