@@ -9,7 +9,14 @@
 //! multiply-add, so results differ from the AVX2 path by rounding; the
 //! package tests compare every corpus model with the native runtime.
 //!
-//! The skinny products and the other loops stay portable: the `wasm` build
+//! Also: the direct convolution (`conv_direct`), one-row products over
+//! column-contiguous weights (`dots1`) and over weights interleaved by 8
+//! rows (`pack_rows8` / `gemv_rows8`, for weights reused across runs or
+//! RNN steps), and the int8 hot loops by `i32x4.dot_i16x8_s`: the direct
+//! convolution's tile (`qtile`) and the packed fully connected blocks
+//! (`fc_blocks`), both bit-exact with the reference.
+//!
+//! The other skinny products and loops stay portable: the `wasm` build
 //! profile compiles this crate at opt-level 2, where LLVM vectorises them
 //! with SIMD128.
 #![allow(
