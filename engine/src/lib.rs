@@ -160,48 +160,39 @@ impl<'a> Plan<'a> {
         self.run_prepacked(arena, nodes, tensors, &[], after_node)
     }
 
-    /// Floats of constant weights this build runs faster repacked (see
-    /// [`Plan::prepack`]); 0 on most instruction sets.
-    pub fn prepack_len(&self) -> usize {
+    /// Floats of node `i`'s constant weights this build runs faster
+    /// repacked (see [`Plan::prepack`]); 0 for most nodes, and for every
+    /// node on most instruction sets.
+    pub fn prepack_len(&self, i: usize) -> usize {
         let tensor = |id: u32| self.view.tensor(id as usize).ok();
-        (0..self.view.node_count())
-            .filter_map(|i| self.view.node(i).ok())
-            .map(|node| ops::prepack_len(tensor, &node))
-            .fold(0usize, usize::saturating_add)
+        self.view
+            .node(i)
+            .map_or(0, |node| ops::prepack_len(tensor, &node))
     }
 
-    /// Repacks the constant weights [`Plan::prepack_len`] counts into `out`
-    /// (node order), for [`Plan::run_prepacked`]: on the SIMD128 build, the
-    /// weights of one-row Gemms interleaved by 8 rows (every run then reads
-    /// them as one stream instead of eight), and batch-1 LSTMs' `Wᵀ` and `R`
-    /// as their kernel packs them per run otherwise. A host does this once per
-    /// model and keeps `out` beside it.
-    pub fn prepack(&self, out: &mut [f32]) -> Result<(), EngineError> {
+    /// Repacks node `i`'s constant weights into `out`
+    /// ([`Plan::prepack_len`] floats), for [`Plan::run_prepacked`]: on the
+    /// SIMD128 build, the weights of a one-row Gemm interleaved by 8 rows
+    /// (every run then reads them as one stream instead of eight), and a
+    /// batch-1 LSTM's `Wᵀ` and `R` as its kernel would pack them per run.
+    /// A host does this once per model and keeps the buffers.
+    pub fn prepack(&self, i: usize, out: &mut [f32]) -> Result<(), EngineError> {
         let tensor = |id: u32| self.view.tensor(id as usize).ok();
-        let mut at = 0usize;
-        for i in 0..self.view.node_count() {
-            let node = self.view.node(i)?;
-            let len = ops::prepack_len(tensor, &node);
-            if len > 0 {
-                let dst = out
-                    .get_mut(at..at.saturating_add(len))
-                    .ok_or(EngineError::Arena("prepack buffer is too small"))?;
-                ops::prepack(&self.view, tensor, &node, dst)
-                    .map_err(|e| e.at_node(i, node.op.name()))?;
-                at += len;
-            }
-        }
-        Ok(())
+        let node = self.view.node(i)?;
+        let dst = out
+            .get_mut(..ops::prepack_len(tensor, &node))
+            .ok_or(EngineError::Arena("prepack buffer is too small"))?;
+        ops::prepack(&self.view, tensor, &node, dst).map_err(|e| e.at_node(i, node.op.name()))
     }
 
-    /// [`Plan::run_decoded`] with the weights [`Plan::prepack`] wrote
-    /// (`prepacked` empty: as stored).
+    /// [`Plan::run_decoded`] with `packed[i]`, node `i`'s weights as
+    /// [`Plan::prepack`] wrote them (missing or empty: as stored).
     pub fn run_prepacked(
         &self,
         arena: &mut [u8],
         nodes: &[Node<'a>],
         tensors: &[TensorInfo],
-        prepacked: &[f32],
+        packed: &[&[f32]],
         mut after_node: impl FnMut(usize),
     ) -> Result<(), EngineError> {
         self.check_arena(arena)?;
@@ -212,24 +203,9 @@ impl<'a> Plan<'a> {
                 "decoded graph disagrees with the artifact",
             ));
         }
-        let tensor = |id: u32| match tensors.get(id as usize) {
-            Some(t) => Some(*t),
-            None => self.view.tensor(id as usize).ok(),
-        };
-        let mut at = 0usize;
         for (i, node) in nodes.iter().enumerate() {
-            // The node's share of `prepacked`, in `prepack`'s order.
-            let packed = match prepacked.is_empty() {
-                true => &[][..],
-                false => match ops::prepack_len(tensor, node) {
-                    0 => &[],
-                    len => {
-                        at = at.saturating_add(len);
-                        prepacked.get(at - len..at).unwrap_or(&[])
-                    }
-                },
-            };
-            ops::run_node(&self.view, tensors, node, arena, packed)
+            let p = packed.get(i).copied().unwrap_or(&[]);
+            ops::run_node(&self.view, tensors, node, arena, p)
                 .map_err(|e| e.at_node(i, node.op.name()))?;
             after_node(i);
         }

@@ -511,6 +511,17 @@ pub(crate) fn gemv_rows8(n: usize, k: usize, a: &[f32], packed: &[f32], c: &mut 
     }
 }
 
+/// `[a0 + a1, a2 + a3, b0 + b1, b2 + b3]`: two dot products' pair sums
+/// each, folded into four totals.
+#[inline(always)]
+fn fold_pairs(a: v128, b: v128) -> v128 {
+    use core::arch::wasm32::{i32x4_add, i32x4_shuffle};
+    i32x4_add(
+        i32x4_shuffle::<0, 2, 4, 6>(a, b),
+        i32x4_shuffle::<1, 3, 5, 7>(a, b),
+    )
+}
+
 /// The int8 direct convolution's register tile ([`crate::qconv::Tile`]) by
 /// `i32x4.dot_i16x8_s`. Four positions at a time: their channel words
 /// (bytes `u8(x + 128)`, one v128) are widened once into two i16x8 halves
@@ -523,7 +534,7 @@ pub(crate) fn gemv_rows8(n: usize, k: usize, a: &[f32], packed: &[f32], c: &mut 
 pub(crate) fn qtile(t: crate::qconv::Tile<'_>) {
     use crate::qconv::{CHUNK, MR};
     use core::arch::wasm32::{
-        i16x8_extend_low_i8x16, i32x4_add, i32x4_dot_i16x8, i32x4_shuffle, u16x8_extend_high_u8x16,
+        i16x8_extend_low_i8x16, i32x4_add, i32x4_dot_i16x8, u16x8_extend_high_u8x16,
         u16x8_extend_low_u8x16, u32x4_splat, v128_load32_splat,
     };
     let k4 = t.taps.len() * t.c4;
@@ -561,10 +572,7 @@ pub(crate) fn qtile(t: crate::qconv::Tile<'_>) {
             }
         }
         for (r, [lo, hi]) in acc.iter().enumerate().take(t.rows) {
-            let v = i32x4_add(
-                i32x4_shuffle::<0, 2, 4, 6>(*lo, *hi),
-                i32x4_shuffle::<1, 3, 5, 7>(*lo, *hi),
-            );
+            let v = fold_pairs(*lo, *hi);
             let out = &mut t.acc[r * CHUNK + g..][..4];
             // SAFETY: `out` is four i32, the 16 bytes v128_store writes.
             unsafe { v128_store(out.as_mut_ptr().cast(), v) };
@@ -581,7 +589,7 @@ pub(crate) fn qtile(t: crate::qconv::Tile<'_>) {
 pub(crate) fn fc_blocks(t: crate::qfc::Blocks<'_>) {
     use crate::qfc::UNITS;
     use core::arch::wasm32::{
-        i16x8_extend_high_i8x16, i16x8_extend_low_i8x16, i32x4_add, i32x4_dot_i16x8, i32x4_shuffle,
+        i16x8_extend_high_i8x16, i16x8_extend_low_i8x16, i32x4_add, i32x4_dot_i16x8,
         u16x8_extend_low_u8x16, u32x4_splat,
     };
     let k4 = t.x.len();
@@ -605,10 +613,7 @@ pub(crate) fn fc_blocks(t: crate::qfc::Blocks<'_>) {
         }
         let out = &mut t.acc[v * UNITS..][..UNITS];
         for (o, pair) in out.chunks_exact_mut(4).zip(acc.chunks_exact(2)) {
-            let s = i32x4_add(
-                i32x4_shuffle::<0, 2, 4, 6>(pair[0], pair[1]),
-                i32x4_shuffle::<1, 3, 5, 7>(pair[0], pair[1]),
-            );
+            let s = fold_pairs(pair[0], pair[1]);
             // SAFETY: `o` is four i32, the 16 bytes v128_store writes.
             unsafe { v128_store(o.as_mut_ptr().cast(), s) };
         }

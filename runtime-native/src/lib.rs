@@ -99,9 +99,10 @@ pub struct Model {
     per_sample_batch: bool,
     name: String,
     version: String,
-    /// Constant weights the engine runs faster repacked on this build
-    /// (`Plan::prepack`; empty on most), made once here for every session.
-    prepacked: Vec<f32>,
+    /// Each node's constant weights repacked for this build
+    /// (`Plan::prepack`; empty for most nodes, and for all natively), made
+    /// once here for every session.
+    prepacked: Vec<Vec<f32>>,
 }
 
 fn schema(spec: &kiln_format::IoSpec<'_>) -> Result<IoSchema, RunError> {
@@ -182,8 +183,15 @@ impl Model {
         let view = View::parse(bytes.as_ref())?;
         view.verify_checksum()?;
         let plan = Plan::new(view)?;
-        let mut prepacked = vec![0.0f32; plan.prepack_len()];
-        plan.prepack(&mut prepacked)?;
+        let prepacked = (0..view.node_count())
+            .map(|i| {
+                let mut w = vec![0.0f32; plan.prepack_len(i)];
+                if !w.is_empty() {
+                    plan.prepack(i, &mut w)?;
+                }
+                Ok(w)
+            })
+            .collect::<Result<_, RunError>>()?;
         let meta = view.meta();
         let inputs: Vec<IoSchema> = meta
             .inputs
@@ -290,6 +298,7 @@ impl Model {
             plan: Plan::trusted(view),
             nodes,
             tensors,
+            packed: self.prepacked.iter().map(Vec::as_slice).collect(),
             arena,
             allow_non_finite: false,
         }
@@ -339,6 +348,8 @@ pub struct Session<'m> {
     plan: Plan<'m>,
     nodes: Vec<Node<'m>>,
     tensors: Vec<TensorInfo>,
+    /// `model.prepacked` as one slice per node, for `Plan::run_prepacked`.
+    packed: Vec<&'m [f32]>,
     arena: Aligned,
     allow_non_finite: bool,
 }
@@ -562,7 +573,7 @@ impl<'m> Session<'m> {
                 arena,
                 &self.nodes,
                 &self.tensors,
-                &m.prepacked,
+                &self.packed,
                 &mut after_node,
             )?;
             let arena = self.arena.as_ref();

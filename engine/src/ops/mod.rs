@@ -55,7 +55,7 @@ impl<'x> Io<'x> {
         self.outs.get_mut(i).and_then(Option::take)
     }
 
-    /// This node's repacked weights (see `linalg::rows8_weights`).
+    /// This node's repacked weights (see [`prepack`]).
     pub fn packed(&self) -> &'x [f32] {
         self.packed
     }
@@ -149,7 +149,8 @@ pub(crate) fn prepack(
         kiln_kernels::gemm::pack_rows8(floats(&b)?, n, k, out);
     } else if let Some(p) = rnn::lstm_prepack_params(tensor, node) {
         let [w, r] = [1, 2].map(|i| node.inputs.get(i).and_then(tensor));
-        let (w, r) = (w.ok_or(bad("LSTM W"))?, r.ok_or(bad("LSTM R"))?);
+        let missing = || bad("LSTM weights W or R are missing");
+        let (w, r) = (w.ok_or_else(missing)?, r.ok_or_else(missing)?);
         kiln_kernels::rnn::lstm_prepack(&p, floats(&w)?, floats(&r)?, out);
     }
     Ok(())
