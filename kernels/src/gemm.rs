@@ -182,6 +182,8 @@ impl Engine {
         match self.0 {
             #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
             Isa::Avx2(t) if t.has_lstm_cell() => t.lstm_cell(cell.g, cell.b, cell.c, cell.h),
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Isa::Wasm => crate::simd_wasm::lstm_cell(cell),
             _ => self.run(cell),
         }
     }

@@ -286,6 +286,9 @@ pub fn lstm_prepack(p: &Rnn, w: &[f32], r: &[f32], out: &mut [f32]) {
 
 /// [`lstm`] with `w`, `r` and `pre`: the weights as stored and, when not
 /// empty, their [`lstm_prepack`] (then used instead of packing per run).
+/// Not inlined: the step loop must be compiled with the kernels (the wasm
+/// build optimises this crate for speed and its callers for size).
+#[inline(never)]
 #[allow(
     clippy::too_many_arguments,
     reason = "mirrors the ONNX operator's inputs and outputs"
@@ -508,7 +511,7 @@ impl crate::gemm::Kernel for Cell<'_> {
 /// Columns `j..j + L` of [`Cell`]: gates `g` (`4n`, order i, o, f, c),
 /// biases `b` (`8n`), state `c` and output `h` (`L` each).
 #[inline(always)]
-fn cell_block<const L: usize>(
+pub(crate) fn cell_block<const L: usize>(
     g: &[f32],
     b: Option<&[f32]>,
     n: usize,
@@ -558,6 +561,7 @@ fn copy_or_zero(dst: &mut [f32], src: &[f32], zero: bool) {
     clippy::too_many_arguments,
     reason = "mirrors the ONNX operator's inputs and outputs"
 )]
+#[inline(never)]
 pub fn gru(
     p: &Rnn,
     acts: [Act; 2],

@@ -14,7 +14,9 @@
 //! rows (`pack_rows8` / `gemv_rows8`, for weights reused across runs or
 //! RNN steps), and the int8 hot loops by `i32x4.dot_i16x8_s`: the direct
 //! convolution's tile (`qtile`) and the packed fully connected blocks
-//! (`fc_blocks`), both bit-exact with the reference.
+//! (`fc_blocks`), both bit-exact with the reference; and the default LSTM
+//! cell (`lstm_cell`), four lanes of `rnn::Cell` at a time with its
+//! operations in its order.
 //!
 //! The other skinny products and loops stay portable: the `wasm` build
 //! profile compiles this crate at opt-level 2, where LLVM vectorises them
@@ -218,9 +220,9 @@ unsafe fn row1_panel(
             }
         }
         let sum: [v128; 4] = core::array::from_fn(|v| f32x4_add(even[v], odd[v]));
-        store8(&[sum[0], sum[1]], c, cols.min(8), alpha, beta);
+        store8(sum[0], sum[1], c, cols.min(8), alpha, beta);
         if cols > 8 {
-            store8(&[sum[2], sum[3]], c.add(8), cols - 8, alpha, beta);
+            store8(sum[2], sum[3], c.add(8), cols - 8, alpha, beta);
         }
     }
 }
@@ -247,8 +249,11 @@ unsafe fn micro<const R: usize>(t: &Tile) {
             ap = ap.add(t.csa);
             bp = bp.add(NR);
         }
-        for (r, acc) in acc.iter().enumerate() {
-            store8(acc, t.c.add(r * t.rsc), t.cols, t.alpha, t.beta);
+        // One call per row at a constant index (a loop LLVM unrolls), so
+        // the accumulators stay in registers: indexed in a loop that is
+        // not unrolled, they lived on the stack, stored every depth step.
+        for (r, acc) in acc.into_iter().enumerate() {
+            store8(acc[0], acc[1], t.c.add(r * t.rsc), t.cols, t.alpha, t.beta);
         }
     }
 }
@@ -352,8 +357,8 @@ unsafe fn conv_micro<const R: usize>(t: &ConvTile<'_>) {
                 }
             }
         }
-        for (r, acc) in acc.iter().enumerate() {
-            store8(acc, t.c.add(r * t.ldc), t.cols, 1.0, t.beta);
+        for (r, acc) in acc.into_iter().enumerate() {
+            store8_inline(acc[0], acc[1], t.c.add(r * t.ldc), t.cols, 1.0, t.beta);
         }
     }
 }
@@ -362,8 +367,20 @@ unsafe fn conv_micro<const R: usize>(t: &ConvTile<'_>) {
 ///
 /// # Safety
 /// `c + (0..cols)` valid, `cols <= 8`.
+#[inline(never)]
+unsafe fn store8(a0: v128, a1: v128, c: *mut f32, cols: usize, alpha: f32, beta: f32) {
+    // SAFETY: passed on from the caller.
+    unsafe { store8_inline(a0, a1, c, cols, alpha, beta) }
+}
+
+/// [`store8`] inlined (the convolution's short tiles would pay for the
+/// call).
+///
+/// # Safety
+/// As for [`store8`].
 #[inline(always)]
-unsafe fn store8(acc: &[v128; 2], c: *mut f32, cols: usize, alpha: f32, beta: f32) {
+unsafe fn store8_inline(a0: v128, a1: v128, c: *mut f32, cols: usize, alpha: f32, beta: f32) {
+    let acc = [a0, a1];
     let alpha = f32x4_splat(alpha);
     // SAFETY: the caller vouches for C(0..cols).
     unsafe {
@@ -617,5 +634,106 @@ pub(crate) fn fc_blocks(t: crate::qfc::Blocks<'_>) {
             // SAFETY: `o` is four i32, the 16 bytes v128_store writes.
             unsafe { v128_store(o.as_mut_ptr().cast(), s) };
         }
+    }
+}
+
+/// [`crate::math::exp_approx`] on four lanes, its operations in its order
+/// (wasm has no fused multiply-add, so the bits are the scalar code's).
+#[inline(always)]
+fn exp4(x: v128) -> v128 {
+    use core::arch::wasm32::{
+        f32x4_pmax, f32x4_pmin, f32x4_sub, i32x4_shl, i32x4_splat, i32x4_sub,
+    };
+    const ROUND: f32 = 12_582_912.0;
+    let k = f32x4_splat;
+    // pmax(x, lo) is `x < lo ? lo : x`, as the scalar clamp: NaN stays.
+    let x = f32x4_pmin(f32x4_pmax(x, k(-87.0)), k(88.0));
+    let t = f32x4_add(f32x4_mul(x, k(core::f32::consts::LOG2_E)), k(ROUND));
+    let n = f32x4_sub(t, k(ROUND));
+    let r = f32x4_sub(
+        f32x4_sub(x, f32x4_mul(n, k(0.693_359_4))),
+        f32x4_mul(n, k(-2.121_944_4e-4)),
+    );
+    let mut p = k(1.0 / 5040.0);
+    for c in [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
+        p = f32x4_add(f32x4_mul(p, r), k(c));
+    }
+    let bias = i32x4_splat((ROUND.to_bits() - 127) as i32);
+    f32x4_mul(p, i32x4_shl(i32x4_sub(t, bias), 23))
+}
+
+/// [`crate::math::sigmoid_approx`] on four lanes.
+#[inline(always)]
+fn sigmoid4(x: v128) -> v128 {
+    use core::arch::wasm32::{f32x4_div, f32x4_neg};
+    let one = f32x4_splat(1.0);
+    f32x4_div(one, f32x4_add(one, exp4(f32x4_neg(x))))
+}
+
+/// [`crate::math::tanh_approx`] on four lanes.
+#[inline(always)]
+fn tanh4(x: v128) -> v128 {
+    use core::arch::wasm32::{f32x4_div, f32x4_lt, f32x4_neg, f32x4_sub, v128_bitselect};
+    let k = f32x4_splat;
+    let neg = f32x4_lt(x, k(0.0));
+    let ax = v128_bitselect(f32x4_neg(x), x, neg);
+    let x2 = f32x4_mul(x, x);
+    let mut p = k(62.0 / 2835.0);
+    for c in [-17.0 / 315.0, 2.0 / 15.0, -1.0 / 3.0] {
+        p = f32x4_add(f32x4_mul(p, x2), k(c));
+    }
+    let small = f32x4_add(x, f32x4_mul(f32x4_mul(x, x2), p));
+    let e = exp4(f32x4_mul(k(2.0), ax));
+    let big = f32x4_sub(k(1.0), f32x4_div(k(2.0), f32x4_add(e, k(1.0))));
+    let big = v128_bitselect(f32x4_neg(big), big, neg);
+    v128_bitselect(small, big, f32x4_lt(ax, k(0.3)))
+}
+
+/// The default LSTM cell for one batch row ([`crate::rnn::Cell`]): four
+/// columns at a time by the scalar cell's operations in its order, the
+/// last `n % 4` columns by the scalar cell. V8 keeps
+/// these few live vectors in registers, where LLVM's vectorisation of
+/// the portable cell spilled.
+#[inline(never)]
+pub(crate) fn lstm_cell(cell: crate::rnn::Cell<'_>) {
+    let n = cell.c.len();
+    let (c, h, g) = (cell.c, &mut cell.h[..n], &cell.g[..4 * n]);
+    assert!(cell.b.is_none_or(|b| b.len() >= 8 * n));
+    let n4 = n - n % 4;
+    let ld = |s: &[f32], at: usize| -> v128 {
+        // SAFETY: callers pass `at + 4 <= s.len()` (bounds below).
+        unsafe { v128_load(s[at..at + 4].as_ptr().cast()) }
+    };
+    for j in (0..n4).step_by(4) {
+        // Gate order i, o, f, c; biases Wb then Rb, added as `g + (wb + rb)`.
+        let gate = |q: usize| match cell.b {
+            Some(b) => f32x4_add(
+                ld(g, q * n + j),
+                f32x4_add(ld(b, q * n + j), ld(b, 4 * n + q * n + j)),
+            ),
+            None => ld(g, q * n + j),
+        };
+        let (gi, go, gf, gc) = (gate(0), gate(1), gate(2), gate(3));
+        let cl = f32x4_add(
+            f32x4_mul(sigmoid4(gf), ld(c, j)),
+            f32x4_mul(sigmoid4(gi), tanh4(gc)),
+        );
+        let hl = f32x4_mul(sigmoid4(go), tanh4(cl));
+        // SAFETY: j + 4 <= n4 <= n = c.len() = h.len().
+        unsafe {
+            v128_store(c[j..j + 4].as_mut_ptr().cast(), cl);
+            v128_store(h[j..j + 4].as_mut_ptr().cast(), hl);
+        }
+    }
+    for j in n4..n {
+        crate::rnn::cell_block::<1>(g, cell.b, n, j, &mut c[j..=j], &mut h[j..=j]);
     }
 }
