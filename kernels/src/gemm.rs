@@ -437,10 +437,6 @@ pub(crate) fn panel_index(k: usize, p: usize, j: usize) -> usize {
 /// Copies rows `pc..pc+kc`, columns `jc..jc+nc` of B into `buf` as one
 /// packed panel (row stride [`PANEL`]; columns past `nc` keep whatever
 /// `buf` held, which only reaches C columns that are never stored).
-#[cfg(any(
-    all(target_arch = "x86_64", any(feature = "std", test)),
-    all(target_arch = "wasm32", target_feature = "simd128")
-))]
 pub(crate) fn pack_panel(
     buf: &mut [f32],
     b: MatRef<'_>,
@@ -619,7 +615,111 @@ fn gemm_with(
             beta,
             c,
         ),
+        #[cfg(feature = "std")]
         Isa::Portable => sgemm(m, n, k, alpha, a, b, beta, c),
+        #[cfg(not(feature = "std"))]
+        Isa::Portable => blocked(m, n, k, alpha, a, b, beta, c),
+    }
+}
+
+/// Depth of one packed B panel in [`blocked`]: `BLOCK_K x PANEL` floats
+/// are 4 KiB of stack.
+const BLOCK_K: usize = 64;
+
+/// Large products without an allocator (the `no_std` build: firmware, the
+/// standalone wasm module without SIMD128): B copied panel by panel
+/// ([`PANEL`] columns, [`BLOCK_K`] rows) into a stack buffer, then C in
+/// register tiles of up to 4 rows × [`PANEL`] columns. With `beta == 0` C
+/// is not read.
+#[cfg_attr(
+    all(feature = "std", not(test)),
+    expect(dead_code, reason = "std builds use matrixmultiply")
+)]
+#[allow(clippy::too_many_arguments, reason = "BLAS-style signature")]
+fn blocked(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    mut c: MatMut<'_>,
+) {
+    check("A", m, k, a.rs, a.cs, a.data.len());
+    check("B", k, n, b.rs, b.cs, b.data.len());
+    check("C", m, n, c.rs, c.cs, c.data.len());
+    let mut buf = [0.0f32; BLOCK_K * PANEL];
+    let mut pc = 0;
+    while pc < k {
+        let kc = BLOCK_K.min(k - pc);
+        // Later depth blocks add to what the first one stored.
+        let beta = if pc == 0 { beta } else { 1.0 };
+        let mut jc = 0;
+        while jc < n {
+            let nc = PANEL.min(n - jc);
+            pack_panel(&mut buf, b, pc, kc, jc, nc);
+            let mut i = 0;
+            while i < m {
+                let t = BlockTile {
+                    i,
+                    pc,
+                    kc,
+                    jc,
+                    nc,
+                    alpha,
+                    beta,
+                };
+                i += match m - i {
+                    4.. => t.run::<4>(a, &buf, &mut c),
+                    3 => t.run::<3>(a, &buf, &mut c),
+                    2 => t.run::<2>(a, &buf, &mut c),
+                    _ => t.run::<1>(a, &buf, &mut c),
+                };
+            }
+            jc += nc;
+        }
+        pc += kc;
+    }
+}
+
+/// One register tile of [`blocked`]: rows `i..i + R`, the packed panel's
+/// columns `jc..jc + nc`, depth `pc..pc + kc`.
+#[derive(Debug, Clone, Copy)]
+struct BlockTile {
+    i: usize,
+    pc: usize,
+    kc: usize,
+    jc: usize,
+    nc: usize,
+    alpha: f32,
+    beta: f32,
+}
+
+impl BlockTile {
+    /// `C = alpha · A · panel + beta · C` on the tile; returns `R`.
+    fn run<const R: usize>(self, a: MatRef<'_>, panel: &[f32], c: &mut MatMut<'_>) -> usize {
+        let mut acc = [[0.0f32; PANEL]; R];
+        for (p, brow) in panel.chunks_exact(PANEL).take(self.kc).enumerate() {
+            let col = (self.pc + p) * a.cs;
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let av = a.data[(self.i + r) * a.rs + col];
+                for (s, &bv) in acc.iter_mut().zip(brow) {
+                    *s += av * bv;
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (j, &s) in acc.iter().enumerate().take(self.nc) {
+                let cij = &mut c.data[(self.i + r) * c.rs + (self.jc + j) * c.cs];
+                *cij = if self.beta == 0.0 {
+                    self.alpha * s
+                } else {
+                    self.alpha * s + self.beta * *cij
+                };
+            }
+        }
+        R
     }
 }
 
@@ -820,7 +920,10 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// Accumulators of [`dot`].
 const DOT_LANES: usize = 16;
 
-/// Large products: `matrixmultiply::sgemm` on the strided views.
+/// Large products with `std`: `matrixmultiply::sgemm` on the strided
+/// views (it has NEON and AVX kernels; it allocates its packing buffer,
+/// which `no_std` builds cannot, so they use [`blocked`]).
+#[cfg(feature = "std")]
 #[allow(clippy::too_many_arguments, reason = "BLAS-style signature")]
 #[allow(
     unsafe_code,
@@ -991,8 +1094,14 @@ mod tests {
             let (rsb, csb) = if cs.tb { (1, cs.k) } else { (cs.n, 1) };
             let av = MatRef { data: &a, rs: rsa, cs: csa };
             let bv = MatRef { data: &b, rs: rsb, cs: csb };
+            #[cfg(feature = "std")]
+            {
+                let mut c = c0.clone();
+                sgemm(cs.m, cs.n, cs.k, cs.alpha, av, bv, cs.beta, MatMut { data: &mut c, rs: cs.n, cs: 1 });
+                assert_close(&cs, &c, &c0, &a, &b);
+            }
             let mut c = c0.clone();
-            sgemm(cs.m, cs.n, cs.k, cs.alpha, av, bv, cs.beta, MatMut { data: &mut c, rs: cs.n, cs: 1 });
+            blocked(cs.m, cs.n, cs.k, cs.alpha, av, bv, cs.beta, MatMut { data: &mut c, rs: cs.n, cs: 1 });
             assert_close(&cs, &c, &c0, &a, &b);
             #[cfg(target_arch = "x86_64")]
             if let Some(t) = Avx2Fma::detect() {

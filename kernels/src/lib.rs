@@ -8,11 +8,10 @@
 //! take scratch memory from the caller.
 //!
 //! Architecture invariant: `#![no_std]` and no dependency on anything else
-//! in the workspace (it knows nothing of the artifact format). Kernels do not
-//! allocate, with one known exception to be removed before the
-//! microcontroller runtime: without the `std` feature, large GEMMs call
-//! `matrixmultiply`, which allocates its packing buffer (the AVX2 path used
-//! with `std` does not).
+//! in the workspace (it knows nothing of the artifact format). Without the
+//! `std` feature kernels do not allocate (large GEMMs pack B into a stack
+//! buffer); with it, large GEMMs on CPUs without the AVX2 path call
+//! `matrixmultiply`, which allocates its packing buffer.
 //! Callers check shapes against slice lengths before calling; a kernel may
 //! panic on inconsistent lengths, so the engine validates first.
 #![no_std]

@@ -19,7 +19,8 @@
 //! schema's declared ranges are rejected before anything runs.
 //!
 //! Architecture invariant: depends on `format` and `engine` only; no
-//! allocator, no std on wasm32. The only `unsafe` is reading the layout and
+//! `#[global_allocator]` (so nothing it links can allocate: the build would
+//! fail), no std on wasm32. The only `unsafe` is reading the layout and
 //! the memory regions the linker reserved.
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
@@ -267,10 +268,6 @@ fn check_inputs(v: &View<'_>, arena: &[u8]) -> Result<(), i32> {
     }
     Ok(())
 }
-
-#[cfg(target_arch = "wasm32")]
-#[global_allocator]
-static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 
 #[cfg(target_arch = "wasm32")]
 #[panic_handler]
