@@ -1,0 +1,250 @@
+//! Kiln's microcontroller runtime: runs a `.kiln` artifact straight from
+//! flash (`&'static [u8]`, typically `include_bytes!`; weights are read in
+//! place, never copied) inside an arena the caller owns, sized by the
+//! compiler ([`Model::arena_size`], the `ARENA_SIZE` of generated code).
+//!
+//! ```ignore
+//! static MODEL: &[u8] = include_bytes!("kws.kiln"); // 16-byte aligned
+//! static mut ARENA: Arena<ARENA_SIZE> = Arena::new();
+//! let model = Model::new(MODEL)?;
+//! let out = model.run(&mut ARENA.0, &[&features])?;
+//! let scores: &[u8] = out.get(0)?;
+//! ```
+//!
+//! Inputs are checked as every Kiln runtime checks them (count, byte size,
+//! float NaN/Inf, the schema's declared ranges) before anything runs, and
+//! every failure is a typed [`Error`], never a panic.
+//!
+//! Architecture invariant: `#![no_std]` and no `alloc`: neither this crate
+//! nor what it builds on (`format`, `engine`, `kernels` without their `std`
+//! features) links the `alloc` crate, so a firmware needs no
+//! `#[global_allocator]`. Depends on `format` and `engine` only.
+#![no_std]
+
+use kiln_engine::{EngineError, Plan};
+use kiln_format::{DType, TensorInfo, View};
+
+/// Alignment the engine needs of the arena (and of the artifact's weights).
+pub const ARENA_ALIGN: usize = kiln_format::WEIGHT_ALIGN;
+
+/// An arena of `N` bytes with the alignment the engine needs; declare one
+/// as a `static` of the model's [`Model::arena_size`].
+#[derive(Debug)]
+#[repr(C, align(16))]
+pub struct Arena<const N: usize>(pub [u8; N]);
+
+impl<const N: usize> Arena<N> {
+    /// A zeroed arena (usable in a `static`).
+    pub const fn new() -> Self {
+        Self([0; N])
+    }
+}
+
+impl<const N: usize> Default for Arena<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Why a model cannot load or run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The artifact is malformed, truncated, from another format version,
+    /// or asks for something this engine cannot do.
+    #[error("invalid model: {0}")]
+    InvalidModel(EngineError),
+    /// The arena is shorter than [`Model::arena_size`].
+    #[error(
+        "arena has {got} bytes, the model needs {needed}: size it with the compiler's ARENA_SIZE"
+    )]
+    ArenaTooSmall { needed: usize, got: usize },
+    /// The arena does not start on an [`ARENA_ALIGN`] boundary.
+    #[error("arena is not {ARENA_ALIGN}-byte aligned: declare it as kiln_runtime_embedded::Arena")]
+    ArenaMisaligned,
+    /// `run` got a different number of inputs than the model has.
+    #[error("the model takes {expected} inputs, got {got}")]
+    InputCount { expected: usize, got: usize },
+    /// An input's byte length differs from its tensor's.
+    #[error("input {input}: {got} bytes, the model takes {expected}")]
+    InputSize {
+        input: usize,
+        expected: usize,
+        got: usize,
+    },
+    /// A float input holds NaN or an infinity.
+    #[error("input {input}: element {element} is NaN or infinite")]
+    NonFinite { input: usize, element: usize },
+    /// A float input lies outside the range the schema declares.
+    #[error("input {input}: element {element} is outside the declared range")]
+    OutOfRange { input: usize, element: usize },
+    /// An output index past the model's outputs.
+    #[error("output {index} does not exist (the model has {count})")]
+    NoSuchOutput { index: usize, count: usize },
+    /// A node failed while running.
+    #[error("run failed: {0}")]
+    Run(EngineError),
+}
+
+impl From<kiln_format::FormatError> for Error {
+    fn from(e: kiln_format::FormatError) -> Self {
+        Error::InvalidModel(e.into())
+    }
+}
+
+/// A checked artifact, ready to run.
+#[derive(Debug, Clone, Copy)]
+pub struct Model<'a> {
+    plan: Plan<'a>,
+}
+
+impl<'a> Model<'a> {
+    /// Parses and checks `artifact` (every offset, length, index and node
+    /// shape; weights stay where they are). Does not hash it: see
+    /// [`Model::verify_checksum`].
+    pub fn new(artifact: &'a [u8]) -> Result<Model<'a>, Error> {
+        let view = View::parse(artifact)?;
+        let plan = Plan::new(view).map_err(Error::InvalidModel)?;
+        Ok(Model { plan })
+    }
+
+    /// Checks the artifact's SHA-256 (once at boot, or after an update
+    /// was written to flash; it reads every byte, so it costs time).
+    pub fn verify_checksum(&self) -> Result<(), Error> {
+        Ok(self.plan.view().verify_checksum()?)
+    }
+
+    /// Arena bytes one run needs.
+    pub fn arena_size(&self) -> usize {
+        self.plan.arena_size()
+    }
+
+    /// Graph inputs.
+    pub fn input_count(&self) -> usize {
+        self.plan.view().inputs().len()
+    }
+
+    /// Graph outputs.
+    pub fn output_count(&self) -> usize {
+        self.plan.view().outputs().len()
+    }
+
+    /// Dtype, shape and byte length of input `i`.
+    pub fn input(&self, i: usize) -> Result<TensorInfo, Error> {
+        self.plan.input(i).map_err(Error::InvalidModel)
+    }
+
+    /// Dtype, shape and byte length of output `i`.
+    pub fn output(&self, i: usize) -> Result<TensorInfo, Error> {
+        if i >= self.output_count() {
+            return Err(Error::NoSuchOutput {
+                index: i,
+                count: self.output_count(),
+            });
+        }
+        self.plan.output(i).map_err(Error::InvalidModel)
+    }
+
+    /// Runs the model on `inputs` (raw little-endian bytes, one slice per
+    /// input, in order) inside `arena`, whose contents are overwritten. The
+    /// outputs borrow the arena until dropped.
+    pub fn run<'r>(&self, arena: &'r mut [u8], inputs: &[&[u8]]) -> Result<Outputs<'r, 'a>, Error> {
+        let needed = self.arena_size();
+        if arena.len() < needed {
+            return Err(Error::ArenaTooSmall {
+                needed,
+                got: arena.len(),
+            });
+        }
+        if !(arena.as_ptr() as usize).is_multiple_of(ARENA_ALIGN) {
+            return Err(Error::ArenaMisaligned);
+        }
+        let expected = self.input_count();
+        if inputs.len() != expected {
+            return Err(Error::InputCount {
+                expected,
+                got: inputs.len(),
+            });
+        }
+        for (i, &bytes) in inputs.iter().enumerate() {
+            let t = self.input(i)?;
+            let (start, len) = (t.offset as usize, t.byte_len as usize);
+            if bytes.len() != len {
+                return Err(Error::InputSize {
+                    input: i,
+                    expected: len,
+                    got: bytes.len(),
+                });
+            }
+            self.check_input(i, bytes)?;
+            // `Plan::new` checked every tensor lies inside the arena size.
+            let slot = arena
+                .get_mut(start..start + len)
+                .ok_or(Error::InvalidModel(EngineError::Arena(
+                    "input outside the arena",
+                )))?;
+            slot.copy_from_slice(bytes);
+        }
+        self.plan.run(arena).map_err(Error::Run)?;
+        Ok(Outputs {
+            arena,
+            plan: self.plan,
+        })
+    }
+
+    /// NaN/Inf and declared ranges of float32 input `i`.
+    fn check_input(&self, i: usize, bytes: &[u8]) -> Result<(), Error> {
+        let view = self.plan.view();
+        let id = view.inputs().get(i);
+        // The schema names inputs by tensor id; one it does not list has no
+        // declared range but is still checked for NaN/Inf.
+        let mut ranges = None;
+        for spec in view.meta().inputs.iter() {
+            let spec = spec?;
+            if Some(spec.tensor) == id {
+                ranges = Some(spec.ranges);
+            }
+        }
+        if self.input(i)?.dtype != DType::F32 {
+            return Ok(());
+        }
+        for (element, c) in bytes.chunks_exact(4).enumerate() {
+            let x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            if !x.is_finite() {
+                return Err(Error::NonFinite { input: i, element });
+            }
+            if let Some(ranges) = ranges.filter(|r| !r.is_empty()) {
+                let r = ranges.get(element % ranges.len())?;
+                if x < r.min || x > r.max {
+                    return Err(Error::OutOfRange { input: i, element });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The outputs of one run, in the arena.
+#[derive(Debug)]
+pub struct Outputs<'r, 'a> {
+    arena: &'r [u8],
+    plan: Plan<'a>,
+}
+
+impl<'r> Outputs<'r, '_> {
+    /// Raw little-endian bytes of output `i` (see [`Model::output`] for
+    /// its dtype and shape).
+    pub fn get(&self, i: usize) -> Result<&'r [u8], Error> {
+        let count = self.plan.view().outputs().len();
+        if i >= count {
+            return Err(Error::NoSuchOutput { index: i, count });
+        }
+        let t = self.plan.output(i).map_err(Error::InvalidModel)?;
+        let (start, len) = (t.offset as usize, t.byte_len as usize);
+        self.arena
+            .get(start..start + len)
+            .ok_or(Error::InvalidModel(EngineError::Arena(
+                "output outside the arena",
+            )))
+    }
+}
