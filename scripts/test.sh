@@ -55,5 +55,13 @@ cargo xtask wasm
 cargo test -q -p kiln-cli --test wasm_package -- --ignored --nocapture 2>&1 |
   grep -vE '^\s*(---|\.\.\.|duration_ms:)|^# Subtest' | tail -n 60
 
+step "Cortex-M4F firmware in QEMU (cargo xtask firmware) against native"
+if bash scripts/setup-firmware.sh; then
+  cargo test -q -p kiln-cli --test firmware -- --ignored --nocapture 2>&1 |
+    grep -E '^(mlperf|tflite)|test result|panicked|FAILED' | cut -c1-400
+else
+  echo "warning: no thumbv7em-none-eabihf target; firmware test skipped" >&2
+fi
+
 step "conformance tables (ONNX node tests, corpus cross-check)"
 cargo test -q -p kiln-cli --test onnx_node --test corpus -- --nocapture 2>&1 | grep -vE '^\s*$' | tail -n 60

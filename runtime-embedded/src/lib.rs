@@ -22,7 +22,8 @@
 #![no_std]
 
 use kiln_engine::{EngineError, Plan};
-use kiln_format::{DType, TensorInfo, View};
+use kiln_format::View;
+pub use kiln_format::{DType, TensorInfo};
 
 /// Alignment the engine needs of the arena (and of the artifact's weights).
 pub const ARENA_ALIGN: usize = kiln_format::WEIGHT_ALIGN;
@@ -143,6 +144,25 @@ impl<'a> Model<'a> {
             });
         }
         self.plan.output(i).map_err(Error::InvalidModel)
+    }
+
+    /// Name of output `i` in the artifact's schema (empty if the schema
+    /// does not list it).
+    pub fn output_name(&self, i: usize) -> Result<&'a str, Error> {
+        let view = self.plan.view();
+        let Some(id) = view.outputs().get(i) else {
+            return Err(Error::NoSuchOutput {
+                index: i,
+                count: self.output_count(),
+            });
+        };
+        for spec in view.meta().outputs.iter() {
+            let spec = spec?;
+            if spec.tensor == id {
+                return Ok(spec.name);
+            }
+        }
+        Ok("")
     }
 
     /// Runs the model on `inputs` (raw little-endian bytes, one slice per

@@ -5,15 +5,20 @@
 //! - `cargo xtask bench [--quick] [--wasm-only] [--out FILE] [FILTER]`:
 //!   builds the package, then runs the benchmark crate (`bench/`, release),
 //!   which regenerates BENCHMARKS.md.
+//! - `cargo xtask firmware --artifact A.kiln --input x.npy [--run]`: builds
+//!   the Cortex-M4F firmware (`demos/firmware`) and runs it in QEMU
+//!   (`firmware.rs`).
 
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use std::process::Command;
 
+mod firmware;
 mod wasm;
 
 const USAGE: &str = "usage: cargo xtask wasm
-       cargo xtask bench [--quick] [--wasm-only] [--out BENCHMARKS.md] [MODEL_FILTER]";
+       cargo xtask bench [--quick] [--wasm-only] [--out BENCHMARKS.md] [MODEL_FILTER]
+       cargo xtask firmware --artifact A.kiln --input x.npy [--run]";
 
 /// The workspace root, from the `CARGO_MANIFEST_DIR` that `cargo run` sets
 /// at run time: the compile-time path goes stale when a shared
@@ -31,6 +36,7 @@ fn main() -> Result<()> {
     let root = workspace_root();
     match args.first().map(String::as_str) {
         Some("wasm") if args.len() == 1 => wasm::main(&root),
+        Some("firmware") => firmware::main(&root, &args[1..]),
         Some("bench") => {
             // The WebAssembly section needs the package.
             wasm::main(&root)?;

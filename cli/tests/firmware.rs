@@ -1,0 +1,135 @@
+//! The Cortex-M4F firmware (`cargo xtask firmware`) in QEMU against the
+//! native runtime: int8 outputs bit for bit, float outputs within 1e-5
+//! relative (the native build fuses multiply-adds, the firmware does not),
+//! on the MLPerf Tiny KWS and AD models and TFLM's hello_world.
+//! Needs `qemu-system-arm`, `arm-none-eabi-size` and the thumbv7em target:
+//! `scripts/test.sh` installs them and runs it.
+
+use kiln_runtime_native::{Model, TensorValue};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A C-order little-endian `.npy` (version 1) of `data`.
+fn npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let shape = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+#[test]
+#[ignore = "needs qemu-system-arm and the thumbv7em target: scripts/test.sh runs it"]
+fn firmware_in_qemu_matches_native() {
+    let dir = std::env::temp_dir().join(format!("kiln-firmware-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    for rel in [
+        "mlperf-tiny/kws_ref_model.tflite",
+        "mlperf-tiny/ad01_int8.tflite",
+        "tflite-micro/hello_world_int8.tflite",
+        "tflite-micro/hello_world_float.tflite",
+    ] {
+        let src = std::fs::read(root().join("../shared/corpus").join(rel)).expect("corpus");
+        let artifact = kiln_compiler::compile_model(&src, rel, &Default::default())
+            .expect("compiles")
+            .bytes;
+        let model = Model::load(&artifact).expect("loads");
+        let spec = &model.inputs()[0];
+        let shape = spec.shape(1);
+        let n: usize = shape.iter().product();
+        let (descr, data) = match spec.dtype {
+            kiln_format::DType::F32 => (
+                "<f4",
+                (0..n)
+                    .flat_map(|i| ((i % 7) as f32 * 0.3 - 0.9).to_le_bytes())
+                    .collect::<Vec<u8>>(),
+            ),
+            kiln_format::DType::I8 => ("|i1", (0..n).map(|i| ((i * 37) % 251) as u8).collect()),
+            other => panic!("{rel}: input dtype {other:?} not covered"),
+        };
+        let stem = rel.replace('/', "_");
+        let (a, x) = (
+            dir.join(format!("{stem}.kiln")),
+            dir.join(format!("{stem}.npy")),
+        );
+        std::fs::write(&a, &artifact).expect("artifact");
+        std::fs::write(&x, npy(descr, &shape, &data)).expect("input");
+        let want = model
+            .session()
+            .run(&[&TensorValue {
+                dtype: spec.dtype,
+                shape: shape.clone(),
+                data,
+            }])
+            .expect("native runs");
+
+        let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["xtask", "firmware", "--run", "--artifact"])
+            .arg(&a)
+            .arg("--input")
+            .arg(&x)
+            .current_dir(root())
+            .output()
+            .expect("cargo xtask firmware");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{rel}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+        println!("{rel}: {v}");
+        for (spec, w) in model.outputs().iter().zip(&want) {
+            let got = v["outputs"][spec.name.as_str()]
+                .as_array()
+                .unwrap_or_else(|| panic!("{rel}: no output {}", spec.name));
+            match w.dtype {
+                kiln_format::DType::I8 => {
+                    let got: Vec<u8> = got
+                        .iter()
+                        .map(|e| e.as_i64().expect("integer") as i8 as u8)
+                        .collect();
+                    assert_eq!(
+                        got, w.data,
+                        "{rel}: output {} differs from native",
+                        spec.name
+                    );
+                }
+                kiln_format::DType::F32 => {
+                    let want: Vec<f32> = w.f32_values().collect();
+                    assert_eq!(got.len(), want.len(), "{rel}");
+                    for (g, &w) in got.iter().zip(&want) {
+                        let g = g.as_f64().expect("number") as f32;
+                        assert!(
+                            (g - w).abs() <= 1e-5 * w.abs().max(1e-3),
+                            "{rel}: output {}: {g} against native {w}",
+                            spec.name
+                        );
+                    }
+                }
+                other => panic!("{rel}: output dtype {other:?} not covered"),
+            }
+        }
+        assert_eq!(v["static_ram"]["arena"], model.arena_size(), "{rel}");
+        assert!(
+            v["flash"]["runtime_code"].as_u64().is_some_and(|b| b > 0),
+            "{rel}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,113 @@
+//! Runs the embedded artifact on the embedded input once and prints one
+//! JSON line over semihosting: `{"outputs": {name: [values]}, "arena":
+//! bytes}`; a failure prints `{"error": "..."}` and exits with status 1.
+//! There is no `#[global_allocator]`: nothing here allocates.
+#![no_std]
+#![no_main]
+
+use core::fmt::Write;
+use cortex_m_rt::entry;
+use cortex_m_semihosting::{debug, hio};
+use kiln_runtime_embedded::{Arena, Error, Model};
+
+include!(concat!(env!("OUT_DIR"), "/model.rs"));
+
+/// 16-byte alignment for flash-resident data (the engine reads weights in
+/// place as f32/i32).
+#[repr(C, align(16))]
+struct Aligned<T>(T);
+
+static MODEL: Aligned<[u8; MODEL_LEN]> =
+    Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/model.kiln")));
+static INPUT: Aligned<[u8; INPUT_LEN]> =
+    Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/input.bin")));
+
+/// Marks the start of the measured window (instruction counting by a QEMU
+/// plugin keys on this symbol's address).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn bench_begin() {
+    cortex_m::asm::nop();
+}
+
+/// Marks the end of the measured window (a body that differs from
+/// `bench_begin`'s, so the two are not folded into one address).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn bench_end() {
+    cortex_m::asm::nop();
+    cortex_m::asm::nop();
+}
+
+#[entry]
+fn main() -> ! {
+    let mut out = hio::hstdout().ok();
+    let code = match run(&mut out) {
+        Ok(()) => debug::EXIT_SUCCESS,
+        Err(e) => {
+            if let Some(o) = out.as_mut() {
+                let _ = writeln!(o, "{{\"error\": \"{e}\"}}");
+            }
+            debug::EXIT_FAILURE
+        }
+    };
+    debug::exit(code);
+    loop {
+        cortex_m::asm::bkpt();
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    if let Ok(mut o) = hio::hstdout() {
+        let _ = writeln!(o, "{{\"error\": \"panic: {info}\"}}");
+    }
+    debug::exit(debug::EXIT_FAILURE);
+    loop {
+        cortex_m::asm::bkpt();
+    }
+}
+
+fn run(out: &mut Option<hio::HostStream>) -> Result<(), Error> {
+    // `singleton!` hands out the static once; `run` is called once.
+    let Some(arena) = cortex_m::singleton!(: Arena<ARENA_SIZE> = Arena::new()) else {
+        return Ok(());
+    };
+    let model = Model::new(&MODEL.0)?;
+    // An empty window first, so the plugin's per-window cost can be
+    // subtracted.
+    bench_begin();
+    bench_end();
+    bench_begin();
+    let outputs = model.run(&mut arena.0, &[&INPUT.0])?;
+    bench_end();
+    let Some(o) = out.as_mut() else {
+        return Ok(());
+    };
+    let _ = write!(o, "{{\"outputs\": {{");
+    for i in 0..model.output_count() {
+        let info = model.output(i)?;
+        let bytes = outputs.get(i)?;
+        let _ = write!(o, "{}\"{}\": [", if i > 0 { ", " } else { "" }, model.output_name(i)?);
+        print_values(o, info.dtype, bytes);
+        let _ = write!(o, "]");
+    }
+    let _ = writeln!(o, "}}, \"arena\": {ARENA_SIZE}}}");
+    Ok(())
+}
+
+/// The values of one output as JSON numbers.
+fn print_values(o: &mut hio::HostStream, dtype: kiln_runtime_embedded::DType, bytes: &[u8]) {
+    use kiln_runtime_embedded::DType;
+    let size = dtype.size().max(1);
+    for (k, c) in bytes.chunks_exact(size).enumerate() {
+        let sep = if k > 0 { ", " } else { "" };
+        let _ = match dtype {
+            DType::I8 => write!(o, "{sep}{}", c[0] as i8),
+            DType::U8 | DType::Bool => write!(o, "{sep}{}", c[0]),
+            DType::I32 => write!(o, "{sep}{}", i32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            DType::F32 => write!(o, "{sep}{:e}", f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            _ => write!(o, "{sep}null"),
+        };
+    }
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Idempotent setup of what the Cortex-M firmware build and its QEMU test
+# need on a fresh Debian machine (see ../shared/notes/toolchain.md §5):
+# rustup's thumbv7em-none-eabihf target, QEMU's Arm system emulator and the
+# Arm binutils (section sizes). Exits 1 when the target cannot be had.
+set -euo pipefail
+
+log() { printf '[setup-firmware] %s\n' "$*" >&2; }
+sudo=""
+[[ $(id -u) = 0 ]] || sudo=sudo
+missing=()
+for p in qemu-system-arm binutils-arm-none-eabi; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    log "apt-get install ${missing[*]}"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 ||
+        { $sudo apt-get update -qq >&2 &&
+            $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2; }
+fi
+if ! rustup target list --installed 2>/dev/null | grep -qx thumbv7em-none-eabihf; then
+    log "rustup target add thumbv7em-none-eabihf"
+    timeout 60 rustup target add thumbv7em-none-eabihf >&2 || {
+        log "rustup could not add thumbv7em-none-eabihf"
+        exit 1
+    }
+fi
+log "ok: $(qemu-system-arm --version | head -n 1)"

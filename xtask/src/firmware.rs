@@ -1,0 +1,166 @@
+//! `cargo xtask firmware --artifact A.kiln --input x.npy [--run]`: builds
+//! the Cortex-M4F firmware of `demos/firmware` around one artifact and one
+//! input (input 0, as raw bytes from the `.npy`), and with `--run` runs it
+//! in `qemu-system-arm -machine mps2-an386` and prints one JSON line:
+//! `outputs` (name → flat list of values), `flash` (runtime code and
+//! model bytes), `static_ram` (arena, all of .bss + .data) and the ELF.
+//! Stack high-water mark and executed instructions are not measured yet.
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TARGET: &str = "thumbv7em-none-eabihf";
+
+pub fn main(root: &Path, args: &[String]) -> Result<()> {
+    let (mut artifact, mut input, mut run) = (None, None, false);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--artifact" => artifact = it.next().map(PathBuf::from),
+            "--input" => input = it.next().map(PathBuf::from),
+            "--run" => run = true,
+            other => bail!("unknown argument {other:?}\n{}", crate::USAGE),
+        }
+    }
+    let (Some(artifact), Some(input)) = (artifact, input) else {
+        bail!("--artifact and --input are required\n{}", crate::USAGE);
+    };
+    let artifact = std::fs::canonicalize(&artifact)
+        .with_context(|| format!("cannot read {}", artifact.display()))?;
+    let model_len = std::fs::metadata(&artifact)?.len();
+    let raw = npy_data(&input)?;
+    let target_dir = crate::wasm::target_dir(root)?.join("firmware");
+    std::fs::create_dir_all(&target_dir)?;
+    let input_bin = target_dir.join("input.bin");
+    std::fs::write(&input_bin, &raw)?;
+
+    if !rustup_has(TARGET) {
+        let ok = Command::new("rustup")
+            .args(["target", "add", TARGET])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            bail!("the {TARGET} target is missing: run `rustup target add {TARGET}`");
+        }
+    }
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "-q"])
+        .current_dir(root.join("demos/firmware"))
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("KILN_FW_ARTIFACT", &artifact)
+        .env("KILN_FW_INPUT", &input_bin)
+        .env_remove("RUSTFLAGS")
+        .status()
+        .context("running cargo for demos/firmware")?;
+    if !status.success() {
+        bail!("building the firmware failed ({status})");
+    }
+    let elf = target_dir.join(TARGET).join("release/kiln-firmware");
+    let (text, data, bss) = section_sizes(&elf)?;
+    if !run {
+        println!("{}", elf.display());
+        return Ok(());
+    }
+    let out = Command::new("qemu-system-arm")
+        .args(["-machine", "mps2-an386", "-nographic"])
+        .args(["-semihosting-config", "enable=on,target=native"])
+        .arg("-kernel")
+        .arg(&elf)
+        .output()
+        .context("running qemu-system-arm (apt install qemu-system-arm)")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .with_context(|| format!("the firmware printed no JSON line: {stdout}"))?;
+    let mut v: serde_json::Value =
+        serde_json::from_str(line).with_context(|| format!("firmware output {line:?}"))?;
+    if let Some(e) = v.get("error") {
+        bail!("the firmware failed: {e}");
+    }
+    if !out.status.success() {
+        bail!("qemu exited with {}", out.status);
+    }
+    let flash = text + data;
+    let embedded = model_len + raw.len() as u64;
+    v["flash"] = serde_json::json!({
+        "total": flash,
+        "model": model_len,
+        "input": raw.len(),
+        "runtime_code": flash.saturating_sub(embedded),
+    });
+    v["static_ram"] = serde_json::json!({
+        "arena": v["arena"].clone(),
+        "bss_data": bss + data,
+    });
+    if let Some(o) = v.as_object_mut() {
+        o.remove("arena");
+    }
+    v["elf"] = serde_json::json!(elf.display().to_string());
+    println!("{v}");
+    Ok(())
+}
+
+/// Little-endian data bytes of a C-order `.npy` (versions 1–3).
+fn npy_data(path: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        bail!("{} is not a .npy file", path.display());
+    }
+    let (len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
+        v => bail!("{}: unsupported .npy version {v}", path.display()),
+    };
+    let header = bytes
+        .get(start..start + len)
+        .with_context(|| format!("{}: truncated header", path.display()))?;
+    let header = String::from_utf8_lossy(header);
+    if header.contains("'fortran_order': True") {
+        bail!("{}: Fortran-order arrays are not supported", path.display());
+    }
+    if header.contains("'>") {
+        bail!("{}: big-endian arrays are not supported", path.display());
+    }
+    Ok(bytes[start + len..].to_vec())
+}
+
+/// `.text`, `.data` and `.bss` bytes, by `arm-none-eabi-size` (or LLVM's).
+fn section_sizes(elf: &Path) -> Result<(u64, u64, u64)> {
+    for tool in ["arm-none-eabi-size", "llvm-size-22", "llvm-size"] {
+        let Ok(out) = Command::new(tool).arg(elf).output() else {
+            continue;
+        };
+        if !out.status.success() {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let nums: Vec<u64> = text
+            .lines()
+            .nth(1)
+            .unwrap_or("")
+            .split_whitespace()
+            .take(3)
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        if let [t, d, b] = nums[..] {
+            return Ok((t, d, b));
+        }
+    }
+    bail!("no size tool: apt install binutils-arm-none-eabi")
+}
+
+fn rustup_has(target: &str) -> bool {
+    Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l == target)
+        })
+}
