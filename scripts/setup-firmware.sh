@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Idempotent setup of what the Cortex-M firmware build and its QEMU test
 # need on a fresh Debian machine (see ../shared/notes/toolchain.md §5):
-# rustup's thumbv7em-none-eabihf target, QEMU's Arm system emulator and the
-# Arm binutils (section sizes). Exits 1 when the target cannot be had.
+# rustup's thumbv7em-none-eabihf target, QEMU's Arm system emulator, the
+# Arm binutils (section sizes, symbols) and gcc (the QEMU plugin that counts
+# instructions). Exits 1 when the target cannot be had.
 set -euo pipefail
 
 log() { printf '[setup-firmware] %s\n' "$*" >&2; }
 sudo=""
 [[ $(id -u) = 0 ]] || sudo=sudo
 missing=()
-for p in qemu-system-arm binutils-arm-none-eabi; do
+for p in qemu-system-arm binutils-arm-none-eabi gcc; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
 done
 if ((${#missing[@]})); then

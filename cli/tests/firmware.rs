@@ -130,6 +130,7 @@ fn firmware_in_qemu_matches_native() {
             v["flash"]["runtime_code"].as_u64().is_some_and(|b| b > 0),
             "{rel}"
         );
+        assert!(v["instructions"].as_u64().is_some_and(|n| n > 0), "{rel}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

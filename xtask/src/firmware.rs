@@ -3,8 +3,11 @@
 //! input (input 0, as raw bytes from the `.npy`), and with `--run` runs it
 //! in `qemu-system-arm -machine mps2-an386` and prints one JSON line:
 //! `outputs` (name → flat list of values), `flash` (runtime code and
-//! model bytes), `static_ram` (arena, all of .bss + .data) and the ELF.
-//! Stack high-water mark and executed instructions are not measured yet.
+//! model bytes), `static_ram` (arena, all of .bss + .data), `instructions`
+//! (guest instructions executed by one `Model::run`, counted by the QEMU
+//! plugin `demos/firmware/qemu/insncount.c` between the firmware's marker
+//! functions; exact and repeatable, not cycles) and the ELF. The stack
+//! high-water mark is not measured yet.
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -62,9 +65,16 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
         println!("{}", elf.display());
         return Ok(());
     }
+    let plugin = insncount_plugin(root, &target_dir)?;
+    let (begin, end) = (symbol(&elf, "bench_begin")?, symbol(&elf, "bench_end")?);
     let out = Command::new("qemu-system-arm")
         .args(["-machine", "mps2-an386", "-nographic"])
         .args(["-semihosting-config", "enable=on,target=native"])
+        .arg("-plugin")
+        .arg(format!(
+            "{},begin={begin:#x},end={end:#x}",
+            plugin.display()
+        ))
         .arg("-kernel")
         .arg(&elf)
         .output()
@@ -97,9 +107,71 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
     if let Some(o) = v.as_object_mut() {
         o.remove("arena");
     }
+    v["instructions"] = serde_json::json!(instructions(&String::from_utf8_lossy(&out.stderr))?);
     v["elf"] = serde_json::json!(elf.display().to_string());
     println!("{v}");
     Ok(())
+}
+
+/// Builds `demos/firmware/qemu/insncount.c` (a QEMU TCG plugin) with the C
+/// compiler into `dir`.
+fn insncount_plugin(root: &Path, dir: &Path) -> Result<PathBuf> {
+    let src = root.join("demos/firmware/qemu/insncount.c");
+    let lib = dir.join("libinsncount.so");
+    let fresh = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if fresh(&lib).is_some() && fresh(&lib) >= fresh(&src) {
+        return Ok(lib);
+    }
+    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-O2", "-shared", "-fPIC", "-fvisibility=hidden", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .status()
+        .context("running the C compiler for the QEMU plugin (apt install gcc)")?;
+    if !status.success() {
+        bail!("building {} failed ({status})", src.display());
+    }
+    Ok(lib)
+}
+
+/// Address of `name` in the ELF's symbol table.
+fn symbol(elf: &Path, name: &str) -> Result<u64> {
+    for tool in ["arm-none-eabi-nm", "llvm-nm-22", "llvm-nm"] {
+        let Ok(out) = Command::new(tool).arg(elf).output() else {
+            continue;
+        };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if let [addr, _, sym] = f[..]
+                && sym == name
+            {
+                return Ok(u64::from_str_radix(addr, 16)?);
+            }
+        }
+    }
+    bail!(
+        "no symbol {name} in {} (apt install binutils-arm-none-eabi)",
+        elf.display()
+    )
+}
+
+/// Instructions of the measured window from the plugin's line
+/// (`insncount: windows=2 w0=EMPTY w1=RUN`): the run's window minus the
+/// empty one (the markers' own cost).
+fn instructions(stderr: &str) -> Result<u64> {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("insncount:"))
+        .with_context(|| format!("the QEMU plugin printed no count: {stderr}"))?;
+    let window = |k: &str| -> Option<u64> {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(k))
+            .and_then(|v| v.parse().ok())
+    };
+    match (window("w0="), window("w1=")) {
+        (Some(empty), Some(run)) => Ok(run.saturating_sub(empty)),
+        _ => bail!("unexpected plugin output {line:?}"),
+    }
 }
 
 /// Little-endian data bytes of a C-order `.npy` (versions 1–3).
