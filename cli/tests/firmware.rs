@@ -125,7 +125,17 @@ fn firmware_in_qemu_matches_native() {
                 other => panic!("{rel}: output dtype {other:?} not covered"),
             }
         }
-        assert_eq!(v["static_ram"]["arena"], model.arena_size(), "{rel}");
+        // The arena the compiler reports is the one a run touches (up to
+        // the 16-byte alignment of its end).
+        let ram = &v["static_ram"];
+        assert_eq!(ram["arena"], model.arena_size(), "{rel}");
+        let touched = ram["arena_touched"].as_u64().expect("arena_touched") as usize;
+        assert!(
+            touched <= model.arena_size() && touched + 16 > model.arena_size(),
+            "{rel}: a run touched {touched} of {} arena bytes",
+            model.arena_size()
+        );
+        assert!(ram["stack"].as_u64().is_some_and(|n| n > 0), "{rel}");
         assert!(
             v["flash"]["runtime_code"].as_u64().is_some_and(|b| b > 0),
             "{rel}"

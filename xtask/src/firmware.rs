@@ -3,11 +3,12 @@
 //! input (input 0, as raw bytes from the `.npy`), and with `--run` runs it
 //! in `qemu-system-arm -machine mps2-an386` and prints one JSON line:
 //! `outputs` (name → flat list of values), `flash` (runtime code and
-//! model bytes), `static_ram` (arena, all of .bss + .data), `instructions`
+//! model bytes), `static_ram` (the arena the plan reserves, the part of it
+//! a run writes, found by painting it; the stack's high-water mark, by
+//! painting the free RAM; all of .bss + .data), `instructions`
 //! (guest instructions executed by one `Model::run`, counted by the QEMU
 //! plugin `demos/firmware/qemu/insncount.c` between the firmware's marker
-//! functions; exact and repeatable, not cycles) and the ELF. The stack
-//! high-water mark is not measured yet.
+//! functions; exact and repeatable, not cycles) and the ELF.
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -102,10 +103,14 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
     });
     v["static_ram"] = serde_json::json!({
         "arena": v["arena"].clone(),
+        "arena_touched": v["arena_touched"].clone(),
+        "stack": v["stack"].clone(),
         "bss_data": bss + data,
     });
     if let Some(o) = v.as_object_mut() {
-        o.remove("arena");
+        for k in ["arena", "arena_touched", "stack"] {
+            o.remove(k);
+        }
     }
     v["instructions"] = serde_json::json!(instructions(&String::from_utf8_lossy(&out.stderr))?);
     v["elf"] = serde_json::json!(elf.display().to_string());

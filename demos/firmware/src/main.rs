@@ -1,6 +1,8 @@
-//! Runs the embedded artifact on the embedded input once and prints one
-//! JSON line over semihosting: `{"outputs": {name: [values]}, "arena":
-//! bytes}`; a failure prints `{"error": "..."}` and exits with status 1.
+//! Runs the embedded artifact on the embedded input and prints one JSON
+//! line over semihosting: `{"outputs": {name: [values]}, "arena": bytes,
+//! "arena_touched": bytes, "stack": bytes}` (the arena the plan reserves,
+//! the furthest byte of it a run writes, and the stack's high-water mark);
+//! a failure prints `{"error": "..."}` and exits with status 1.
 //! There is no `#[global_allocator]`: nothing here allocates.
 #![no_std]
 #![no_main]
@@ -74,6 +76,23 @@ fn run(out: &mut Option<hio::HostStream>) -> Result<(), Error> {
         return Ok(());
     };
     let model = Model::new(&MODEL.0)?;
+    // The arena actually touched: paint it with two patterns, run on each,
+    // and take the furthest byte either run changed (a byte that happens
+    // to be written with its paint value cannot hide under both).
+    let mut touched = 0;
+    for paint in [0xA5, 0x5A] {
+        arena.0.fill(paint);
+        model.run(&mut arena.0, &[&INPUT.0])?;
+        let last = arena
+            .0
+            .iter()
+            .rposition(|&b| b != paint)
+            .map_or(0, |i| i + 1);
+        touched = touched.max(last);
+    }
+    // The stack's high-water mark of one run: paint the free RAM between
+    // the statics and the stack pointer, run, find the deepest change.
+    let stack = StackProbe::paint();
     // An empty window first, so the plugin's per-window cost can be
     // subtracted.
     bench_begin();
@@ -81,6 +100,7 @@ fn run(out: &mut Option<hio::HostStream>) -> Result<(), Error> {
     bench_begin();
     let outputs = model.run(&mut arena.0, &[&INPUT.0])?;
     bench_end();
+    let stack_used = stack.used();
     let Some(o) = out.as_mut() else {
         return Ok(());
     };
@@ -88,12 +108,68 @@ fn run(out: &mut Option<hio::HostStream>) -> Result<(), Error> {
     for i in 0..model.output_count() {
         let info = model.output(i)?;
         let bytes = outputs.get(i)?;
-        let _ = write!(o, "{}\"{}\": [", if i > 0 { ", " } else { "" }, model.output_name(i)?);
+        let _ = write!(
+            o,
+            "{}\"{}\": [",
+            if i > 0 { ", " } else { "" },
+            model.output_name(i)?
+        );
         print_values(o, info.dtype, bytes);
         let _ = write!(o, "]");
     }
-    let _ = writeln!(o, "}}, \"arena\": {ARENA_SIZE}}}");
+    let _ = writeln!(
+        o,
+        "}}, \"arena\": {ARENA_SIZE}, \"arena_touched\": {touched}, \"stack\": {stack_used}}}"
+    );
     Ok(())
+}
+
+/// The stack's high-water mark (bytes below the initial stack pointer,
+/// cortex-m-rt's `_stack_start`) from painting the RAM between the end of
+/// the statics and the stack pointer of [`StackProbe::paint`].
+struct StackProbe {
+    /// First free byte after .bss (cortex-m-rt's `__sheap`).
+    bottom: usize,
+    /// Stack pointer at `paint`, minus a margin for `paint`'s own frame.
+    top: usize,
+    /// The initial stack pointer (the stack grows down from it).
+    start: usize,
+}
+
+const STACK_PAINT: u8 = 0xC3;
+
+impl StackProbe {
+    #[inline(never)]
+    fn paint() -> StackProbe {
+        unsafe extern "C" {
+            static __sheap: u8;
+            static _stack_start: u8;
+        }
+        // Only the addresses are taken (cortex-m-rt's linker script
+        // defines both symbols).
+        let (bottom, start) = (
+            core::ptr::addr_of!(__sheap) as usize,
+            core::ptr::addr_of!(_stack_start) as usize,
+        );
+        let top = cortex_m::register::msp::read() as usize - 64;
+        for a in bottom..top {
+            // SAFETY: [__sheap, msp - 64) is RAM no one uses: above the
+            // statics (there is no heap), below the live stack frames.
+            unsafe { core::ptr::write_volatile(a as *mut u8, STACK_PAINT) };
+        }
+        StackProbe { bottom, top, start }
+    }
+
+    /// Deepest stack use since boot, in bytes (exact to the byte for what
+    /// ran after `paint`).
+    fn used(&self) -> usize {
+        let mut a = self.bottom;
+        // SAFETY: reads the range `paint` wrote; nothing else lives there.
+        while a < self.top && unsafe { core::ptr::read_volatile(a as *const u8) } == STACK_PAINT {
+            a += 1;
+        }
+        self.start - a
+    }
 }
 
 /// The values of one output as JSON numbers.
