@@ -1,7 +1,8 @@
 //! Embeds the artifact and the input named by `KILN_FW_ARTIFACT` and
 //! `KILN_FW_INPUT` (raw little-endian bytes of input 0), and writes
-//! `model.rs` with their lengths and the arena size read from the artifact,
-//! so the arena is a `static` of exactly the size the plan needs.
+//! `model.rs` with their lengths, the arena size and the op set read from
+//! the artifact: the arena is a `static` of exactly the size the plan
+//! needs, and only the model's ops are linked.
 use std::path::PathBuf;
 
 fn main() {
@@ -25,10 +26,16 @@ fn main() {
     let view = kiln_format::View::parse(&artifact).expect("KILN_FW_ARTIFACT is not a valid .kiln");
     std::fs::write(out.join("model.kiln"), &artifact).expect("write model");
     std::fs::write(out.join("input.bin"), &input).expect("write input");
+    let mut ops = 0u128;
+    for i in 0..view.node_count() {
+        ops |= 1u128 << view.node(i).expect("node").op.tag();
+    }
     let code = format!(
         "/// Bytes of the embedded artifact.\npub const MODEL_LEN: usize = {};\n\
          /// Bytes of the embedded input.\npub const INPUT_LEN: usize = {};\n\
-         /// Arena bytes the artifact's plan needs.\npub const ARENA_SIZE: usize = {};\n",
+         /// Arena bytes the artifact's plan needs.\npub const ARENA_SIZE: usize = {};\n\
+         /// The artifact's ops (bit `Op::tag` of each): only their kernels are linked.\n\
+         pub const OPS: u128 = {ops:#x};\n",
         artifact.len(),
         input.len(),
         view.arena_size()

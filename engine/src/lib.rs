@@ -30,6 +30,9 @@ use kiln_format::{Ids, Node, TensorInfo, TensorKind, View};
 /// Maximum inputs or outputs of one node.
 pub const MAX_IO: usize = 32;
 
+/// The op set with every op ([`Plan::run_ops`]).
+pub const ALL_OPS: u128 = u128::MAX;
+
 /// An artifact ready to run.
 #[derive(Debug, Clone, Copy)]
 pub struct Plan<'a> {
@@ -126,9 +129,34 @@ impl<'a> Plan<'a> {
         self.run_observed(arena, |_| {})
     }
 
+    /// [`Plan::run`] with only the ops in `OPS` (bit [`kiln_format::Op::tag`]
+    /// of each; [`Plan::op_set`] gives a model's) built in: with a constant
+    /// set the others' kernels are left out of the binary, which is what
+    /// makes firmware small. A node outside the set is an error.
+    pub fn run_ops<const OPS: u128>(&self, arena: &mut [u8]) -> Result<(), EngineError> {
+        self.run_with::<OPS>(arena, |_| {})
+    }
+
+    /// The op set of this plan's nodes, for [`Plan::run_ops`].
+    pub fn op_set(&self) -> Result<u128, EngineError> {
+        let mut set = 0u128;
+        for i in 0..self.view.node_count() {
+            set |= 1u128 << self.view.node(i)?.op.tag();
+        }
+        Ok(set)
+    }
+
     /// [`Plan::run`], calling `after_node(i)` once node `i` has run (for
     /// per-node profiling by a `std` host; the engine itself keeps no time).
     pub fn run_observed(
+        &self,
+        arena: &mut [u8],
+        after_node: impl FnMut(usize),
+    ) -> Result<(), EngineError> {
+        self.run_with::<ALL_OPS>(arena, after_node)
+    }
+
+    fn run_with<const OPS: u128>(
         &self,
         arena: &mut [u8],
         mut after_node: impl FnMut(usize),
@@ -136,7 +164,7 @@ impl<'a> Plan<'a> {
         self.check_arena(arena)?;
         for i in 0..self.view.node_count() {
             let node = self.view.node(i)?;
-            ops::run_node(&self.view, &[], &node, arena, &[])
+            ops::run_node::<OPS>(&self.view, &[], &node, arena, &[])
                 .map_err(|e| e.at_node(i, node.op.name()))?;
             after_node(i);
         }
@@ -205,7 +233,7 @@ impl<'a> Plan<'a> {
         }
         for (i, node) in nodes.iter().enumerate() {
             let p = packed.get(i).copied().unwrap_or(&[]);
-            ops::run_node(&self.view, tensors, node, arena, p)
+            ops::run_node::<ALL_OPS>(&self.view, tensors, node, arena, p)
                 .map_err(|e| e.at_node(i, node.op.name()))?;
             after_node(i);
         }

@@ -356,6 +356,7 @@ mod tests {
             if let Some(op) = same::<Op>(&buf[..len]) {
                 seen[buf[0] as usize] = true;
                 assert_eq!(buf[0] as usize, op_index(&op));
+                assert_eq!(op.tag(), buf[0], "Op::tag of {op:?}");
             }
         }
         let missing: usize = seen[..62].iter().filter(|s| !**s).count();

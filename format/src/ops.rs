@@ -515,6 +515,76 @@ pub enum TreeAggregate {
 }
 
 impl Op {
+    /// The variant's position in [`Op`], which is also its tag in the
+    /// artifact (`decode.rs`): `1 << op.tag()` is its bit in the engine's
+    /// op sets (`kiln_engine::Plan::op_set`).
+    pub fn tag(&self) -> u8 {
+        match self {
+            Op::Unary(_) => 0,
+            Op::Binary(_) => 1,
+            Op::Reshape => 2,
+            Op::Gemm { .. } => 3,
+            Op::MatMul { .. } => 4,
+            Op::Conv { .. } => 5,
+            Op::ConvTranspose { .. } => 6,
+            Op::MaxPool { .. } => 7,
+            Op::AveragePool { .. } => 8,
+            Op::LpPool { .. } => 9,
+            Op::GlobalAveragePool => 10,
+            Op::GlobalMaxPool => 11,
+            Op::Softmax { .. } => 12,
+            Op::Transpose { .. } => 13,
+            Op::Concat { .. } => 14,
+            Op::Slice { .. } => 15,
+            Op::Split { .. } => 16,
+            Op::Gather { .. } => 17,
+            Op::GatherElements { .. } => 18,
+            Op::Pad { .. } => 19,
+            Op::Cast { .. } => 20,
+            Op::Reduce { .. } => 21,
+            Op::ArgMax { .. } => 22,
+            Op::LayerNorm { .. } => 23,
+            Op::BatchNorm { .. } => 24,
+            Op::InstanceNorm { .. } => 25,
+            Op::Where => 26,
+            Op::Expand => 27,
+            Op::Tile => 28,
+            Op::OneHot { .. } => 29,
+            Op::Lstm { .. } => 30,
+            Op::Gru { .. } => 31,
+            Op::Normalizer { .. } => 32,
+            Op::TreeEnsemble { .. } => 33,
+            Op::ArgMaxLabel => 34,
+            Op::PostTransform { .. } => 35,
+            Op::Dequantize { .. } => 36,
+            Op::Quantize { .. } => 37,
+            Op::QLinearConv { .. } => 38,
+            Op::CumSum { .. } => 39,
+            Op::DepthToSpace { .. } => 40,
+            Op::SpaceToDepth { .. } => 41,
+            Op::Variadic { .. } => 42,
+            Op::Trilu { .. } => 43,
+            Op::LRN { .. } => 44,
+            Op::ScatterElements { .. } => 45,
+            Op::QFullyConnected { .. } => 46,
+            Op::QSoftmax { .. } => 47,
+            Op::QConv { .. } => 48,
+            Op::QAvgPool { .. } => 49,
+            Op::QAdd { .. } => 50,
+            Op::DynamicQuantize => 51,
+            Op::QMatMul { .. } => 52,
+            Op::ConvInteger { .. } => 53,
+            Op::DynFullyConnected { .. } => 54,
+            Op::QConvPacked { .. } => 55,
+            Op::QFullyConnectedPacked { .. } => 56,
+            Op::QLstm { .. } => 57,
+            Op::LstmCellClip { .. } => 58,
+            Op::QLookup => 59,
+            Op::HybridConv { .. } => 60,
+            Op::Densify => 61,
+        }
+    }
+
     /// Short name for histograms and errors.
     pub fn name(&self) -> &'static str {
         match self {

@@ -169,6 +169,25 @@ impl<'a> Model<'a> {
     /// input, in order) inside `arena`, whose contents are overwritten. The
     /// outputs borrow the arena until dropped.
     pub fn run<'r>(&self, arena: &'r mut [u8], inputs: &[&[u8]]) -> Result<Outputs<'r, 'a>, Error> {
+        self.run_ops::<{ kiln_engine::ALL_OPS }>(arena, inputs)
+    }
+
+    /// The op set of this model (bit [`kiln_format::Op::tag`] of each op),
+    /// for [`Model::run_ops`]; firmware build scripts bake it in as a
+    /// constant.
+    pub fn op_set(&self) -> Result<u128, Error> {
+        self.plan.op_set().map_err(Error::InvalidModel)
+    }
+
+    /// [`Model::run`] with only the ops in `OPS` built in (a constant, from
+    /// [`Model::op_set`]): the other ops' kernels are left out of the
+    /// firmware. A model with an op outside the set fails with
+    /// [`Error::Run`].
+    pub fn run_ops<'r, const OPS: u128>(
+        &self,
+        arena: &'r mut [u8],
+        inputs: &[&[u8]],
+    ) -> Result<Outputs<'r, 'a>, Error> {
         let needed = self.arena_size();
         if arena.len() < needed {
             return Err(Error::ArenaTooSmall {
@@ -205,7 +224,7 @@ impl<'a> Model<'a> {
                 )))?;
             slot.copy_from_slice(bytes);
         }
-        self.plan.run(arena).map_err(Error::Run)?;
+        self.plan.run_ops::<OPS>(arena).map_err(Error::Run)?;
         Ok(Outputs {
             arena,
             plan: self.plan,

@@ -141,6 +141,11 @@ fn bad_calls_are_typed_errors() {
         }
     );
     assert!(e.to_string().contains("NaN"), "{e}");
+    // A firmware built without the model's ops refuses to run it.
+    let e = model.run_ops::<0>(buf, &[&x]).expect_err("no ops built in");
+    assert!(matches!(e, Error::Run(_)), "{e:?}");
+    assert!(e.to_string().contains("op set"), "{e}");
+    assert_ne!(model.op_set().expect("op set"), 0);
     let out = model.run(buf, &[&x]).expect("runs");
     assert_eq!(out.get(0).expect("output 0").len(), 4);
     assert_eq!(

@@ -2,8 +2,8 @@
 //! the Cortex-M4F firmware of `demos/firmware` around one artifact and one
 //! input (input 0, as raw bytes from the `.npy`), and with `--run` runs it
 //! in `qemu-system-arm -machine mps2-an386` and prints one JSON line:
-//! `outputs` (name → flat list of values), `flash` (runtime code and
-//! model bytes), `static_ram` (the arena the plan reserves, the part of it
+//! `outputs` (name → flat list of values), `flash` (Kiln's runtime code,
+//! by the symbols of its crates; the model; the rest of the image), `static_ram` (the arena the plan reserves, the part of it
 //! a run writes, found by painting it; the stack's high-water mark, by
 //! painting the free RAM; all of .bss + .data), `instructions`
 //! (guest instructions executed by one `Model::run`, counted by the QEMU
@@ -94,12 +94,13 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
         bail!("qemu exited with {}", out.status);
     }
     let flash = text + data;
-    let embedded = model_len + raw.len() as u64;
+    let runtime = kiln_symbol_bytes(&elf)?;
     v["flash"] = serde_json::json!({
         "total": flash,
         "model": model_len,
         "input": raw.len(),
-        "runtime_code": flash.saturating_sub(embedded),
+        "runtime_code": runtime,
+        "other": flash.saturating_sub(model_len + raw.len() as u64 + runtime),
     });
     v["static_ram"] = serde_json::json!({
         "arena": v["arena"].clone(),
@@ -137,6 +138,43 @@ fn insncount_plugin(root: &Path, dir: &Path) -> Result<PathBuf> {
         bail!("building {} failed ({status})", src.display());
     }
     Ok(lib)
+}
+
+/// Flash bytes of Kiln's own code and constants in the ELF (symbols of the
+/// `kiln_runtime_embedded`, `kiln_engine`, `kiln_kernels` and
+/// `kiln_format` crates, kernels inlined into them included). The rest of
+/// the image (vector table, startup, the demo's JSON and float printing,
+/// compiler intrinsics) is reported as `other`.
+fn kiln_symbol_bytes(elf: &Path) -> Result<u64> {
+    const CRATES: [&str; 4] = [
+        "kiln_runtime_embedded::",
+        "kiln_engine::",
+        "kiln_kernels::",
+        "kiln_format::",
+    ];
+    for tool in ["arm-none-eabi-nm", "llvm-nm-22", "llvm-nm"] {
+        let Ok(out) = Command::new(tool).args(["-S", "-C"]).arg(elf).output() else {
+            continue;
+        };
+        if !out.status.success() {
+            continue;
+        }
+        let mut total = 0;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let mut f = line.splitn(4, ' ');
+            let (Some(_), Some(size), Some(kind), Some(name)) =
+                (f.next(), f.next(), f.next(), f.next())
+            else {
+                continue;
+            };
+            let flash = matches!(kind, "t" | "T" | "r" | "R");
+            if flash && CRATES.iter().any(|c| name.contains(c)) {
+                total += u64::from_str_radix(size, 16).unwrap_or(0);
+            }
+        }
+        return Ok(total);
+    }
+    bail!("no nm: apt install binutils-arm-none-eabi")
 }
 
 /// Address of `name` in the ELF's symbol table.

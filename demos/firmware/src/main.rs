@@ -82,7 +82,7 @@ fn run(out: &mut Option<hio::HostStream>) -> Result<(), Error> {
     let mut touched = 0;
     for paint in [0xA5, 0x5A] {
         arena.0.fill(paint);
-        model.run(&mut arena.0, &[&INPUT.0])?;
+        model.run_ops::<OPS>(&mut arena.0, &[&INPUT.0])?;
         let last = arena
             .0
             .iter()
@@ -98,7 +98,7 @@ fn run(out: &mut Option<hio::HostStream>) -> Result<(), Error> {
     bench_begin();
     bench_end();
     bench_begin();
-    let outputs = model.run(&mut arena.0, &[&INPUT.0])?;
+    let outputs = model.run_ops::<OPS>(&mut arena.0, &[&INPUT.0])?;
     bench_end();
     let stack_used = stack.used();
     let Some(o) = out.as_mut() else {

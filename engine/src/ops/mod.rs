@@ -72,7 +72,7 @@ impl<'x> Io<'x> {
     }
 }
 
-pub(crate) fn run_node(
+pub(crate) fn run_node<const OPS: u128>(
     view: &View<'_>,
     tensors: &[TensorInfo],
     node: &Node<'_>,
@@ -121,7 +121,7 @@ pub(crate) fn run_node(
             io.outs[k] = Some(TensorMut { info: *info, data });
         }
     }
-    dispatch(&node.op, &mut io)
+    dispatch::<OPS>(&node.op, &mut io)
 }
 
 /// Floats `Plan::prepack` repacks for `node` (0: none on this build).
@@ -156,72 +156,95 @@ pub(crate) fn prepack(
     Ok(())
 }
 
-fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
+/// Runs `op` if its bit ([`Op::tag`]) is in `OPS`. Each arm's guard folds
+/// to a constant (the variant, hence the tag, is known there), so a constant
+/// set leaves the other ops' kernels out of the binary: firmware links only
+/// the kernels its model uses.
+#[inline(always)]
+fn on<const OPS: u128>(op: &Op) -> bool {
+    OPS & (1u128 << op.tag()) != 0
+}
+
+fn dispatch<const OPS: u128>(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
     match op {
-        Op::Unary(u) => elementwise::unary(u, io),
-        Op::Binary(b) => elementwise::binary(*b, io),
-        Op::Variadic { kind, mean } => elementwise::variadic(*kind, *mean, io),
-        Op::Where => elementwise::where_(io),
-        Op::Cast { to, saturate } => elementwise::cast(*to, *saturate, io),
-        Op::Reshape => movement::reshape(io),
-        Op::Densify => movement::densify(io),
-        Op::Transpose { perm } => movement::transpose(perm, io),
-        Op::Concat { axis } => movement::concat(*axis as usize, io),
-        Op::Slice { start, step } => movement::slice(start, step, io),
-        Op::Split { axis } => movement::split(*axis as usize, io),
-        Op::Gather { axis } => movement::gather(*axis as usize, io),
-        Op::GatherElements { axis } => movement::gather_elements(*axis as usize, io),
-        Op::ScatterElements { axis } => movement::scatter_elements(*axis as usize, io),
-        Op::Pad { mode, pads, value } => movement::pad(*mode, pads, *value, io),
-        Op::Expand => movement::expand(io),
-        Op::Tile => movement::tile(io),
-        Op::DepthToSpace { block, crd } => movement::depth_to_space(*block as usize, *crd, io),
-        Op::SpaceToDepth { block } => movement::space_to_depth(*block as usize, io),
-        Op::Trilu { upper, k } => movement::trilu(*upper, *k, io),
-        Op::OneHot { axis } => movement::one_hot(*axis as usize, io),
+        Op::Unary(u) if on::<OPS>(op) => elementwise::unary(u, io),
+        Op::Binary(b) if on::<OPS>(op) => elementwise::binary(*b, io),
+        Op::Variadic { kind, mean } if on::<OPS>(op) => elementwise::variadic(*kind, *mean, io),
+        Op::Where if on::<OPS>(op) => elementwise::where_(io),
+        Op::Cast { to, saturate } if on::<OPS>(op) => elementwise::cast(*to, *saturate, io),
+        Op::Reshape if on::<OPS>(op) => movement::reshape(io),
+        Op::Densify if on::<OPS>(op) => movement::densify(io),
+        Op::Transpose { perm } if on::<OPS>(op) => movement::transpose(perm, io),
+        Op::Concat { axis } if on::<OPS>(op) => movement::concat(*axis as usize, io),
+        Op::Slice { start, step } if on::<OPS>(op) => movement::slice(start, step, io),
+        Op::Split { axis } if on::<OPS>(op) => movement::split(*axis as usize, io),
+        Op::Gather { axis } if on::<OPS>(op) => movement::gather(*axis as usize, io),
+        Op::GatherElements { axis } if on::<OPS>(op) => {
+            movement::gather_elements(*axis as usize, io)
+        }
+        Op::ScatterElements { axis } if on::<OPS>(op) => {
+            movement::scatter_elements(*axis as usize, io)
+        }
+        Op::Pad { mode, pads, value } if on::<OPS>(op) => movement::pad(*mode, pads, *value, io),
+        Op::Expand if on::<OPS>(op) => movement::expand(io),
+        Op::Tile if on::<OPS>(op) => movement::tile(io),
+        Op::DepthToSpace { block, crd } if on::<OPS>(op) => {
+            movement::depth_to_space(*block as usize, *crd, io)
+        }
+        Op::SpaceToDepth { block } if on::<OPS>(op) => {
+            movement::space_to_depth(*block as usize, io)
+        }
+        Op::Trilu { upper, k } if on::<OPS>(op) => movement::trilu(*upper, *k, io),
+        Op::OneHot { axis } if on::<OPS>(op) => movement::one_hot(*axis as usize, io),
         Op::Gemm {
             trans_a,
             trans_b,
             alpha,
             beta,
             act,
-        } => linalg::gemm(*trans_a, *trans_b, *alpha, *beta, act, io),
-        Op::MatMul { act } => linalg::matmul(act, io),
-        Op::Conv { window, group, act } => conv::conv(window, *group as usize, act, io),
-        Op::ConvTranspose { window, group } => conv::conv_transpose(window, *group as usize, io),
-        Op::MaxPool { window } => conv::max_pool(window, io),
+        } if on::<OPS>(op) => linalg::gemm(*trans_a, *trans_b, *alpha, *beta, act, io),
+        Op::MatMul { act } if on::<OPS>(op) => linalg::matmul(act, io),
+        Op::Conv { window, group, act } if on::<OPS>(op) => {
+            conv::conv(window, *group as usize, act, io)
+        }
+        Op::ConvTranspose { window, group } if on::<OPS>(op) => {
+            conv::conv_transpose(window, *group as usize, io)
+        }
+        Op::MaxPool { window } if on::<OPS>(op) => conv::max_pool(window, io),
         Op::AveragePool {
             window,
             count_include_pad,
-        } => conv::avg_pool(window, *count_include_pad, io),
-        Op::LpPool { window, p } => conv::lp_pool(window, *p, io),
-        Op::GlobalAveragePool => conv::global_pool(false, io),
-        Op::GlobalMaxPool => conv::global_pool(true, io),
+        } if on::<OPS>(op) => conv::avg_pool(window, *count_include_pad, io),
+        Op::LpPool { window, p } if on::<OPS>(op) => conv::lp_pool(window, *p, io),
+        Op::GlobalAveragePool if on::<OPS>(op) => conv::global_pool(false, io),
+        Op::GlobalMaxPool if on::<OPS>(op) => conv::global_pool(true, io),
         Op::Softmax {
             axis,
             coerce_2d,
             log,
-        } => reduce::softmax(*axis as usize, *coerce_2d, *log, io),
-        Op::Reduce { kind, axes } => reduce::reduce(*kind, *axes, io),
+        } if on::<OPS>(op) => reduce::softmax(*axis as usize, *coerce_2d, *log, io),
+        Op::Reduce { kind, axes } if on::<OPS>(op) => reduce::reduce(*kind, *axes, io),
         Op::ArgMax {
             axis,
             select_last,
             min,
-        } => reduce::argmax(*axis as usize, *select_last, *min, io),
-        Op::LayerNorm { axis, epsilon } => reduce::layer_norm(*axis as usize, *epsilon, io),
-        Op::BatchNorm { epsilon } => reduce::batch_norm(*epsilon, io),
-        Op::InstanceNorm { epsilon } => reduce::instance_norm(*epsilon, io),
+        } if on::<OPS>(op) => reduce::argmax(*axis as usize, *select_last, *min, io),
+        Op::LayerNorm { axis, epsilon } if on::<OPS>(op) => {
+            reduce::layer_norm(*axis as usize, *epsilon, io)
+        }
+        Op::BatchNorm { epsilon } if on::<OPS>(op) => reduce::batch_norm(*epsilon, io),
+        Op::InstanceNorm { epsilon } if on::<OPS>(op) => reduce::instance_norm(*epsilon, io),
         Op::LRN {
             size,
             alpha,
             beta,
             bias,
-        } => reduce::lrn(*size as usize, *alpha, *beta, *bias, io),
+        } if on::<OPS>(op) => reduce::lrn(*size as usize, *alpha, *beta, *bias, io),
         Op::CumSum {
             axis,
             exclusive,
             reverse,
-        } => reduce::cumsum(*axis as usize, *exclusive, *reverse, io),
+        } if on::<OPS>(op) => reduce::cumsum(*axis as usize, *exclusive, *reverse, io),
         Op::Lstm {
             hidden,
             direction,
@@ -229,7 +252,7 @@ fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
             acts,
             clip,
             input_forget,
-        } => rnn::lstm(
+        } if on::<OPS>(op) => rnn::lstm(
             *hidden as usize,
             *direction,
             *batch_first,
@@ -243,7 +266,7 @@ fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
             hidden,
             acts,
             cell_clip,
-        } => rnn::lstm(
+        } if on::<OPS>(op) => rnn::lstm(
             *hidden as usize,
             kiln_format::RnnDirection::Forward,
             false,
@@ -260,7 +283,7 @@ fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
             acts,
             linear_before_reset,
             clip,
-        } => rnn::gru(
+        } if on::<OPS>(op) => rnn::gru(
             *hidden as usize,
             *direction,
             *batch_first,
@@ -269,17 +292,19 @@ fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
             *clip,
             io,
         ),
-        Op::Normalizer { norm } => ml::normalizer(*norm, io),
+        Op::Normalizer { norm } if on::<OPS>(op) => ml::normalizer(*norm, io),
         Op::TreeEnsemble {
             aggregate,
             post,
             binary_single_score,
-        } => ml::tree_ensemble(*aggregate, *post, *binary_single_score, io),
-        Op::ArgMaxLabel => ml::argmax_label(io),
-        Op::PostTransform { post } => ml::post_transform(*post, io),
-        Op::Dequantize { axis } => quant::dequantize(*axis as usize, io),
-        Op::Quantize { axis } => quant::quantize(*axis as usize, io),
-        Op::QLinearConv { window, group } => quant::qlinear_conv(window, *group as usize, io),
+        } if on::<OPS>(op) => ml::tree_ensemble(*aggregate, *post, *binary_single_score, io),
+        Op::ArgMaxLabel if on::<OPS>(op) => ml::argmax_label(io),
+        Op::PostTransform { post } if on::<OPS>(op) => ml::post_transform(*post, io),
+        Op::Dequantize { axis } if on::<OPS>(op) => quant::dequantize(*axis as usize, io),
+        Op::Quantize { axis } if on::<OPS>(op) => quant::quantize(*axis as usize, io),
+        Op::QLinearConv { window, group } if on::<OPS>(op) => {
+            quant::qlinear_conv(window, *group as usize, io)
+        }
         Op::QFullyConnected {
             x_zp,
             y_zp,
@@ -291,20 +316,20 @@ fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
             y_zp,
             act_min,
             act_max,
-        } => {
+        } if on::<OPS>(op) => {
             act_range_ok(*act_min, *act_max)?;
             let packed = matches!(op, Op::QFullyConnectedPacked { .. });
             quant::q_fully_connected([*x_zp, *y_zp, *act_min, *act_max], packed, io)
         }
-        Op::QSoftmax { y_scale, y_zp } => quant::q_softmax(*y_scale, *y_zp, io),
-        Op::QLookup => quant::q_lookup(io),
+        Op::QSoftmax { y_scale, y_zp } if on::<OPS>(op) => quant::q_softmax(*y_scale, *y_zp, io),
+        Op::QLookup if on::<OPS>(op) => quant::q_lookup(io),
         Op::HybridConv {
             window,
             group,
             act_min,
             act_max,
-        } => conv::hybrid_conv(window, *group as usize, [*act_min, *act_max], io),
-        Op::QLstm { .. } => rnn::q_lstm(op, io),
+        } if on::<OPS>(op) => conv::hybrid_conv(window, *group as usize, [*act_min, *act_max], io),
+        Op::QLstm { .. } if on::<OPS>(op) => rnn::q_lstm(op, io),
         Op::QAdd {
             a_zp,
             b_zp,
@@ -314,7 +339,7 @@ fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
             y_rq,
             act_min,
             act_max,
-        } => act_range_ok(*act_min, *act_max).and_then(|()| {
+        } if on::<OPS>(op) => act_range_ok(*act_min, *act_max).and_then(|()| {
             quant::q_add(
                 &kiln_kernels::quant::QAdd {
                     a_zp: *a_zp,
@@ -329,15 +354,17 @@ fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
                 io,
             )
         }),
-        Op::DynamicQuantize => quant::dynamic_quantize(io),
-        Op::QMatMul { linear } => quant::q_matmul(*linear, io),
-        Op::ConvInteger { window, group } => quant::conv_integer(window, *group as usize, io),
-        Op::DynFullyConnected { act } => quant::dyn_fully_connected(act, io),
+        Op::DynamicQuantize if on::<OPS>(op) => quant::dynamic_quantize(io),
+        Op::QMatMul { linear } if on::<OPS>(op) => quant::q_matmul(*linear, io),
+        Op::ConvInteger { window, group } if on::<OPS>(op) => {
+            quant::conv_integer(window, *group as usize, io)
+        }
+        Op::DynFullyConnected { act } if on::<OPS>(op) => quant::dyn_fully_connected(act, io),
         Op::QAvgPool {
             window,
             act_min,
             act_max,
-        } => {
+        } if on::<OPS>(op) => {
             act_range_ok(*act_min, *act_max)?;
             conv::q_avg_pool(window, *act_min, *act_max, io)
         }
@@ -356,7 +383,7 @@ fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
             y_zp,
             act_min,
             act_max,
-        } => act_range_ok(*act_min, *act_max).and_then(|()| {
+        } if on::<OPS>(op) => act_range_ok(*act_min, *act_max).and_then(|()| {
             let q = kiln_kernels::quant::QOut {
                 x_zp: *x_zp,
                 y_zp: *y_zp,
@@ -366,6 +393,7 @@ fn dispatch(op: &Op, io: &mut Io<'_>) -> Result<(), EngineError> {
             let packed = matches!(op, Op::QConvPacked { .. });
             quant::q_conv(window, *group as usize, q, packed, io)
         }),
+        _ => Err(bad("op not built into this runtime (outside its op set)")),
     }
 }
 
