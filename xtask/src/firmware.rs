@@ -39,7 +39,7 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
     let input_bin = target_dir.join("input.bin");
     std::fs::write(&input_bin, &raw)?;
 
-    if !rustup_has(TARGET) {
+    if !crate::wasm::rustup_has(TARGET) {
         let ok = Command::new("rustup")
             .args(["target", "add", TARGET])
             .status()
@@ -267,15 +267,4 @@ fn section_sizes(elf: &Path) -> Result<(u64, u64, u64)> {
         }
     }
     bail!("no size tool: apt install binutils-arm-none-eabi")
-}
-
-fn rustup_has(target: &str) -> bool {
-    Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output()
-        .is_ok_and(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .any(|l| l == target)
-        })
 }

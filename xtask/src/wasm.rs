@@ -50,14 +50,15 @@ pub fn target_dir(root: &Path) -> Result<PathBuf> {
     Ok(PathBuf::from(dir))
 }
 
-fn rustup_has_target() -> bool {
+/// Whether rustup has `target` installed.
+pub fn rustup_has(target: &str) -> bool {
     Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
         .is_ok_and(|o| {
             String::from_utf8_lossy(&o.stdout)
                 .lines()
-                .any(|l| l == TARGET)
+                .any(|l| l == target)
         })
 }
 
@@ -85,7 +86,7 @@ fn rustup_has_rust_src() -> bool {
 /// would otherwise fight with host builds over shared dependencies.
 pub fn cargo_build_wasm(root: &Path, package: &str, profile: &str) -> Result<PathBuf> {
     let mut cmd;
-    if rustup_has_target() && rustup_has_rust_src() {
+    if rustup_has(TARGET) && rustup_has_rust_src() {
         cmd = Command::new("cargo");
         cmd.env_remove("RUSTC").env_remove("RUSTDOC");
     } else if Path::new("/usr/lib/rustlib/src/rust/library/Cargo.lock").exists() {
