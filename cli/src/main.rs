@@ -171,6 +171,10 @@ enum Target {
     Kiln,
     /// A standalone WebAssembly module with the engine and the model.
     WasmModule,
+    /// The artifact plus `OUT.rs` and `OUT.h` beside it (arena size, op
+    /// set, I/O shapes, the aligned model bytes) for microcontroller
+    /// firmware on `kiln-runtime-embedded`.
+    Mcu,
 }
 
 /// An error with the exit code it maps to.
@@ -462,7 +466,7 @@ fn compile(
     };
     let c = compile_bytes(&bytes, model, &opts, true)?;
     let written = match target {
-        Target::Kiln => c.bytes.clone(),
+        Target::Kiln | Target::Mcu => c.bytes.clone(),
         Target::WasmModule => {
             let arena = Model::load(&c.bytes).map_err(run_error)?.arena_size();
             kiln_cli::wasm_module::link(kiln_cli::wasm_module::TEMPLATE, &c.bytes, arena)
@@ -471,6 +475,26 @@ fn compile(
     };
     std::fs::write(out, &written).with_context(|| format!("cannot write {}", out.display()))?;
     print_report(&c.report, out);
+    if target == Target::Mcu {
+        let file = out
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .context("-o needs a file name")?;
+        let stem = out
+            .file_stem()
+            .map_or("model".into(), |s| s.to_string_lossy().into_owned());
+        let source = model.display().to_string();
+        let (rs, h) = (out.with_extension("rs"), out.with_extension("h"));
+        std::fs::write(&rs, kiln_cli::mcu::rust_module(&c.bytes, &file, &source)?)
+            .with_context(|| format!("cannot write {}", rs.display()))?;
+        std::fs::write(&h, kiln_cli::mcu::c_header(&c.bytes, &stem, &source)?)
+            .with_context(|| format!("cannot write {}", h.display()))?;
+        println!(
+            "mcu            {} (Rust: ARENA_SIZE, OPS, I/O, MODEL), {} (C)",
+            rs.display(),
+            h.display()
+        );
+    }
     if target == Target::WasmModule {
         println!(
             "wasm module    {} bytes -> {} (engine {} + artifact {} bytes; one sample per kiln_run)",
