@@ -13,13 +13,17 @@
 //!
 //! Inputs are checked as every Kiln runtime checks them (count, byte size,
 //! float NaN/Inf, the schema's declared ranges) before anything runs, and
-//! every failure is a typed [`Error`], never a panic.
+//! every failure is a typed [`Error`], never a panic. [`sensor`] feeds a
+//! model from an `embedded-hal` sensor through a ring buffer of windows.
 //!
 //! Architecture invariant: `#![no_std]` and no `alloc`: neither this crate
 //! nor what it builds on (`format`, `engine`, `kernels` without their `std`
 //! features) links the `alloc` crate, so a firmware needs no
-//! `#[global_allocator]`. Depends on `format` and `engine` only.
+//! `#[global_allocator]`. Depends on `format` and `engine` (and
+//! `embedded-hal`'s traits) only.
 #![no_std]
+
+pub mod sensor;
 
 use kiln_engine::{EngineError, Plan};
 use kiln_format::View;
