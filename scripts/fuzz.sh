@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Fuzz the artifact parser, the executor, the native runtime and the TFLite
-# importer (the whole compiler on .tflite bytes) with cargo-fuzz (libFuzzer).
+# Fuzz the artifact parser, the executor, the native and embedded runtimes
+# and the TFLite importer (the whole compiler on .tflite bytes) with cargo-fuzz (libFuzzer).
 # Usage:
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 #
 # Runs each target (default: artifact_parse artifact_run runtime_load
-# tflite_import) for SECONDS (default 60) on its corpus fuzz/corpus/<target>/
+# embedded_run tflite_import) for SECONDS (default 60) on its corpus fuzz/corpus/<target>/
 # (new interesting inputs are added there; minimise with `scripts/fuzz.sh
 # cmin`) plus read-only seeds: the named artifacts in fuzz/seeds/ (regenerate
 # with fuzz/make_seeds.sh), or for tflite_import the small .tflite models of
@@ -46,7 +46,7 @@ command -v cargo-fuzz >/dev/null || {
 }
 
 SAN="${KILN_FUZZ_SANITIZER:-address}"
-ALL_TARGETS=(artifact_parse artifact_run runtime_load tflite_import)
+ALL_TARGETS=(artifact_parse artifact_run runtime_load embedded_run tflite_import)
 # Per-input limits: 10 s is a hang, 2 GiB RSS (or one malloc) is an OOM.
 # Seeds are up to ~64 KiB; allow mutations to grow to 128 KiB.
 LIBFUZZER_ARGS=(-max_len=131072 -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=2048 -print_final_stats=1)
