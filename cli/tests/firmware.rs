@@ -1,7 +1,9 @@
 //! The Cortex-M4F firmware (`cargo xtask firmware`) in QEMU against the
 //! native runtime: int8 outputs bit for bit, float outputs within 1e-5
 //! relative (the native build fuses multiply-adds, the firmware does not),
-//! on the MLPerf Tiny KWS and AD models and TFLM's hello_world.
+//! on every int8 corpus model Kiln compiles (MLPerf Tiny KWS, AD, ResNet-8
+//! and streaming wake word; TFLM hello_world, micro_speech, person_detect,
+//! the MNIST LSTM and DTLN) and the float hello_world.
 //! Needs `qemu-system-arm`, `arm-none-eabi-size` and the thumbv7em target:
 //! `scripts/test.sh` installs them and runs it.
 
@@ -43,6 +45,12 @@ fn firmware_in_qemu_matches_native() {
         "mlperf-tiny/ad01_int8.tflite",
         "tflite-micro/hello_world_int8.tflite",
         "tflite-micro/hello_world_float.tflite",
+        "tflite-micro/micro_speech_quantized.tflite",
+        "tflite-micro/person_detect.tflite",
+        "mlperf-tiny/pretrainedResnet_quant.tflite",
+        "mlperf-tiny/str_ww_ref_model.tflite",
+        "tflite-micro/trained_lstm_int8.tflite",
+        "tflite-micro/dtln_noise_suppression.tflite",
     ] {
         let src = std::fs::read(root().join("../shared/corpus").join(rel)).expect("corpus");
         let artifact = kiln_compiler::compile_model(&src, rel, &Default::default())
