@@ -444,6 +444,8 @@ fn compile(
     let mut opts = Options {
         no_optimize,
         version,
+        // Microcontroller arenas: the kernels' least scratch.
+        lean_scratch: target == Target::Mcu,
         ..Default::default()
     };
     opts.import.dims = parse_dims(dims)?;

@@ -53,7 +53,12 @@ fn firmware_in_qemu_matches_native() {
         "tflite-micro/dtln_noise_suppression.tflite",
     ] {
         let src = std::fs::read(root().join("../shared/corpus").join(rel)).expect("corpus");
-        let artifact = kiln_compiler::compile_model(&src, rel, &Default::default())
+        // As `kiln compile --target mcu` does: scratch for the lean paths.
+        let opts = kiln_compiler::Options {
+            lean_scratch: true,
+            ..Default::default()
+        };
+        let artifact = kiln_compiler::compile_model(&src, rel, &opts)
             .expect("compiles")
             .bytes;
         let model = Model::load(&artifact).expect("loads");

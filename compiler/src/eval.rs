@@ -77,12 +77,14 @@ fn infos(
         .collect()
 }
 
-/// Scratch bytes the node needs.
-pub fn scratch_bytes(g: &Graph, node: &Node) -> Result<usize, EngineError> {
+/// Scratch bytes the node needs (`lean`: the least, see
+/// [`kiln_engine::scratch_bytes`]).
+pub fn scratch_bytes(g: &Graph, node: &Node, lean: bool) -> Result<usize, EngineError> {
     kiln_engine::scratch_bytes(
         &node.op,
         &infos(g, &node.inputs, TensorKind::Const)?,
         &infos(g, &node.outputs, TensorKind::Arena)?,
+        lean,
     )
 }
 
@@ -119,7 +121,7 @@ pub fn eval_node(g: &Graph, node: &Node) -> Result<Vec<Vec<u8>>, EngineError> {
         arena += t.byte_len().next_multiple_of(16);
         outputs.push(desc.tensors.len() as u32 - 1);
     }
-    let scratch = scratch_bytes(g, node)?;
+    let scratch = scratch_bytes(g, node, false)?;
     desc.nodes.push(NodeDesc {
         op: node.op.clone(),
         inputs,

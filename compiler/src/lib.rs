@@ -46,6 +46,9 @@ pub struct Options {
     pub prune: Option<prune::PruneOptions>,
     /// Post-training quantization (after the optimisation passes).
     pub quantize: Option<quantize::QuantizeOptions>,
+    /// Size node scratch for the kernels' leanest paths (a smaller arena,
+    /// slower int8 depthwise convolutions): `--target mcu` sets it.
+    pub lean_scratch: bool,
 }
 
 /// Compile statistics for `kiln compile` and `kiln inspect`.
@@ -271,6 +274,7 @@ fn finish(
         &imported.output_names,
         batch.as_deref(),
         &imported.labels,
+        opts.lean_scratch,
     )?;
     progress(Stage::Write);
     let bytes = desc.to_bytes()?;

@@ -47,6 +47,7 @@ pub fn lower(
     output_names: &[String],
     batch: Option<&str>,
     labels: &HashMap<String, Vec<String>>,
+    lean_scratch: bool,
 ) -> Result<MemoryPlan> {
     let g = &l.graph;
     // Planning works on roots: an alias's uses extend its root's lifetime.
@@ -67,7 +68,7 @@ pub fn lower(
         .nodes
         .iter()
         .map(|n| {
-            scratch_bytes(g, n).map_err(|e| CompileError::Node {
+            scratch_bytes(g, n, lean_scratch).map_err(|e| CompileError::Node {
                 node: n.name.clone(),
                 op: n.op.name().into(),
                 detail: e.to_string(),

@@ -53,6 +53,7 @@ impl GraphRunner {
             &out_names,
             None,
             &HashMap::new(),
+            false,
         )?;
         let bytes = desc.to_bytes()?;
         let artifact = AlignedBytes::from_slice(&bytes);

@@ -848,11 +848,12 @@ fn dw_requant(
 /// channels-last as `i16` (`x - zp`), the weights tap-major as `i16`, the
 /// per-channel requantization (mantissa, shift, bias), the sums of one
 /// position and its output bytes.
-fn depthwise_parts(p: &Conv2d) -> [usize; 5] {
+fn depthwise_parts(p: &Conv2d, strip: bool) -> [usize; 5] {
     let (hp, wp) = (p.h + p.pad[0] + p.pad[2], p.w + p.pad[1] + p.pad[3]);
     let c = p.c;
+    let rows = if strip { p.kh } else { hp };
     [
-        (hp * wp * c).div_ceil(2),
+        (rows * wp * c).div_ceil(2),
         (p.kh * p.kw * c).div_ceil(2),
         3 * c,
         c,
@@ -860,9 +861,16 @@ fn depthwise_parts(p: &Conv2d) -> [usize; 5] {
     ]
 }
 
-/// Scratch words of [`depthwise`].
+/// Scratch words of [`depthwise`] with the whole padded input copied once.
 pub(crate) fn depthwise_scratch_words(p: &Conv2d) -> usize {
-    depthwise_parts(p).iter().sum()
+    depthwise_parts(p, false).iter().sum()
+}
+
+/// Scratch words of [`depthwise`]'s lean path, which copies only the `kh`
+/// input rows of one output row at a time (for microcontroller arenas:
+/// more copying, a fraction of the memory).
+pub(crate) fn depthwise_strip_words(p: &Conv2d) -> usize {
+    depthwise_parts(p, true).iter().sum()
 }
 
 /// Depthwise int8 convolution (`group == c == m`), vectorised across
@@ -872,7 +880,9 @@ pub(crate) fn depthwise_scratch_words(p: &Conv2d) -> usize {
 /// lanes) and scatters the bytes back to NCHW. On the small maps of edge
 /// models (5- or 1-wide, dozens of channels) that beats any per-channel
 /// plane loop. Exact `i32` sums, so the reference's bytes. Runs inside one
-/// call compiled for the engine's instruction set.
+/// call compiled for the engine's instruction set. With less scratch than
+/// [`depthwise_scratch_words`] (at least [`depthwise_strip_words`]) it
+/// copies only the rows each output row reads, refilled per output row.
 #[allow(clippy::too_many_arguments, reason = "the op's operands")]
 pub(crate) fn depthwise(
     isa: Isa,
@@ -887,6 +897,7 @@ pub(crate) fn depthwise(
 ) {
     let job = Depthwise {
         isa,
+        strip: scratch.len() < depthwise_scratch_words(p),
         p,
         q,
         x,
@@ -906,6 +917,8 @@ pub(crate) fn depthwise(
 /// The operands of [`depthwise`].
 struct Depthwise<'a> {
     isa: Isa,
+    /// Copy `kh` rows per output row instead of the whole input once.
+    strip: bool,
     p: &'a Conv2d,
     q: &'a QOut,
     x: &'a [i8],
@@ -921,6 +934,7 @@ impl Kernel for Depthwise<'_> {
     fn run(self) {
         let Depthwise {
             isa,
+            strip,
             p,
             q,
             x,
@@ -930,7 +944,7 @@ impl Kernel for Depthwise<'_> {
             y,
             scratch,
         } = self;
-        let [xt_len, wt_len, par_len, acc_len, line_len] = depthwise_parts(p);
+        let [xt_len, wt_len, par_len, acc_len, line_len] = depthwise_parts(p, strip);
         let (xt, rest) = scratch.split_at_mut(xt_len);
         let (wt, rest) = rest.split_at_mut(wt_len);
         let (par, rest) = rest.split_at_mut(par_len);
@@ -938,7 +952,8 @@ impl Kernel for Depthwise<'_> {
         let c = p.c;
         let hp = p.h + p.pad[0] + p.pad[2];
         let (wp, taps, plane) = (p.w + p.pad[1] + p.pad[3], p.kh * p.kw, p.oh * p.ow);
-        let xt: &mut [i16] = &mut bytemuck::cast_slice_mut(xt)[..hp * wp * c];
+        let rows = if strip { p.kh } else { hp };
+        let xt: &mut [i16] = &mut bytemuck::cast_slice_mut(xt)[..rows * wp * c];
         let wt: &mut [i16] = &mut bytemuck::cast_slice_mut(wt)[..p.kh * p.kw * c];
         let par: &mut [i32] = bytemuck::cast_slice_mut(par);
         let (mant, rest_par) = par.split_at_mut(c);
@@ -956,28 +971,51 @@ impl Kernel for Depthwise<'_> {
             bsum[ch] = bias.map_or(0, |b| b[ch]);
         }
         let (lo, hi) = (q.act_min.clamp(-128, 127), q.act_max.clamp(-128, 127));
-        // Each tap's offset in `xt` from a position's first tap.
+        // Each tap's offset in `xt` from a position's first tap (in a
+        // strip, tap row r sits in slot r).
+        let row_step = if strip { wp } else { dh * wp };
         let mut taps_at = [0usize; MAX_DW_TAPS];
         for r in 0..p.kh {
             for s in 0..p.kw {
-                taps_at[r * p.kw + s] = (r * dh * wp + s * dw) * c;
+                taps_at[r * p.kw + s] = (r * row_step + s * dw) * c;
             }
         }
+        // Input row `iy` (unpadded) into `xt` row `slot`, as `x - zp`.
+        let put_row = |xt: &mut [i16], xb: &[i8], iy: usize, slot: usize| {
+            let base = slot * wp + p.pad[1];
+            for ch in 0..c {
+                let row = &xb[(ch * p.h + iy) * p.w..][..p.w];
+                for (ix, &v) in row.iter().enumerate() {
+                    xt[(base + ix) * c + ch] = (i32::from(v) - q.x_zp) as i16;
+                }
+            }
+        };
         for b in 0..p.n {
-            xt.fill(0);
             let xb = &x[b * c * p.h * p.w..][..c * p.h * p.w];
-            for (ch, xc) in xb.chunks_exact((p.h * p.w).max(1)).enumerate() {
-                for (iy, row) in xc.chunks_exact(p.w.max(1)).enumerate() {
-                    let base = (iy + p.pad[0]) * wp + p.pad[1];
-                    for (ix, &v) in row.iter().enumerate() {
-                        xt[(base + ix) * c + ch] = (i32::from(v) - q.x_zp) as i16;
-                    }
+            if !strip {
+                xt.fill(0);
+                for iy in 0..p.h {
+                    put_row(xt, xb, iy, iy + p.pad[0]);
                 }
             }
             let yb = &mut y[b * c * plane..][..c * plane];
             for oy in 0..p.oh {
+                if strip {
+                    xt.fill(0);
+                    for r in 0..p.kh {
+                        // Padded row oy·sh + r·dh; rows in the padding stay 0.
+                        let py = oy * sh + r * dh;
+                        if let Some(iy) = py.checked_sub(p.pad[0]).filter(|&iy| iy < p.h) {
+                            put_row(xt, xb, iy, r);
+                        }
+                    }
+                }
                 for ox in 0..p.ow {
-                    let at = ((oy * sh) * wp + ox * sw) * c;
+                    let at = if strip {
+                        ox * sw * c
+                    } else {
+                        ((oy * sh) * wp + ox * sw) * c
+                    };
                     match isa {
                         #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
                         Isa::Vnni(v, _) => v.dw_position(acc, &xt[at..], &taps_at[..taps], wt),

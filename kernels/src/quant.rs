@@ -385,6 +385,19 @@ pub fn conv2d_i8_scratch_len(p: &Conv2d) -> usize {
     crate::qconv::Geo::new(p).map_or(0, |g| g.scratch_words(p, false))
 }
 
+/// The least scratch (elements) [`conv2d_i8_fast`] takes for `p`: for a
+/// depthwise convolution, the lean path's strip of `kh` input rows (a
+/// fraction of [`conv2d_i8_scratch_len`], for microcontroller arenas, at
+/// the cost of copying each input row `kh / stride` times); otherwise
+/// [`conv2d_i8_scratch_len`].
+pub fn conv2d_i8_min_scratch_len(p: &Conv2d) -> usize {
+    if is_depthwise(p) {
+        crate::qconv::depthwise_strip_words(p)
+    } else {
+        conv2d_i8_scratch_len(p)
+    }
+}
+
 /// [`conv2d_i8`] by direct integer convolution ([`crate::qconv`]: AVX-512
 /// VNNI where the CPU has it, vectorised portable loops elsewhere). Exact
 /// integer sums, so the output bytes are the reference's on every path.
@@ -392,7 +405,9 @@ pub fn conv2d_i8_scratch_len(p: &Conv2d) -> usize {
 /// int8, run the reference.
 ///
 /// # Panics
-/// As [`conv2d_i8`], or if `scratch` is shorter than [`conv2d_i8_scratch_len`].
+/// As [`conv2d_i8`], or if `scratch` is shorter than
+/// [`conv2d_i8_min_scratch_len`]. With [`conv2d_i8_scratch_len`] or more
+/// every fast path is open; with less, depthwise layers take the lean one.
 #[allow(clippy::too_many_arguments, reason = "the op's operands")]
 pub fn conv2d_i8_fast(
     p: &Conv2d,
@@ -445,7 +460,12 @@ fn conv2d_i8_direct(
     let on_vnni = !matches!(isa, crate::qconv::Isa::Portable(_));
     let as_grouped =
         depthwise_as_grouped(p).filter(|_| on_vnni && p.ow >= 4 && (-128..=127).contains(&q.x_zp));
-    if let Some((g, geo)) = as_grouped.and_then(|g| Some((g, crate::qconv::Geo::new(&g)?))) {
+    // The grouped path only where the caller sized scratch for it (a
+    // microcontroller artifact sizes it for the depthwise kernel's strip).
+    let as_grouped = as_grouped
+        .and_then(|g| Some((g, crate::qconv::Geo::new(&g)?)))
+        .filter(|(g, geo)| scratch.len() >= geo.scratch_words(g, false));
+    if let Some((g, geo)) = as_grouped {
         let scratch = &mut scratch[..geo.scratch_words(&g, false)];
         let weights = crate::qconv::Weights::Diagonal(w, bias);
         crate::qconv::conv2d(
@@ -465,7 +485,11 @@ fn conv2d_i8_direct(
             // kernel keeps one offset per tap on the stack.
             return conv2d_i8(p, q, x, w, bias, requant, y);
         }
-        let scratch = &mut scratch[..crate::qconv::depthwise_scratch_words(p)];
+        // All of it: the kernel copies the whole input when it fits, else
+        // one strip of rows at a time.
+        let full = crate::qconv::depthwise_scratch_words(p);
+        let len = full.min(scratch.len());
+        let scratch = &mut scratch[..len];
         crate::qconv::depthwise(
             isa,
             p,
@@ -1143,6 +1167,11 @@ mod tests {
                 let mut scratch = std::vec![f32::NAN; conv2d_i8_scratch_len(&p)];
                 conv2d_i8_direct(isa, &p, &q, &x, &wt, Some(&bias), &rq, &mut got, &mut scratch);
                 prop_assert_eq!(&got, &want, "{:?}", isa);
+                // The least scratch: depthwise layers take the lean strip path.
+                let mut lean = std::vec![f32::NAN; conv2d_i8_min_scratch_len(&p)];
+                got.fill(0);
+                conv2d_i8_direct(isa, &p, &q, &x, &wt, Some(&bias), &rq, &mut got, &mut lean);
+                prop_assert_eq!(&got, &want, "{:?} lean scratch", isa);
                 conv2d_i8(&p, &q, &x, &wt, None, &rq[..1], &mut want);
                 conv2d_i8_direct(isa, &p, &q, &x, &wt, None, &rq[..1], &mut got, &mut scratch);
                 prop_assert_eq!(&got, &want, "{:?} without bias", isa);

@@ -61,6 +61,17 @@ impl<'x> Io<'x> {
     }
 
     /// The node's scratch as f32, at least `n` elements.
+    /// All the node's scratch as f32, which must be at least `n`
+    /// elements (for kernels that pick a path by how much they get).
+    pub fn scratch_f32_at_least(&mut self, n: usize) -> Result<&mut [f32], EngineError> {
+        let s: &mut [f32] = bytemuck::try_cast_slice_mut(&mut *self.scratch)
+            .map_err(|_| bad("misaligned scratch"))?;
+        if s.len() < n {
+            return Err(bad("scratch is smaller than the op needs"));
+        }
+        Ok(s)
+    }
+
     pub fn scratch_f32(&mut self, n: usize) -> Result<&mut [f32], EngineError> {
         if n == 0 {
             return Ok(&mut []);
@@ -418,11 +429,15 @@ pub(crate) fn same_len(a: usize, b: usize) -> Result<(), EngineError> {
 }
 
 /// Scratch bytes `op` needs for the given input and output tensors (the
-/// compiler reserves this much in the arena for the node).
+/// compiler reserves this much in the arena for the node). `lean`: the
+/// least the kernels take (slower paths where that saves memory: int8
+/// depthwise convolutions copy a strip of rows, not the whole input), for
+/// microcontroller arenas; else what every fast path needs.
 pub fn scratch_bytes(
     op: &Op,
     ins: &[Option<kiln_format::TensorInfo>],
     outs: &[Option<kiln_format::TensorInfo>],
+    lean: bool,
 ) -> Result<usize, EngineError> {
     use crate::tensor::Shape;
     let shape = |v: &[Option<kiln_format::TensorInfo>], i: usize| -> Result<Shape, EngineError> {
@@ -487,7 +502,11 @@ pub fn scratch_bytes(
                 kiln_kernels::quant::conv2d_i8_packed_scratch_len(&p)
             } else {
                 let p = conv::conv_params(window, *group as usize, &sx, &sw, &sy)?;
-                kiln_kernels::quant::conv2d_i8_scratch_len(&p)
+                if lean {
+                    kiln_kernels::quant::conv2d_i8_min_scratch_len(&p)
+                } else {
+                    kiln_kernels::quant::conv2d_i8_scratch_len(&p)
+                }
             }
         }
         Op::QFullyConnected { .. } | Op::QFullyConnectedPacked { .. } => {

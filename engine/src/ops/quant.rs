@@ -465,7 +465,10 @@ pub(crate) fn q_conv(
             kq::conv2d_i8_packed(&p, &q, xd, wd, fold, rq, out, scratch);
         }
         _ => {
-            let scratch = io.scratch_f32(kq::conv2d_i8_scratch_len(&p))?;
+            // The kernel picks its path by the scratch it gets: the
+            // compiler sized it for the fast paths, or (`lean`, for
+            // microcontrollers) for the least.
+            let scratch = io.scratch_f32_at_least(kq::conv2d_i8_min_scratch_len(&p))?;
             kq::conv2d_i8_fast(&p, &q, xd, wd, bias, rq, out, scratch);
         }
     }
