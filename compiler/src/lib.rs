@@ -46,8 +46,10 @@ pub struct Options {
     pub prune: Option<prune::PruneOptions>,
     /// Post-training quantization (after the optimisation passes).
     pub quantize: Option<quantize::QuantizeOptions>,
-    /// Size node scratch for the kernels' leanest paths (a smaller arena,
-    /// slower int8 depthwise convolutions): `--target mcu` sets it.
+    /// Arena over speed and flash, for microcontrollers (`--target mcu`
+    /// sets it): node scratch sized for the kernels' leanest paths (slower
+    /// int8 depthwise convolutions) and every int8 convolution's weights
+    /// packed at compile time (padded channels cost flash, not arena).
     pub lean_scratch: bool,
 }
 
@@ -177,7 +179,8 @@ fn finish(
     };
     // A lowering for the int8 kernels, after everything that reads QConv.
     if !opts.no_optimize {
-        passes.push(("pack-int8-conv", passes::pack_int8_conv(&mut g)));
+        let packed = passes::pack_int8_conv(&mut g, opts.lean_scratch);
+        passes.push(("pack-int8-conv", packed));
         passes.push(("pack-int8-fc", passes::pack_int8_fc(&mut g)));
     }
     // Weights magnitude pruning left mostly zero are stored sparse (after
