@@ -28,10 +28,6 @@ struct Facts {
 
 fn facts(artifact: &[u8]) -> Result<Facts> {
     let view = View::parse(artifact).context("the compiled artifact does not parse")?;
-    let mut ops = 0u128;
-    for i in 0..view.node_count() {
-        ops |= 1u128 << view.node(i)?.op.tag();
-    }
     let ios = |specs: kiln_format::Table<'_, kiln_format::IoSpec<'_>>| -> Result<Vec<Io>> {
         let mut out = vec![];
         for spec in specs.iter() {
@@ -54,7 +50,7 @@ fn facts(artifact: &[u8]) -> Result<Facts> {
     };
     Ok(Facts {
         arena: view.arena_size(),
-        ops,
+        ops: view.op_set()?,
         inputs: ios(view.meta().inputs)?,
         outputs: ios(view.meta().outputs)?,
     })

@@ -26,10 +26,9 @@ fn main() {
     let view = kiln_format::View::parse(&artifact).expect("KILN_FW_ARTIFACT is not a valid .kiln");
     std::fs::write(out.join("model.kiln"), &artifact).expect("write model");
     std::fs::write(out.join("input.bin"), &input).expect("write input");
-    let mut ops = 0u128;
-    for i in 0..view.node_count() {
-        ops |= 1u128 << view.node(i).expect("node").op.tag();
-    }
+    let ops = view
+        .op_set()
+        .expect("KILN_FW_ARTIFACT has a malformed node");
     let code = format!(
         "/// Bytes of the embedded artifact.\npub const MODEL_LEN: usize = {};\n\
          /// Bytes of the embedded input.\npub const INPUT_LEN: usize = {};\n\

@@ -139,11 +139,7 @@ impl<'a> Plan<'a> {
 
     /// The op set of this plan's nodes, for [`Plan::run_ops`].
     pub fn op_set(&self) -> Result<u128, EngineError> {
-        let mut set = 0u128;
-        for i in 0..self.view.node_count() {
-            set |= 1u128 << self.view.node(i)?.op.tag();
-        }
-        Ok(set)
+        Ok(self.view.op_set()?)
     }
 
     /// [`Plan::run`], calling `after_node(i)` once node `i` has run (for

@@ -517,7 +517,7 @@ pub enum TreeAggregate {
 impl Op {
     /// The variant's position in [`Op`], which is also its tag in the
     /// artifact (`decode.rs`): `1 << op.tag()` is its bit in the engine's
-    /// op sets (`kiln_engine::Plan::op_set`).
+    /// op sets ([`crate::View::op_set`]).
     pub fn tag(&self) -> u8 {
         match self {
             Op::Unary(_) => 0,

@@ -361,6 +361,16 @@ impl<'a> View<'a> {
         self.graph.nodes.get(i)
     }
 
+    /// The set of ops the graph uses: bit [`Op::tag`] of each node's op
+    /// (the engine's `Plan::run_ops` links only those).
+    pub fn op_set(&self) -> Result<u128, FormatError> {
+        let mut set = 0u128;
+        for i in 0..self.node_count() {
+            set |= 1u128 << self.node(i)?.op.tag();
+        }
+        Ok(set)
+    }
+
     pub fn inputs(&self) -> Ids<'a> {
         self.graph.inputs
     }

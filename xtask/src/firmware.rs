@@ -67,7 +67,8 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
         return Ok(());
     }
     let plugin = insncount_plugin(root, &target_dir)?;
-    let (begin, end) = (symbol(&elf, "bench_begin")?, symbol(&elf, "bench_end")?);
+    let syms = symbols(&elf)?;
+    let (begin, end) = (symbol(&syms, "bench_begin")?, symbol(&syms, "bench_end")?);
     let out = Command::new("qemu-system-arm")
         .args(["-machine", "mps2-an386", "-nographic"])
         .args(["-semihosting-config", "enable=on,target=native"])
@@ -94,7 +95,7 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
         bail!("qemu exited with {}", out.status);
     }
     let flash = text + data;
-    let runtime = kiln_symbol_bytes(&elf)?;
+    let runtime = kiln_symbol_bytes(&syms);
     v["flash"] = serde_json::json!({
         "total": flash,
         "model": model_len,
@@ -140,62 +141,71 @@ fn insncount_plugin(root: &Path, dir: &Path) -> Result<PathBuf> {
     Ok(lib)
 }
 
+/// One symbol of `nm -S -C`: address, size (0 when nm gives none), type
+/// letter and demangled name.
+struct Symbol {
+    addr: u64,
+    size: u64,
+    kind: String,
+    name: String,
+}
+
+/// The ELF's symbol table.
+fn symbols(elf: &Path) -> Result<Vec<Symbol>> {
+    let text = arm_tool(
+        ["arm-none-eabi-nm", "llvm-nm-22", "llvm-nm"],
+        &["-S", "-C"],
+        elf,
+    )
+    .context("no nm: apt install binutils-arm-none-eabi")?;
+    let hex = |s: &str| u64::from_str_radix(s, 16).ok();
+    let mut out = vec![];
+    for line in text.lines() {
+        let f: Vec<&str> = line.splitn(4, ' ').collect();
+        // `addr size type name`, or `addr type name` for unsized symbols.
+        let (addr, size, kind, name) = match f[..] {
+            [a, s, k, n] if k.len() == 1 => (hex(a), hex(s), k, n),
+            [a, k, n, ..] if k.len() == 1 => (hex(a), Some(0), k, n),
+            _ => continue,
+        };
+        if let (Some(addr), Some(size)) = (addr, size) {
+            let (kind, name) = (kind.to_string(), name.to_string());
+            out.push(Symbol {
+                addr,
+                size,
+                kind,
+                name,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Flash bytes of Kiln's own code and constants in the ELF (symbols of the
 /// `kiln_runtime_embedded`, `kiln_engine`, `kiln_kernels` and
 /// `kiln_format` crates, kernels inlined into them included). The rest of
 /// the image (vector table, startup, the demo's JSON and float printing,
 /// compiler intrinsics) is reported as `other`.
-fn kiln_symbol_bytes(elf: &Path) -> Result<u64> {
+fn kiln_symbol_bytes(syms: &[Symbol]) -> u64 {
     const CRATES: [&str; 4] = [
         "kiln_runtime_embedded::",
         "kiln_engine::",
         "kiln_kernels::",
         "kiln_format::",
     ];
-    for tool in ["arm-none-eabi-nm", "llvm-nm-22", "llvm-nm"] {
-        let Ok(out) = Command::new(tool).args(["-S", "-C"]).arg(elf).output() else {
-            continue;
-        };
-        if !out.status.success() {
-            continue;
-        }
-        let mut total = 0;
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let mut f = line.splitn(4, ' ');
-            let (Some(_), Some(size), Some(kind), Some(name)) =
-                (f.next(), f.next(), f.next(), f.next())
-            else {
-                continue;
-            };
-            let flash = matches!(kind, "t" | "T" | "r" | "R");
-            if flash && CRATES.iter().any(|c| name.contains(c)) {
-                total += u64::from_str_radix(size, 16).unwrap_or(0);
-            }
-        }
-        return Ok(total);
-    }
-    bail!("no nm: apt install binutils-arm-none-eabi")
+    syms.iter()
+        .filter(|s| matches!(s.kind.as_str(), "t" | "T" | "r" | "R"))
+        .filter(|s| CRATES.iter().any(|c| s.name.contains(c)))
+        .map(|s| s.size)
+        .sum()
 }
 
-/// Address of `name` in the ELF's symbol table.
-fn symbol(elf: &Path, name: &str) -> Result<u64> {
-    for tool in ["arm-none-eabi-nm", "llvm-nm-22", "llvm-nm"] {
-        let Ok(out) = Command::new(tool).arg(elf).output() else {
-            continue;
-        };
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if let [addr, _, sym] = f[..]
-                && sym == name
-            {
-                return Ok(u64::from_str_radix(addr, 16)?);
-            }
-        }
-    }
-    bail!(
-        "no symbol {name} in {} (apt install binutils-arm-none-eabi)",
-        elf.display()
-    )
+/// Address of `name` in the symbol table.
+fn symbol(syms: &[Symbol], name: &str) -> Result<u64> {
+    syms.iter()
+        .find(|s| s.name == name)
+        .map(|s| s.addr)
+        .with_context(|| format!("no symbol {name} in the firmware"))
 }
 
 /// Instructions of the measured window from the plugin's line
@@ -246,25 +256,33 @@ fn npy_data(path: &Path) -> Result<Vec<u8>> {
 
 /// `.text`, `.data` and `.bss` bytes, by `arm-none-eabi-size` (or LLVM's).
 fn section_sizes(elf: &Path) -> Result<(u64, u64, u64)> {
-    for tool in ["arm-none-eabi-size", "llvm-size-22", "llvm-size"] {
-        let Ok(out) = Command::new(tool).arg(elf).output() else {
-            continue;
-        };
-        if !out.status.success() {
-            continue;
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let nums: Vec<u64> = text
-            .lines()
-            .nth(1)
-            .unwrap_or("")
-            .split_whitespace()
-            .take(3)
-            .filter_map(|s| s.parse().ok())
-            .collect();
-        if let [t, d, b] = nums[..] {
-            return Ok((t, d, b));
-        }
+    let text = arm_tool(
+        ["arm-none-eabi-size", "llvm-size-22", "llvm-size"],
+        &[],
+        elf,
+    )
+    .context("no size tool: apt install binutils-arm-none-eabi")?;
+    let nums: Vec<u64> = text
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .take(3)
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    match nums[..] {
+        [t, d, b] => Ok((t, d, b)),
+        _ => bail!("unexpected size output: {text}"),
     }
-    bail!("no size tool: apt install binutils-arm-none-eabi")
+}
+
+/// Standard output of the first of `tools` that runs `tool args elf`
+/// successfully (binutils' Arm build, else LLVM's).
+fn arm_tool(tools: [&str; 3], args: &[&str], elf: &Path) -> Option<String> {
+    tools.iter().find_map(|tool| {
+        let out = Command::new(tool).args(args).arg(elf).output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    })
 }

@@ -60,7 +60,6 @@ impl<'x> Io<'x> {
         self.packed
     }
 
-    /// The node's scratch as f32, at least `n` elements.
     /// All the node's scratch as f32, which must be at least `n`
     /// elements (for kernels that pick a path by how much they get).
     pub fn scratch_f32_at_least(&mut self, n: usize) -> Result<&mut [f32], EngineError> {
@@ -72,6 +71,7 @@ impl<'x> Io<'x> {
         Ok(s)
     }
 
+    /// The node's scratch as f32, at least `n` elements.
     pub fn scratch_f32(&mut self, n: usize) -> Result<&mut [f32], EngineError> {
         if n == 0 {
             return Ok(&mut []);
