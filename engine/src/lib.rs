@@ -30,6 +30,39 @@ use kiln_format::{Ids, Node, TensorInfo, TensorKind, View};
 /// Maximum inputs or outputs of one node.
 pub const MAX_IO: usize = 32;
 
+/// Why [`screen_f32_input`] refuses a float32 input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputFault {
+    /// NaN or an infinity.
+    NonFinite,
+    /// Outside the schema's declared range for its feature.
+    OutOfRange,
+}
+
+/// The check every `no_std` runtime makes of a float32 input before it
+/// runs (`bytes` little-endian, any alignment): the first element that is
+/// NaN/Inf, or outside `ranges` (one per feature of the last axis, cycled;
+/// empty or `None`: undeclared), with why.
+pub fn screen_f32_input(
+    bytes: &[u8],
+    ranges: Option<kiln_format::Table<'_, kiln_format::Range>>,
+) -> Result<Option<(usize, InputFault)>, EngineError> {
+    let ranges = ranges.filter(|r| !r.is_empty());
+    for (element, c) in bytes.chunks_exact(4).enumerate() {
+        let x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        if !x.is_finite() {
+            return Ok(Some((element, InputFault::NonFinite)));
+        }
+        if let Some(ranges) = ranges {
+            let r = ranges.get(element % ranges.len())?;
+            if x < r.min || x > r.max {
+                return Ok(Some((element, InputFault::OutOfRange)));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// The op set with every op ([`Plan::run_ops`]).
 pub const ALL_OPS: u128 = u128::MAX;
 

@@ -25,7 +25,7 @@
 
 pub mod sensor;
 
-use kiln_engine::{EngineError, Plan};
+use kiln_engine::{EngineError, InputFault, Plan};
 use kiln_format::View;
 pub use kiln_format::{DType, TensorInfo};
 
@@ -251,19 +251,11 @@ impl<'a> Model<'a> {
         if self.input(i)?.dtype != DType::F32 {
             return Ok(());
         }
-        for (element, c) in bytes.chunks_exact(4).enumerate() {
-            let x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            if !x.is_finite() {
-                return Err(Error::NonFinite { input: i, element });
-            }
-            if let Some(ranges) = ranges.filter(|r| !r.is_empty()) {
-                let r = ranges.get(element % ranges.len())?;
-                if x < r.min || x > r.max {
-                    return Err(Error::OutOfRange { input: i, element });
-                }
-            }
+        match kiln_engine::screen_f32_input(bytes, ranges).map_err(Error::InvalidModel)? {
+            None => Ok(()),
+            Some((element, InputFault::NonFinite)) => Err(Error::NonFinite { input: i, element }),
+            Some((element, InputFault::OutOfRange)) => Err(Error::OutOfRange { input: i, element }),
         }
-        Ok(())
     }
 }
 

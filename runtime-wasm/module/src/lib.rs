@@ -25,7 +25,7 @@
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
 use core::fmt::Write;
-use kiln_engine::Plan;
+use kiln_engine::{InputFault, Plan};
 use kiln_format::{DType, View};
 
 /// Where the linker put things: artifact offset and length, arena offset and
@@ -240,31 +240,20 @@ fn check_inputs(v: &View<'_>, arena: &[u8]) -> Result<(), i32> {
                 format_args!("input outside the arena"),
             ));
         };
-        let ranges = spec.ranges;
-        for (i, c) in bytes.chunks_exact(4).enumerate() {
-            let x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            if !x.is_finite() {
-                return Err(set_error(
-                    INPUT_REJECTED,
-                    format_args!(
-                        "input '{}' rejected: element {i} is NaN or infinite",
-                        spec.name
-                    ),
-                ));
-            }
-            if !ranges.is_empty() {
-                let r = ranges.get(i % ranges.len()).map_err(bad)?;
-                if x < r.min || x > r.max {
-                    return Err(set_error(
-                        INPUT_REJECTED,
-                        format_args!(
-                            "input '{}' rejected: element {i} is outside the declared range",
-                            spec.name
-                        ),
-                    ));
-                }
-            }
-        }
+        let fault = kiln_engine::screen_f32_input(bytes, Some(spec.ranges))
+            .map_err(|e| set_error(INVALID_MODEL, format_args!("{e}")))?;
+        let why = match fault {
+            None => continue,
+            Some((i, InputFault::NonFinite)) => (i, "is NaN or infinite"),
+            Some((i, InputFault::OutOfRange)) => (i, "is outside the declared range"),
+        };
+        return Err(set_error(
+            INPUT_REJECTED,
+            format_args!(
+                "input '{}' rejected: element {} {}",
+                spec.name, why.0, why.1
+            ),
+        ));
     }
     Ok(())
 }
