@@ -46,10 +46,10 @@ pub struct Options {
     pub prune: Option<prune::PruneOptions>,
     /// Post-training quantization (after the optimisation passes).
     pub quantize: Option<quantize::QuantizeOptions>,
-    /// Arena over speed and flash, for microcontrollers (`--target mcu`
-    /// sets it): node scratch sized for the kernels' leanest paths (slower
-    /// int8 depthwise convolutions) and every int8 convolution's weights
-    /// packed at compile time (padded channels cost flash, not arena).
+    /// Arena and flash over speed, for microcontrollers (`--target mcu`
+    /// sets it): no scratch for int8 convolutions and fully connected
+    /// layers (every runtime then runs `kiln_kernels::compact`'s loops, the
+    /// only ones a `compact` firmware links) and no packed weights.
     pub lean_scratch: bool,
 }
 
@@ -177,10 +177,11 @@ fn finish(
         }
         None => None,
     };
-    // A lowering for the int8 kernels, after everything that reads QConv.
-    if !opts.no_optimize {
-        let packed = passes::pack_int8_conv(&mut g, opts.lean_scratch);
-        passes.push(("pack-int8-conv", packed));
+    // A lowering for the int8 kernels, after everything that reads QConv;
+    // not for microcontrollers, whose scratch-free kernels read the
+    // weights as they are.
+    if !opts.no_optimize && !opts.lean_scratch {
+        passes.push(("pack-int8-conv", passes::pack_int8_conv(&mut g)));
         passes.push(("pack-int8-fc", passes::pack_int8_fc(&mut g)));
     }
     // Weights magnitude pruning left mostly zero are stored sparse (after

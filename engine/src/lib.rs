@@ -76,8 +76,15 @@ impl<'a> Plan<'a> {
     /// Checks what the executor relies on beyond [`View::parse`]: node
     /// arity and that no node writes over one of its own inputs.
     pub fn new(view: View<'a>) -> Result<Plan<'a>, EngineError> {
+        Self::new_ops::<ALL_OPS>(view)
+    }
+
+    /// [`Plan::new`] for a runtime with only the ops in `OPS` built in (see
+    /// [`Plan::run_ops`]): a node outside the set is rejected here, and the
+    /// checks and decoders of the other ops are left out of the binary.
+    pub fn new_ops<const OPS: u128>(view: View<'a>) -> Result<Plan<'a>, EngineError> {
         for i in 0..view.node_count() {
-            let node = view.node(i)?;
+            let node = view.node_in::<OPS>(i)?;
             if node.inputs.len() > MAX_IO || node.outputs.len() > MAX_IO {
                 return Err(EngineError::node(
                     i,
@@ -85,7 +92,9 @@ impl<'a> Plan<'a> {
                     "more than 32 inputs or outputs",
                 ));
             }
-            if matches!(node.op, kiln_format::Op::TreeEnsemble { .. }) {
+            if kiln_format::in_op_set(OPS, kiln_format::TREE_ENSEMBLE_TAG)
+                && matches!(node.op, kiln_format::Op::TreeEnsemble { .. })
+            {
                 let mut ids = [0u32; 7];
                 if node.inputs.len() != 7 {
                     return Err(EngineError::node(i, node.op.name(), "needs 7 inputs"));
@@ -192,7 +201,7 @@ impl<'a> Plan<'a> {
     ) -> Result<(), EngineError> {
         self.check_arena(arena)?;
         for i in 0..self.view.node_count() {
-            let node = self.view.node(i)?;
+            let node = self.view.node_in::<OPS>(i)?;
             ops::run_node::<OPS>(&self.view, &[], &node, arena, &[])
                 .map_err(|e| e.at_node(i, node.op.name()))?;
             after_node(i);

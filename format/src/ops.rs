@@ -553,7 +553,7 @@ impl Op {
             Op::Lstm { .. } => 30,
             Op::Gru { .. } => 31,
             Op::Normalizer { .. } => 32,
-            Op::TreeEnsemble { .. } => 33,
+            Op::TreeEnsemble { .. } => TREE_ENSEMBLE_TAG as u8,
             Op::ArgMaxLabel => 34,
             Op::PostTransform { .. } => 35,
             Op::Dequantize { .. } => 36,
@@ -857,84 +857,102 @@ impl Decode<'_> for RnnAct {
 
 impl Decode<'_> for Op {
     fn decode(r: &mut Reader<'_>) -> Self {
+        Op::decode_in::<{ u128::MAX }>(r)
+    }
+}
+
+/// [`Op::tag`] of `TreeEnsemble` (whose load-time checks a runtime built
+/// without it leaves out).
+pub const TREE_ENSEMBLE_TAG: u32 = 33;
+
+/// Whether op set `ops` (bit [`Op::tag`] of each op) holds `tag`.
+pub const fn in_op_set(ops: u128, tag: u32) -> bool {
+    tag < 128 && (ops >> tag) & 1 == 1
+}
+
+impl Op {
+    /// Decodes an op of the set `OPS` (a constant: the arms of the other
+    /// ops are compiled out, so a firmware links only its model's
+    /// decoders); any other op is a decode error.
+    pub(crate) fn decode_in<const OPS: u128>(r: &mut Reader<'_>) -> Op {
         let q4 = |r: &mut Reader<'_>| [r.i32(), r.i32(), r.i32(), r.i32()];
         match r.tag(62) {
-            0 => Op::Unary(r.get()),
-            1 => Op::Binary(r.get()),
-            2 => Op::Reshape,
-            3 => Op::Gemm {
+            0 if in_op_set(OPS, 0) => Op::Unary(r.get()),
+            1 if in_op_set(OPS, 1) => Op::Binary(r.get()),
+            2 if in_op_set(OPS, 2) => Op::Reshape,
+            3 if in_op_set(OPS, 3) => Op::Gemm {
                 trans_a: r.bool(),
                 trans_b: r.bool(),
                 alpha: r.f32(),
                 beta: r.f32(),
                 act: r.get(),
             },
-            4 => Op::MatMul { act: r.get() },
-            5 => Op::Conv {
+            4 if in_op_set(OPS, 4) => Op::MatMul { act: r.get() },
+            5 if in_op_set(OPS, 5) => Op::Conv {
                 window: r.get(),
                 group: r.u32(),
                 act: r.get(),
             },
-            6 => Op::ConvTranspose {
+            6 if in_op_set(OPS, 6) => Op::ConvTranspose {
                 window: r.get(),
                 group: r.u32(),
             },
-            7 => Op::MaxPool { window: r.get() },
-            8 => Op::AveragePool {
+            7 if in_op_set(OPS, 7) => Op::MaxPool { window: r.get() },
+            8 if in_op_set(OPS, 8) => Op::AveragePool {
                 window: r.get(),
                 count_include_pad: r.bool(),
             },
-            9 => Op::LpPool {
+            9 if in_op_set(OPS, 9) => Op::LpPool {
                 window: r.get(),
                 p: r.u32(),
             },
-            10 => Op::GlobalAveragePool,
-            11 => Op::GlobalMaxPool,
-            12 => Op::Softmax {
+            10 if in_op_set(OPS, 10) => Op::GlobalAveragePool,
+            11 if in_op_set(OPS, 11) => Op::GlobalMaxPool,
+            12 if in_op_set(OPS, 12) => Op::Softmax {
                 axis: r.byte(),
                 coerce_2d: r.bool(),
                 log: r.bool(),
             },
-            13 => Op::Transpose {
+            13 if in_op_set(OPS, 13) => Op::Transpose {
                 perm: r.each(Reader::byte),
             },
-            14 => Op::Concat { axis: r.byte() },
-            15 => Op::Slice {
+            14 if in_op_set(OPS, 14) => Op::Concat { axis: r.byte() },
+            15 if in_op_set(OPS, 15) => Op::Slice {
                 start: r.each(Reader::i64),
                 step: r.each(Reader::i64),
             },
-            16 => Op::Split { axis: r.byte() },
-            17 => Op::Gather { axis: r.byte() },
-            18 => Op::GatherElements { axis: r.byte() },
-            19 => Op::Pad {
+            16 if in_op_set(OPS, 16) => Op::Split { axis: r.byte() },
+            17 if in_op_set(OPS, 17) => Op::Gather { axis: r.byte() },
+            18 if in_op_set(OPS, 18) => Op::GatherElements { axis: r.byte() },
+            19 if in_op_set(OPS, 19) => Op::Pad {
                 mode: r.get(),
                 pads: r.each(Reader::i64),
                 value: r.f64(),
             },
-            20 => Op::Cast {
+            20 if in_op_set(OPS, 20) => Op::Cast {
                 to: r.get(),
                 saturate: r.bool(),
             },
-            21 => Op::Reduce {
+            21 if in_op_set(OPS, 21) => Op::Reduce {
                 kind: r.get(),
                 axes: r.u32(),
             },
-            22 => Op::ArgMax {
+            22 if in_op_set(OPS, 22) => Op::ArgMax {
                 axis: r.byte(),
                 select_last: r.bool(),
                 min: r.bool(),
             },
-            23 => Op::LayerNorm {
+            23 if in_op_set(OPS, 23) => Op::LayerNorm {
                 axis: r.byte(),
                 epsilon: r.f32(),
             },
-            24 => Op::BatchNorm { epsilon: r.f32() },
-            25 => Op::InstanceNorm { epsilon: r.f32() },
-            26 => Op::Where,
-            27 => Op::Expand,
-            28 => Op::Tile,
-            29 => Op::OneHot { axis: r.byte() },
-            30 => Op::Lstm {
+            24 if in_op_set(OPS, 24) => Op::BatchNorm { epsilon: r.f32() },
+            25 if in_op_set(OPS, 25) => Op::InstanceNorm { epsilon: r.f32() },
+            26 if in_op_set(OPS, 26) => Op::Where,
+            27 if in_op_set(OPS, 27) => Op::Expand,
+            28 if in_op_set(OPS, 28) => Op::Tile,
+            29 if in_op_set(OPS, 29) => Op::OneHot { axis: r.byte() },
+            30 if in_op_set(OPS, 30) => Op::Lstm {
                 hidden: r.u32(),
                 direction: r.get(),
                 batch_first: r.bool(),
@@ -942,7 +960,7 @@ impl Decode<'_> for Op {
                 clip: r.option(Reader::f32),
                 input_forget: r.bool(),
             },
-            31 => Op::Gru {
+            31 if in_op_set(OPS, 31) => Op::Gru {
                 hidden: r.u32(),
                 direction: r.get(),
                 batch_first: r.bool(),
@@ -950,46 +968,46 @@ impl Decode<'_> for Op {
                 linear_before_reset: r.bool(),
                 clip: r.option(Reader::f32),
             },
-            32 => Op::Normalizer { norm: r.get() },
-            33 => Op::TreeEnsemble {
+            32 if in_op_set(OPS, 32) => Op::Normalizer { norm: r.get() },
+            33 if in_op_set(OPS, 33) => Op::TreeEnsemble {
                 aggregate: r.get(),
                 post: r.get(),
                 binary_single_score: r.bool(),
             },
-            34 => Op::ArgMaxLabel,
-            35 => Op::PostTransform { post: r.get() },
-            36 => Op::Dequantize { axis: r.byte() },
-            37 => Op::Quantize { axis: r.byte() },
-            38 => Op::QLinearConv {
+            34 if in_op_set(OPS, 34) => Op::ArgMaxLabel,
+            35 if in_op_set(OPS, 35) => Op::PostTransform { post: r.get() },
+            36 if in_op_set(OPS, 36) => Op::Dequantize { axis: r.byte() },
+            37 if in_op_set(OPS, 37) => Op::Quantize { axis: r.byte() },
+            38 if in_op_set(OPS, 38) => Op::QLinearConv {
                 window: r.get(),
                 group: r.u32(),
             },
-            39 => Op::CumSum {
+            39 if in_op_set(OPS, 39) => Op::CumSum {
                 axis: r.byte(),
                 exclusive: r.bool(),
                 reverse: r.bool(),
             },
-            40 => Op::DepthToSpace {
+            40 if in_op_set(OPS, 40) => Op::DepthToSpace {
                 block: r.u32(),
                 crd: r.bool(),
             },
-            41 => Op::SpaceToDepth { block: r.u32() },
-            42 => Op::Variadic {
+            41 if in_op_set(OPS, 41) => Op::SpaceToDepth { block: r.u32() },
+            42 if in_op_set(OPS, 42) => Op::Variadic {
                 kind: r.get(),
                 mean: r.bool(),
             },
-            43 => Op::Trilu {
+            43 if in_op_set(OPS, 43) => Op::Trilu {
                 upper: r.bool(),
                 k: r.i64(),
             },
-            44 => Op::LRN {
+            44 if in_op_set(OPS, 44) => Op::LRN {
                 size: r.u32(),
                 alpha: r.f32(),
                 beta: r.f32(),
                 bias: r.f32(),
             },
-            45 => Op::ScatterElements { axis: r.byte() },
-            46 => {
+            45 if in_op_set(OPS, 45) => Op::ScatterElements { axis: r.byte() },
+            46 if in_op_set(OPS, 46) => {
                 let [x_zp, y_zp, act_min, act_max] = q4(r);
                 Op::QFullyConnected {
                     x_zp,
@@ -998,11 +1016,11 @@ impl Decode<'_> for Op {
                     act_max,
                 }
             }
-            47 => Op::QSoftmax {
+            47 if in_op_set(OPS, 47) => Op::QSoftmax {
                 y_scale: r.f32(),
                 y_zp: r.i32(),
             },
-            48 => {
+            48 if in_op_set(OPS, 48) => {
                 let (window, group) = (r.get(), r.u32());
                 let [x_zp, y_zp, act_min, act_max] = q4(r);
                 Op::QConv {
@@ -1014,7 +1032,7 @@ impl Decode<'_> for Op {
                     act_max,
                 }
             }
-            49 => {
+            49 if in_op_set(OPS, 49) => {
                 let window = r.get();
                 Op::QAvgPool {
                     window,
@@ -1022,7 +1040,7 @@ impl Decode<'_> for Op {
                     act_max: r.i32(),
                 }
             }
-            50 => {
+            50 if in_op_set(OPS, 50) => {
                 let [a_zp, b_zp, y_zp] = [r.i32(), r.i32(), r.i32()];
                 let [a_rq, b_rq, y_rq] =
                     [[r.i32(), r.i32()], [r.i32(), r.i32()], [r.i32(), r.i32()]];
@@ -1037,14 +1055,14 @@ impl Decode<'_> for Op {
                     act_max: r.i32(),
                 }
             }
-            51 => Op::DynamicQuantize,
-            52 => Op::QMatMul { linear: r.bool() },
-            53 => Op::ConvInteger {
+            51 if in_op_set(OPS, 51) => Op::DynamicQuantize,
+            52 if in_op_set(OPS, 52) => Op::QMatMul { linear: r.bool() },
+            53 if in_op_set(OPS, 53) => Op::ConvInteger {
                 window: r.get(),
                 group: r.u32(),
             },
-            54 => Op::DynFullyConnected { act: r.get() },
-            55 => {
+            54 if in_op_set(OPS, 54) => Op::DynFullyConnected { act: r.get() },
+            55 if in_op_set(OPS, 55) => {
                 let (window, group) = (r.get(), r.u32());
                 let [x_zp, y_zp, act_min, act_max] = q4(r);
                 Op::QConvPacked {
@@ -1056,7 +1074,7 @@ impl Decode<'_> for Op {
                     act_max,
                 }
             }
-            56 => {
+            56 if in_op_set(OPS, 56) => {
                 let [x_zp, y_zp, act_min, act_max] = q4(r);
                 Op::QFullyConnectedPacked {
                     x_zp,
@@ -1065,7 +1083,7 @@ impl Decode<'_> for Op {
                     act_max,
                 }
             }
-            57 => Op::QLstm {
+            57 if in_op_set(OPS, 57) => Op::QLstm {
                 time_major: r.bool(),
                 cifg: r.bool(),
                 cell_log2: r.byte() as i8,
@@ -1073,19 +1091,23 @@ impl Decode<'_> for Op {
                 hidden_zp: r.i32(),
                 state_zp: r.i32(),
             },
-            58 => Op::LstmCellClip {
+            58 if in_op_set(OPS, 58) => Op::LstmCellClip {
                 hidden: r.u32(),
                 acts: r.each(Reader::get),
                 cell_clip: r.f32(),
             },
-            59 => Op::QLookup,
-            60 => Op::HybridConv {
+            59 if in_op_set(OPS, 59) => Op::QLookup,
+            60 if in_op_set(OPS, 60) => Op::HybridConv {
                 window: r.get(),
                 group: r.u32(),
                 act_min: r.f32(),
                 act_max: r.f32(),
             },
-            _ => Op::Densify,
+            61 if in_op_set(OPS, 61) => Op::Densify,
+            _ => {
+                r.fail("an op outside the op set this runtime was built with");
+                Op::Reshape
+            }
         }
     }
 }

@@ -109,7 +109,7 @@ impl<'a, T> Table<'a, T> {
         self.bytes
     }
 
-    fn record(&self, i: usize) -> Option<&'a [u8]> {
+    pub(crate) fn record(&self, i: usize) -> Option<&'a [u8]> {
         if i >= self.len as usize {
             return None;
         }

@@ -153,6 +153,12 @@ impl<'a> View<'a> {
     /// Parses and validates an artifact. Never panics; the bytes must start at
     /// a 16-byte aligned address (weights are read in place).
     pub fn parse(bytes: &'a [u8]) -> Result<View<'a>, FormatError> {
+        Self::parse_ops::<{ u128::MAX }>(bytes)
+    }
+
+    /// [`View::parse`] for a runtime with only the op set `OPS` built in
+    /// (see [`View::node_in`]): a node with another op is an error.
+    pub fn parse_ops<const OPS: u128>(bytes: &'a [u8]) -> Result<View<'a>, FormatError> {
         let header = Header::parse(bytes)?;
         if !(bytes.as_ptr() as usize).is_multiple_of(WEIGHT_ALIGN) {
             return Err(FormatError::Misaligned);
@@ -167,11 +173,11 @@ impl<'a> View<'a> {
             graph,
             weights,
         };
-        view.validate()?;
+        view.validate::<OPS>()?;
         Ok(view)
     }
 
-    fn validate(&self) -> Result<(), FormatError> {
+    fn validate<const OPS: u128>(&self) -> Result<(), FormatError> {
         if !self.graph.tensors.len().is_multiple_of(TENSOR_RECORD_LEN) {
             return Err(FormatError::Invalid {
                 what: "tensor table",
@@ -223,7 +229,7 @@ impl<'a> View<'a> {
             arena_id(id, "graph output")?;
         }
         for i in 0..self.node_count() {
-            let n = self.node(i)?;
+            let n = self.node_in::<OPS>(i)?;
             for id in n.inputs.iter() {
                 if id != Ids::ABSENT && id as usize >= n_tensors {
                     return Err(FormatError::InvalidAt {
@@ -361,6 +367,21 @@ impl<'a> View<'a> {
         self.graph.nodes.get(i)
     }
 
+    /// [`View::node`] for a runtime built with the op set `OPS` only (a
+    /// constant, see [`View::op_set`]): the other ops' decoders are left
+    /// out, and a node with one of them is a decode error.
+    pub fn node_in<const OPS: u128>(&self, i: usize) -> Result<Node<'a>, FormatError> {
+        if OPS == u128::MAX {
+            return self.node(i);
+        }
+        let rec = self.graph.nodes.record(i).ok_or(FormatError::InvalidAt {
+            what: "table record",
+            index: i as u32,
+            detail: "index out of range",
+        })?;
+        from_record::<NodeIn<'a, OPS>>(rec, "table record").map(|n| n.0)
+    }
+
     /// The set of ops the graph uses: bit [`Op::tag`] of each node's op
     /// (the engine's `Plan::run_ops` links only those).
     pub fn op_set(&self) -> Result<u128, FormatError> {
@@ -386,6 +407,22 @@ impl<'a> View<'a> {
 
     pub fn is_empty(&self) -> bool {
         self.bytes.len() <= HEADER_LEN
+    }
+}
+
+/// A [`Node`] whose op is decoded from the set `OPS` only.
+struct NodeIn<'a, const OPS: u128>(Node<'a>);
+
+impl<'a, const OPS: u128> Decode<'a> for NodeIn<'a, OPS> {
+    fn decode(r: &mut Reader<'a>) -> Self {
+        NodeIn(Node {
+            op: Op::decode_in::<OPS>(r),
+            inputs: r.get(),
+            outputs: r.get(),
+            scratch_offset: r.u32(),
+            scratch_len: r.u32(),
+            name: r.str(),
+        })
     }
 }
 

@@ -19,6 +19,7 @@
 #[cfg(any(feature = "std", test))]
 extern crate std;
 
+pub mod compact;
 pub mod conv;
 pub mod copy;
 pub mod fixed;

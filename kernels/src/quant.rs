@@ -31,7 +31,7 @@ pub struct QOut {
 impl QOut {
     /// Requantizes accumulator `acc` of output channel `c` and saturates.
     #[inline]
-    fn store(&self, acc: i32, requant: &[[i32; 2]], c: usize) -> i8 {
+    pub(crate) fn store(&self, acc: i32, requant: &[[i32; 2]], c: usize) -> i8 {
         let [mantissa, shift] = requant[if requant.len() == 1 { 0 } else { c }];
         let v = Multiplier { mantissa, shift }
             .apply(acc)
@@ -404,10 +404,15 @@ pub fn conv2d_i8_min_scratch_len(p: &Conv2d) -> usize {
 /// Shapes the direct path cannot lay out, and input zero points outside
 /// int8, run the reference.
 ///
+/// The path follows the scratch it gets: with [`conv2d_i8_scratch_len`]
+/// or more every fast path is open; with less (down to
+/// [`conv2d_i8_min_scratch_len`]) depthwise layers copy strips of rows;
+/// with less than that (a compile for a microcontroller gives none) the
+/// scratch-free [`crate::compact`] kernel runs, as it always does with the
+/// `compact` feature.
+///
 /// # Panics
-/// As [`conv2d_i8`], or if `scratch` is shorter than
-/// [`conv2d_i8_min_scratch_len`]. With [`conv2d_i8_scratch_len`] or more
-/// every fast path is open; with less, depthwise layers take the lean one.
+/// As [`conv2d_i8`].
 #[allow(clippy::too_many_arguments, reason = "the op's operands")]
 pub fn conv2d_i8_fast(
     p: &Conv2d,
@@ -419,6 +424,9 @@ pub fn conv2d_i8_fast(
     y: &mut [i8],
     scratch: &mut [f32],
 ) {
+    if cfg!(feature = "compact") || scratch.len() < conv2d_i8_min_scratch_len(p) {
+        return crate::compact::conv2d_i8(p, q, x, w, bias, requant, y);
+    }
     conv2d_i8_direct(
         crate::qconv::Isa::detect(),
         p,
@@ -680,10 +688,12 @@ pub fn fully_connected_i8_scratch_len(p: &QFullyConnected) -> usize {
 pub const FC_DOT_ROWS: usize = 4;
 
 /// [`fully_connected_i8`] through the f32 GEMM, exact under the same
-/// bound as [`conv2d_i8_fast`] (else the reference runs).
+/// bound as [`conv2d_i8_fast`] (else the reference runs). With less
+/// scratch than [`fully_connected_i8_scratch_len`], or the `compact`
+/// feature, the reference's scratch-free loop runs.
 ///
 /// # Panics
-/// As [`fully_connected_i8`], or if `scratch` is too short.
+/// As [`fully_connected_i8`].
 pub fn fully_connected_i8_fast(
     p: &QFullyConnected,
     x: &[i8],
@@ -693,6 +703,9 @@ pub fn fully_connected_i8_fast(
     y: &mut [i8],
     scratch: &mut [f32],
 ) {
+    if cfg!(feature = "compact") || scratch.len() < fully_connected_i8_scratch_len(p) {
+        return fully_connected_i8(p, x, w, bias, requant, y);
+    }
     #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
     let vnni = crate::simd_vnni::Vnni::detect();
     #[cfg(not(all(target_arch = "x86_64", any(feature = "std", test))))]

@@ -108,8 +108,16 @@ impl<'a> Model<'a> {
     /// shape; weights stay where they are). Does not hash it: see
     /// [`Model::verify_checksum`].
     pub fn new(artifact: &'a [u8]) -> Result<Model<'a>, Error> {
-        let view = View::parse(artifact)?;
-        let plan = Plan::new(view).map_err(Error::InvalidModel)?;
+        Self::new_ops::<{ kiln_engine::ALL_OPS }>(artifact)
+    }
+
+    /// [`Model::new`] for firmware that runs it with
+    /// [`Model::run_ops::<OPS>`](Model::run_ops): a model with an op
+    /// outside the set fails here, and only the set's decoders and checks
+    /// are linked.
+    pub fn new_ops<const OPS: u128>(artifact: &'a [u8]) -> Result<Model<'a>, Error> {
+        let view = View::parse_ops::<OPS>(artifact)?;
+        let plan = Plan::new_ops::<OPS>(view).map_err(Error::InvalidModel)?;
         Ok(Model { plan })
     }
 

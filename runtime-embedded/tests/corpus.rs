@@ -146,6 +146,10 @@ fn bad_calls_are_typed_errors() {
     assert!(matches!(e, Error::Run(_)), "{e:?}");
     assert!(e.to_string().contains("op set"), "{e}");
     assert_ne!(model.op_set().expect("op set"), 0);
+    // ... and so does loading it with that op set.
+    let e = Model::new_ops::<0>(flash).expect_err("no ops built in");
+    assert!(e.to_string().contains("op set"), "{e}");
+    assert!(Model::new_ops::<{ u128::MAX }>(flash).is_ok());
     let out = model.run(buf, &[&x]).expect("runs");
     assert_eq!(out.get(0).expect("output 0").len(), 4);
     assert_eq!(

@@ -2,13 +2,17 @@
 //! the Cortex-M4F firmware of `demos/firmware` around one artifact and one
 //! input (input 0, as raw bytes from the `.npy`), and with `--run` runs it
 //! in `qemu-system-arm -machine mps2-an386` and prints one JSON line:
-//! `outputs` (name → flat list of values), `flash` (Kiln's runtime code,
-//! by the symbols of its crates; the model; the rest of the image), `static_ram` (the arena the plan reserves, the part of it
+//! `outputs` (name → flat list of values), `flash` (Kiln's runtime code:
+//! its crates' symbols and, by the debug info, what of them was inlined
+//! into the demo; the model; the rest of the image), `static_ram` (the arena the plan reserves, the part of it
 //! a run writes, found by painting it; the stack's high-water mark, by
 //! painting the free RAM; all of .bss + .data), `instructions`
 //! (guest instructions executed by one `Model::run`, counted by the QEMU
 //! plugin `demos/firmware/qemu/insncount.c` between the firmware's marker
 //! functions; exact and repeatable, not cycles) and the ELF.
+//! `--profile FILE` also writes the run's instructions per function
+//! (inlined code counts toward the function it was inlined into) to FILE,
+//! and the raw per-address counts to FILE.raw for `addr2line`.
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -17,13 +21,17 @@ use std::process::Command;
 const TARGET: &str = "thumbv7em-none-eabihf";
 
 pub fn main(root: &Path, args: &[String]) -> Result<()> {
-    let (mut artifact, mut input, mut run) = (None, None, false);
+    let (mut artifact, mut input, mut run, mut profile) = (None, None, false, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--artifact" => artifact = it.next().map(PathBuf::from),
             "--input" => input = it.next().map(PathBuf::from),
             "--run" => run = true,
+            "--profile" => {
+                profile = it.next().map(PathBuf::from);
+                run = true;
+            }
             other => bail!("unknown argument {other:?}\n{}", crate::USAGE),
         }
     }
@@ -69,12 +77,21 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
     let plugin = insncount_plugin(root, &target_dir)?;
     let syms = symbols(&elf)?;
     let (begin, end) = (symbol(&syms, "bench_begin")?, symbol(&syms, "bench_end")?);
+    let raw_profile = profile.as_ref().map(|p| {
+        let mut raw = p.clone().into_os_string();
+        raw.push(".raw");
+        PathBuf::from(raw)
+    });
+    let profile_arg = raw_profile
+        .as_ref()
+        .map(|p| format!(",profile={}", p.display()))
+        .unwrap_or_default();
     let out = Command::new("qemu-system-arm")
         .args(["-machine", "mps2-an386", "-nographic"])
         .args(["-semihosting-config", "enable=on,target=native"])
         .arg("-plugin")
         .arg(format!(
-            "{},begin={begin:#x},end={end:#x}",
+            "{},begin={begin:#x},end={end:#x}{profile_arg}",
             plugin.display()
         ))
         .arg("-kernel")
@@ -95,7 +112,7 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
         bail!("qemu exited with {}", out.status);
     }
     let flash = text + data;
-    let runtime = kiln_symbol_bytes(&syms);
+    let runtime = kiln_runtime_bytes(&elf, &syms)?;
     v["flash"] = serde_json::json!({
         "total": flash,
         "model": model_len,
@@ -116,8 +133,56 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
     }
     v["instructions"] = serde_json::json!(instructions(&String::from_utf8_lossy(&out.stderr))?);
     v["elf"] = serde_json::json!(elf.display().to_string());
+    if let (Some(table), Some(raw)) = (&profile, &raw_profile) {
+        write_profile(&syms, raw, table)?;
+    }
     println!("{v}");
     Ok(())
+}
+
+/// Sums the plugin's per-address counts (`raw`: lines `0xADDR COUNT`) by
+/// the function symbol that holds each address and writes them to `table`,
+/// most executed first, with each one's share.
+fn write_profile(syms: &[Symbol], raw: &Path, table: &Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(raw).with_context(|| format!("cannot read {}", raw.display()))?;
+    let mut funcs: Vec<&Symbol> = syms
+        .iter()
+        .filter(|s| matches!(s.kind.as_str(), "t" | "T") && s.size > 0)
+        .collect();
+    funcs.sort_by_key(|s| s.addr);
+    let mut per: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    let mut total = 0u64;
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(a), Some(n)) = (f.next(), f.next()) else {
+            continue;
+        };
+        let (Some(addr), Ok(n)) = (
+            a.strip_prefix("0x")
+                .and_then(|h| u64::from_str_radix(h, 16).ok()),
+            n.parse::<u64>(),
+        ) else {
+            continue;
+        };
+        total += n;
+        // Thumb symbols carry the low bit.
+        let i = funcs.partition_point(|s| s.addr & !1 <= addr);
+        let name = i
+            .checked_sub(1)
+            .map(|i| funcs[i])
+            .filter(|s| addr < (s.addr & !1) + s.size)
+            .map_or("(outside any function)", |s| s.name.as_str());
+        *per.entry(name).or_default() += n;
+    }
+    let mut rows: Vec<(&str, u64)> = per.into_iter().collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1));
+    let mut out = format!("{total} instructions\n");
+    for (name, n) in rows {
+        let share = 100.0 * n as f64 / total.max(1) as f64;
+        out.push_str(&format!("{n:>12} {share:5.1}%  {name}\n"));
+    }
+    std::fs::write(table, out).with_context(|| format!("cannot write {}", table.display()))
 }
 
 /// Builds `demos/firmware/qemu/insncount.c` (a QEMU TCG plugin) with the C
@@ -181,23 +246,73 @@ fn symbols(elf: &Path) -> Result<Vec<Symbol>> {
     Ok(out)
 }
 
-/// Flash bytes of Kiln's own code and constants in the ELF (symbols of the
-/// `kiln_runtime_embedded`, `kiln_engine`, `kiln_kernels` and
-/// `kiln_format` crates, kernels inlined into them included). The rest of
-/// the image (vector table, startup, the demo's JSON and float printing,
-/// compiler intrinsics) is reported as `other`.
-fn kiln_symbol_bytes(syms: &[Symbol]) -> u64 {
-    const CRATES: [&str; 4] = [
-        "kiln_runtime_embedded::",
-        "kiln_engine::",
-        "kiln_kernels::",
-        "kiln_format::",
-    ];
-    syms.iter()
+/// The crates of Kiln's runtime, as symbol name prefixes.
+const RUNTIME_CRATES: [&str; 4] = [
+    "kiln_runtime_embedded::",
+    "kiln_engine::",
+    "kiln_kernels::",
+    "kiln_format::",
+];
+
+/// Flash bytes of Kiln's runtime in the ELF: the code and constants of
+/// symbols of its crates (kernels inlined into them included), plus the
+/// runtime code inlined into the demo's own functions (found through the
+/// debug info's inline frames, one halfword at a time). The rest of the
+/// image (vector table, startup, the demo's JSON and float printing,
+/// `core` and compiler intrinsics such as `memcpy`, whoever calls them) is
+/// reported as `other`.
+fn kiln_runtime_bytes(elf: &Path, syms: &[Symbol]) -> Result<u64> {
+    let is_runtime = |name: &str| RUNTIME_CRATES.iter().any(|c| name.contains(c));
+    let own: u64 = syms
+        .iter()
         .filter(|s| matches!(s.kind.as_str(), "t" | "T" | "r" | "R"))
-        .filter(|s| CRATES.iter().any(|c| s.name.contains(c)))
+        .filter(|s| is_runtime(&s.name))
         .map(|s| s.size)
-        .sum()
+        .sum();
+    let mut query = String::new();
+    for s in syms {
+        if matches!(s.kind.as_str(), "t" | "T") && s.name.starts_with("kiln_firmware::") {
+            let start = s.addr & !1;
+            for a in (start..start + s.size).step_by(2) {
+                query.push_str(&format!("{a:#x}\n"));
+            }
+        }
+    }
+    if query.is_empty() {
+        return Ok(own);
+    }
+    let mut child = Command::new("arm-none-eabi-addr2line")
+        .args(["-a", "-f", "-i", "-C", "-e"])
+        .arg(elf)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running arm-none-eabi-addr2line (apt install binutils-arm-none-eabi)")?;
+    let mut stdin = child.stdin.take().context("addr2line stdin")?;
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        stdin.write_all(query.as_bytes())
+    });
+    let out = child.wait_with_output().context("addr2line")?;
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("addr2line writer panicked"))?
+        .context("writing to addr2line")?;
+    // Per address: `0xADDR`, then (function, file:line) per inline frame.
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (mut inlined, mut current) = (0u64, false);
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if line.starts_with("0x") {
+            inlined += u64::from(current) * 2;
+            current = false;
+        } else {
+            current |= is_runtime(line);
+            lines.next();
+        }
+    }
+    inlined += u64::from(current) * 2;
+    Ok(own + inlined)
 }
 
 /// Address of `name` in the symbol table.

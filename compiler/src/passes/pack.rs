@@ -7,21 +7,18 @@
 //! pays for it. Same output bytes either way. Left as they are: depthwise
 //! convolutions, non-constant weights, shapes the kernel cannot lay out,
 //! and layers whose padding would grow the artifact (convolution input
-//! channels off a multiple of 4, unless compiling lean for a
-//! microcontroller's arena and the per-call packing would outweigh the
-//! layer's output; fully connected tails adding more than an eighth),
-//! which are small and pack per call.
+//! channels off a multiple of 4; fully connected tails adding more than an
+//! eighth), which are small and pack per call. A compile for a
+//! microcontroller (`Options::lean_scratch`) skips both passes: its
+//! scratch-free kernels read the weights as they are.
 
 use crate::ir::Graph;
 use kiln_format::{DType, Op};
 use kiln_kernels::conv::Conv2d;
 use kiln_kernels::quant::QFullyConnected;
 
-/// Rewrites every packable `QConv`; returns how many. `lean` (arena over
-/// flash, for microcontrollers) also packs layers whose channels are off a
-/// multiple of 4 when packing them per call would take more scratch than
-/// their output: their padded weights cost flash instead of arena.
-pub fn pack_int8_conv(g: &mut Graph, lean: bool) -> usize {
+/// Rewrites every packable `QConv`; returns how many.
+pub fn pack_int8_conv(g: &mut Graph) -> usize {
     let mut packed = 0;
     for n in 0..g.nodes.len() {
         let Op::QConv {
@@ -77,11 +74,7 @@ pub fn pack_int8_conv(g: &mut Graph, lean: bool) -> usize {
         // Channel counts off a multiple of 4 would store padding (up to 4x
         // the weights of a 1-channel first layer); those layers are small
         // and pack per call instead.
-        // Lean (a microcontroller's arena): pack them anyway where packing
-        // per call would take more scratch than the layer's output (KWS's
-        // first layer); elsewhere the packed kernel is slower for no gain.
-        let worth_the_flash = lean && len > m * oh * ow;
-        if cg * p.group != c || (cg % 4 != 0 && !worth_the_flash) || wd.len() != m * cg * kh * kw {
+        if cg * p.group != c || cg % 4 != 0 || wd.len() != m * cg * kh * kw {
             continue;
         }
         let w8: Vec<i8> = wd.iter().map(|&b| b as i8).collect();

@@ -5,6 +5,9 @@
  * it. At exit it prints one line to stderr:
  *     insncount: windows=N w0=COUNT w1=COUNT ...
  * Usage: qemu-system-arm ... -plugin ./libinsncount.so,begin=0xADDR,end=0xADDR
+ * With profile=FILE it also writes, for each instruction address below
+ * 1 MiB (flash) executed inside a window, one line "ADDR COUNT" to FILE
+ * (`cargo xtask firmware --profile` maps them to functions).
  *
  * Written against QEMU's plugin API version 1 (QEMU 7.x, Debian 12), whose
  * header Debian does not ship: the few declarations used are below.
@@ -41,6 +44,10 @@ static int armed;
 static uint64_t current;
 static uint64_t windows[MAX_WINDOWS];
 static int n_windows;
+/* Per-halfword execution counts over flash, when profiling. */
+#define PROFILE_SPAN (1u << 20)
+static uint64_t *profile;
+static const char *profile_path;
 
 /* Runs before every guest instruction (one vCPU: no locking needed). */
 static void on_insn(unsigned int vcpu, void *userdata)
@@ -55,8 +62,11 @@ static void on_insn(unsigned int vcpu, void *userdata)
             windows[n_windows++] = current;
         armed = 0;
     }
-    if (armed)
+    if (armed) {
         current++;
+        if (profile && pc < PROFILE_SPAN)
+            profile[pc / 2]++;
+    }
 }
 
 static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
@@ -79,6 +89,17 @@ static void on_atexit(qemu_plugin_id_t id, void *userdata)
     for (int i = 0; i < n_windows; i++)
         fprintf(stderr, " w%d=%llu", i, (unsigned long long)windows[i]);
     fputc('\n', stderr);
+    if (profile) {
+        FILE *f = fopen(profile_path, "w");
+        if (!f) {
+            fprintf(stderr, "insncount: cannot write %s\n", profile_path);
+            return;
+        }
+        for (uint64_t i = 0; i < PROFILE_SPAN / 2; i++)
+            if (profile[i])
+                fprintf(f, "0x%llx %llu\n", (unsigned long long)(i * 2), (unsigned long long)profile[i]);
+        fclose(f);
+    }
 }
 
 __attribute__((visibility("default"))) int
@@ -90,6 +111,15 @@ qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, char
             begin_pc = strtoull(argv[i] + 6, NULL, 0);
         else if (strncmp(argv[i], "end=", 4) == 0)
             end_pc = strtoull(argv[i] + 4, NULL, 0);
+        else if (strncmp(argv[i], "profile=", 8) == 0)
+            profile_path = argv[i] + 8;
+    }
+    if (profile_path) {
+        profile = calloc(PROFILE_SPAN / 2, sizeof *profile);
+        if (!profile) {
+            fprintf(stderr, "insncount: out of memory for the profile\n");
+            return -1;
+        }
     }
     if (begin_pc == 0 || end_pc == 0) {
         fprintf(stderr, "insncount: give begin=ADDR,end=ADDR\n");

@@ -75,7 +75,7 @@ fn run(out: &mut Option<hio::HostStream>) -> Result<(), Error> {
     let Some(arena) = cortex_m::singleton!(: Arena<ARENA_SIZE> = Arena::new()) else {
         return Ok(());
     };
-    let model = Model::new(&MODEL.0)?;
+    let model = Model::new_ops::<OPS>(&MODEL.0)?;
     // The arena actually touched: paint it with two patterns, run on each,
     // and take the furthest byte either run changed (a byte that happens
     // to be written with its paint value cannot hide under both).

@@ -63,6 +63,10 @@ impl<'x> Io<'x> {
     /// All the node's scratch as f32, which must be at least `n`
     /// elements (for kernels that pick a path by how much they get).
     pub fn scratch_f32_at_least(&mut self, n: usize) -> Result<&mut [f32], EngineError> {
+        if self.scratch.is_empty() && n == 0 {
+            // A node with no scratch (its empty slice may sit anywhere).
+            return Ok(&mut []);
+        }
         let s: &mut [f32] = bytemuck::try_cast_slice_mut(&mut *self.scratch)
             .map_err(|_| bad("misaligned scratch"))?;
         if s.len() < n {
@@ -430,9 +434,9 @@ pub(crate) fn same_len(a: usize, b: usize) -> Result<(), EngineError> {
 
 /// Scratch bytes `op` needs for the given input and output tensors (the
 /// compiler reserves this much in the arena for the node). `lean`: the
-/// least the kernels take (slower paths where that saves memory: int8
-/// depthwise convolutions copy a strip of rows, not the whole input), for
-/// microcontroller arenas; else what every fast path needs.
+/// least the kernels take, for microcontroller arenas (int8 convolutions
+/// and fully connected layers then run `kiln_kernels::compact`'s
+/// scratch-free loops); else what every fast path needs.
 pub fn scratch_bytes(
     op: &Op,
     ins: &[Option<kiln_format::TensorInfo>],
@@ -503,7 +507,7 @@ pub fn scratch_bytes(
             } else {
                 let p = conv::conv_params(window, *group as usize, &sx, &sw, &sy)?;
                 if lean {
-                    kiln_kernels::quant::conv2d_i8_min_scratch_len(&p)
+                    0
                 } else {
                     kiln_kernels::quant::conv2d_i8_scratch_len(&p)
                 }
@@ -525,6 +529,8 @@ pub fn scratch_bytes(
             };
             if matches!(op, Op::QFullyConnectedPacked { .. }) {
                 kiln_kernels::quant::fully_connected_i8_packed_scratch_len(&p)
+            } else if lean {
+                0
             } else {
                 kiln_kernels::quant::fully_connected_i8_scratch_len(&p)
             }

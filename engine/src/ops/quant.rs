@@ -346,7 +346,9 @@ pub(crate) fn q_fully_connected(
             kq::fully_connected_i8_packed(&p, xd, wd, fold, rq, out, scratch);
         }
         _ => {
-            let scratch = io.scratch_f32(kq::fully_connected_i8_scratch_len(&p))?;
+            // As for convolutions: no scratch (`lean`) takes the compact
+            // loop.
+            let scratch = io.scratch_f32_at_least(0)?;
             kq::fully_connected_i8_fast(&p, xd, wd, bias, rq, out, scratch);
         }
     }
@@ -467,8 +469,8 @@ pub(crate) fn q_conv(
         _ => {
             // The kernel picks its path by the scratch it gets: the
             // compiler sized it for the fast paths, or (`lean`, for
-            // microcontrollers) for the least.
-            let scratch = io.scratch_f32_at_least(kq::conv2d_i8_min_scratch_len(&p))?;
+            // microcontrollers) gave none.
+            let scratch = io.scratch_f32_at_least(0)?;
             kq::conv2d_i8_fast(&p, &q, xd, wd, bias, rq, out, scratch);
         }
     }
