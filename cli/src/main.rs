@@ -1,7 +1,8 @@
 //! `kiln`: compile, inspect and run models.
 //!
 //! Exit codes: 0 ok, 1 other error, 2 usage, 3 invalid or unsupported
-//! model, 4 input rejected by the model's schema.
+//! model, 4 input rejected by the model's schema, 5 the model does not fit
+//! `--budget`.
 
 use anyhow::{Context, Result, anyhow};
 use clap::{Parser, Subcommand};
@@ -56,6 +57,11 @@ enum Cmd {
         /// (engine + model, C-like ABI: kiln_input_ptr, kiln_run, ...)
         #[arg(long, value_enum, default_value_t = Target::Kiln)]
         target: Target,
+        /// With --target mcu: fail unless the model fits, e.g.
+        /// flash=256K,ram=64K (flash: artifact + runtime estimate; ram:
+        /// arena + stack estimate)
+        #[arg(long, value_name = "flash=SIZE,ram=SIZE")]
+        budget: Option<kiln_cli::mcu::Budget>,
         #[command(flatten)]
         quant: QuantArgs,
     },
@@ -215,6 +221,7 @@ fn main() -> ExitCode {
             no_optimize,
             model_version,
             target,
+            budget,
             quant,
         } => compile(
             &model,
@@ -223,6 +230,7 @@ fn main() -> ExitCode {
             no_optimize,
             model_version,
             target,
+            budget,
             &quant,
         ),
         Cmd::Run {
@@ -432,8 +440,15 @@ fn compile(
     no_optimize: bool,
     version: Option<String>,
     target: Target,
+    budget: Option<kiln_cli::mcu::Budget>,
     quant: &QuantArgs,
 ) -> Result<(), Failure> {
+    if budget.is_some() && target != Target::Mcu {
+        return Err(Failure {
+            code: 2,
+            err: anyhow!("--budget applies to --target mcu"),
+        });
+    }
     let bytes = std::fs::read(model).with_context(|| format!("cannot read {}", model.display()))?;
     if is_artifact(&bytes) {
         return Err(Failure {
@@ -467,6 +482,14 @@ fn compile(
         }
     };
     let c = compile_bytes(&bytes, model, &opts, true)?;
+    // Checked before anything is written: an artifact that does not fit is
+    // not produced.
+    let fits = match &budget {
+        Some(b) => kiln_cli::mcu::Needs::of(&c.bytes)?
+            .check(b)
+            .map_err(fail(5))?,
+        None => vec![],
+    };
     let written = match target {
         Target::Kiln | Target::Mcu => c.bytes.clone(),
         Target::WasmModule => {
@@ -496,6 +519,9 @@ fn compile(
             rs.display(),
             h.display()
         );
+        for line in fits {
+            println!("{line}");
+        }
     }
     if target == Target::WasmModule {
         println!(

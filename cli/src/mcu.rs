@@ -2,8 +2,9 @@
 //! it, `model.rs` (for `kiln-runtime-embedded` firmware) and `model.h` (for
 //! C firmware) with what a build needs at compile time: the arena size, the
 //! op set (so only the model's kernels are linked), every input's and
-//! output's name, dtype, shape and byte size, and the artifact itself,
-//! 16-byte aligned in flash (Rust: `include_bytes!`).
+//! output's name, dtype, shape, byte size and (int8 ones) quantization
+//! scale and zero point, and the artifact itself, 16-byte aligned in flash
+//! (Rust: `include_bytes!`).
 
 use anyhow::{Context, Result};
 use kiln_format::{DType, Dim, View};
@@ -16,6 +17,9 @@ struct Io {
     /// One sample (a batch dimension counts 1).
     shape: Vec<u32>,
     bytes: u32,
+    /// Scale and zero point of an int8 tensor (`real = scale · (q - zp)`),
+    /// from the artifact's `kiln.io_quant.NAME` property.
+    quant: Option<(f32, i32)>,
 }
 
 /// What the generated files say about an artifact.
@@ -39,11 +43,23 @@ fn facts(artifact: &[u8]) -> Result<Facts> {
                     Dim::Batch(_) => 1,
                 });
             }
+            let key = format!("kiln.io_quant.{}", spec.name);
+            let quant = view
+                .meta()
+                .properties
+                .iter()
+                .flatten()
+                .find(|(k, _)| *k == key)
+                .and_then(|(_, v)| {
+                    let (scale, zp) = v.split_once(' ')?;
+                    Some((scale.parse().ok()?, zp.parse().ok()?))
+                });
             out.push(Io {
                 name: spec.name.to_string(),
                 dtype: spec.dtype,
                 bytes: view.tensor(spec.tensor as usize)?.byte_len,
                 shape,
+                quant,
             });
         }
         Ok(out)
@@ -100,6 +116,11 @@ pub fn rust_module(artifact: &[u8], file_name: &str, source: &str) -> Result<Str
                 io.shape
             )?;
             writeln!(s, "pub const {what}_{i}_BYTES: usize = {};", io.bytes)?;
+            if let Some((scale, zp)) = io.quant {
+                writeln!(s, "/// Quantization: `real = SCALE · (q - ZERO_POINT)`.")?;
+                writeln!(s, "pub const {what}_{i}_SCALE: f32 = {scale:?};")?;
+                writeln!(s, "pub const {what}_{i}_ZERO_POINT: i32 = {zp};")?;
+            }
         }
     }
     writeln!(s)?;
@@ -151,6 +172,10 @@ pub fn c_header(artifact: &[u8], guard: &str, source: &str) -> Result<String> {
             writeln!(s, "#define KILN_{what}_{i}_RANK {}", io.shape.len())?;
             writeln!(s, "#define KILN_{what}_{i}_SHAPE {{{}}}", dims.join(", "))?;
             writeln!(s, "#define KILN_{what}_{i}_BYTES {}u", io.bytes)?;
+            if let Some((scale, zp)) = io.quant {
+                writeln!(s, "#define KILN_{what}_{i}_SCALE {scale:?}f")?;
+                writeln!(s, "#define KILN_{what}_{i}_ZERO_POINT {zp}")?;
+            }
         }
     }
     writeln!(s, "#endif")?;
@@ -172,4 +197,194 @@ fn c_string(text: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// What a microcontroller offers the model (`--budget flash=256K,ram=64K`;
+/// either part may be left out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Budget {
+    /// Flash bytes for the artifact and the runtime's code.
+    pub flash: Option<u64>,
+    /// RAM bytes for the arena and the stack.
+    pub ram: Option<u64>,
+}
+
+impl std::str::FromStr for Budget {
+    type Err = anyhow::Error;
+
+    /// `flash=SIZE,ram=SIZE`, sizes in bytes or with `K`/`M` (binary:
+    /// 1024, 1024²; `KB`, `KiB` and lower case read the same).
+    fn from_str(spec: &str) -> Result<Budget> {
+        let mut b = Budget::default();
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (key, size) = part.split_once('=').with_context(|| {
+                format!("budget part {part:?} is not KEY=SIZE (e.g. flash=256K,ram=64K)")
+            })?;
+            let size = parse_size(size)
+                .with_context(|| format!("budget {key}: {size:?} is not a size like 256K"))?;
+            match key.trim() {
+                "flash" => b.flash = Some(size),
+                "ram" => b.ram = Some(size),
+                other => anyhow::bail!("unknown budget {other:?}: give flash=SIZE and/or ram=SIZE"),
+            }
+        }
+        if b == Budget::default() {
+            anyhow::bail!("an empty budget: give flash=SIZE and/or ram=SIZE");
+        }
+        Ok(b)
+    }
+}
+
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let n: u64 = s[..digits].parse().ok()?;
+    let unit = match s[digits..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        _ => return None,
+    };
+    n.checked_mul(unit)
+}
+
+/// Flash the runtime's code takes for a model with op set `ops`: a linear
+/// fit, rounded up, to what `cargo xtask firmware` measured for the corpus
+/// models (Cortex-M4F, `opt-level = "z"`, the `compact` kernels): 12.8 KB
+/// for one int8 op (hello_world, the AD autoencoder), 17.5 KB for three,
+/// 20.6 KB for four, 22.0 KB for KWS's five, 23.1 KB for ResNet-8's six,
+/// and about 9.3 KB more for the float GEMM that float convolutions, fully
+/// connected and recurrent layers share (22.0 KB for the float
+/// hello_world's one op). The firmware test holds every corpus model to
+/// it.
+pub fn runtime_estimate(ops: u128) -> u64 {
+    let float = if ops & FLOAT_GEMM_OPS != 0 {
+        RUNTIME_FLOAT_GEMM
+    } else {
+        0
+    };
+    RUNTIME_BASE + RUNTIME_PER_OP * u64::from(ops.count_ones().saturating_sub(1)) + float
+}
+
+/// See [`runtime_estimate`].
+pub const RUNTIME_BASE: u64 = 13 * 1024;
+/// See [`runtime_estimate`].
+pub const RUNTIME_PER_OP: u64 = 2816;
+/// See [`runtime_estimate`].
+pub const RUNTIME_FLOAT_GEMM: u64 = 10 * 1024;
+/// Ops that run the float GEMM (bits of `Op::tag`: Gemm, MatMul, Conv,
+/// ConvTranspose, Lstm, Gru, LstmCellClip).
+const FLOAT_GEMM_OPS: u128 = 1 << 3 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 30 | 1 << 31 | 1 << 58;
+
+/// The stack one run takes: the highest high-water mark the firmware test
+/// measured over the corpus (14.5 KB, the float hello_world), rounded up;
+/// the test holds every model to it.
+pub const STACK_ESTIMATE: u64 = 16 * 1024;
+
+/// What the model needs of a microcontroller, for `--budget`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Needs {
+    /// The artifact's weight section.
+    pub weights: u64,
+    /// The rest of the artifact (graph, schema, header).
+    pub graph: u64,
+    /// [`runtime_estimate`].
+    pub runtime: u64,
+    /// The arena (exact: the plan's).
+    pub arena: u64,
+    /// [`STACK_ESTIMATE`].
+    pub stack: u64,
+    /// Most weight bytes are already int8 (quantizing again saves nothing).
+    pub int8: bool,
+}
+
+impl Needs {
+    pub fn of(artifact: &[u8]) -> Result<Needs> {
+        let view = View::parse(artifact).context("the compiled artifact does not parse")?;
+        let weights = view.weights().len() as u64;
+        let mut int8_bytes = 0u64;
+        for i in 0..view.tensor_count() {
+            let t = view.tensor(i)?;
+            if t.kind == kiln_format::TensorKind::Const && t.dtype == DType::I8 {
+                int8_bytes += u64::from(t.byte_len);
+            }
+        }
+        Ok(Needs {
+            int8: 2 * int8_bytes > weights,
+            weights,
+            graph: artifact.len() as u64 - weights,
+            runtime: runtime_estimate(view.op_set()?),
+            arena: view.arena_size() as u64,
+            stack: STACK_ESTIMATE,
+        })
+    }
+
+    pub fn flash(&self) -> u64 {
+        self.weights + self.graph + self.runtime
+    }
+
+    pub fn ram(&self) -> u64 {
+        self.arena + self.stack
+    }
+
+    /// `Ok` with one line per budget checked, or an error naming each
+    /// overflow, what makes it up and by how much, with what to try.
+    pub fn check(&self, budget: &Budget) -> Result<Vec<String>> {
+        let (mut fits, mut over) = (vec![], vec![]);
+        let flash = format!(
+            "weights {} B + graph {} B + runtime estimate {} B = {} B",
+            self.weights,
+            self.graph,
+            self.runtime,
+            self.flash()
+        );
+        let ram = format!(
+            "arena {} B + stack estimate {} B = {} B",
+            self.arena,
+            self.stack,
+            self.ram()
+        );
+        for (what, limit, need, parts) in [
+            ("flash", budget.flash, self.flash(), flash),
+            ("ram", budget.ram, self.ram(), ram),
+        ] {
+            let Some(limit) = limit else { continue };
+            if need > limit {
+                over.push(format!(
+                    "{what}: {parts}, {} B over the {limit} B budget",
+                    need - limit
+                ));
+            } else {
+                fits.push(format!(
+                    "{what:<14} {parts}, {} B left of {limit} B",
+                    limit - need
+                ));
+            }
+        }
+        if over.is_empty() {
+            return Ok(fits);
+        }
+        let mut hint = vec![];
+        let (flash_over, ram_over) = (
+            budget.flash.is_some_and(|l| self.flash() > l),
+            budget.ram.is_some_and(|l| self.ram() > l),
+        );
+        if flash_over && self.int8 {
+            hint.push("the weights are already int8: --prune them, or train a smaller model");
+        } else if flash_over {
+            hint.push(
+                "shrink the weights with --quantize int8 (a quarter of float32) or f16, or --prune",
+            );
+        }
+        if ram_over && self.int8 {
+            hint.push("the activations are already int8: a smaller input or narrower layers");
+        } else if ram_over {
+            hint.push("shrink the activations with --quantize int8 (a quarter of float32)");
+        }
+        anyhow::bail!(
+            "the model does not fit the budget:\n  {}\n{}",
+            over.join("\n  "),
+            hint.join("; ")
+        )
+    }
 }

@@ -148,10 +148,21 @@ fn firmware_in_qemu_matches_native() {
             "{rel}: a run touched {touched} of {} arena bytes",
             model.arena_size()
         );
-        assert!(ram["stack"].as_u64().is_some_and(|n| n > 0), "{rel}");
+        // `kiln compile --budget` estimates the runtime's flash and the
+        // stack: both must hold for every model.
+        let stack = ram["stack"].as_u64().expect("stack");
         assert!(
-            v["flash"]["runtime_code"].as_u64().is_some_and(|b| b > 0),
-            "{rel}"
+            stack > 0 && stack <= kiln_cli::mcu::STACK_ESTIMATE,
+            "{rel}: stack {stack} B over the --budget estimate"
+        );
+        let ops = kiln_format::View::parse(&artifact)
+            .and_then(|v| v.op_set())
+            .expect("op set");
+        let code = v["flash"]["runtime_code"].as_u64().expect("runtime_code");
+        assert!(
+            code > 0 && code <= kiln_cli::mcu::runtime_estimate(ops),
+            "{rel}: runtime code {code} B over the --budget estimate {} B",
+            kiln_cli::mcu::runtime_estimate(ops)
         );
         assert!(v["instructions"].as_u64().is_some_and(|n| n > 0), "{rel}");
     }

@@ -52,6 +52,23 @@ fn mcu_target_writes_a_module_that_compiles() {
         rs.contains("pub const INPUT_0_SHAPE: [usize; 2] = [1, 1];"),
         "{rs}"
     );
+    // The int8 input's and output's quantization, as LiteRT reports it
+    // (`get_input_details()["quantization"]`).
+    for (what, scale, zp) in [
+        ("INPUT_0", "0.024480116", -128),
+        ("OUTPUT_0", "0.008290957", 5),
+    ] {
+        assert!(
+            rs.contains(&format!("pub const {what}_SCALE: f32 = {scale};"))
+                && rs.contains(&format!("pub const {what}_ZERO_POINT: i32 = {zp};")),
+            "{rs}"
+        );
+        assert!(
+            h.contains(&format!("#define KILN_{what}_SCALE {scale}f"))
+                && h.contains(&format!("#define KILN_{what}_ZERO_POINT {zp}")),
+            "{h}"
+        );
+    }
 
     // The module compiles as it is (include_bytes! finds the artifact beside it).
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
@@ -73,6 +90,122 @@ fn mcu_target_writes_a_module_that_compiles() {
         check.status.success(),
         "{}",
         String::from_utf8_lossy(&check.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--budget`: a model that fits compiles and says what is left; one that
+/// does not fails with exit code 5 before writing anything, naming each
+/// overflow with its parts and excess, and what to try.
+#[test]
+fn budget_names_what_overflows() {
+    let dir = std::env::temp_dir().join(format!("kiln-budget-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
+    let kiln = |model: &str, budget: &str, target: &str, out: &str| {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["compile", "--target", target, "--budget", budget, "-o"])
+            .arg(dir.join(out))
+            .arg(corpus.join(model))
+            .output()
+            .expect("kiln runs")
+    };
+    let ok = kiln(
+        "mlperf-tiny/kws_ref_model.tflite",
+        "flash=256K,ram=64K",
+        "mcu",
+        "kws.kiln",
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let artifact = std::fs::read(dir.join("kws.kiln")).expect("written");
+    let needs = kiln_cli::mcu::Needs::of(&artifact).expect("needs");
+    assert_eq!(
+        needs.weights + needs.graph,
+        artifact.len() as u64,
+        "{needs:?}"
+    );
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        stdout.contains(&format!("{} B left of 262144 B", 262144 - needs.flash())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("{} B left of 65536 B", 65536 - needs.ram())),
+        "{stdout}"
+    );
+
+    // person_detect (int8) overflows both: nothing is written.
+    let over = kiln(
+        "tflite-micro/person_detect.tflite",
+        "flash=256K,ram=64K",
+        "mcu",
+        "pd.kiln",
+    );
+    assert_eq!(over.status.code(), Some(5));
+    assert!(!dir.join("pd.kiln").exists() && !dir.join("pd.rs").exists());
+    let err = String::from_utf8_lossy(&over.stderr);
+    let pd = kiln(
+        "tflite-micro/person_detect.tflite",
+        "flash=1M,ram=1M",
+        "mcu",
+        "pd.kiln",
+    );
+    assert!(
+        pd.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pd.stderr)
+    );
+    let needs =
+        kiln_cli::mcu::Needs::of(&std::fs::read(dir.join("pd.kiln")).expect("pd")).expect("needs");
+    for (what, need, limit) in [
+        ("flash", needs.flash(), 262144),
+        ("ram", needs.ram(), 65536),
+    ] {
+        assert!(
+            err.contains(&format!(
+                "{what}: {}",
+                if what == "flash" { "weights" } else { "arena" }
+            )) && err.contains(&format!("{} B over the {limit} B budget", need - limit)),
+            "{what}: {err}"
+        );
+    }
+    assert!(err.contains("already int8"), "{err}");
+
+    // A float model over its flash is told to quantize.
+    let float = kiln(
+        "mlperf-tiny/ad01_fp32.tflite",
+        "flash=300K",
+        "mcu",
+        "ad.kiln",
+    );
+    assert_eq!(float.status.code(), Some(5));
+    let err = String::from_utf8_lossy(&float.stderr);
+    assert!(
+        err.contains("--quantize int8") && !err.contains("ram:"),
+        "{err}"
+    );
+
+    // Only with --target mcu, and only well-formed.
+    let wrong = kiln(
+        "tflite-micro/hello_world_int8.tflite",
+        "flash=1M",
+        "kiln",
+        "hw.kiln",
+    );
+    assert_eq!(wrong.status.code(), Some(2));
+    for bad in ["flash=12Q", "rom=1K", "flash", ""] {
+        assert!(bad.parse::<kiln_cli::mcu::Budget>().is_err(), "{bad:?}");
+    }
+    assert_eq!(
+        "flash=256K, ram=1M".parse::<kiln_cli::mcu::Budget>().ok(),
+        Some(kiln_cli::mcu::Budget {
+            flash: Some(256 << 10),
+            ram: Some(1 << 20)
+        })
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

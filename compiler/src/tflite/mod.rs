@@ -514,6 +514,23 @@ pub fn import(bytes: &[u8], opts: &ImportOptions) -> Result<Imported> {
         op: String::new(),
     };
     let mut input_names = vec![];
+    // Per-tensor quantization of int8 graph inputs and outputs, recorded in
+    // the artifact's properties (`kiln.io_quant.NAME` = "SCALE ZERO_POINT")
+    // so firmware can quantize what it feeds and read what it gets.
+    let mut properties = vec![];
+    let io_quant = |t: &TfTensor| {
+        (dtype_of(t.ty) == Some(DType::I8) && t.scale.len() == 1 && t.zero_point.len() == 1).then(
+            || {
+                (
+                    format!("kiln.io_quant.{}", t.name),
+                    format!("{} {}", t.scale[0], t.zero_point[0]),
+                )
+            },
+        )
+    };
+    for &i in inputs.iter().chain(&outputs) {
+        properties.extend(io_quant(cx.tensor(i)?));
+    }
     let mut batch_name = None;
     for &i in &inputs {
         let t = cx.tensor(i)?.clone();
@@ -595,7 +612,7 @@ pub fn import(bytes: &[u8], opts: &ImportOptions) -> Result<Imported> {
         )
         .trim()
         .to_string(),
-        properties: vec![],
+        properties,
         warnings: cx.warnings,
         preprocessing: vec![],
         opset: 3,
