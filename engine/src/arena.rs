@@ -12,12 +12,24 @@ pub(crate) struct Regions<'x> {
 }
 
 impl<'x> Regions<'x> {
-    /// `ranges[i]` = (offset, len) of mutable region `i` (outputs, then
-    /// scratch). Regions must not overlap each other.
+    /// No regions (a placeholder until [`Regions::split`]).
+    pub(crate) fn empty() -> Regions<'x> {
+        Regions {
+            gaps: [(0, &[]); MAX_IO + 2],
+            n_gaps: 0,
+            muts: core::array::from_fn(|_| None),
+        }
+    }
+
+    /// Splits `arena` into `self` (in place: a caller on a small stack
+    /// keeps one `Regions`, not a copy per move). `ranges[i]` = (offset,
+    /// len) of mutable region `i` (outputs, then scratch). Regions must not
+    /// overlap each other.
     pub(crate) fn split(
+        &mut self,
         arena: &'x mut [u8],
         ranges: &[(usize, usize)],
-    ) -> Result<Regions<'x>, EngineError> {
+    ) -> Result<(), EngineError> {
         let n = ranges.len();
         if n > MAX_IO + 1 {
             return Err(bad("too many outputs"));
@@ -36,11 +48,8 @@ impl<'x> Regions<'x> {
                 k -= 1;
             }
         }
-        let mut regions = Regions {
-            gaps: [(0, &[]); MAX_IO + 2],
-            n_gaps: 0,
-            muts: core::array::from_fn(|_| None),
-        };
+        *self = Regions::empty();
+        let regions = self;
         let mut rest: &'x mut [u8] = arena;
         let mut pos = 0usize;
         for &i in order.iter() {
@@ -68,7 +77,7 @@ impl<'x> Regions<'x> {
         }
         regions.gaps[regions.n_gaps] = (pos, rest);
         regions.n_gaps += 1;
-        Ok(regions)
+        Ok(())
     }
 
     /// Shared bytes at `offset..offset + len`, which must not overlap a mutable region.
@@ -96,14 +105,19 @@ mod tests {
         for (i, b) in arena.iter_mut().enumerate() {
             *b = i as u8;
         }
-        let mut r = Regions::split(&mut arena, &[(32, 16), (0, 8)]).unwrap();
+        let mut r = Regions::empty();
+        r.split(&mut arena, &[(32, 16), (0, 8)]).unwrap();
         assert_eq!(r.get(8, 8).unwrap()[0], 8);
         assert_eq!(r.get(48, 16).unwrap()[0], 48);
         assert!(r.get(30, 4).is_err());
         let a = r.take_mut(0).unwrap();
         a[0] = 7;
         assert_eq!(r.take_mut(1).unwrap().len(), 8);
-        assert!(Regions::split(&mut arena, &[(0, 16), (8, 16)]).is_err());
-        assert!(Regions::split(&mut arena, &[(60, 16)]).is_err());
+        assert!(
+            Regions::empty()
+                .split(&mut arena, &[(0, 16), (8, 16)])
+                .is_err()
+        );
+        assert!(Regions::empty().split(&mut arena, &[(60, 16)]).is_err());
     }
 }

@@ -16,12 +16,17 @@ use crate::error::{EngineError, bad};
 use crate::tensor::{Tensor, TensorMut};
 use kiln_format::{Ids, Node, Op, TensorInfo, TensorKind, View};
 
-/// A node's inputs, outputs and scratch.
+/// A node's inputs, outputs and scratch. Tensors are resolved when an op
+/// asks for them (after `run_node` checked every input resolves), not held
+/// in arrays of `MAX_IO`: a microcontroller's stack pays for every byte of
+/// this frame.
 pub(crate) struct Io<'x> {
-    ins: [Option<Tensor<'x>>; MAX_IO],
-    n_in: usize,
-    outs: [Option<TensorMut<'x>>; MAX_IO],
-    n_out: usize,
+    view: &'x View<'x>,
+    /// Decoded tensor table entries when the caller has them.
+    tensors: &'x [TensorInfo],
+    inputs: Ids<'x>,
+    outputs: Ids<'x>,
+    regions: Regions<'x>,
     scratch: &'x mut [u8],
     /// This node's weights repacked by `Plan::prepack` (empty if none).
     packed: &'x [f32],
@@ -29,20 +34,44 @@ pub(crate) struct Io<'x> {
 
 impl<'x> Io<'x> {
     pub fn n_in(&self) -> usize {
-        self.n_in
+        self.inputs.len()
     }
 
     pub fn n_out(&self) -> usize {
-        self.n_out
+        self.outputs.len()
+    }
+
+    fn info(&self, id: u32) -> Result<TensorInfo, EngineError> {
+        match self.tensors.get(id as usize) {
+            Some(t) => Ok(*t),
+            None => Ok(self.view.tensor(id as usize)?),
+        }
+    }
+
+    /// Input `i`, `None` if the node has no such input or it is absent.
+    fn resolve_input(&self, i: usize) -> Result<Option<Tensor<'x>>, EngineError> {
+        let Some(id) = self.inputs.get(i).filter(|&id| id != Ids::ABSENT) else {
+            return Ok(None);
+        };
+        let info = self.info(id)?;
+        let data = match info.kind {
+            TensorKind::Const => self.view.const_bytes(&info),
+            TensorKind::Arena => self
+                .regions
+                .get(info.offset as usize, info.byte_len as usize)?,
+        };
+        Ok(Some(Tensor { info, data }))
     }
 
     /// A required input.
     pub fn input(&self, i: usize) -> Result<Tensor<'x>, EngineError> {
-        self.opt_input(i).ok_or(bad("a required input is missing"))
+        self.resolve_input(i)?
+            .ok_or(bad("a required input is missing"))
     }
 
     pub fn opt_input(&self, i: usize) -> Option<Tensor<'x>> {
-        self.ins.get(i).copied().flatten()
+        // `run_node` checked that every input resolves.
+        self.resolve_input(i).ok().flatten()
     }
 
     /// Takes a required output (once).
@@ -52,7 +81,10 @@ impl<'x> Io<'x> {
     }
 
     pub fn opt_output(&mut self, i: usize) -> Option<TensorMut<'x>> {
-        self.outs.get_mut(i).and_then(Option::take)
+        let id = self.outputs.get(i).filter(|&id| id != Ids::ABSENT)?;
+        let info = self.info(id).ok()?;
+        let data = self.regions.take_mut(i)?;
+        Some(TensorMut { info, data })
     }
 
     /// This node's repacked weights (see [`prepack`]).
@@ -87,54 +119,39 @@ impl<'x> Io<'x> {
     }
 }
 
-pub(crate) fn run_node<const OPS: u128>(
-    view: &View<'_>,
-    tensors: &[TensorInfo],
-    node: &Node<'_>,
-    arena: &mut [u8],
-    packed: &[f32],
+pub(crate) fn run_node<'x, const OPS: u128>(
+    view: &'x View<'x>,
+    tensors: &'x [TensorInfo],
+    node: &'x Node<'x>,
+    arena: &'x mut [u8],
+    packed: &'x [f32],
 ) -> Result<(), EngineError> {
-    // Decoded table entries when the caller has them (`Plan::run_decoded`).
-    let tensor = |id: u32| match tensors.get(id as usize) {
-        Some(t) => Ok(*t),
-        None => view.tensor(id as usize),
-    };
     let mut ranges = [(0usize, 0usize); MAX_IO + 1];
     let n_out = node.outputs.len();
-    let mut out_infos = [None; MAX_IO];
-    for (k, id) in node.outputs.iter().enumerate() {
-        if id != Ids::ABSENT {
-            let t = tensor(id)?;
-            ranges[k] = (t.offset as usize, t.byte_len as usize);
-            out_infos[k] = Some(t);
-        }
-    }
-    ranges[n_out] = (node.scratch_offset as usize, node.scratch_len as usize);
-    let mut regions = Regions::split(arena, &ranges[..n_out + 1])?;
     let mut io = Io {
-        ins: [None; MAX_IO],
-        n_in: node.inputs.len(),
-        outs: core::array::from_fn(|_| None),
-        n_out,
-        scratch: regions.take_mut(n_out).unwrap_or(&mut []),
+        view,
+        tensors,
+        inputs: node.inputs,
+        outputs: node.outputs,
+        regions: Regions::empty(),
+        scratch: &mut [],
         packed,
     };
-    for (k, id) in node.inputs.iter().enumerate() {
-        if id == Ids::ABSENT {
-            continue;
+    for (k, id) in node.outputs.iter().enumerate() {
+        if id != Ids::ABSENT {
+            let t = io.info(id)?;
+            *ranges.get_mut(k).ok_or(bad("too many outputs"))? =
+                (t.offset as usize, t.byte_len as usize);
         }
-        let info = tensor(id)?;
-        let data = match info.kind {
-            TensorKind::Const => view.const_bytes(&info),
-            TensorKind::Arena => regions.get(info.offset as usize, info.byte_len as usize)?,
-        };
-        io.ins[k] = Some(Tensor { info, data });
     }
-    for (k, info) in out_infos.iter().enumerate().take(n_out) {
-        if let Some(info) = info {
-            let data = regions.take_mut(k).ok_or(bad("output region missing"))?;
-            io.outs[k] = Some(TensorMut { info: *info, data });
-        }
+    *ranges.get_mut(n_out).ok_or(bad("too many outputs"))? =
+        (node.scratch_offset as usize, node.scratch_len as usize);
+    io.regions.split(arena, &ranges[..n_out + 1])?;
+    io.scratch = io.regions.take_mut(n_out).unwrap_or(&mut []);
+    // Every input resolves: one overlapping an output is an error here,
+    // never an optional input silently taken as absent.
+    for k in 0..node.inputs.len() {
+        io.resolve_input(k)?;
     }
     dispatch::<OPS>(&node.op, &mut io)
 }
