@@ -81,17 +81,7 @@ fn pointwise_channel(
     let quads = hw / 4 * 4;
     let mut px = 0;
     while px < quads {
-        let (mut a0, mut a1, mut a2, mut a3) = (base, base, base, base);
-        let mut off = px;
-        for &wv in wk {
-            let wv = i32::from(wv);
-            let xs = &xg[off..off + 4];
-            a0 = a0.wrapping_add(i32::from(xs[0]) * wv);
-            a1 = a1.wrapping_add(i32::from(xs[1]) * wv);
-            a2 = a2.wrapping_add(i32::from(xs[2]) * wv);
-            a3 = a3.wrapping_add(i32::from(xs[3]) * wv);
-            off += hw;
-        }
+        let [a0, a1, a2, a3] = pointwise_quad(xg, wk, hw, px, base);
         let out = &mut yo[px..px + 4];
         out[0] = q.store(a0, requant, oc);
         out[1] = q.store(a1, requant, oc);
@@ -107,6 +97,222 @@ fn pointwise_channel(
         }
         yo[px] = q.store(acc, requant, oc);
         px += 1;
+    }
+}
+
+/// `base + Σ_ci w[ci]·x[ci·hw + px + k]` for `k` in 0..4.
+#[cfg(not(all(feature = "dsp", target_arch = "arm")))]
+use portable_quad as pointwise_quad;
+
+/// See `pointwise_quad`.
+fn portable_quad(xg: &[i8], wk: &[i8], hw: usize, px: usize, base: i32) -> [i32; 4] {
+    let (mut a0, mut a1, mut a2, mut a3) = (base, base, base, base);
+    let mut off = px;
+    for &wv in wk {
+        let wv = i32::from(wv);
+        let xs = &xg[off..off + 4];
+        a0 = a0.wrapping_add(i32::from(xs[0]) * wv);
+        a1 = a1.wrapping_add(i32::from(xs[1]) * wv);
+        a2 = a2.wrapping_add(i32::from(xs[2]) * wv);
+        a3 = a3.wrapping_add(i32::from(xs[3]) * wv);
+        off += hw;
+    }
+    [a0, a1, a2, a3]
+}
+
+#[cfg(all(feature = "dsp", target_arch = "arm"))]
+use dsp::pointwise_quad;
+
+/// `(Σ x·w, Σ w)` over the common length, in wrapping `i32`.
+#[cfg(not(all(feature = "dsp", target_arch = "arm")))]
+fn dot(x: &[i8], w: &[i8]) -> (i32, i32) {
+    let (mut xw, mut ws) = (0i32, 0i32);
+    for (&xv, &wv) in x.iter().zip(w) {
+        xw = xw.wrapping_add(i32::from(xv) * i32::from(wv));
+        ws = ws.wrapping_add(i32::from(wv));
+    }
+    (xw, ws)
+}
+
+#[cfg(all(feature = "dsp", target_arch = "arm"))]
+use dsp::dot;
+
+/// [`crate::quant::fully_connected_i8`] with no scratch: one dot product
+/// per output (the zero point folded out as `x_zp·Σw`), on Cortex-M4/M7
+/// with the `dsp` feature two multiply-accumulates per instruction.
+///
+/// # Panics
+/// As [`crate::quant::fully_connected_i8`].
+pub fn fully_connected_i8(
+    p: &crate::quant::QFullyConnected,
+    x: &[i8],
+    w: &[i8],
+    bias: Option<&[i32]>,
+    requant: &[[i32; 2]],
+    y: &mut [i8],
+) {
+    assert!(
+        requant.len() == 1 || requant.len() == p.units,
+        "one multiplier or one per unit"
+    );
+    let q = QOut {
+        x_zp: p.x_zp,
+        y_zp: p.y_zp,
+        act_min: p.act_min,
+        act_max: p.act_max,
+    };
+    let (x, w) = (&x[..p.rows * p.depth], &w[..p.units * p.depth]);
+    let y = &mut y[..p.rows * p.units];
+    let bias = bias.map(|b| &b[..p.units]);
+    for (xr, yr) in x
+        .chunks_exact(p.depth.max(1))
+        .zip(y.chunks_exact_mut(p.units.max(1)))
+    {
+        for (u, (out, wr)) in yr
+            .iter_mut()
+            .zip(w.chunks_exact(p.depth.max(1)))
+            .enumerate()
+        {
+            let (xw, ws) = dot(xr, wr);
+            let acc = bias
+                .map_or(0, |b| b[u])
+                .wrapping_add(xw)
+                .wrapping_sub(q.x_zp.wrapping_mul(ws));
+            *out = q.store(acc, requant, u);
+        }
+    }
+}
+
+/// The ARMv7E-M DSP extension (Cortex-M4/M7): `SXTB16` widens two int8
+/// lanes to int16, `SMLAD` adds two 16×16 products to an accumulator
+/// (wrapping, as the references add). Only with the `dsp` feature on an
+/// Arm target; the QEMU firmware test checks the outputs against the
+/// native (scalar) runtime bit for bit.
+#[cfg(all(feature = "dsp", target_arch = "arm"))]
+#[allow(unsafe_code, reason = "inline assembly for the DSP instructions")]
+mod dsp {
+    use core::arch::asm;
+
+    /// Four bytes as a little-endian word (one unaligned load on ARMv7-M).
+    #[inline(always)]
+    fn word(b: &[i8]) -> u32 {
+        u32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8])
+    }
+
+    /// See the portable `pointwise_quad`: input channels two at a time,
+    /// each position's pair `(x[c], x[c+1])` against `(w[c], w[c+1])`.
+    pub(super) fn pointwise_quad(
+        xg: &[i8],
+        wk: &[i8],
+        hw: usize,
+        px: usize,
+        base: i32,
+    ) -> [i32; 4] {
+        let (mut a0, mut a1, mut a2, mut a3) = (base, base, base, base);
+        let pairs = wk.len() / 2;
+        // Every row read: `px + c·hw .. + 4` for c < wk.len().
+        let last_row = wk.len().saturating_sub(1) * hw + px;
+        if wk.is_empty() || last_row.checked_add(4).is_none_or(|end| end > xg.len()) {
+            return super::portable_quad(xg, wk, hw, px, base);
+        }
+        let mut xp = xg[px..].as_ptr();
+        let step = 2 * hw;
+        for c in 0..pairs {
+            // SAFETY: rows 2c and 2c + 1 start at `px + 2c·hw` and
+            // `px + (2c + 1)·hw`, whose 4 bytes lie inside `xg` (checked
+            // above for the last row); unaligned loads are allowed here.
+            let (x0, x1) = unsafe {
+                (
+                    xp.cast::<u32>().read_unaligned(),
+                    xp.add(hw).cast::<u32>().read_unaligned(),
+                )
+            };
+            // Bytes 0 and 2, the lanes SXTB16 widens.
+            let w = u32::from(wk[2 * c] as u8) | u32::from(wk[2 * c + 1] as u8) << 16;
+            // SAFETY: register-only arithmetic (no memory, no stack); the
+            // Q flag SMLAD may set is not read by Rust code.
+            unsafe {
+                asm!(
+                    "sxtb16 {w}, {w}",
+                    "sxtb16 {t}, {x0}",
+                    "sxtb16 {u}, {x1}",
+                    "pkhbt {v}, {t}, {u}, lsl #16",
+                    "smlad {a0}, {v}, {w}, {a0}",
+                    "pkhtb {v}, {u}, {t}, asr #16",
+                    "smlad {a2}, {v}, {w}, {a2}",
+                    "sxtb16 {t}, {x0}, ror #8",
+                    "sxtb16 {u}, {x1}, ror #8",
+                    "pkhbt {v}, {t}, {u}, lsl #16",
+                    "smlad {a1}, {v}, {w}, {a1}",
+                    "pkhtb {v}, {u}, {t}, asr #16",
+                    "smlad {a3}, {v}, {w}, {a3}",
+                    w = inout(reg) w => _,
+                    x0 = in(reg) x0,
+                    x1 = in(reg) x1,
+                    t = out(reg) _,
+                    u = out(reg) _,
+                    v = out(reg) _,
+                    a0 = inout(reg) a0,
+                    a1 = inout(reg) a1,
+                    a2 = inout(reg) a2,
+                    a3 = inout(reg) a3,
+                    options(pure, nomem, nostack),
+                );
+            }
+            // SAFETY: stays within `xg` or one row past the last read
+            // (`wrapping_add`: never dereferenced past it).
+            xp = xp.wrapping_add(step);
+        }
+        if wk.len() % 2 == 1 {
+            let tail =
+                super::portable_quad(&xg[(wk.len() - 1) * hw..], &wk[wk.len() - 1..], hw, px, 0);
+            a0 = a0.wrapping_add(tail[0]);
+            a1 = a1.wrapping_add(tail[1]);
+            a2 = a2.wrapping_add(tail[2]);
+            a3 = a3.wrapping_add(tail[3]);
+        }
+        [a0, a1, a2, a3]
+    }
+
+    /// See the portable `dot`: four lanes per step.
+    pub(super) fn dot(x: &[i8], w: &[i8]) -> (i32, i32) {
+        let n = x.len().min(w.len());
+        let (mut xw, mut ws) = (0i32, 0i32);
+        let quads = n / 4 * 4;
+        let ones: u32 = 0x0001_0001;
+        let mut i = 0;
+        while i < quads {
+            let mut xv = word(&x[i..i + 4]);
+            let mut wv = word(&w[i..i + 4]);
+            // SAFETY: as in `pointwise_quad`.
+            unsafe {
+                asm!(
+                    "sxtb16 {xo}, {x}, ror #8",
+                    "sxtb16 {x}, {x}",
+                    "sxtb16 {wo}, {w}, ror #8",
+                    "sxtb16 {w}, {w}",
+                    "smlad {xw}, {x}, {w}, {xw}",
+                    "smlad {xw}, {xo}, {wo}, {xw}",
+                    "smlad {ws}, {w}, {ones}, {ws}",
+                    "smlad {ws}, {wo}, {ones}, {ws}",
+                    x = inout(reg) xv,
+                    w = inout(reg) wv,
+                    xo = out(reg) _,
+                    wo = out(reg) _,
+                    ones = in(reg) ones,
+                    xw = inout(reg) xw,
+                    ws = inout(reg) ws,
+                    options(pure, nomem, nostack),
+                );
+            }
+            let _ = (xv, wv);
+            i += 4;
+        }
+        for (&xv, &wv) in x[quads..n].iter().zip(&w[quads..n]) {
+            xw = xw.wrapping_add(i32::from(xv) * i32::from(wv));
+            ws = ws.wrapping_add(i32::from(wv));
+        }
+        (xw, ws)
     }
 }
 
@@ -265,6 +471,30 @@ mod tests {
             crate::quant::conv2d_i8(&p, &q, &x, &wt, None, rq, &mut want);
             conv2d_i8(&p, &q, &x, &wt, None, rq, &mut got);
             prop_assert_eq!(&got, &want, "without bias");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// The compact fully connected layer gives the reference's bytes.
+        #[test]
+        fn compact_fc_matches_reference(
+            rows in 1usize..4, depth in 1usize..40, units in 1usize..12,
+            x_zp in -128i32..=127, y_zp in -128i32..=127,
+            per_tensor in any::<bool>(), with_bias in any::<bool>(), seed in any::<u64>(),
+        ) {
+            let p = crate::quant::QFullyConnected { rows, depth, units, x_zp, y_zp, act_min: -120, act_max: 127 };
+            let x = bytes(rows * depth, seed);
+            let w = bytes(units * depth, seed ^ 3);
+            let bias: std::vec::Vec<i32> = (0..units as i32).map(|i| i * 999 - 4000).collect();
+            let rq: std::vec::Vec<[i32; 2]> = (0..units).map(|i| { let m = Multiplier::new(0.01 * (i + 1) as f64).unwrap(); [m.mantissa, m.shift] }).collect();
+            let rq = if per_tensor { &rq[..1] } else { &rq[..] };
+            let bias = with_bias.then_some(&bias[..]);
+            let (mut want, mut got) = (std::vec![0i8; rows * units], std::vec![0i8; rows * units]);
+            crate::quant::fully_connected_i8(&p, &x, &w, bias, rq, &mut want);
+            fully_connected_i8(&p, &x, &w, bias, rq, &mut got);
+            prop_assert_eq!(got, want);
         }
     }
 

@@ -690,7 +690,7 @@ pub const FC_DOT_ROWS: usize = 4;
 /// [`fully_connected_i8`] through the f32 GEMM, exact under the same
 /// bound as [`conv2d_i8_fast`] (else the reference runs). With less
 /// scratch than [`fully_connected_i8_scratch_len`], or the `compact`
-/// feature, the reference's scratch-free loop runs.
+/// feature, the scratch-free [`crate::compact`] loop runs.
 ///
 /// # Panics
 /// As [`fully_connected_i8`].
@@ -704,7 +704,7 @@ pub fn fully_connected_i8_fast(
     scratch: &mut [f32],
 ) {
     if cfg!(feature = "compact") || scratch.len() < fully_connected_i8_scratch_len(p) {
-        return fully_connected_i8(p, x, w, bias, requant, y);
+        return crate::compact::fully_connected_i8(p, x, w, bias, requant, y);
     }
     #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
     let vnni = crate::simd_vnni::Vnni::detect();
