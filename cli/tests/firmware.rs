@@ -3,7 +3,8 @@
 //! relative (the native build fuses multiply-adds, the firmware does not),
 //! on every int8 corpus model Kiln compiles (MLPerf Tiny KWS, AD, ResNet-8
 //! and streaming wake word; TFLM hello_world, micro_speech, person_detect,
-//! the MNIST LSTM and DTLN) and the float hello_world.
+//! the MNIST LSTM and DTLN) and the float hello_world; and the DSP
+//! kernels' self-check against the portable ones on the target.
 //! Needs `qemu-system-arm`, `arm-none-eabi-size` and the thumbv7em target:
 //! `scripts/test.sh` installs them and runs it.
 
@@ -165,6 +166,20 @@ fn firmware_in_qemu_matches_native() {
             kiln_cli::mcu::runtime_estimate(ops)
         );
         assert!(v["instructions"].as_u64().is_some_and(|n| n > 0), "{rel}");
+        // Once: the DSP kernels against the portable ones, on the target.
+        if rel.ends_with("hello_world_int8.tflite") {
+            let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args(["xtask", "firmware", "--dsp-check", "--artifact"])
+                .arg(&a)
+                .arg("--input")
+                .arg(&x)
+                .current_dir(root())
+                .output()
+                .expect("cargo xtask firmware --dsp-check");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+            assert_eq!(v["dsp_mismatches"], 0, "DSP self-check: {v}");
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -125,7 +125,10 @@ use dsp::pointwise_quad;
 
 /// `(Σ x·w, Σ w)` over the common length, in wrapping `i32`.
 #[cfg(not(all(feature = "dsp", target_arch = "arm")))]
-fn dot(x: &[i8], w: &[i8]) -> (i32, i32) {
+use portable_dot as dot;
+
+/// See `dot`.
+fn portable_dot(x: &[i8], w: &[i8]) -> (i32, i32) {
     let (mut xw, mut ws) = (0i32, 0i32);
     for (&xv, &wv) in x.iter().zip(w) {
         xw = xw.wrapping_add(i32::from(xv) * i32::from(wv));
@@ -136,6 +139,41 @@ fn dot(x: &[i8], w: &[i8]) -> (i32, i32) {
 
 #[cfg(all(feature = "dsp", target_arch = "arm"))]
 use dsp::dot;
+
+/// Runs the DSP kernels against the portable ones on the target, over
+/// pseudo-random operands of every length up to 67 (odd and even: the
+/// pairwise and four-lane tails) and extreme values; returns how many
+/// results differed (0 when bit-exact). The firmware demo runs it with
+/// `cargo xtask firmware --dsp-check`.
+#[cfg(all(feature = "dsp", target_arch = "arm"))]
+pub fn dsp_self_check() -> usize {
+    let mut s = 0x9E37_79B9u32;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        s as i8
+    };
+    let (mut x, mut w) = ([0i8; 67 * 5], [0i8; 67]);
+    let mut bad = 0;
+    for len in 0..=67 {
+        for round in 0..3 {
+            for v in x.iter_mut() {
+                *v = if round == 0 { -128 } else { next() };
+            }
+            for v in w.iter_mut() {
+                *v = if round == 0 { -128 } else { next() };
+            }
+            let (x1, w1) = (&x[..len], &w[..len]);
+            bad += usize::from(dsp::dot(x1, w1) != portable_dot(x1, w1));
+            let hw = 5;
+            let rows = &x[..(len * hw).max(4)];
+            let got = dsp::pointwise_quad(rows, w1, hw, 1, 7);
+            bad += usize::from(got != portable_quad(rows, w1, hw, 1, 7));
+        }
+    }
+    bad
+}
 
 /// [`crate::quant::fully_connected_i8`] with no scratch: one dot product
 /// per output (the zero point folded out as `x_zp·Σw`), on Cortex-M4/M7

@@ -10,7 +10,9 @@
 //! (guest instructions executed by one `Model::run`, counted by the QEMU
 //! plugin `demos/firmware/qemu/insncount.c` between the firmware's marker
 //! functions; exact and repeatable, not cycles) and the ELF.
-//! `--profile FILE` also writes the run's instructions per function
+//! `--dsp-check` builds the firmware with the DSP kernels' self-check
+//! against the portable ones (`dsp_mismatches` in the JSON, 0 when
+//! bit-exact; its code then counts as runtime). `--profile FILE` also writes the run's instructions per function
 //! (inlined code counts toward the function it was inlined into) to FILE,
 //! and the raw per-address counts to FILE.raw for `addr2line`.
 
@@ -22,12 +24,17 @@ const TARGET: &str = "thumbv7em-none-eabihf";
 
 pub fn main(root: &Path, args: &[String]) -> Result<()> {
     let (mut artifact, mut input, mut run, mut profile) = (None, None, false, None);
+    let mut dsp_check = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--artifact" => artifact = it.next().map(PathBuf::from),
             "--input" => input = it.next().map(PathBuf::from),
             "--run" => run = true,
+            "--dsp-check" => {
+                dsp_check = true;
+                run = true;
+            }
             "--profile" => {
                 profile = it.next().map(PathBuf::from);
                 run = true;
@@ -58,6 +65,12 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
     }
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--release", "-q"])
+        .args(
+            dsp_check
+                .then_some(["--features", "dsp-check"])
+                .into_iter()
+                .flatten(),
+        )
         .current_dir(root.join("demos/firmware"))
         .env("CARGO_TARGET_DIR", &target_dir)
         .env("KILN_FW_ARTIFACT", &artifact)

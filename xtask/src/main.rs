@@ -18,7 +18,7 @@ mod wasm;
 
 const USAGE: &str = "usage: cargo xtask wasm
        cargo xtask bench [--quick] [--wasm-only] [--out BENCHMARKS.md] [MODEL_FILTER]
-       cargo xtask firmware --artifact A.kiln --input x.npy [--run] [--profile FILE]";
+       cargo xtask firmware --artifact A.kiln --input x.npy [--run] [--dsp-check] [--profile FILE]";
 
 /// The workspace root, from the `CARGO_MANIFEST_DIR` that `cargo run` sets
 /// at run time: the compile-time path goes stale when a shared

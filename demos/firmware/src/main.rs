@@ -1,7 +1,9 @@
 //! Runs the embedded artifact on the embedded input and prints one JSON
 //! line over semihosting: `{"outputs": {name: [values]}, "arena": bytes,
 //! "arena_touched": bytes, "stack": bytes}` (the arena the plan reserves,
-//! the furthest byte of it a run writes, and the stack's high-water mark);
+//! the furthest byte of it a run writes, and the stack's high-water mark;
+//! with the `dsp-check` feature also `"dsp_mismatches"`, the DSP kernels'
+//! self-check against the portable ones);
 //! a failure prints `{"error": "..."}` and exits with status 1.
 //! There is no `#[global_allocator]`: nothing here allocates.
 #![no_std]
@@ -117,10 +119,17 @@ fn run(out: &mut Option<hio::HostStream>) -> Result<(), Error> {
         print_values(o, info.dtype, bytes);
         let _ = write!(o, "]");
     }
-    let _ = writeln!(
+    let _ = write!(
         o,
-        "}}, \"arena\": {ARENA_SIZE}, \"arena_touched\": {touched}, \"stack\": {stack_used}}}"
+        "}}, \"arena\": {ARENA_SIZE}, \"arena_touched\": {touched}, \"stack\": {stack_used}"
     );
+    #[cfg(feature = "dsp-check")]
+    let _ = write!(
+        o,
+        ", \"dsp_mismatches\": {}",
+        kiln_kernels::compact::dsp_self_check()
+    );
+    let _ = writeln!(o, "}}");
     Ok(())
 }
 
