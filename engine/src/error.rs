@@ -6,7 +6,9 @@ use kiln_format::FormatError;
 pub enum EngineError {
     #[error(transparent)]
     Format(#[from] FormatError),
-    #[error("node {index} ({op}): {detail}")]
+    /// `op` is the op's name, or empty from a runtime built with an op set
+    /// (firmware leaves the names out: `kiln inspect --layers` lists them).
+    #[error("node {index}{}: {detail}", OpName(.op))]
     Node {
         index: usize,
         op: &'static str,
@@ -30,6 +32,25 @@ impl EngineError {
             other => other,
         }
     }
+}
+
+/// ` (Name)`, or nothing for an empty name.
+struct OpName<'a>(&'a str);
+
+impl core::fmt::Display for OpName<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            write!(f, " ({})", self.0)
+        }
+    }
+}
+
+/// The name of `op` for errors: empty in a build with an op set (see
+/// `Plan::run_ops`), whose firmware would otherwise carry every op's name.
+pub(crate) fn op_name<const OPS: u128>(op: &kiln_format::Op) -> &'static str {
+    if OPS == crate::ALL_OPS { op.name() } else { "" }
 }
 
 /// Shorthand for op-level errors.

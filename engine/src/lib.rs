@@ -88,7 +88,7 @@ impl<'a> Plan<'a> {
             if node.inputs.len() > MAX_IO || node.outputs.len() > MAX_IO {
                 return Err(EngineError::node(
                     i,
-                    node.op.name(),
+                    error::op_name::<OPS>(&node.op),
                     "more than 32 inputs or outputs",
                 ));
             }
@@ -97,12 +97,17 @@ impl<'a> Plan<'a> {
             {
                 let mut ids = [0u32; 7];
                 if node.inputs.len() != 7 {
-                    return Err(EngineError::node(i, node.op.name(), "needs 7 inputs"));
+                    return Err(EngineError::node(
+                        i,
+                        error::op_name::<OPS>(&node.op),
+                        "needs 7 inputs",
+                    ));
                 }
                 for (d, s) in ids.iter_mut().zip(node.inputs.iter()) {
                     *d = s;
                 }
-                ops::validate_tree(&view, &ids).map_err(|e| e.at_node(i, node.op.name()))?;
+                ops::validate_tree(&view, &ids)
+                    .map_err(|e| e.at_node(i, error::op_name::<OPS>(&node.op)))?;
             }
             for o in node.outputs.iter().filter(|&o| o != Ids::ABSENT) {
                 let ot = view.tensor(o as usize)?;
@@ -114,7 +119,7 @@ impl<'a> Plan<'a> {
                         if ir.start < or.end && or.start < ir.end {
                             return Err(EngineError::node(
                                 i,
-                                node.op.name(),
+                                error::op_name::<OPS>(&node.op),
                                 "an output overlaps an input in the arena",
                             ));
                         }
@@ -203,7 +208,7 @@ impl<'a> Plan<'a> {
         for i in 0..self.view.node_count() {
             let node = self.view.node_in::<OPS>(i)?;
             ops::run_node::<OPS>(&self.view, &[], &node, arena, &[])
-                .map_err(|e| e.at_node(i, node.op.name()))?;
+                .map_err(|e| e.at_node(i, error::op_name::<OPS>(&node.op)))?;
             after_node(i);
         }
         Ok(())

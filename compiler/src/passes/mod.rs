@@ -6,6 +6,7 @@ mod dce;
 mod fuse;
 mod pack;
 mod sparse;
+mod transpose;
 
 pub use batch::per_sample_batch_ok;
 pub use dce::dead_nodes;
@@ -23,6 +24,7 @@ pub const PASSES: &[Pass] = &[
     ("fuse-bias", fuse::fuse_bias),
     ("fuse-conv-bias", fuse::fuse_conv_bias),
     ("fuse-activation", fuse::fuse_activation),
+    ("transpose-as-reshape", transpose::transpose_as_reshape),
     ("dead-nodes", dead_nodes),
 ];
 
