@@ -48,8 +48,8 @@ pub struct Options {
     pub quantize: Option<quantize::QuantizeOptions>,
     /// Arena and flash over speed, for microcontrollers (`--target mcu`
     /// sets it): no scratch for int8 convolutions and fully connected
-    /// layers (every runtime then runs `kiln_kernels::compact`'s loops, the
-    /// only ones a `compact` firmware links) and no packed weights.
+    /// layers (firmware runs `kiln_kernels::compact`'s loops, other
+    /// runtimes the references) and no packed weights.
     pub lean_scratch: bool,
 }
 

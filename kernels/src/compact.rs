@@ -4,10 +4,11 @@
 //! artifact gives the same outputs whichever path runs it.
 //!
 //! [`crate::quant::conv2d_i8_fast`] and
-//! [`crate::quant::fully_connected_i8_fast`] take these paths when their
-//! scratch is too short for the others (a compile for a microcontroller
-//! gives them none), and always with the `compact` feature, which leaves
-//! the other paths out of the binary (firmware built for flash size).
+//! [`crate::quant::fully_connected_i8_fast`] take these paths with the
+//! `compact` feature, which leaves the other paths out of the binary
+//! (firmware built for flash size; a compile for a microcontroller gives
+//! these layers no scratch, which other builds answer with the
+//! references).
 
 use crate::conv::{Conv2d, out_range};
 use crate::quant::QOut;

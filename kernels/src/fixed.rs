@@ -75,22 +75,40 @@ impl Multiplier {
     /// only debug-asserts it fits).
     #[inline]
     pub fn apply(self, x: i32) -> i32 {
+        if cfg!(target_arch = "arm") {
+            self.apply_high_word(x)
+        } else {
+            self.apply_wide(x)
+        }
+    }
+
+    /// [`Self::apply`] with one 64-bit shift (a single instruction on
+    /// 64-bit targets and wasm).
+    #[inline]
+    fn apply_wide(self, x: i32) -> i32 {
         let total = 31 - self.shift.clamp(-32, 30);
         let p = i64::from(x) * i64::from(self.mantissa);
-        if total >= 33 {
-            // Multipliers below 1/4, almost every layer's: the rounded
-            // shift as `((p >> (total - 1)) + 1) >> 1` (the same floor),
-            // from the product's high word with a 32-bit shift; a 64-bit
-            // shift by a variable amount is a library call on 32-bit
-            // cores. |p| <= 2^62, so the result fits without clamping.
-            let q = ((p >> 32) as i32) >> (total - 33);
-            return ((i64::from(q) + 1) >> 1) as i32;
-        }
         let round = 1i64 << (total - 1);
         // Wrapping: only a malformed negative mantissa (i32::MIN · i32::MIN
         // plus 2^62) can overflow, and must not panic.
         let v = p.wrapping_add(round) >> total;
         v.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
+    }
+
+    /// [`Self::apply`] for 32-bit Arm, where a 64-bit shift by a variable
+    /// amount is a library call: for multipliers below 1/4 (almost every
+    /// layer's) the rounded shift is `((p >> (total - 1)) + 1) >> 1` (the
+    /// same floor), taken from the product's high word with a 32-bit
+    /// shift; |p| <= 2^62, so it fits without clamping.
+    #[inline]
+    fn apply_high_word(self, x: i32) -> i32 {
+        let total = 31 - self.shift.clamp(-32, 30);
+        if total < 33 {
+            return self.apply_wide(x);
+        }
+        let p = i64::from(x) * i64::from(self.mantissa);
+        let q = ((p >> 32) as i32) >> (total - 33);
+        ((i64::from(q) + 1) >> 1) as i32
     }
 
     /// The gemmlowp form of the same scaling (TFLite Micro's default, and
@@ -393,8 +411,8 @@ mod tests {
         }
 
         /// `apply` is `floor(x·mantissa / 2^total + 1/2)` saturated to i32
-        /// for every input, shift and (even malformed) mantissa, on both of
-        /// its paths.
+        /// for every input, shift and (even malformed) mantissa, in both of
+        /// its forms (the 64-bit one and 32-bit Arm's).
         #[test]
         fn apply_is_exact_everywhere(x in any::<i32>(), mantissa in any::<i32>(), shift in -40i32..40) {
             let m = Multiplier { mantissa, shift };
@@ -403,7 +421,8 @@ mod tests {
             let want = num.div_euclid(1i128 << total).clamp(i32::MIN as i128, i32::MAX as i128);
             // The one wrapping case: i32::MIN · i32::MIN plus the rounding.
             if x == i32::MIN && mantissa == i32::MIN { return Ok(()); }
-            prop_assert_eq!(m.apply(x) as i128, want);
+            prop_assert_eq!(m.apply_wide(x) as i128, want);
+            prop_assert_eq!(m.apply_high_word(x) as i128, want);
         }
     }
 }

@@ -408,8 +408,9 @@ pub fn conv2d_i8_min_scratch_len(p: &Conv2d) -> usize {
 /// or more every fast path is open; with less (down to
 /// [`conv2d_i8_min_scratch_len`]) depthwise layers copy strips of rows;
 /// with less than that (a compile for a microcontroller gives none) the
-/// scratch-free [`crate::compact`] kernel runs, as it always does with the
-/// `compact` feature.
+/// scratch-free reference runs. With the `compact` feature (firmware) the
+/// scratch-free [`crate::compact`] kernel always runs and the other paths
+/// are left out.
 ///
 /// # Panics
 /// As [`conv2d_i8`].
@@ -424,8 +425,14 @@ pub fn conv2d_i8_fast(
     y: &mut [i8],
     scratch: &mut [f32],
 ) {
-    if cfg!(feature = "compact") || scratch.len() < conv2d_i8_min_scratch_len(p) {
+    if cfg!(feature = "compact") {
         return crate::compact::conv2d_i8(p, q, x, w, bias, requant, y);
+    }
+    if scratch.len() < conv2d_i8_min_scratch_len(p) {
+        // An artifact compiled for a microcontroller: the reference, whose
+        // bytes the compact kernel shares (and which this build links
+        // anyway), not a second copy of scratch-free code.
+        return conv2d_i8(p, q, x, w, bias, requant, y);
     }
     conv2d_i8_direct(
         crate::qconv::Isa::detect(),
@@ -689,8 +696,8 @@ pub const FC_DOT_ROWS: usize = 4;
 
 /// [`fully_connected_i8`] through the f32 GEMM, exact under the same
 /// bound as [`conv2d_i8_fast`] (else the reference runs). With less
-/// scratch than [`fully_connected_i8_scratch_len`], or the `compact`
-/// feature, the scratch-free [`crate::compact`] loop runs.
+/// scratch than [`fully_connected_i8_scratch_len`] the reference runs;
+/// with the `compact` feature, always [`crate::compact`]'s loop.
 ///
 /// # Panics
 /// As [`fully_connected_i8`].
@@ -703,8 +710,12 @@ pub fn fully_connected_i8_fast(
     y: &mut [i8],
     scratch: &mut [f32],
 ) {
-    if cfg!(feature = "compact") || scratch.len() < fully_connected_i8_scratch_len(p) {
+    if cfg!(feature = "compact") {
         return crate::compact::fully_connected_i8(p, x, w, bias, requant, y);
+    }
+    if scratch.len() < fully_connected_i8_scratch_len(p) {
+        // As in `conv2d_i8_fast`.
+        return fully_connected_i8(p, x, w, bias, requant, y);
     }
     #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
     let vnni = crate::simd_vnni::Vnni::detect();

@@ -452,8 +452,9 @@ pub(crate) fn same_len(a: usize, b: usize) -> Result<(), EngineError> {
 /// Scratch bytes `op` needs for the given input and output tensors (the
 /// compiler reserves this much in the arena for the node). `lean`: the
 /// least the kernels take, for microcontroller arenas (int8 convolutions
-/// and fully connected layers then run `kiln_kernels::compact`'s
-/// scratch-free loops); else what every fast path needs.
+/// and fully connected layers then take their scratch-free paths:
+/// `kiln_kernels::compact` in firmware, the references elsewhere); else
+/// what every fast path needs.
 pub fn scratch_bytes(
     op: &Op,
     ins: &[Option<kiln_format::TensorInfo>],
