@@ -357,10 +357,12 @@ mod dsp {
 
 /// One output channel of any other convolution. Outputs whose taps all
 /// land inside the input go four rows at a time down a column (one weight
-/// load for four sums, the zero point folded out as `x_zp·Σw`; columns,
-/// not rows, because microcontroller feature maps are often a few columns
-/// wide); the rest one at a time over the kernel rows and columns inside
-/// the input (padding contributes nothing).
+/// load for four sums, the zero point folded out as `x_zp·Σw`; columns
+/// first, because microcontroller feature maps are often a few columns
+/// wide); the top and bottom rows' inner columns four at a time along the
+/// row over the kernel rows inside the input; the rest one at a time over
+/// the kernel rows and columns inside the input (padding contributes
+/// nothing).
 #[inline(never)]
 #[allow(clippy::too_many_arguments, reason = "the op's operands")]
 fn general_channel(
@@ -381,53 +383,90 @@ fn general_channel(
     };
     let (ry0, ry1) = inner(p.pad[0], sh, dh, p.kh, p.h, p.oh);
     let (cx0, cx1) = inner(p.pad[1], sw, dw, p.kw, p.w, p.ow);
-    // Rows [ry0, quads) of the inner columns go in blocks of four.
+    // Rows [ry0, quads) of the inner columns go in blocks of four down the
+    // column; the other rows' inner columns in runs of four along the row
+    // (the kernel rows inside the input are the same for all four).
     let quads = ry0 + (ry1 - ry0) / 4 * 4;
-    let wsum = wk.iter().fold(0i32, |s, &v| s.wrapping_add(i32::from(v)));
-    let base = bias.wrapping_sub(q.x_zp.wrapping_mul(wsum));
+    let store4 = |yo: &mut [i8], at: usize, step: usize, (sums, wsum): ([i32; 4], i32)| {
+        let base = bias.wrapping_sub(q.x_zp.wrapping_mul(wsum));
+        for (k, a) in sums.into_iter().enumerate() {
+            yo[at + k * step] = q.store(base.wrapping_add(a), requant, oc);
+        }
+    };
     for oy in 0..p.oh {
-        for ox in 0..p.ow {
-            if (cx0..cx1).contains(&ox) && (ry0..quads).contains(&oy) {
+        let offy = (oy * sh) as isize - p.pad[0] as isize;
+        let (r0, r1) = out_range(offy, dh, p.h, p.kh);
+        let down = (ry0..quads).contains(&oy);
+        let mut ox = 0;
+        while ox < p.ow {
+            let inner_col = (cx0..cx1).contains(&ox);
+            if inner_col && down {
                 if (oy - ry0) % 4 == 0 {
-                    let (iy, ix) = (oy * sh - p.pad[0], ox * sw - p.pad[1]);
-                    let acc = quad(p, xg, wk, base, iy * p.w + ix, sh * p.w);
-                    for (k, a) in acc.into_iter().enumerate() {
-                        yo[(oy + k) * p.ow + ox] = q.store(a, requant, oc);
-                    }
+                    let ix = ox * sw - p.pad[1];
+                    let sums = quad(
+                        p,
+                        xg,
+                        wk,
+                        (oy * sh - p.pad[0]) * p.w + ix,
+                        sh * p.w,
+                        0,
+                        p.kh,
+                    );
+                    store4(yo, oy * p.ow + ox, p.ow, sums);
                 }
-                continue;
+                ox += 1;
+            } else if inner_col && ox + 4 <= cx1 && r0 < r1 {
+                // In range by `out_range`: 0 <= offy + r0·dh < h.
+                let iy = (offy + (r0 * dh) as isize) as usize;
+                let sums = quad(p, xg, wk, iy * p.w + ox * sw - p.pad[1], sw, r0, r1);
+                store4(yo, oy * p.ow + ox, 1, sums);
+                ox += 4;
+            } else {
+                let acc = one(p, xg, wk, q.x_zp, bias, oy, ox);
+                yo[oy * p.ow + ox] = q.store(acc, requant, oc);
+                ox += 1;
             }
-            let acc = one(p, xg, wk, q.x_zp, bias, oy, ox);
-            yo[oy * p.ow + ox] = q.store(acc, requant, oc);
         }
     }
 }
 
-/// The sums of four outputs, every tap inside the input: the first's
-/// window starts at input offset `at`, the others `step` apart. `base` is
-/// the bias minus `x_zp·Σw`.
-fn quad(p: &Conv2d, xg: &[i8], wk: &[i8], base: i32, at: usize, step: usize) -> [i32; 4] {
+/// The sums `Σ x·w` of four outputs whose taps in kernel rows `r0..r1`
+/// (all columns) lie inside the input, and `Σ w` over those taps: the
+/// first output's row `r0` starts at input offset `at`, the others are
+/// `step` apart.
+#[allow(clippy::too_many_arguments, reason = "the window's geometry")]
+fn quad(
+    p: &Conv2d,
+    xg: &[i8],
+    wk: &[i8],
+    at: usize,
+    step: usize,
+    r0: usize,
+    r1: usize,
+) -> ([i32; 4], i32) {
     let hw = p.h * p.w;
     let [dh, dw] = p.dilation;
-    let (mut a0, mut a1, mut a2, mut a3) = (base, base, base, base);
+    let (mut a0, mut a1, mut a2, mut a3, mut ws) = (0i32, 0i32, 0i32, 0i32, 0i32);
     let (mut t, mut xc) = (0, at);
     while t < wk.len() {
-        for r in 0..p.kh {
-            let mut xi = xc + r * dh * p.w;
-            for &wv in &wk[t..t + p.kw] {
+        for r in r0..r1 {
+            let mut xi = xc + (r - r0) * dh * p.w;
+            let row = t + r * p.kw;
+            for &wv in &wk[row..row + p.kw] {
                 let wv = i32::from(wv);
                 let xs = &xg[xi..xi + 3 * step + 1];
                 a0 = a0.wrapping_add(i32::from(xs[0]) * wv);
                 a1 = a1.wrapping_add(i32::from(xs[step]) * wv);
                 a2 = a2.wrapping_add(i32::from(xs[2 * step]) * wv);
                 a3 = a3.wrapping_add(i32::from(xs[3 * step]) * wv);
+                ws = ws.wrapping_add(wv);
                 xi += dw;
             }
-            t += p.kw;
         }
+        t += p.kh * p.kw;
         xc += hw;
     }
-    [a0, a1, a2, a3]
+    ([a0, a1, a2, a3], ws)
 }
 
 /// The sum of one output (row `oy`, column `ox`) over the kernel rows and
