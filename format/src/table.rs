@@ -41,47 +41,9 @@ impl<T> PartialEq for Table<'_, T> {
 impl<'a, T> Table<'a, T> {
     /// Checks the table structure (not the records).
     pub fn parse(bytes: &'a [u8]) -> Result<Self, FormatError> {
-        const WHAT: &str = "table";
-        if bytes.len() < 4 {
-            return Err(FormatError::Invalid {
-                what: WHAT,
-                detail: "shorter than its count",
-            });
-        }
-        let len = u32_at(bytes, 0);
-        let head = (len as usize + 2)
-            .checked_mul(4)
-            .ok_or(FormatError::Invalid {
-                what: WHAT,
-                detail: "count overflows",
-            })?;
-        if head > bytes.len() {
-            return Err(FormatError::Invalid {
-                what: WHAT,
-                detail: "record boundaries run past the end",
-            });
-        }
-        let data = bytes.len() - head;
-        let mut prev = 0u32;
-        for i in 0..=len as usize {
-            let b = u32_at(bytes, 4 + 4 * i);
-            if (i == 0 && b != 0) || b < prev || b as usize > data {
-                return Err(FormatError::Invalid {
-                    what: WHAT,
-                    detail: "record boundaries are out of order or out of range",
-                });
-            }
-            prev = b;
-        }
-        if prev as usize != data {
-            return Err(FormatError::Invalid {
-                what: WHAT,
-                detail: "trailing bytes after the last record",
-            });
-        }
         Ok(Table {
             bytes,
-            len,
+            len: check_structure(bytes)?,
             _t: PhantomData,
         })
     }
@@ -110,14 +72,55 @@ impl<'a, T> Table<'a, T> {
     }
 
     pub(crate) fn record(&self, i: usize) -> Option<&'a [u8]> {
-        if i >= self.len as usize {
-            return None;
-        }
-        let head = (self.len as usize + 2) * 4;
-        let s = u32_at(self.bytes, 4 + 4 * i) as usize;
-        let e = u32_at(self.bytes, 8 + 4 * i) as usize;
-        Some(&self.bytes[head + s..head + e])
+        record(self.bytes, self.len, i)
     }
+}
+
+// The structure checks and record lookup are the same for every `T`: one
+// copy each, not one per record type (firmware flash).
+
+/// The record count of a well-formed table.
+#[inline(never)]
+fn check_structure(bytes: &[u8]) -> Result<u32, FormatError> {
+    const WHAT: &str = "table";
+    let invalid = |detail| FormatError::Invalid { what: WHAT, detail };
+    if bytes.len() < 4 {
+        return Err(invalid("shorter than its count"));
+    }
+    let len = u32_at(bytes, 0);
+    let head = (len as usize + 2)
+        .checked_mul(4)
+        .ok_or(invalid("count overflows"))?;
+    if head > bytes.len() {
+        return Err(invalid("record boundaries run past the end"));
+    }
+    let data = bytes.len() - head;
+    let mut prev = 0u32;
+    for i in 0..=len as usize {
+        let b = u32_at(bytes, 4 + 4 * i);
+        if (i == 0 && b != 0) || b < prev || b as usize > data {
+            return Err(invalid(
+                "record boundaries are out of order or out of range",
+            ));
+        }
+        prev = b;
+    }
+    if prev as usize != data {
+        return Err(invalid("trailing bytes after the last record"));
+    }
+    Ok(len)
+}
+
+/// Record `i` of a table `check_structure` accepted with `len` records.
+#[inline(never)]
+fn record(bytes: &[u8], len: u32, i: usize) -> Option<&[u8]> {
+    if i >= len as usize {
+        return None;
+    }
+    let head = (len as usize + 2) * 4;
+    let s = u32_at(bytes, 4 + 4 * i) as usize;
+    let e = u32_at(bytes, 8 + 4 * i) as usize;
+    bytes.get(head + s..head + e)
 }
 
 impl<'a, T: Decode<'a>> Table<'a, T> {

@@ -125,12 +125,22 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
         bail!("qemu exited with {}", out.status);
     }
     let flash = text + data;
-    let runtime = kiln_runtime_bytes(&elf, &syms)?;
+    let parts = runtime_bytes(&elf, &syms)?;
+    let runtime: u64 = parts.values().sum();
+    let sum = |names: &[&str]| -> u64 { names.iter().filter_map(|p| parts.get(p)).sum() };
+    let (framework, op_code) = (sum(&["format", "engine", "api"]), sum(&["ops", "kernels"]));
     v["flash"] = serde_json::json!({
         "total": flash,
         "model": model_len,
         "input": raw.len(),
         "runtime_code": runtime,
+        // TFLM's published interpreter size covers what `framework` does
+        // (reading the model, planning, running the graph), not its kernels.
+        "runtime_code_parts": {
+            "framework": framework,
+            "ops_and_kernels": op_code,
+            "by_part": parts,
+        },
         "other": flash.saturating_sub(model_len + raw.len() as u64 + runtime),
     });
     v["static_ram"] = serde_json::json!({
@@ -259,40 +269,73 @@ fn symbols(elf: &Path) -> Result<Vec<Symbol>> {
     Ok(out)
 }
 
-/// The crates of Kiln's runtime, as symbol name prefixes.
-const RUNTIME_CRATES: [&str; 4] = [
-    "kiln_runtime_embedded::",
-    "kiln_engine::",
-    "kiln_kernels::",
-    "kiln_format::",
-];
+/// What part of the runtime a piece of code belongs to, by the function
+/// it comes from: the artifact reader (`format`), the executor (`engine`:
+/// plan, dispatch, arena, tensors), the op layer (`ops`: each op's checks
+/// and parameters, `kiln_engine::ops::<family>`), the op math (`kernels`)
+/// and the firmware-facing API (`api`, `kiln_runtime_embedded`).
+fn runtime_part(function: &str) -> Option<&'static str> {
+    const FAMILIES: [&str; 8] = [
+        "conv::",
+        "quant::",
+        "movement::",
+        "elementwise::",
+        "reduce::",
+        "linalg::",
+        "rnn::",
+        "ml::",
+    ];
+    // A demangled name may start with `<` (trait impls): find the path.
+    let f = function.find("kiln_").map(|i| &function[i..])?;
+    if f.starts_with("kiln_runtime_embedded::") {
+        Some("api")
+    } else if f.starts_with("kiln_format::") {
+        Some("format")
+    } else if f.starts_with("kiln_kernels::") {
+        Some("kernels")
+    } else if let Some(rest) = f.strip_prefix("kiln_engine::ops::") {
+        Some(if FAMILIES.iter().any(|m| rest.starts_with(m)) {
+            "ops"
+        } else {
+            "engine"
+        })
+    } else if f.starts_with("kiln_engine::") {
+        Some("engine")
+    } else {
+        None
+    }
+}
 
-/// Flash bytes of Kiln's runtime in the ELF: the code and constants of
-/// symbols of its crates (kernels inlined into them included), plus the
-/// runtime code inlined into the demo's own functions (found through the
-/// debug info's inline frames, one halfword at a time). The rest of the
-/// image (vector table, startup, the demo's JSON and float printing,
-/// `core` and compiler intrinsics such as `memcpy`, whoever calls them) is
-/// reported as `other`.
-fn kiln_runtime_bytes(elf: &Path, syms: &[Symbol]) -> Result<u64> {
-    let is_runtime = |name: &str| RUNTIME_CRATES.iter().any(|c| name.contains(c));
-    let own: u64 = syms
-        .iter()
-        .filter(|s| matches!(s.kind.as_str(), "t" | "T" | "r" | "R"))
-        .filter(|s| is_runtime(&s.name))
-        .map(|s| s.size)
-        .sum();
+/// Flash bytes of Kiln's runtime in the ELF, by part ([`runtime_part`]):
+/// every halfword of code in the runtime's and the demo's functions goes
+/// to the innermost inline frame (from the debug info) that belongs to the
+/// runtime, so kernels inlined into the engine count as kernels and runtime
+/// code inlined into the demo counts at all; constants go by their symbol.
+/// The rest of the image (vector table, startup, the demo's JSON and float
+/// printing, `core` and compiler intrinsics such as `memcpy`, whoever calls
+/// them, string constants) is reported as `other`.
+fn runtime_bytes(
+    elf: &Path,
+    syms: &[Symbol],
+) -> Result<std::collections::BTreeMap<&'static str, u64>> {
+    let mut parts = std::collections::BTreeMap::new();
     let mut query = String::new();
     for s in syms {
-        if matches!(s.kind.as_str(), "t" | "T") && s.name.starts_with("kiln_firmware::") {
-            let start = s.addr & !1;
-            for a in (start..start + s.size).step_by(2) {
-                query.push_str(&format!("{a:#x}\n"));
+        let part = runtime_part(&s.name);
+        match s.kind.as_str() {
+            "r" | "R" => {
+                if let Some(p) = part {
+                    *parts.entry(p).or_default() += s.size;
+                }
             }
+            "t" | "T" if part.is_some() || s.name.starts_with("kiln_firmware::") => {
+                let start = s.addr & !1;
+                for a in (start..start + s.size).step_by(2) {
+                    query.push_str(&format!("{a:#x}\n"));
+                }
+            }
+            _ => {}
         }
-    }
-    if query.is_empty() {
-        return Ok(own);
     }
     let mut child = Command::new("arm-none-eabi-addr2line")
         .args(["-a", "-f", "-i", "-C", "-e"])
@@ -311,21 +354,30 @@ fn kiln_runtime_bytes(elf: &Path, syms: &[Symbol]) -> Result<u64> {
         .join()
         .map_err(|_| anyhow::anyhow!("addr2line writer panicked"))?
         .context("writing to addr2line")?;
-    // Per address: `0xADDR`, then (function, file:line) per inline frame.
+    // Per address: `0xADDR`, then (function, file:line) per inline frame,
+    // innermost first.
     let text = String::from_utf8_lossy(&out.stdout);
-    let (mut inlined, mut current) = (0u64, false);
+    let mut current: Option<&'static str> = None;
+    let mut seen_frame = false;
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
         if line.starts_with("0x") {
-            inlined += u64::from(current) * 2;
-            current = false;
+            if let Some(p) = current.take() {
+                *parts.entry(p).or_default() += 2;
+            }
+            seen_frame = false;
         } else {
-            current |= is_runtime(line);
+            if !seen_frame || current.is_none() {
+                current = current.or(runtime_part(line));
+            }
+            seen_frame = true;
             lines.next();
         }
     }
-    inlined += u64::from(current) * 2;
-    Ok(own + inlined)
+    if let Some(p) = current {
+        *parts.entry(p).or_default() += 2;
+    }
+    Ok(parts)
 }
 
 /// Address of `name` in the symbol table.
