@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Kiln's whole test suite, cheapest checks first. Installs what it needs
 # (Rust components, the Python venv with peer runtimes, the ONNX node tests,
-# the wasm32 toolchain, wasm-bindgen, Chromium and the npm peers).
+# the wasm32 toolchain, wasm-bindgen, Chromium and the npm peers, QEMU and
+# the Arm tools, valgrind and cbindgen).
 # Usage: scripts/test.sh [--quick]   (--quick skips clippy and the no_std cross builds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,6 +63,10 @@ if bash scripts/setup-firmware.sh; then
 else
   echo "warning: no thumbv7em-none-eabihf target; firmware test skipped" >&2
 fi
+
+step "C ABI (libkiln): generated header, C example against kiln run, valgrind"
+bash scripts/setup-c-abi.sh
+cargo test -q -p kiln-cli --test c_abi -- --ignored 2>&1 | grep -E 'test result|panicked|FAILED|assert' | cut -c1-400
 
 step "conformance tables (ONNX node tests, corpus cross-check)"
 cargo test -q -p kiln-cli --test onnx_node --test corpus -- --nocapture 2>&1 | grep -vE '^\s*$' | tail -n 60
