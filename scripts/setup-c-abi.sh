@@ -7,18 +7,7 @@ set -euo pipefail
 
 CBINDGEN_VERSION=0.29.4
 log() { printf '[setup-c-abi] %s\n' "$*" >&2; }
-sudo=""
-[[ $(id -u) = 0 ]] || sudo=sudo
-missing=()
-for p in gcc valgrind; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    log "apt-get install ${missing[*]}"
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 ||
-        { $sudo apt-get update -qq >&2 &&
-            $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2; }
-fi
+bash "$(dirname "$0")/apt-install.sh" gcc valgrind
 if [[ $(cbindgen --version 2>/dev/null) != "cbindgen $CBINDGEN_VERSION" ]]; then
     log "cargo install cbindgen $CBINDGEN_VERSION"
     # Its own target directory: the workspace's shared one keeps its cache.

@@ -7,18 +7,7 @@
 set -euo pipefail
 
 log() { printf '[setup-firmware] %s\n' "$*" >&2; }
-sudo=""
-[[ $(id -u) = 0 ]] || sudo=sudo
-missing=()
-for p in qemu-system-arm binutils-arm-none-eabi gcc; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    log "apt-get install ${missing[*]}"
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 ||
-        { $sudo apt-get update -qq >&2 &&
-            $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2; }
-fi
+bash "$(dirname "$0")/apt-install.sh" qemu-system-arm binutils-arm-none-eabi gcc
 if ! rustup target list --installed 2>/dev/null | grep -qx thumbv7em-none-eabihf; then
     log "rustup target add thumbv7em-none-eabihf"
     timeout 60 rustup target add thumbv7em-none-eabihf >&2 || {

@@ -53,26 +53,6 @@ fn outputs(json: &str) -> Vec<(String, String, Vec<u64>, Vec<String>)> {
     out
 }
 
-/// A version-1 `.npy` of `data` with `descr` and `shape`.
-fn npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
-    let shape = if dims.len() == 1 {
-        format!("({},)", dims[0])
-    } else {
-        format!("({})", dims.join(", "))
-    };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    out
-}
-
 #[test]
 #[ignore = "needs cc, cbindgen and valgrind: scripts/test.sh runs it"]
 fn c_example_matches_kiln_run() {
@@ -134,10 +114,11 @@ fn c_example_matches_kiln_run() {
 
     let corpus = root.join("../shared/corpus");
     let kiln = env!("CARGO_BIN_EXE_kiln");
-    for (model, descr, size) in [
-        ("mlperf-tiny/kws_ref_model.tflite", "|i1", 1usize),
-        ("mlperf-tiny/ad01_fp32.tflite", "<f4", 4),
+    for (model, dtype) in [
+        ("mlperf-tiny/kws_ref_model.tflite", kiln_format::DType::I8),
+        ("mlperf-tiny/ad01_fp32.tflite", kiln_format::DType::F32),
     ] {
+        let size = dtype.size();
         let stem = Path::new(model)
             .file_stem()
             .expect("stem")
@@ -152,14 +133,14 @@ fn c_example_matches_kiln_run() {
             .expect("loads");
         let shape = loaded.inputs()[0].shape(1);
         let n: usize = shape.iter().product();
-        let data: Vec<u8> = match size {
-            1 => (0..n).map(|i| ((i * 37) % 251) as u8).collect(),
+        let data: Vec<u8> = match dtype {
+            kiln_format::DType::I8 => (0..n).map(|i| ((i * 37) % 251) as u8).collect(),
             _ => (0..n)
                 .flat_map(|i| ((i % 13) as f32 * 0.25 - 1.5).to_le_bytes())
                 .collect(),
         };
         let x = dir.join(format!("{stem}.npy"));
-        std::fs::write(&x, npy(descr, &shape, &data)).expect("npy");
+        std::fs::write(&x, npy(dtype, &shape, &data)).expect("npy");
 
         let want = run(Command::new(kiln)
             .arg("run")
@@ -181,7 +162,7 @@ fn c_example_matches_kiln_run() {
         let bytes = std::fs::read(&artifact).expect("artifact");
         std::fs::write(&bad, &bytes[..bytes.len() / 2]).expect("bad");
         let short = dir.join(format!("{stem}-short.npy"));
-        std::fs::write(&short, npy(descr, &[n - 1], &data[..data.len() - size])).expect("short");
+        std::fs::write(&short, npy(dtype, &[n - 1], &data[..data.len() - size])).expect("short");
         for (a, input, code, says) in [(&bad, &x, 3, "truncated"), (&artifact, &short, 4, "input")]
         {
             let out = run(Command::new(&exe).arg(a).arg(input));
@@ -211,4 +192,13 @@ fn c_example_matches_kiln_run() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A `.npy` file of `data` (the CLI's writer).
+fn npy(dtype: kiln_format::DType, shape: &[usize], data: &[u8]) -> Vec<u8> {
+    kiln_cli::npy_bytes(&kiln_runtime_native::TensorValue {
+        dtype,
+        shape: shape.to_vec(),
+        data: data.to_vec(),
+    })
 }

@@ -16,26 +16,6 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// A C-order little-endian `.npy` (version 1) of `data`.
-fn npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
-    let shape = if dims.len() == 1 {
-        format!("({},)", dims[0])
-    } else {
-        format!("({})", dims.join(", "))
-    };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    out
-}
-
 #[test]
 #[ignore = "needs qemu-system-arm and the thumbv7em target: scripts/test.sh runs it"]
 fn firmware_in_qemu_matches_native() {
@@ -66,14 +46,12 @@ fn firmware_in_qemu_matches_native() {
         let spec = &model.inputs()[0];
         let shape = spec.shape(1);
         let n: usize = shape.iter().product();
-        let (descr, data) = match spec.dtype {
-            kiln_format::DType::F32 => (
-                "<f4",
-                (0..n)
-                    .flat_map(|i| ((i % 7) as f32 * 0.3 - 0.9).to_le_bytes())
-                    .collect::<Vec<u8>>(),
-            ),
-            kiln_format::DType::I8 => ("|i1", (0..n).map(|i| ((i * 37) % 251) as u8).collect()),
+        let dtype = spec.dtype;
+        let data: Vec<u8> = match dtype {
+            kiln_format::DType::F32 => (0..n)
+                .flat_map(|i| ((i % 7) as f32 * 0.3 - 0.9).to_le_bytes())
+                .collect(),
+            kiln_format::DType::I8 => (0..n).map(|i| ((i * 37) % 251) as u8).collect(),
             other => panic!("{rel}: input dtype {other:?} not covered"),
         };
         let stem = rel.replace('/', "_");
@@ -82,7 +60,7 @@ fn firmware_in_qemu_matches_native() {
             dir.join(format!("{stem}.npy")),
         );
         std::fs::write(&a, &artifact).expect("artifact");
-        std::fs::write(&x, npy(descr, &shape, &data)).expect("input");
+        std::fs::write(&x, npy(dtype, &shape, &data)).expect("input");
         let want = model
             .session()
             .run(&[&TensorValue {
@@ -182,4 +160,13 @@ fn firmware_in_qemu_matches_native() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A `.npy` file of `data` (the CLI's writer).
+fn npy(dtype: kiln_format::DType, shape: &[usize], data: &[u8]) -> Vec<u8> {
+    kiln_cli::npy_bytes(&kiln_runtime_native::TensorValue {
+        dtype,
+        shape: shape.to_vec(),
+        data: data.to_vec(),
+    })
 }

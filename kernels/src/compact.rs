@@ -499,19 +499,8 @@ fn one(p: &Conv2d, xg: &[i8], wk: &[i8], x_zp: i32, bias: i32, oy: usize, ox: us
 mod tests {
     use super::*;
     use crate::fixed::Multiplier;
+    use crate::quant::tests::bytes;
     use proptest::prelude::*;
-
-    fn bytes(n: usize, seed: u64) -> std::vec::Vec<i8> {
-        let mut s = seed | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                s as i8
-            })
-            .collect()
-    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]

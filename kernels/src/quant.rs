@@ -1138,11 +1138,12 @@ pub fn dyn_fully_connected(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn bytes(n: usize, seed: u64) -> std::vec::Vec<i8> {
+    /// `n` pseudo-random bytes (xorshift) from `seed`.
+    pub(crate) fn bytes(n: usize, seed: u64) -> std::vec::Vec<i8> {
         let mut s = seed | 1;
         (0..n)
             .map(|_| {
