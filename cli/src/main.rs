@@ -181,6 +181,9 @@ enum Target {
     /// set, I/O shapes, the aligned model bytes) for microcontroller
     /// firmware on `kiln-runtime-embedded`.
     Mcu,
+    /// A LiteRT flatbuffer (`.tflite`) of the float model, for Android and
+    /// other LiteRT hosts (fully connected networks today).
+    Tflite,
 }
 
 /// An error with the exit code it maps to.
@@ -456,6 +459,31 @@ fn compile(
             err: anyhow!("{} is already a compiled .kiln artifact", model.display()),
         });
     }
+    if target == Target::Tflite {
+        let name = model
+            .file_name()
+            .and_then(|s| s.to_str())
+            .unwrap_or("model");
+        let mut opts = Options {
+            no_optimize,
+            ..Default::default()
+        };
+        opts.import.dims = parse_dims(dims)?;
+        (opts.prune, opts.quantize) = quant_options(quant)?;
+        let flatbuffer =
+            kiln_compiler::export_tflite(&bytes, name, &opts).map_err(|e| Failure {
+                code: 3,
+                err: anyhow!(e).context(format!("cannot export {} to TFLite", model.display())),
+            })?;
+        std::fs::write(out, &flatbuffer)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        println!(
+            "tflite         {} bytes -> {}",
+            flatbuffer.len(),
+            out.display()
+        );
+        return Ok(());
+    }
     let mut opts = Options {
         no_optimize,
         version,
@@ -491,7 +519,7 @@ fn compile(
         None => vec![],
     };
     let written = match target {
-        Target::Kiln | Target::Mcu => c.bytes.clone(),
+        Target::Kiln | Target::Mcu | Target::Tflite => c.bytes.clone(),
         Target::WasmModule => {
             let arena = Model::load(&c.bytes).map_err(run_error)?.arena_size();
             kiln_cli::wasm_module::link(kiln_cli::wasm_module::TEMPLATE, &c.bytes, arena)

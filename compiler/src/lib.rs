@@ -129,6 +129,39 @@ pub fn compile_model_with_progress(
     finish(imported, bytes, "tflite", source_name, opts, progress)
 }
 
+/// The model (ONNX or TFLite), imported and optimised as for
+/// [`compile_model`], written as a LiteRT flatbuffer (see
+/// [`tflite::export`] for what it can express).
+pub fn export_tflite(bytes: &[u8], source_name: &str, opts: &Options) -> Result<Vec<u8>> {
+    if opts.quantize.is_some() || opts.prune.is_some() {
+        return Err(CompileError::Invalid(
+            "--target tflite writes the float model: quantization and pruning are not exported yet"
+                .into(),
+        ));
+    }
+    let imported = if tflite::is_tflite(bytes) {
+        tflite::import(bytes, &opts.import)?
+    } else {
+        onnx::import(&onnx::parse(bytes)?, &opts.import)?
+    };
+    let mut g = imported.graph;
+    if opts.no_optimize {
+        passes::dead_nodes(&mut g);
+    } else {
+        passes::optimize(&mut g);
+    }
+    let description = format!(
+        "kiln-compiler {} from {source_name}",
+        env!("CARGO_PKG_VERSION")
+    );
+    tflite::export::export(
+        &g,
+        &imported.input_names,
+        &imported.output_names,
+        &description,
+    )
+}
+
 /// [`compile_model_with_progress`] without progress.
 pub fn compile_model(bytes: &[u8], source_name: &str, opts: &Options) -> Result<Compiled> {
     compile_model_with_progress(bytes, source_name, opts, &mut |_| {})

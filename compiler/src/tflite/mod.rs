@@ -13,6 +13,7 @@
 //! (int8-activation) models are refused with a clear error until the
 //! integer kernels land.
 
+pub mod export;
 pub mod fb;
 
 use crate::error::{CompileError, Result};

@@ -1,0 +1,522 @@
+//! `--target tflite`: writes the optimised IR as a LiteRT flatbuffer
+//! (schema version 3, one subgraph, a `serving_default` signature naming
+//! the graph's inputs and outputs), built with the `flatbuffers` crate's
+//! builder from the public schema's field ids.
+//!
+//! Today: float32 graphs of fully connected layers (Gemm, MatMul with
+//! constant weights; fused ReLU, ReLU6 and tanh), ReLU, logistic, tanh,
+//! softmax over the last axis, reshape, and same-shape add and mul. Any
+//! other op (convolutions, which need the NCHW → NHWC layout change; tree
+//! ensembles, which LiteRT cannot express; int8 graphs) fails with a
+//! message naming it, never a broken file.
+
+use crate::error::{CompileError, Result};
+use crate::ir::{Graph, TensorId};
+use flatbuffers::{FlatBufferBuilder, WIPOffset};
+use kiln_format::{Binary, DType, Op, Unary};
+use std::collections::HashMap;
+
+/// Builtin operator codes (schema `BuiltinOperator`).
+mod code {
+    pub const ADD: i32 = 0;
+    pub const FULLY_CONNECTED: i32 = 9;
+    pub const LOGISTIC: i32 = 14;
+    pub const MUL: i32 = 18;
+    pub const RELU: i32 = 19;
+    pub const RESHAPE: i32 = 22;
+    pub const SOFTMAX: i32 = 25;
+    pub const TANH: i32 = 28;
+}
+
+/// Builtin options union tags (schema `BuiltinOptions`).
+mod options {
+    pub const FULLY_CONNECTED: u8 = 8;
+    pub const SOFTMAX: u8 = 9;
+    pub const ADD: u8 = 11;
+    pub const RESHAPE: u8 = 17;
+    pub const MUL: u8 = 21;
+}
+
+/// Vtable slot of field `id`.
+const fn field(id: u16) -> u16 {
+    4 + 2 * id
+}
+
+/// Schema `TensorType`.
+const FLOAT32: i8 = 0;
+const INT32: i8 = 2;
+
+/// Schema `ActivationFunctionType` of a fused activation.
+fn fused(act: &Unary, node: &str, op: &str) -> Result<i8> {
+    Ok(match act {
+        Unary::Identity => 0,
+        Unary::Relu => 1,
+        Unary::Clip { min, max } if *min == 0.0 && *max == 6.0 => 3,
+        Unary::Tanh => 4,
+        other => {
+            return Err(CompileError::Node {
+                node: node.into(),
+                op: op.into(),
+                detail: format!("LiteRT has no fused activation {other:?}"),
+            });
+        }
+    })
+}
+
+/// Why `node` cannot be exported.
+fn cannot(node: &crate::ir::Node, why: &str) -> CompileError {
+    CompileError::Node {
+        node: node.name.clone(),
+        op: node.op.name().into(),
+        detail: format!("cannot be exported to TFLite: {why}"),
+    }
+}
+
+/// `node`'s input `k`, which must be present.
+fn input_of(node: &crate::ir::Node, k: usize) -> Result<TensorId> {
+    node.inputs
+        .get(k)
+        .copied()
+        .flatten()
+        .ok_or_else(|| cannot(node, &format!("input {k} is missing")))
+}
+
+/// `node`'s first output.
+fn output_of(node: &crate::ir::Node) -> Result<TensorId> {
+    node.outputs
+        .first()
+        .copied()
+        .flatten()
+        .ok_or_else(|| cannot(node, "no output"))
+}
+
+/// One operator before it is written.
+struct OpOut {
+    code: i32,
+    inputs: Vec<i32>,
+    outputs: Vec<i32>,
+    /// `(union tag, [(field id, value)])` of a table of scalars.
+    options: Option<(u8, Vec<(u16, Scalar)>)>,
+    /// ReshapeOptions' `new_shape` (a vector, unlike the scalars).
+    new_shape: Option<Vec<i32>>,
+}
+
+#[derive(Clone, Copy)]
+enum Scalar {
+    I8(i8),
+    F32(f32),
+}
+
+/// A tensor before it is written.
+struct TensorOut {
+    name: String,
+    shape: Vec<i32>,
+    ty: i8,
+    /// Index into the buffers (0: none).
+    buffer: u32,
+}
+
+struct Writer<'g> {
+    g: &'g Graph,
+    tensors: Vec<TensorOut>,
+    /// IR tensor → TFLite tensor.
+    index: HashMap<TensorId, i32>,
+    buffers: Vec<Vec<u8>>,
+    ops: Vec<OpOut>,
+}
+
+impl Writer<'_> {
+    fn dims(shape: &[usize], name: &str) -> Result<Vec<i32>> {
+        shape
+            .iter()
+            .map(|&d| {
+                i32::try_from(d).map_err(|_| {
+                    CompileError::Invalid(format!("tensor '{name}': dimension {d} exceeds int32"))
+                })
+            })
+            .collect()
+    }
+
+    /// The TFLite index of IR tensor `t` (float32; constants get a buffer).
+    fn tensor(&mut self, t: TensorId) -> Result<i32> {
+        if let Some(&i) = self.index.get(&t) {
+            return Ok(i);
+        }
+        let src = &self.g.tensors[t];
+        if src.dtype != DType::F32 {
+            return Err(CompileError::Invalid(format!(
+                "tensor '{}' is {}: the TFLite export writes float32 graphs only (int8 export is not built yet)",
+                src.name,
+                src.dtype.name()
+            )));
+        }
+        let buffer = match &src.data {
+            Some(d) => self.buffer(d.to_vec()),
+            None => 0,
+        };
+        let i = self.push(TensorOut {
+            name: src.name.clone(),
+            shape: Self::dims(&src.shape, &src.name)?,
+            ty: FLOAT32,
+            buffer,
+        });
+        self.index.insert(t, i);
+        Ok(i)
+    }
+
+    fn buffer(&mut self, data: Vec<u8>) -> u32 {
+        self.buffers.push(data);
+        (self.buffers.len() - 1) as u32
+    }
+
+    fn push(&mut self, t: TensorOut) -> i32 {
+        self.tensors.push(t);
+        (self.tensors.len() - 1) as i32
+    }
+
+    /// A new constant float32 tensor.
+    fn constant(&mut self, name: String, shape: &[usize], values: &[f32]) -> Result<i32> {
+        let buffer = self.buffer(values.iter().flat_map(|v| v.to_le_bytes()).collect());
+        let shape = Self::dims(shape, &name)?;
+        Ok(self.push(TensorOut {
+            name,
+            shape,
+            ty: FLOAT32,
+            buffer,
+        }))
+    }
+
+    fn op(&mut self, code: i32, inputs: Vec<i32>, outputs: Vec<i32>) -> &mut OpOut {
+        self.ops.push(OpOut {
+            code,
+            inputs,
+            outputs,
+            options: None,
+            new_shape: None,
+        });
+        let last = self.ops.len() - 1;
+        &mut self.ops[last]
+    }
+
+    /// Gemm or MatMul `n` as FULLY_CONNECTED: a 2-D input times constant
+    /// 2-D weights (`trans_b`: stored `[units, depth]`), optional constant
+    /// bias, fused activation; `plain`: no scaling and A not transposed.
+    fn fully_connected(&mut self, n: usize, trans_b: bool, plain: bool, act: Unary) -> Result<()> {
+        let g = self.g;
+        let node = &g.nodes[n];
+        let name = node.name.clone();
+        let unsupported = |why: &str| cannot(node, why);
+        let input = |k: usize| input_of(node, k);
+        let out = output_of(node)?;
+        let (x, w) = (input(0)?, input(1)?);
+        let xs = &self.g.tensors[x].shape;
+        let wt = &self.g.tensors[w];
+        let (Some(wd), [a, b], 2, true) = (wt.f32s(), &wt.shape[..], xs.len(), plain) else {
+            return Err(unsupported(
+                "only 2-D inputs times constant 2-D weights (alpha = beta = 1, A not transposed) map to FULLY_CONNECTED",
+            ));
+        };
+        // FULLY_CONNECTED wants weights [units, depth].
+        let (units, depth) = if trans_b { (*a, *b) } else { (*b, *a) };
+        let weights: Vec<f32> = if trans_b {
+            wd
+        } else {
+            (0..units)
+                .flat_map(|u| (0..depth).map(move |d| (u, d)))
+                .map(|(u, d)| wd[d * units + u])
+                .collect()
+        };
+        let mut inputs = vec![self.tensor(x)?];
+        inputs.push(self.constant(format!("{}/weights", wt.name), &[units, depth], &weights)?);
+        if let Some(bias) = node.inputs.get(2).copied().flatten() {
+            let bt = &self.g.tensors[bias];
+            let Some(bv) = bt.f32s().filter(|v| v.len() == units) else {
+                return Err(unsupported(
+                    "the bias must be a constant of one value per unit",
+                ));
+            };
+            inputs.push(self.constant(format!("{}/bias", bt.name), &[units], &bv)?);
+        }
+        let act = fused(&act, &name, node.op.name())?;
+        let y = self.tensor(out)?;
+        self.op(code::FULLY_CONNECTED, inputs, vec![y]).options =
+            Some((options::FULLY_CONNECTED, vec![(0, Scalar::I8(act))]));
+        Ok(())
+    }
+
+    fn node(&mut self, n: usize) -> Result<()> {
+        let g = self.g;
+        let node = &g.nodes[n];
+        let name = node.name.clone();
+        let unsupported = |why: &str| cannot(node, why);
+        let input = |k: usize| input_of(node, k);
+        let out = output_of(node)?;
+        match &node.op {
+            Op::Gemm {
+                trans_a,
+                trans_b,
+                alpha,
+                beta,
+                act,
+            } => {
+                let plain = !*trans_a && *alpha == 1.0 && *beta == 1.0;
+                self.fully_connected(n, *trans_b, plain, *act)?;
+            }
+            Op::MatMul { act } => self.fully_connected(n, false, true, *act)?,
+            Op::Unary(u) => {
+                let code = match u {
+                    Unary::Relu => code::RELU,
+                    Unary::Sigmoid => code::LOGISTIC,
+                    Unary::Tanh => code::TANH,
+                    other => return Err(unsupported(&format!("no TFLite op for {other:?}"))),
+                };
+                let (x, y) = (self.tensor(input(0)?)?, self.tensor(out)?);
+                self.op(code, vec![x], vec![y]);
+            }
+            Op::Softmax {
+                axis, log: false, ..
+            } => {
+                let rank = self.g.tensors[input(0)?].shape.len();
+                if usize::from(*axis) + 1 != rank {
+                    return Err(unsupported("TFLite's SOFTMAX runs over the last axis only"));
+                }
+                let (x, y) = (self.tensor(input(0)?)?, self.tensor(out)?);
+                self.op(code::SOFTMAX, vec![x], vec![y]).options =
+                    Some((options::SOFTMAX, vec![(0, Scalar::F32(1.0))]));
+            }
+            Op::Reshape => {
+                let shape = Self::dims(&self.g.tensors[out].shape, &name)?;
+                let x = self.tensor(input(0)?)?;
+                let bytes: Vec<u8> = shape.iter().flat_map(|d| d.to_le_bytes()).collect();
+                let buffer = self.buffer(bytes);
+                let shape_t = self.push(TensorOut {
+                    name: format!("{name}/shape"),
+                    shape: vec![shape.len() as i32],
+                    ty: INT32,
+                    buffer,
+                });
+                let y = self.tensor(out)?;
+                let op = self.op(code::RESHAPE, vec![x, shape_t], vec![y]);
+                op.new_shape = Some(shape);
+            }
+            Op::Binary(b @ (Binary::Add | Binary::Mul)) => {
+                let (a, c) = (input(0)?, input(1)?);
+                if self.g.tensors[a].shape != self.g.tensors[c].shape {
+                    return Err(unsupported(
+                        "only same-shape operands are exported (no broadcasting yet)",
+                    ));
+                }
+                let (code, tag) = if matches!(b, Binary::Add) {
+                    (code::ADD, options::ADD)
+                } else {
+                    (code::MUL, options::MUL)
+                };
+                let inputs = vec![self.tensor(a)?, self.tensor(c)?];
+                let y = self.tensor(out)?;
+                self.op(code, inputs, vec![y]).options = Some((tag, vec![(0, Scalar::I8(0))]));
+            }
+            Op::TreeEnsemble { .. } => {
+                return Err(unsupported(
+                    "LiteRT has no tree ensemble op (keep the .kiln artifact, or serve it with kiln serve)",
+                ));
+            }
+            other => {
+                return Err(unsupported(&format!(
+                    "{} is not exported yet",
+                    other.name()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The flatbuffer of `g`, whose graph inputs and outputs are named
+/// `input_names` and `output_names` in the `serving_default` signature.
+pub fn export(
+    g: &Graph,
+    input_names: &[String],
+    output_names: &[String],
+    description: &str,
+) -> Result<Vec<u8>> {
+    // Buffer 0 is the empty buffer of every tensor without data.
+    let mut w = Writer {
+        g,
+        tensors: vec![],
+        index: HashMap::new(),
+        buffers: vec![vec![]],
+        ops: vec![],
+    };
+    let inputs: Vec<i32> = g
+        .inputs
+        .iter()
+        .map(|&t| w.tensor(t))
+        .collect::<Result<_>>()?;
+    for n in 0..g.nodes.len() {
+        w.node(n)?;
+    }
+    let outputs: Vec<i32> = g
+        .outputs
+        .iter()
+        .map(|&t| w.tensor(t))
+        .collect::<Result<_>>()?;
+    Ok(write(
+        &w,
+        &inputs,
+        &outputs,
+        input_names,
+        output_names,
+        description,
+    ))
+}
+
+fn write(
+    w: &Writer<'_>,
+    inputs: &[i32],
+    outputs: &[i32],
+    input_names: &[String],
+    output_names: &[String],
+    description: &str,
+) -> Vec<u8> {
+    let mut b = FlatBufferBuilder::new();
+    // Operator codes, one per distinct builtin.
+    let mut codes: Vec<i32> = w.ops.iter().map(|o| o.code).collect();
+    codes.sort_unstable();
+    codes.dedup();
+    let code_tables: Vec<_> = codes
+        .iter()
+        .map(|&c| {
+            let t = b.start_table();
+            b.push_slot::<i8>(field(0), c.min(127) as i8, 0);
+            b.push_slot::<i32>(field(2), 1, 1);
+            b.push_slot::<i32>(field(3), c, 0);
+            b.end_table(t)
+        })
+        .collect();
+    let operator_codes = b.create_vector(&code_tables);
+
+    let tensor_tables: Vec<_> = w
+        .tensors
+        .iter()
+        .map(|t| {
+            let shape = b.create_vector(&t.shape);
+            let name = b.create_string(&t.name);
+            let tt = b.start_table();
+            b.push_slot_always(field(0), shape);
+            b.push_slot::<i8>(field(1), t.ty, 0);
+            b.push_slot::<u32>(field(2), t.buffer, 0);
+            b.push_slot_always(field(3), name);
+            b.end_table(tt)
+        })
+        .collect();
+    let tensors = b.create_vector(&tensor_tables);
+
+    let op_tables: Vec<_> = w
+        .ops
+        .iter()
+        .map(|o| {
+            let ins = b.create_vector(&o.inputs);
+            let outs = b.create_vector(&o.outputs);
+            let new_shape = o.new_shape.as_ref().map(|s| b.create_vector(s));
+            let opts = o.options.as_ref().map(|(_, fields)| {
+                let t = b.start_table();
+                for &(id, v) in fields {
+                    match v {
+                        Scalar::I8(x) => b.push_slot_always::<i8>(field(id), x),
+                        Scalar::F32(x) => b.push_slot_always::<f32>(field(id), x),
+                    }
+                }
+                b.end_table(t)
+            });
+            let reshape_opts = new_shape.map(|s| {
+                let t = b.start_table();
+                b.push_slot_always(field(0), s);
+                b.end_table(t)
+            });
+            let opcode = codes.binary_search(&o.code).unwrap_or(0) as u32;
+            let t = b.start_table();
+            b.push_slot::<u32>(field(0), opcode, 0);
+            b.push_slot_always(field(1), ins);
+            b.push_slot_always(field(2), outs);
+            if let (Some((tag, _)), Some(opts)) = (&o.options, opts) {
+                b.push_slot::<u8>(field(3), *tag, 0);
+                b.push_slot_always(field(4), opts);
+            } else if let Some(opts) = reshape_opts {
+                b.push_slot::<u8>(field(3), options::RESHAPE, 0);
+                b.push_slot_always(field(4), opts);
+            }
+            b.end_table(t)
+        })
+        .collect();
+    let operators = b.create_vector(&op_tables);
+    let sub_inputs = b.create_vector(inputs);
+    let sub_outputs = b.create_vector(outputs);
+    let sub_name = b.create_string("main");
+    let t = b.start_table();
+    b.push_slot_always(field(0), tensors);
+    b.push_slot_always(field(1), sub_inputs);
+    b.push_slot_always(field(2), sub_outputs);
+    b.push_slot_always(field(3), operators);
+    b.push_slot_always(field(4), sub_name);
+    let subgraph = b.end_table(t);
+    let subgraphs = b.create_vector(&[subgraph]);
+
+    let buffer_tables: Vec<_> = w
+        .buffers
+        .iter()
+        .map(|data| {
+            let v = (!data.is_empty()).then(|| b.create_vector(data));
+            let t = b.start_table();
+            if let Some(v) = v {
+                b.push_slot_always(field(0), v);
+            }
+            b.end_table(t)
+        })
+        .collect();
+    let buffers = b.create_vector(&buffer_tables);
+
+    let sig_inputs = tensor_maps(&mut b, input_names, inputs);
+    let sig_outputs = tensor_maps(&mut b, output_names, outputs);
+    let key = b.create_string("serving_default");
+    let t = b.start_table();
+    b.push_slot_always(field(0), sig_inputs);
+    b.push_slot_always(field(1), sig_outputs);
+    b.push_slot_always(field(2), key);
+    b.push_slot::<u32>(field(4), 0, 0);
+    let signature = b.end_table(t);
+    let signatures = b.create_vector(&[signature]);
+
+    let description = b.create_string(description);
+    let t = b.start_table();
+    b.push_slot::<u32>(field(0), 3, 0);
+    b.push_slot_always(field(1), operator_codes);
+    b.push_slot_always(field(2), subgraphs);
+    b.push_slot_always(field(3), description);
+    b.push_slot_always(field(4), buffers);
+    b.push_slot_always(field(7), signatures);
+    let model = b.end_table(t);
+    b.finish(model, Some("TFL3"));
+    b.finished_data().to_vec()
+}
+
+/// A signature's `[TensorMap]`: each name with its tensor index.
+fn tensor_maps<'b>(
+    b: &mut FlatBufferBuilder<'b>,
+    names: &[String],
+    ids: &[i32],
+) -> WIPOffset<
+    flatbuffers::Vector<'b, flatbuffers::ForwardsUOffset<flatbuffers::TableFinishedWIPOffset>>,
+> {
+    let tables: Vec<_> = names
+        .iter()
+        .zip(ids)
+        .map(|(n, &i)| {
+            let name = b.create_string(n);
+            let t = b.start_table();
+            b.push_slot_always(field(0), name);
+            b.push_slot::<u32>(field(1), i as u32, 0);
+            b.end_table(t)
+        })
+        .collect();
+    b.create_vector(&tables)
+}
