@@ -5,7 +5,8 @@
 //!
 //! Today: float32 graphs of fully connected layers (Gemm, MatMul with
 //! constant weights; fused ReLU, ReLU6 and tanh), ReLU, logistic, tanh,
-//! softmax over the last axis, reshape, and same-shape add and mul. Any
+//! softmax over the last axis, reshape, same-shape add and mul, and a
+//! classifier's label lookup (argmax, gather, cast over int32/int64). Any
 //! other op (convolutions, which need the NCHW → NHWC layout change; tree
 //! ensembles, which LiteRT cannot express; int8 graphs) fails with a
 //! message naming it, never a broken file.
@@ -26,6 +27,9 @@ mod code {
     pub const RESHAPE: i32 = 22;
     pub const SOFTMAX: i32 = 25;
     pub const TANH: i32 = 28;
+    pub const GATHER: i32 = 36;
+    pub const CAST: i32 = 53;
+    pub const ARG_MAX: i32 = 56;
 }
 
 /// Builtin options union tags (schema `BuiltinOptions`).
@@ -35,6 +39,9 @@ mod options {
     pub const ADD: u8 = 11;
     pub const RESHAPE: u8 = 17;
     pub const MUL: u8 = 21;
+    pub const GATHER: u8 = 23;
+    pub const CAST: u8 = 37;
+    pub const ARG_MAX: u8 = 40;
 }
 
 /// Vtable slot of field `id`.
@@ -45,6 +52,17 @@ const fn field(id: u16) -> u16 {
 /// Schema `TensorType`.
 const FLOAT32: i8 = 0;
 const INT32: i8 = 2;
+const INT64: i8 = 4;
+
+/// The `TensorType` of a dtype the export writes.
+fn tensor_type(d: DType) -> Option<i8> {
+    match d {
+        DType::F32 => Some(FLOAT32),
+        DType::I32 => Some(INT32),
+        DType::I64 => Some(INT64),
+        _ => None,
+    }
+}
 
 /// Schema `ActivationFunctionType` of a fused activation.
 fn fused(act: &Unary, node: &str, op: &str) -> Result<i8> {
@@ -104,6 +122,7 @@ struct OpOut {
 #[derive(Clone, Copy)]
 enum Scalar {
     I8(i8),
+    I32(i32),
     F32(f32),
 }
 
@@ -143,13 +162,13 @@ impl Writer<'_> {
             return Ok(i);
         }
         let src = &self.g.tensors[t];
-        if src.dtype != DType::F32 {
+        let Some(ty) = tensor_type(src.dtype) else {
             return Err(CompileError::Invalid(format!(
-                "tensor '{}' is {}: the TFLite export writes float32 graphs only (int8 export is not built yet)",
+                "tensor '{}' is {}: the TFLite export writes float32 graphs (with int32/int64 indices) only; int8 export is not built yet",
                 src.name,
                 src.dtype.name()
             )));
-        }
+        };
         let buffer = match &src.data {
             Some(d) => self.buffer(d.to_vec()),
             None => 0,
@@ -157,7 +176,7 @@ impl Writer<'_> {
         let i = self.push(TensorOut {
             name: src.name.clone(),
             shape: Self::dims(&src.shape, &src.name)?,
-            ty: FLOAT32,
+            ty,
             buffer,
         });
         self.index.insert(t, i);
@@ -184,6 +203,54 @@ impl Writer<'_> {
             ty: FLOAT32,
             buffer,
         }))
+    }
+
+    /// Writes op `code` whose own output has `shape`; when the IR's output
+    /// `out` has another shape (the same elements: a kept dimension, a
+    /// folded reshape), a RESHAPE follows.
+    fn op_into(
+        &mut self,
+        code: i32,
+        inputs: Vec<i32>,
+        out: TensorId,
+        shape: &[usize],
+        options: Option<(u8, Vec<(u16, Scalar)>)>,
+    ) -> Result<()> {
+        let target = self.g.tensors[out].shape.clone();
+        if target == shape {
+            let y = self.tensor(out)?;
+            self.op(code, inputs, vec![y]).options = options;
+            return Ok(());
+        }
+        let name = format!("{}/unshaped", self.g.tensors[out].name);
+        let ty = tensor_type(self.g.tensors[out].dtype).unwrap_or(FLOAT32);
+        let dims = Self::dims(shape, &name)?;
+        let mid = self.push(TensorOut {
+            name,
+            shape: dims,
+            ty,
+            buffer: 0,
+        });
+        self.op(code, inputs, vec![mid]).options = options;
+        self.reshape(mid, out)
+    }
+
+    /// RESHAPE of TFLite tensor `x` into IR tensor `out`'s shape.
+    fn reshape(&mut self, x: i32, out: TensorId) -> Result<()> {
+        let name = self.g.tensors[out].name.clone();
+        let shape = Self::dims(&self.g.tensors[out].shape, &name)?;
+        let bytes: Vec<u8> = shape.iter().flat_map(|d| d.to_le_bytes()).collect();
+        let buffer = self.buffer(bytes);
+        let shape_t = self.push(TensorOut {
+            name: format!("{name}/shape"),
+            shape: vec![shape.len() as i32],
+            ty: INT32,
+            buffer,
+        });
+        let y = self.tensor(out)?;
+        let op = self.op(code::RESHAPE, vec![x, shape_t], vec![y]);
+        op.new_shape = Some(shape);
+        Ok(())
     }
 
     fn op(&mut self, code: i32, inputs: Vec<i32>, outputs: Vec<i32>) -> &mut OpOut {
@@ -285,19 +352,81 @@ impl Writer<'_> {
                     Some((options::SOFTMAX, vec![(0, Scalar::F32(1.0))]));
             }
             Op::Reshape => {
-                let shape = Self::dims(&self.g.tensors[out].shape, &name)?;
                 let x = self.tensor(input(0)?)?;
-                let bytes: Vec<u8> = shape.iter().flat_map(|d| d.to_le_bytes()).collect();
-                let buffer = self.buffer(bytes);
-                let shape_t = self.push(TensorOut {
-                    name: format!("{name}/shape"),
-                    shape: vec![shape.len() as i32],
+                self.reshape(x, out)?;
+            }
+            Op::ArgMax {
+                axis,
+                select_last: false,
+                min: false,
+            } => {
+                let x = input(0)?;
+                let mut shape = self.g.tensors[x].shape.clone();
+                let axis = usize::from(*axis);
+                if axis >= shape.len() || self.g.tensors[out].dtype != DType::I64 {
+                    return Err(unsupported("an int64 ArgMax over an axis of its input"));
+                }
+                shape.remove(axis);
+                let buffer = self.buffer((axis as i32).to_le_bytes().to_vec());
+                let axis_t = self.push(TensorOut {
+                    name: format!("{name}/axis"),
+                    shape: vec![1],
                     ty: INT32,
                     buffer,
                 });
-                let y = self.tensor(out)?;
-                let op = self.op(code::RESHAPE, vec![x, shape_t], vec![y]);
-                op.new_shape = Some(shape);
+                let inputs = vec![self.tensor(x)?, axis_t];
+                let options = Some((options::ARG_MAX, vec![(0, Scalar::I8(INT64))]));
+                self.op_into(code::ARG_MAX, inputs, out, &shape, options)?;
+            }
+            Op::Gather { axis } => {
+                let (params, indices) = (input(0)?, input(1)?);
+                let (ps, is) = (
+                    &self.g.tensors[params].shape,
+                    &self.g.tensors[indices].shape,
+                );
+                let axis = usize::from(*axis);
+                if axis >= ps.len() {
+                    return Err(unsupported("the gather axis is past the data's rank"));
+                }
+                // TFLite's GATHER takes no negative indices: constant ones
+                // are checked here, computed ones (an ArgMax) are not negative.
+                if let Some(data) = &self.g.tensors[indices].data {
+                    let negative = match self.g.tensors[indices].dtype {
+                        DType::I64 => data
+                            .chunks_exact(8)
+                            .any(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) < 0),
+                        _ => data
+                            .chunks_exact(4)
+                            .any(|c| i32::from_le_bytes(c.try_into().unwrap_or([0; 4])) < 0),
+                    };
+                    if negative {
+                        return Err(unsupported("TFLite's GATHER takes no negative indices"));
+                    }
+                }
+                let shape: Vec<usize> = ps[..axis]
+                    .iter()
+                    .chain(is)
+                    .chain(&ps[axis + 1..])
+                    .copied()
+                    .collect();
+                let inputs = vec![self.tensor(params)?, self.tensor(indices)?];
+                let options = Some((options::GATHER, vec![(0, Scalar::I32(axis as i32))]));
+                self.op_into(code::GATHER, inputs, out, &shape, options)?;
+            }
+            Op::Cast { to, .. } => {
+                let x = input(0)?;
+                let (Some(from), Some(to)) =
+                    (tensor_type(self.g.tensors[x].dtype), tensor_type(*to))
+                else {
+                    return Err(unsupported("only casts among float32, int32 and int64"));
+                };
+                let shape = self.g.tensors[x].shape.clone();
+                let inputs = vec![self.tensor(x)?];
+                let options = Some((
+                    options::CAST,
+                    vec![(0, Scalar::I8(from)), (1, Scalar::I8(to))],
+                ));
+                self.op_into(code::CAST, inputs, out, &shape, options)?;
             }
             Op::Binary(b @ (Binary::Add | Binary::Mul)) => {
                 let (a, c) = (input(0)?, input(1)?);
@@ -423,6 +552,7 @@ fn write(
                 for &(id, v) in fields {
                     match v {
                         Scalar::I8(x) => b.push_slot_always::<i8>(field(id), x),
+                        Scalar::I32(x) => b.push_slot_always::<i32>(field(id), x),
                         Scalar::F32(x) => b.push_slot_always::<f32>(field(id), x),
                     }
                 }

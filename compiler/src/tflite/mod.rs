@@ -73,6 +73,9 @@ mod code {
     pub const SQUEEZE: i32 = 43;
     pub const UNIDIRECTIONAL_SEQUENCE_LSTM: i32 = 44;
     pub const EXPAND_DIMS: i32 = 70;
+    pub const GATHER: i32 = 36;
+    pub const CAST: i32 = 53;
+    pub const ARG_MAX: i32 = 56;
 }
 
 /// Name of a builtin code, for error messages.
@@ -97,12 +100,15 @@ fn code_name(c: i32) -> String {
         (28, "TANH"),
         (32, "CUSTOM"),
         (34, "PAD"),
+        (36, "GATHER"),
         (39, "TRANSPOSE"),
         (40, "MEAN"),
         (41, "SUB"),
         (43, "SQUEEZE"),
         (44, "UNIDIRECTIONAL_SEQUENCE_LSTM"),
         (45, "STRIDED_SLICE"),
+        (53, "CAST"),
+        (56, "ARG_MAX"),
         (70, "EXPAND_DIMS"),
         (114, "QUANTIZE"),
     ];
@@ -1705,6 +1711,57 @@ fn import_op(cx: &mut Cx, op: &OpDesc<'_>) -> Result<()> {
                 DType::I8,
                 out_t.shape.clone(),
             )?;
+            cx.set(o, y, false)
+        }
+        code::ARG_MAX => {
+            // TFLite drops the axis from the output; the IR's ArgMax
+            // writes one index per position of the other axes either way.
+            let (x, nchw) = cx.stored(input(0)?)?;
+            if nchw {
+                return Err(cx.err("ARG_MAX over a 4-D activation is not supported yet"));
+            }
+            let (axis_id, _) = cx.stored(input(1)?)?;
+            let rank = cx.g.tensors[x].shape.len() as i64;
+            let axis = match cx.int_const(axis_id, "ARG_MAX axis")?[..] {
+                [a] if (-rank..rank).contains(&a) => a.rem_euclid(rank) as u8,
+                _ => return Err(cx.err("ARG_MAX needs one axis inside the input's rank")),
+            };
+            if out_dt != DType::I64 {
+                return Err(cx.err("ARG_MAX with an int32 output is not supported yet (int64 is)"));
+            }
+            let y = cx.emit(
+                Op::ArgMax {
+                    axis,
+                    select_last: false,
+                    min: false,
+                },
+                vec![Some(x)],
+                DType::I64,
+                out_t.shape.clone(),
+            )?;
+            cx.set(o, y, false)
+        }
+        code::GATHER | code::CAST => {
+            let x = cx.get(input(0)?, false)?;
+            let (op_ir, inputs) = if op.code == code::GATHER {
+                let axis = opt_i32(op.options, 0, 0)?;
+                let rank = cx.g.tensors[x].shape.len() as i32;
+                if !(0..rank).contains(&axis) || opt_i32(op.options, 1, 0)? != 0 {
+                    return Err(cx.err("GATHER needs a non-negative axis and no batch dims"));
+                }
+                let indices = cx.get(input(1)?, false)?;
+                (
+                    Op::Gather { axis: axis as u8 },
+                    vec![Some(x), Some(indices)],
+                )
+            } else {
+                let op_ir = Op::Cast {
+                    to: out_dt,
+                    saturate: false,
+                };
+                (op_ir, vec![Some(x)])
+            };
+            let y = cx.emit(op_ir, inputs, out_dt, out_t.shape.clone())?;
             cx.set(o, y, false)
         }
         code::SOFTMAX => {
