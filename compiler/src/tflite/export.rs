@@ -3,13 +3,15 @@
 //! the graph's inputs and outputs), built with the `flatbuffers` crate's
 //! builder from the public schema's field ids.
 //!
-//! Today: float32 graphs of fully connected layers (Gemm, MatMul with
-//! constant weights; fused ReLU, ReLU6 and tanh), ReLU, logistic, tanh,
-//! softmax over the last axis, reshape, same-shape add and mul, and a
-//! classifier's label lookup (argmax, gather, cast over int32/int64). Any
-//! other op (convolutions, which need the NCHW → NHWC layout change; tree
-//! ensembles, which LiteRT cannot express; int8 graphs) fails with a
-//! message naming it, never a broken file.
+//! Today: float32 models of fully connected layers (Gemm, MatMul with
+//! constant weights), 2-D convolutions (plain and depthwise) and pools,
+//! with fused ReLU, ReLU6 and tanh; ReLU, logistic, tanh, softmax over the
+//! last axis, reshape, same-shape add and mul; and a classifier's label
+//! lookup (argmax, gather, cast over int32/int64). 4-D activations are NCHW
+//! in the IR and NHWC in LiteRT's convolutions: each IR tensor gets either
+//! TFLite form on demand (`Writer::tensor`, `Writer::nhwc_of`), a TRANSPOSE
+//! apart. Any other op (tree ensembles, which LiteRT cannot express; int8
+//! graphs; LSTMs) fails with a message naming it, never a broken file.
 
 use crate::error::{CompileError, Result};
 use crate::ir::{Graph, TensorId};
@@ -20,6 +22,13 @@ use std::collections::HashMap;
 /// Builtin operator codes (schema `BuiltinOperator`).
 mod code {
     pub const ADD: i32 = 0;
+    pub const AVERAGE_POOL_2D: i32 = 1;
+    pub const CONV_2D: i32 = 3;
+    pub const DEPTHWISE_CONV_2D: i32 = 4;
+    pub const MAX_POOL_2D: i32 = 17;
+    pub const PAD: i32 = 34;
+    pub const TRANSPOSE: i32 = 39;
+    pub const MEAN: i32 = 40;
     pub const FULLY_CONNECTED: i32 = 9;
     pub const LOGISTIC: i32 = 14;
     pub const MUL: i32 = 18;
@@ -34,12 +43,18 @@ mod code {
 
 /// Builtin options union tags (schema `BuiltinOptions`).
 mod options {
+    pub const CONV_2D: u8 = 1;
+    pub const DEPTHWISE_CONV_2D: u8 = 2;
+    pub const POOL_2D: u8 = 5;
     pub const FULLY_CONNECTED: u8 = 8;
     pub const SOFTMAX: u8 = 9;
     pub const ADD: u8 = 11;
     pub const RESHAPE: u8 = 17;
     pub const MUL: u8 = 21;
+    pub const PAD: u8 = 22;
     pub const GATHER: u8 = 23;
+    pub const TRANSPOSE: u8 = 26;
+    pub const REDUCER: u8 = 27;
     pub const CAST: u8 = 37;
     pub const ARG_MAX: u8 = 40;
 }
@@ -138,8 +153,12 @@ struct TensorOut {
 struct Writer<'g> {
     g: &'g Graph,
     tensors: Vec<TensorOut>,
-    /// IR tensor → TFLite tensor.
+    /// IR tensor → TFLite tensor holding it as the IR lays it out.
     index: HashMap<TensorId, i32>,
+    /// IR tensor (4-D NCHW activation) → TFLite tensor holding it NHWC,
+    /// LiteRT's layout for convolutions and pools. A tensor has either
+    /// representation or both: the missing one is a TRANSPOSE away.
+    nhwc: HashMap<TensorId, i32>,
     buffers: Vec<Vec<u8>>,
     ops: Vec<OpOut>,
 }
@@ -161,6 +180,13 @@ impl Writer<'_> {
         if let Some(&i) = self.index.get(&t) {
             return Ok(i);
         }
+        if let Some(&x) = self.nhwc.get(&t) {
+            // Back to the IR's NCHW.
+            let y = self.new_like(t, &self.g.tensors[t].shape.clone(), "")?;
+            self.transpose(x, y, [0, 3, 1, 2]);
+            self.index.insert(t, y);
+            return Ok(y);
+        }
         let src = &self.g.tensors[t];
         let Some(ty) = tensor_type(src.dtype) else {
             return Err(CompileError::Invalid(format!(
@@ -181,6 +207,248 @@ impl Writer<'_> {
         });
         self.index.insert(t, i);
         Ok(i)
+    }
+
+    /// IR tensor `t` (4-D, NCHW) as NHWC.
+    fn nhwc_of(&mut self, t: TensorId) -> Result<i32> {
+        if let Some(&i) = self.nhwc.get(&t) {
+            return Ok(i);
+        }
+        let x = self.tensor(t)?;
+        let y = self.define_nhwc(t)?;
+        self.transpose(x, y, [0, 2, 3, 1]);
+        Ok(y)
+    }
+
+    /// A new TFLite tensor for IR tensor `t` stored NHWC.
+    fn define_nhwc(&mut self, t: TensorId) -> Result<i32> {
+        let s = &self.g.tensors[t].shape;
+        let [n, c, h, w] = s[..] else {
+            return Err(CompileError::Invalid(format!(
+                "tensor '{}' is not 4-D: it has no NHWC form",
+                self.g.tensors[t].name
+            )));
+        };
+        let y = self.new_like(t, &[n, h, w, c], "/nhwc")?;
+        self.nhwc.insert(t, y);
+        Ok(y)
+    }
+
+    /// A new data-less tensor with `t`'s dtype, `shape` and name + `suffix`.
+    fn new_like(&mut self, t: TensorId, shape: &[usize], suffix: &str) -> Result<i32> {
+        let src = &self.g.tensors[t];
+        let name = format!("{}{suffix}", src.name);
+        let ty = tensor_type(src.dtype).unwrap_or(FLOAT32);
+        let shape = Self::dims(shape, &name)?;
+        Ok(self.push(TensorOut {
+            name,
+            shape,
+            ty,
+            buffer: 0,
+        }))
+    }
+
+    /// A constant int32 tensor.
+    fn int_const(&mut self, name: String, shape: &[usize], values: &[i32]) -> Result<i32> {
+        let buffer = self.buffer(values.iter().flat_map(|v| v.to_le_bytes()).collect());
+        let shape = Self::dims(shape, &name)?;
+        Ok(self.push(TensorOut {
+            name,
+            shape,
+            ty: INT32,
+            buffer,
+        }))
+    }
+
+    /// TRANSPOSE `x` → `y` by `perm` (4-D).
+    fn transpose(&mut self, x: i32, y: i32, perm: [i32; 4]) {
+        let name = format!("{}/perm", self.tensors[y as usize].name);
+        let buffer = self.buffer(perm.iter().flat_map(|v| v.to_le_bytes()).collect());
+        let p = self.push(TensorOut {
+            name,
+            shape: vec![4],
+            ty: INT32,
+            buffer,
+        });
+        self.op(code::TRANSPOSE, vec![x, p], vec![y]).options = Some((options::TRANSPOSE, vec![]));
+    }
+
+    /// An NHWC input for a window op with `window` over IR input `x`
+    /// (`[n, c, h, w]`), and LiteRT's padding code: SAME or VALID when the
+    /// pads are what those mean, else (`zero_pad_ok`) a PAD op then VALID.
+    fn windowed(
+        &mut self,
+        x: TensorId,
+        window: &kiln_format::Window,
+        zero_pad_ok: bool,
+    ) -> std::result::Result<(i32, i8), String> {
+        let s = self.g.tensors[x].shape.clone();
+        let [_, _, h, w] = s[..] else {
+            return Err("the input is not 4-D".into());
+        };
+        let [t, l, b, r] = window.pads.map(|p| p as usize);
+        let xn = self.nhwc_of(x).map_err(|e| e.to_string())?;
+        if window.pads == [0; 4] {
+            return Ok((xn, 1));
+        }
+        let same = |len: usize, k: u32, stride: u32, dil: u32| {
+            let (k, stride, dil) = (k as usize, stride.max(1) as usize, dil.max(1) as usize);
+            let out = len.div_ceil(stride);
+            let total = ((out - 1) * stride + (k - 1) * dil + 1).saturating_sub(len);
+            (total / 2, total - total / 2)
+        };
+        let (ph, pw) = (
+            same(h, window.kernel[0], window.strides[0], window.dilations[0]),
+            same(w, window.kernel[1], window.strides[1], window.dilations[1]),
+        );
+        if (t, b) == ph && (l, r) == pw {
+            return Ok((xn, 0));
+        }
+        if !zero_pad_ok {
+            return Err("its padding is neither SAME nor VALID".into());
+        }
+        let pads = [0, 0, t as i32, b as i32, l as i32, r as i32, 0, 0];
+        let name = format!("{}/padded", self.g.tensors[x].name);
+        let pads_t = self
+            .int_const(format!("{name}/pads"), &[4, 2], &pads)
+            .map_err(|e| e.to_string())?;
+        let c = s[1];
+        let shape =
+            Self::dims(&[s[0], h + t + b, w + l + r, c], &name).map_err(|e| e.to_string())?;
+        let y = self.push(TensorOut {
+            name,
+            shape,
+            ty: FLOAT32,
+            buffer: 0,
+        });
+        self.op(code::PAD, vec![xn, pads_t], vec![y]).options = Some((options::PAD, vec![]));
+        Ok((y, 1))
+    }
+
+    /// Conv `n` as CONV_2D or DEPTHWISE_CONV_2D, NHWC in and out.
+    fn conv(
+        &mut self,
+        n: usize,
+        window: &kiln_format::Window,
+        group: u32,
+        act: Unary,
+    ) -> Result<()> {
+        let g = self.g;
+        let node = &g.nodes[n];
+        let (x, wt, out) = (input_of(node, 0)?, input_of(node, 1)?, output_of(node)?);
+        let w = &g.tensors[wt];
+        let (Some(wd), &[m, cg, kh, kw], &[_, c, _, _]) =
+            (w.f32s(), &w.shape[..], &g.tensors[x].shape[..])
+        else {
+            return Err(cannot(node, "only 2-D convolutions with constant weights"));
+        };
+        let depthwise = group as usize == c && cg == 1 && group > 1;
+        if group != 1 && !depthwise {
+            return Err(cannot(node, "grouped convolutions other than depthwise"));
+        }
+        let bias = match node.inputs.get(2).copied().flatten() {
+            Some(b) => g.tensors[b]
+                .f32s()
+                .filter(|v| v.len() == m)
+                .ok_or_else(|| cannot(node, "the bias must be constant, one per channel"))?,
+            None => vec![0.0; m],
+        };
+        let act = fused(&act, &node.name, node.op.name())?;
+        let (xn, padding) = self
+            .windowed(x, window, true)
+            .map_err(|e| cannot(node, &e))?;
+        // IR filters are [m, c/group, kh, kw]; CONV_2D wants OHWI, the
+        // depthwise op [1, kh, kw, m].
+        let (shape, filter): ([usize; 4], Vec<f32>) = if depthwise {
+            let f = (0..kh * kw)
+                .flat_map(|t| (0..m).map(move |o| (o, t)))
+                .map(|(o, t)| wd[o * kh * kw + t])
+                .collect();
+            ([1, kh, kw, m], f)
+        } else {
+            let f = (0..m)
+                .flat_map(|o| (0..kh * kw).flat_map(move |t| (0..cg).map(move |i| (o, t, i))))
+                .map(|(o, t, i)| wd[(o * cg + i) * kh * kw + t])
+                .collect();
+            ([m, kh, kw, cg], f)
+        };
+        let filter_t = self.constant(format!("{}/filter", w.name), &shape, &filter)?;
+        let bias_t = self.constant(format!("{}/bias", node.name), &[m], &bias)?;
+        let y = self.define_nhwc(out)?;
+        let [sh, sw] = window.strides.map(|v| v as i32);
+        let [dh, dw] = window.dilations.map(|v| v.max(1) as i32);
+        let (code, options) = if depthwise {
+            (
+                code::DEPTHWISE_CONV_2D,
+                (
+                    options::DEPTHWISE_CONV_2D,
+                    vec![
+                        (0, Scalar::I8(padding)),
+                        (1, Scalar::I32(sw)),
+                        (2, Scalar::I32(sh)),
+                        (3, Scalar::I32(1)),
+                        (4, Scalar::I8(act)),
+                        (5, Scalar::I32(dw)),
+                        (6, Scalar::I32(dh)),
+                    ],
+                ),
+            )
+        } else {
+            (
+                code::CONV_2D,
+                (
+                    options::CONV_2D,
+                    vec![
+                        (0, Scalar::I8(padding)),
+                        (1, Scalar::I32(sw)),
+                        (2, Scalar::I32(sh)),
+                        (3, Scalar::I8(act)),
+                        (4, Scalar::I32(dw)),
+                        (5, Scalar::I32(dh)),
+                    ],
+                ),
+            )
+        };
+        self.op(code, vec![xn, filter_t, bias_t], vec![y]).options = Some(options);
+        Ok(())
+    }
+
+    /// MaxPool or AveragePool `n`, NHWC in and out.
+    fn pool(
+        &mut self,
+        n: usize,
+        window: &kiln_format::Window,
+        max: bool,
+        include_pad: bool,
+    ) -> Result<()> {
+        let g = self.g;
+        let node = &g.nodes[n];
+        let (x, out) = (input_of(node, 0)?, output_of(node)?);
+        if window.dilations.iter().any(|&d| d > 1) || (include_pad && window.pads != [0; 4]) {
+            return Err(cannot(node, "dilated pools and pools counting padding"));
+        }
+        let (xn, padding) = self
+            .windowed(x, window, false)
+            .map_err(|e| cannot(node, &e))?;
+        let y = self.define_nhwc(out)?;
+        let [sh, sw] = window.strides.map(|v| v as i32);
+        let [kh, kw] = window.kernel.map(|v| v as i32);
+        let code = if max {
+            code::MAX_POOL_2D
+        } else {
+            code::AVERAGE_POOL_2D
+        };
+        self.op(code, vec![xn], vec![y]).options = Some((
+            options::POOL_2D,
+            vec![
+                (0, Scalar::I8(padding)),
+                (1, Scalar::I32(sw)),
+                (2, Scalar::I32(sh)),
+                (3, Scalar::I32(kw)),
+                (4, Scalar::I32(kh)),
+            ],
+        ));
+        Ok(())
     }
 
     fn buffer(&mut self, data: Vec<u8>) -> u32 {
@@ -330,6 +598,29 @@ impl Writer<'_> {
                 self.fully_connected(n, *trans_b, plain, *act)?;
             }
             Op::MatMul { act } => self.fully_connected(n, false, true, *act)?,
+            Op::Conv { window, group, act } => self.conv(n, window, *group, *act)?,
+            Op::MaxPool { window } => self.pool(n, window, true, false)?,
+            Op::AveragePool {
+                window,
+                count_include_pad,
+            } => self.pool(n, window, false, *count_include_pad)?,
+            Op::GlobalAveragePool => {
+                let x = self.nhwc_of(input(0)?)?;
+                let axes = self.int_const(format!("{name}/axes"), &[2], &[1, 2])?;
+                let y = self.define_nhwc(out)?;
+                self.op(code::MEAN, vec![x, axes], vec![y]).options =
+                    Some((options::REDUCER, vec![(0, Scalar::I8(1))]));
+            }
+            Op::Transpose { perm }
+                if g.tensors[input(0)?].shape.len() == 4
+                    && perm[..4] == [0, 3, 1, 2]
+                    && !self.nhwc.contains_key(&input(0)?) =>
+            {
+                // NHWC → NCHW of a tensor LiteRT holds as NHWC anyway (a
+                // TFLite model's input): the same TFLite tensor.
+                let x = self.tensor(input(0)?)?;
+                self.nhwc.insert(out, x);
+            }
             Op::Unary(u) => {
                 let code = match u {
                     Unary::Relu => code::RELU,
@@ -337,8 +628,14 @@ impl Writer<'_> {
                     Unary::Tanh => code::TANH,
                     other => return Err(unsupported(&format!("no TFLite op for {other:?}"))),
                 };
-                let (x, y) = (self.tensor(input(0)?)?, self.tensor(out)?);
-                self.op(code, vec![x], vec![y]);
+                let x = input(0)?;
+                // Elementwise: in whichever layout the input already has.
+                let (xi, y) = if self.nhwc.contains_key(&x) {
+                    (self.nhwc_of(x)?, self.define_nhwc(out)?)
+                } else {
+                    (self.tensor(x)?, self.tensor(out)?)
+                };
+                self.op(code, vec![xi], vec![y]);
             }
             Op::Softmax {
                 axis, log: false, ..
@@ -440,8 +737,14 @@ impl Writer<'_> {
                 } else {
                     (code::MUL, options::MUL)
                 };
-                let inputs = vec![self.tensor(a)?, self.tensor(c)?];
-                let y = self.tensor(out)?;
+                let (inputs, y) = if self.nhwc.contains_key(&a) || self.nhwc.contains_key(&c) {
+                    (
+                        vec![self.nhwc_of(a)?, self.nhwc_of(c)?],
+                        self.define_nhwc(out)?,
+                    )
+                } else {
+                    (vec![self.tensor(a)?, self.tensor(c)?], self.tensor(out)?)
+                };
                 self.op(code, inputs, vec![y]).options = Some((tag, vec![(0, Scalar::I8(0))]));
             }
             Op::TreeEnsemble { .. } => {
@@ -473,6 +776,7 @@ pub fn export(
         g,
         tensors: vec![],
         index: HashMap::new(),
+        nhwc: HashMap::new(),
         buffers: vec![vec![]],
         ops: vec![],
     };
