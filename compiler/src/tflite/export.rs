@@ -5,8 +5,9 @@
 //!
 //! Today: float32 models of fully connected layers (Gemm, MatMul with
 //! constant weights), 2-D convolutions (plain and depthwise) and pools,
-//! with fused ReLU, ReLU6 and tanh; ReLU, logistic, tanh, softmax over the
-//! last axis, reshape, same-shape add and mul; and a classifier's label
+//! with fused ReLU, ReLU6 and tanh; ReLU, logistic, tanh, (log) softmax
+//! over the last axis, reshape, add, sub, mul, div, max and min (with numpy
+//! broadcasting); and a classifier's label
 //! lookup (argmax, gather, cast over int32/int64). 4-D activations are NCHW
 //! in the IR and NHWC in LiteRT's convolutions: each IR tensor gets either
 //! TFLite form on demand (`Writer::tensor`, `Writer::nhwc_of`), a TRANSPOSE
@@ -29,6 +30,11 @@ mod code {
     pub const PAD: i32 = 34;
     pub const TRANSPOSE: i32 = 39;
     pub const MEAN: i32 = 40;
+    pub const SUB: i32 = 41;
+    pub const DIV: i32 = 42;
+    pub const LOG_SOFTMAX: i32 = 50;
+    pub const MAXIMUM: i32 = 55;
+    pub const MINIMUM: i32 = 57;
     pub const FULLY_CONNECTED: i32 = 9;
     pub const LOGISTIC: i32 = 14;
     pub const MUL: i32 = 18;
@@ -55,6 +61,9 @@ mod options {
     pub const GATHER: u8 = 23;
     pub const TRANSPOSE: u8 = 26;
     pub const REDUCER: u8 = 27;
+    pub const SUB: u8 = 28;
+    pub const DIV: u8 = 29;
+    pub const LOG_SOFTMAX: u8 = 36;
     pub const CAST: u8 = 37;
     pub const ARG_MAX: u8 = 40;
 }
@@ -637,16 +646,22 @@ impl Writer<'_> {
                 };
                 self.op(code, vec![xi], vec![y]);
             }
-            Op::Softmax {
-                axis, log: false, ..
-            } => {
+            Op::Softmax { axis, log, .. } => {
                 let rank = self.g.tensors[input(0)?].shape.len();
                 if usize::from(*axis) + 1 != rank {
                     return Err(unsupported("TFLite's SOFTMAX runs over the last axis only"));
                 }
                 let (x, y) = (self.tensor(input(0)?)?, self.tensor(out)?);
-                self.op(code::SOFTMAX, vec![x], vec![y]).options =
-                    Some((options::SOFTMAX, vec![(0, Scalar::F32(1.0))]));
+                let op = if *log {
+                    self.op(code::LOG_SOFTMAX, vec![x], vec![y])
+                } else {
+                    self.op(code::SOFTMAX, vec![x], vec![y])
+                };
+                op.options = Some(if *log {
+                    (options::LOG_SOFTMAX, vec![])
+                } else {
+                    (options::SOFTMAX, vec![(0, Scalar::F32(1.0))])
+                });
             }
             Op::Reshape => {
                 let x = self.tensor(input(0)?)?;
@@ -725,27 +740,33 @@ impl Writer<'_> {
                 ));
                 self.op_into(code::CAST, inputs, out, &shape, options)?;
             }
-            Op::Binary(b @ (Binary::Add | Binary::Mul)) => {
-                let (a, c) = (input(0)?, input(1)?);
-                if self.g.tensors[a].shape != self.g.tensors[c].shape {
-                    return Err(unsupported(
-                        "only same-shape operands are exported (no broadcasting yet)",
-                    ));
-                }
-                let (code, tag) = if matches!(b, Binary::Add) {
-                    (code::ADD, options::ADD)
-                } else {
-                    (code::MUL, options::MUL)
+            Op::Binary(b) => {
+                let (code, tag) = match b {
+                    Binary::Add => (code::ADD, Some(options::ADD)),
+                    Binary::Sub => (code::SUB, Some(options::SUB)),
+                    Binary::Mul => (code::MUL, Some(options::MUL)),
+                    Binary::Div => (code::DIV, Some(options::DIV)),
+                    Binary::Max => (code::MAXIMUM, None),
+                    Binary::Min => (code::MINIMUM, None),
+                    other => return Err(unsupported(&format!("no TFLite op for {other:?}"))),
                 };
-                let (inputs, y) = if self.nhwc.contains_key(&a) || self.nhwc.contains_key(&c) {
+                let (a, c) = (input(0)?, input(1)?);
+                let same = self.g.tensors[a].shape == self.g.tensors[c].shape;
+                let nhwc = self.nhwc.contains_key(&a) || self.nhwc.contains_key(&c);
+                let (inputs, y) = if nhwc && same {
+                    // Elementwise in the layout the operands already have.
                     (
                         vec![self.nhwc_of(a)?, self.nhwc_of(c)?],
                         self.define_nhwc(out)?,
                     )
                 } else {
+                    // LiteRT broadcasts these ops as numpy (and the IR) do,
+                    // in the IR's layout.
                     (vec![self.tensor(a)?, self.tensor(c)?], self.tensor(out)?)
                 };
-                self.op(code, inputs, vec![y]).options = Some((tag, vec![(0, Scalar::I8(0))]));
+                // The fused activation, where the op has one: none.
+                let options = tag.map(|t| (t, vec![(0, Scalar::I8(0))]));
+                self.op(code, inputs, vec![y]).options = options;
             }
             Op::TreeEnsemble { .. } => {
                 return Err(unsupported(

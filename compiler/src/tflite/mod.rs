@@ -76,6 +76,7 @@ mod code {
     pub const GATHER: i32 = 36;
     pub const CAST: i32 = 53;
     pub const ARG_MAX: i32 = 56;
+    pub const LOG_SOFTMAX: i32 = 50;
 }
 
 /// Name of a builtin code, for error messages.
@@ -107,6 +108,7 @@ fn code_name(c: i32) -> String {
         (43, "SQUEEZE"),
         (44, "UNIDIRECTIONAL_SEQUENCE_LSTM"),
         (45, "STRIDED_SLICE"),
+        (50, "LOG_SOFTMAX"),
         (53, "CAST"),
         (56, "ARG_MAX"),
         (70, "EXPAND_DIMS"),
@@ -1764,11 +1766,12 @@ fn import_op(cx: &mut Cx, op: &OpDesc<'_>) -> Result<()> {
             let y = cx.emit(op_ir, inputs, out_dt, out_t.shape.clone())?;
             cx.set(o, y, false)
         }
-        code::SOFTMAX => {
+        code::SOFTMAX | code::LOG_SOFTMAX => {
+            let log = op.code == code::LOG_SOFTMAX;
             let x = cx.get(input(0)?, false)?;
             let beta = match op.options {
-                Some(t) => t.f32(0, 1.0).map_err(parse_err)?,
-                None => 1.0,
+                Some(t) if !log => t.f32(0, 1.0).map_err(parse_err)?,
+                _ => 1.0,
             };
             let rank = cx.g.tensors[x].shape.len();
             let x = if beta == 1.0 {
@@ -1787,7 +1790,7 @@ fn import_op(cx: &mut Cx, op: &OpDesc<'_>) -> Result<()> {
                 Op::Softmax {
                     axis: rank.saturating_sub(1) as u8,
                     coerce_2d: false,
-                    log: false,
+                    log,
                 },
                 vec![Some(x)],
                 DType::F32,
