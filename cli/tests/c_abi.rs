@@ -8,6 +8,8 @@
 //! Needs `cc`, `cbindgen` and `valgrind`: `scripts/test.sh` installs them
 //! and runs it.
 
+mod common;
+use common::npy;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -192,13 +194,4 @@ fn c_example_matches_kiln_run() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A `.npy` file of `data` (the CLI's writer).
-fn npy(dtype: kiln_format::DType, shape: &[usize], data: &[u8]) -> Vec<u8> {
-    kiln_cli::npy_bytes(&kiln_runtime_native::TensorValue {
-        dtype,
-        shape: shape.to_vec(),
-        data: data.to_vec(),
-    })
 }

@@ -8,6 +8,8 @@
 //! Needs `qemu-system-arm`, `arm-none-eabi-size` and the thumbv7em target:
 //! `scripts/test.sh` installs them and runs it.
 
+mod common;
+use common::npy;
 use kiln_runtime_native::{Model, TensorValue};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -160,13 +162,4 @@ fn firmware_in_qemu_matches_native() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A `.npy` file of `data` (the CLI's writer).
-fn npy(dtype: kiln_format::DType, shape: &[usize], data: &[u8]) -> Vec<u8> {
-    kiln_cli::npy_bytes(&kiln_runtime_native::TensorValue {
-        dtype,
-        shape: shape.to_vec(),
-        data: data.to_vec(),
-    })
 }

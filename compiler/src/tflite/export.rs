@@ -20,32 +20,7 @@ use flatbuffers::{FlatBufferBuilder, WIPOffset};
 use kiln_format::{Binary, DType, Op, Unary};
 use std::collections::HashMap;
 
-/// Builtin operator codes (schema `BuiltinOperator`).
-mod code {
-    pub const ADD: i32 = 0;
-    pub const AVERAGE_POOL_2D: i32 = 1;
-    pub const CONV_2D: i32 = 3;
-    pub const DEPTHWISE_CONV_2D: i32 = 4;
-    pub const MAX_POOL_2D: i32 = 17;
-    pub const PAD: i32 = 34;
-    pub const TRANSPOSE: i32 = 39;
-    pub const MEAN: i32 = 40;
-    pub const SUB: i32 = 41;
-    pub const DIV: i32 = 42;
-    pub const LOG_SOFTMAX: i32 = 50;
-    pub const MAXIMUM: i32 = 55;
-    pub const MINIMUM: i32 = 57;
-    pub const FULLY_CONNECTED: i32 = 9;
-    pub const LOGISTIC: i32 = 14;
-    pub const MUL: i32 = 18;
-    pub const RELU: i32 = 19;
-    pub const RESHAPE: i32 = 22;
-    pub const SOFTMAX: i32 = 25;
-    pub const TANH: i32 = 28;
-    pub const GATHER: i32 = 36;
-    pub const CAST: i32 = 53;
-    pub const ARG_MAX: i32 = 56;
-}
+use super::code;
 
 /// Builtin options union tags (schema `BuiltinOptions`).
 mod options {

@@ -49,8 +49,9 @@ fn dtype_of(t: u8) -> Option<DType> {
     })
 }
 
-/// Builtin operator codes used below (schema.fbs `BuiltinOperator`).
-mod code {
+/// Builtin operator codes the importer reads and the exporter writes
+/// (schema.fbs `BuiltinOperator`).
+pub(crate) mod code {
     pub const ADD: i32 = 0;
     pub const AVERAGE_POOL_2D: i32 = 1;
     pub const CONCATENATION: i32 = 2;
@@ -67,16 +68,19 @@ mod code {
     pub const SOFTMAX: i32 = 25;
     pub const TANH: i32 = 28;
     pub const PAD: i32 = 34;
+    pub const GATHER: i32 = 36;
     pub const TRANSPOSE: i32 = 39;
     pub const MEAN: i32 = 40;
     pub const SUB: i32 = 41;
+    pub const DIV: i32 = 42;
     pub const SQUEEZE: i32 = 43;
     pub const UNIDIRECTIONAL_SEQUENCE_LSTM: i32 = 44;
-    pub const EXPAND_DIMS: i32 = 70;
-    pub const GATHER: i32 = 36;
-    pub const CAST: i32 = 53;
-    pub const ARG_MAX: i32 = 56;
     pub const LOG_SOFTMAX: i32 = 50;
+    pub const CAST: i32 = 53;
+    pub const MAXIMUM: i32 = 55;
+    pub const ARG_MAX: i32 = 56;
+    pub const MINIMUM: i32 = 57;
+    pub const EXPAND_DIMS: i32 = 70;
 }
 
 /// Name of a builtin code, for error messages.
