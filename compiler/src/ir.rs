@@ -74,6 +74,18 @@ pub struct Node {
     pub name: String,
 }
 
+/// The real-number meaning of an integer tensor, `real = scale · (q -
+/// zero_point)`, per tensor or per channel along `axis`: what an int8
+/// TFLite model declares, kept for writing one back (`--target tflite`).
+/// The kernels never read it (they run on the requantization multipliers
+/// computed from it at import).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantParams {
+    pub scales: Vec<f32>,
+    pub zero_points: Vec<i64>,
+    pub axis: usize,
+}
+
 /// The whole graph. Nodes are kept in a valid execution order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Graph {
@@ -81,6 +93,8 @@ pub struct Graph {
     pub nodes: Vec<Node>,
     pub inputs: Vec<TensorId>,
     pub outputs: Vec<TensorId>,
+    /// Quantization of the integer tensors an importer knows it for.
+    pub quant: std::collections::HashMap<TensorId, QuantParams>,
 }
 
 impl Graph {

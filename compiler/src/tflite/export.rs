@@ -11,8 +11,10 @@
 //! lookup (argmax, gather, cast over int32/int64). 4-D activations are NCHW
 //! in the IR and NHWC in LiteRT's convolutions: each IR tensor gets either
 //! TFLite form on demand (`Writer::tensor`, `Writer::nhwc_of`), a TRANSPOSE
-//! apart. Any other op (tree ensembles, which LiteRT cannot express; int8
-//! graphs; LSTMs) fails with a message naming it, never a broken file.
+//! apart. Int8 fully connected layers export with the quantization the
+//! importer kept (`Graph::quant`). Any other op (tree ensembles, which
+//! LiteRT cannot express; int8 convolutions; LSTMs) fails with a message
+//! naming it, never a broken file.
 
 use crate::error::{CompileError, Result};
 use crate::ir::{Graph, TensorId};
@@ -52,6 +54,7 @@ const fn field(id: u16) -> u16 {
 const FLOAT32: i8 = 0;
 const INT32: i8 = 2;
 const INT64: i8 = 4;
+const INT8: i8 = 9;
 
 /// The `TensorType` of a dtype the export writes.
 fn tensor_type(d: DType) -> Option<i8> {
@@ -59,6 +62,7 @@ fn tensor_type(d: DType) -> Option<i8> {
         DType::F32 => Some(FLOAT32),
         DType::I32 => Some(INT32),
         DType::I64 => Some(INT64),
+        DType::I8 => Some(INT8),
         _ => None,
     }
 }
@@ -132,6 +136,7 @@ struct TensorOut {
     ty: i8,
     /// Index into the buffers (0: none).
     buffer: u32,
+    quant: Option<crate::ir::QuantParams>,
 }
 
 struct Writer<'g> {
@@ -172,11 +177,17 @@ impl Writer<'_> {
             return Ok(y);
         }
         let src = &self.g.tensors[t];
-        let Some(ty) = tensor_type(src.dtype) else {
+        let quant = self.g.quant.get(&t).cloned();
+        let Some(ty) = tensor_type(src.dtype).filter(|&ty| ty != INT8 || quant.is_some()) else {
             return Err(CompileError::Invalid(format!(
-                "tensor '{}' is {}: the TFLite export writes float32 graphs (with int32/int64 indices) only; int8 export is not built yet",
+                "tensor '{}' is {}{}: the TFLite export writes float32 graphs (with int32/int64 indices) and int8 fully connected ones from TFLite",
                 src.name,
-                src.dtype.name()
+                src.dtype.name(),
+                if src.dtype == DType::I8 {
+                    " without known quantization"
+                } else {
+                    ""
+                }
             )));
         };
         let buffer = match &src.data {
@@ -188,6 +199,7 @@ impl Writer<'_> {
             shape: Self::dims(&src.shape, &src.name)?,
             ty,
             buffer,
+            quant,
         });
         self.index.insert(t, i);
         Ok(i)
@@ -229,6 +241,7 @@ impl Writer<'_> {
             shape,
             ty,
             buffer: 0,
+            quant: None,
         }))
     }
 
@@ -241,6 +254,7 @@ impl Writer<'_> {
             shape,
             ty: INT32,
             buffer,
+            quant: None,
         }))
     }
 
@@ -253,6 +267,7 @@ impl Writer<'_> {
             shape: vec![4],
             ty: INT32,
             buffer,
+            quant: None,
         });
         self.op(code::TRANSPOSE, vec![x, p], vec![y]).options = Some((options::TRANSPOSE, vec![]));
     }
@@ -304,6 +319,7 @@ impl Writer<'_> {
             shape,
             ty: FLOAT32,
             buffer: 0,
+            quant: None,
         });
         self.op(code::PAD, vec![xn, pads_t], vec![y]).options = Some((options::PAD, vec![]));
         Ok((y, 1))
@@ -454,6 +470,7 @@ impl Writer<'_> {
             shape,
             ty: FLOAT32,
             buffer,
+            quant: None,
         }))
     }
 
@@ -482,6 +499,7 @@ impl Writer<'_> {
             shape: dims,
             ty,
             buffer: 0,
+            quant: None,
         });
         self.op(code, inputs, vec![mid]).options = options;
         self.reshape(mid, out)
@@ -498,6 +516,7 @@ impl Writer<'_> {
             shape: vec![shape.len() as i32],
             ty: INT32,
             buffer,
+            quant: None,
         });
         let y = self.tensor(out)?;
         let op = self.op(code::RESHAPE, vec![x, shape_t], vec![y]);
@@ -605,6 +624,35 @@ impl Writer<'_> {
                 let x = self.tensor(input(0)?)?;
                 self.nhwc.insert(out, x);
             }
+            Op::QFullyConnected {
+                y_zp,
+                act_min,
+                act_max,
+                ..
+            } => {
+                let (x, w) = (input(0)?, input(1)?);
+                let ys = g.quant.get(&out).and_then(|q| q.scales.first().copied());
+                let Some(ys) = ys else {
+                    return Err(unsupported("the output's quantization is unknown"));
+                };
+                // The clamp as LiteRT's fused activation
+                // (`CalculateActivationRangeQuantized`).
+                let relu_min = (*y_zp).max(-128);
+                let six = (*y_zp as f32 + (6.0 / ys).round()).min(127.0) as i32;
+                let act = match (*act_min, *act_max) {
+                    (-128, 127) => 0,
+                    (lo, 127) if lo == relu_min => 1,
+                    (lo, hi) if lo == relu_min && hi == six => 3,
+                    _ => return Err(unsupported("its clamp is no LiteRT fused activation")),
+                };
+                let mut inputs = vec![self.tensor(x)?, self.tensor(w)?];
+                if let Some(b) = node.inputs.get(2).copied().flatten() {
+                    inputs.push(self.tensor(b)?);
+                }
+                let y = self.tensor(out)?;
+                self.op(code::FULLY_CONNECTED, inputs, vec![y]).options =
+                    Some((options::FULLY_CONNECTED, vec![(0, Scalar::I8(act))]));
+            }
             Op::Unary(u) => {
                 let code = match u {
                     Unary::Relu => code::RELU,
@@ -660,6 +708,7 @@ impl Writer<'_> {
                     shape: vec![1],
                     ty: INT32,
                     buffer,
+                    quant: None,
                 });
                 let inputs = vec![self.tensor(x)?, axis_t];
                 let options = Some((options::ARG_MAX, vec![(0, Scalar::I8(INT64))]));
@@ -830,11 +879,24 @@ fn write(
         .map(|t| {
             let shape = b.create_vector(&t.shape);
             let name = b.create_string(&t.name);
+            // QuantizationParameters: scale, zero_point, quantized_dimension.
+            let quant = t.quant.as_ref().map(|q| {
+                let scales = b.create_vector(&q.scales);
+                let zero_points = b.create_vector(&q.zero_points);
+                let qt = b.start_table();
+                b.push_slot_always(field(2), scales);
+                b.push_slot_always(field(3), zero_points);
+                b.push_slot::<i32>(field(6), q.axis as i32, 0);
+                b.end_table(qt)
+            });
             let tt = b.start_table();
             b.push_slot_always(field(0), shape);
             b.push_slot::<i8>(field(1), t.ty, 0);
             b.push_slot::<u32>(field(2), t.buffer, 0);
             b.push_slot_always(field(3), name);
+            if let Some(q) = quant {
+                b.push_slot_always(field(4), q);
+            }
             b.end_table(tt)
         })
         .collect();

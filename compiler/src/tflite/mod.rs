@@ -574,6 +574,7 @@ pub fn import(bytes: &[u8], opts: &ImportOptions) -> Result<Imported> {
             shape,
             data: None,
         });
+        keep_quant(&mut cx, id, &t);
         cx.g.inputs.push(id);
         cx.vals.insert(i as usize, (id, false));
         input_names.push(t.name.clone());
@@ -643,6 +644,18 @@ fn requant_const(cx: &mut Cx, rq: &[i32]) -> TensorId {
 }
 
 /// Per-tensor `(scale, zero point)` of an int8 tensor.
+/// Records TFLite tensor `t`'s quantization for IR tensor `id`.
+fn keep_quant(cx: &mut Cx, id: TensorId, t: &TfTensor) {
+    if !t.scale.is_empty() {
+        let q = crate::ir::QuantParams {
+            scales: t.scale.clone(),
+            zero_points: t.zero_point.clone(),
+            axis: t.qdim,
+        };
+        cx.g.quant.insert(id, q);
+    }
+}
+
 fn per_tensor(cx: &Cx, t: &TfTensor) -> Result<(f32, i32)> {
     match (t.scale.as_slice(), t.zero_point.as_slice()) {
         ([s], [z]) if s.is_finite() && *s > 0.0 && (-128..=127).contains(z) => Ok((*s, *z as i32)),
@@ -731,7 +744,9 @@ fn q_fully_connected(
     } else {
         cx.emit(Op::Reshape, vec![Some(x)], DType::I8, vec![rows, depth])?
     };
+    keep_quant(cx, x2, &xt);
     let (w, _) = cx.stored(wi)?;
+    keep_quant(cx, w, &wt);
     let bias = match bi {
         Some(b) => {
             let bt = cx.tensor(b)?.clone();
@@ -740,7 +755,9 @@ fn q_fully_connected(
                     cx.err("int8 FULLY_CONNECTED bias must be int32 with one value per unit")
                 );
             }
-            Some(cx.stored(b)?.0)
+            let id = cx.stored(b)?.0;
+            keep_quant(cx, id, &bt);
+            Some(id)
         }
         None => None,
     };
@@ -756,11 +773,13 @@ fn q_fully_connected(
         DType::I8,
         vec![rows, units],
     )?;
+    keep_quant(cx, y, &yt);
     let y = if yt.shape == [rows, units] {
         y
     } else {
         cx.emit(Op::Reshape, vec![Some(y)], DType::I8, yt.shape.clone())?
     };
+    keep_quant(cx, y, &yt);
     cx.set(o, y, false)
 }
 
