@@ -11,10 +11,11 @@
 //! lookup (argmax, gather, cast over int32/int64). 4-D activations are NCHW
 //! in the IR and NHWC in LiteRT's convolutions: each IR tensor gets either
 //! TFLite form on demand (`Writer::tensor`, `Writer::nhwc_of`), a TRANSPOSE
-//! apart. Int8 fully connected layers export with the quantization the
-//! importer kept (`Graph::quant`). Any other op (tree ensembles, which
-//! LiteRT cannot express; int8 convolutions; LSTMs) fails with a message
-//! naming it, never a broken file.
+//! apart. Int8 models from TFLite (fully connected, convolution, depthwise,
+//! average pool, softmax, add) export with the quantization the importer
+//! kept (`Graph::quant`). Any other op (tree ensembles, which LiteRT cannot
+//! express; LSTMs; general transposes) fails with a message naming it,
+//! never a broken file.
 
 use crate::error::{CompileError, Result};
 use crate::ir::{Graph, TensorId};
@@ -236,12 +237,13 @@ impl Writer<'_> {
         let name = format!("{}{suffix}", src.name);
         let ty = tensor_type(src.dtype).unwrap_or(FLOAT32);
         let shape = Self::dims(shape, &name)?;
+        let quant = self.g.quant.get(&t).cloned();
         Ok(self.push(TensorOut {
             name,
             shape,
             ty,
             buffer: 0,
-            quant: None,
+            quant,
         }))
     }
 
@@ -314,12 +316,16 @@ impl Writer<'_> {
         let c = s[1];
         let shape =
             Self::dims(&[s[0], h + t + b, w + l + r, c], &name).map_err(|e| e.to_string())?;
+        // Int8 pads with the zero point, which is what the IR's padding
+        // contributes (nothing).
+        let ty = tensor_type(self.g.tensors[x].dtype).unwrap_or(FLOAT32);
+        let quant = self.g.quant.get(&x).cloned();
         let y = self.push(TensorOut {
             name,
             shape,
-            ty: FLOAT32,
+            ty,
             buffer: 0,
-            quant: None,
+            quant,
         });
         self.op(code::PAD, vec![xn, pads_t], vec![y]).options = Some((options::PAD, vec![]));
         Ok((y, 1))
@@ -413,6 +419,120 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// LiteRT's fused activation for an int8 clamp `[lo, hi]` of output
+    /// `out` (`CalculateActivationRangeQuantized`: none, ReLU, ReLU6).
+    fn clamp_act(&self, out: TensorId, lo: i32, hi: i32) -> std::result::Result<i8, String> {
+        let q = self
+            .g
+            .quant
+            .get(&out)
+            .ok_or("the output's quantization is unknown")?;
+        let (Some(&ys), Some(&zp)) = (q.scales.first(), q.zero_points.first()) else {
+            return Err("the output's quantization is empty".into());
+        };
+        let zp = zp as i32;
+        let relu_min = zp.max(-128);
+        let six = (zp as f32 + (6.0 / ys).round()).min(127.0) as i32;
+        match (lo, hi) {
+            (-128, 127) => Ok(0),
+            (lo, 127) if lo == relu_min => Ok(1),
+            (lo, hi) if lo == relu_min && hi == six => Ok(3),
+            _ => Err(format!(
+                "its clamp [{lo}, {hi}] is no LiteRT fused activation"
+            )),
+        }
+    }
+
+    /// Int8 QConv `n` as CONV_2D or DEPTHWISE_CONV_2D, NHWC in and out,
+    /// with the filter's per-channel scales and the int32 bias as imported.
+    fn qconv(&mut self, n: usize, window: &kiln_format::Window, group: u32, act: i8) -> Result<()> {
+        let g = self.g;
+        let node = &g.nodes[n];
+        let (x, wt, out) = (input_of(node, 0)?, input_of(node, 1)?, output_of(node)?);
+        let bias =
+            input_of(node, 2).map_err(|_| cannot(node, "an int8 convolution needs its bias"))?;
+        let w = &g.tensors[wt];
+        let (Some(wd), &[m, cg, kh, kw], &[_, c, _, _], Some(wq)) = (
+            &w.data,
+            &w.shape[..],
+            &g.tensors[x].shape[..],
+            g.quant.get(&wt),
+        ) else {
+            return Err(cannot(
+                node,
+                "only 2-D convolutions with quantized constant weights",
+            ));
+        };
+        let depthwise = group as usize == c && cg == 1 && group > 1;
+        if group != 1 && !depthwise {
+            return Err(cannot(node, "grouped convolutions other than depthwise"));
+        }
+        let (xn, padding) = self
+            .windowed(x, window, true)
+            .map_err(|e| cannot(node, &e))?;
+        let (shape, filter, axis): ([usize; 4], Vec<u8>, usize) = if depthwise {
+            let f = (0..kh * kw)
+                .flat_map(|t| (0..m).map(move |o| (o, t)))
+                .map(|(o, t)| wd[o * kh * kw + t])
+                .collect();
+            ([1, kh, kw, m], f, 3)
+        } else {
+            let f = (0..m)
+                .flat_map(|o| (0..kh * kw).flat_map(move |t| (0..cg).map(move |i| (o, t, i))))
+                .map(|(o, t, i)| wd[(o * cg + i) * kh * kw + t])
+                .collect();
+            ([m, kh, kw, cg], f, 0)
+        };
+        let buffer = self.buffer(filter);
+        let name = format!("{}/filter", w.name);
+        let dims = Self::dims(&shape, &name)?;
+        let filter_t = self.push(TensorOut {
+            name,
+            shape: dims,
+            ty: INT8,
+            buffer,
+            quant: Some(crate::ir::QuantParams { axis, ..wq.clone() }),
+        });
+        let bias_t = self.tensor(bias)?;
+        let y = self.define_nhwc(out)?;
+        let [sh, sw] = window.strides.map(|v| v as i32);
+        let [dh, dw] = window.dilations.map(|v| v.max(1) as i32);
+        let (code, options) = if depthwise {
+            (
+                code::DEPTHWISE_CONV_2D,
+                (
+                    options::DEPTHWISE_CONV_2D,
+                    vec![
+                        (0, Scalar::I8(padding)),
+                        (1, Scalar::I32(sw)),
+                        (2, Scalar::I32(sh)),
+                        (3, Scalar::I32(1)),
+                        (4, Scalar::I8(act)),
+                        (5, Scalar::I32(dw)),
+                        (6, Scalar::I32(dh)),
+                    ],
+                ),
+            )
+        } else {
+            (
+                code::CONV_2D,
+                (
+                    options::CONV_2D,
+                    vec![
+                        (0, Scalar::I8(padding)),
+                        (1, Scalar::I32(sw)),
+                        (2, Scalar::I32(sh)),
+                        (3, Scalar::I8(act)),
+                        (4, Scalar::I32(dw)),
+                        (5, Scalar::I32(dh)),
+                    ],
+                ),
+            )
+        };
+        self.op(code, vec![xn, filter_t, bias_t], vec![y]).options = Some(options);
+        Ok(())
+    }
+
     /// MaxPool or AveragePool `n`, NHWC in and out.
     fn pool(
         &mut self,
@@ -420,6 +540,7 @@ impl Writer<'_> {
         window: &kiln_format::Window,
         max: bool,
         include_pad: bool,
+        act: i8,
     ) -> Result<()> {
         let g = self.g;
         let node = &g.nodes[n];
@@ -446,6 +567,7 @@ impl Writer<'_> {
                 (2, Scalar::I32(sh)),
                 (3, Scalar::I32(kw)),
                 (4, Scalar::I32(kh)),
+                (5, Scalar::I8(act)),
             ],
         ));
         Ok(())
@@ -602,11 +724,56 @@ impl Writer<'_> {
             }
             Op::MatMul { act } => self.fully_connected(n, false, true, *act)?,
             Op::Conv { window, group, act } => self.conv(n, window, *group, *act)?,
-            Op::MaxPool { window } => self.pool(n, window, true, false)?,
+            Op::MaxPool { window } => self.pool(n, window, true, false, 0)?,
             Op::AveragePool {
                 window,
                 count_include_pad,
-            } => self.pool(n, window, false, *count_include_pad)?,
+            } => self.pool(n, window, false, *count_include_pad, 0)?,
+            Op::QAvgPool {
+                window,
+                act_min,
+                act_max,
+            } => {
+                let act = self
+                    .clamp_act(out, *act_min, *act_max)
+                    .map_err(|e| unsupported(&e))?;
+                self.pool(n, window, false, false, act)?;
+            }
+            Op::QConv {
+                window,
+                group,
+                act_min,
+                act_max,
+                ..
+            } => {
+                let act = self
+                    .clamp_act(out, *act_min, *act_max)
+                    .map_err(|e| unsupported(&e))?;
+                self.qconv(n, window, *group, act)?;
+            }
+            Op::QSoftmax { .. } => {
+                let (x, y) = (self.tensor(input(0)?)?, self.tensor(out)?);
+                self.op(code::SOFTMAX, vec![x], vec![y]).options =
+                    Some((options::SOFTMAX, vec![(0, Scalar::F32(1.0))]));
+            }
+            Op::QAdd {
+                act_min, act_max, ..
+            } => {
+                let act = self
+                    .clamp_act(out, *act_min, *act_max)
+                    .map_err(|e| unsupported(&e))?;
+                let (a, c) = (input(0)?, input(1)?);
+                let (inputs, y) = if self.nhwc.contains_key(&a) || self.nhwc.contains_key(&c) {
+                    (
+                        vec![self.nhwc_of(a)?, self.nhwc_of(c)?],
+                        self.define_nhwc(out)?,
+                    )
+                } else {
+                    (vec![self.tensor(a)?, self.tensor(c)?], self.tensor(out)?)
+                };
+                self.op(code::ADD, inputs, vec![y]).options =
+                    Some((options::ADD, vec![(0, Scalar::I8(act))]));
+            }
             Op::GlobalAveragePool => {
                 let x = self.nhwc_of(input(0)?)?;
                 let axes = self.int_const(format!("{name}/axes"), &[2], &[1, 2])?;
@@ -625,26 +792,12 @@ impl Writer<'_> {
                 self.nhwc.insert(out, x);
             }
             Op::QFullyConnected {
-                y_zp,
-                act_min,
-                act_max,
-                ..
+                act_min, act_max, ..
             } => {
                 let (x, w) = (input(0)?, input(1)?);
-                let ys = g.quant.get(&out).and_then(|q| q.scales.first().copied());
-                let Some(ys) = ys else {
-                    return Err(unsupported("the output's quantization is unknown"));
-                };
-                // The clamp as LiteRT's fused activation
-                // (`CalculateActivationRangeQuantized`).
-                let relu_min = (*y_zp).max(-128);
-                let six = (*y_zp as f32 + (6.0 / ys).round()).min(127.0) as i32;
-                let act = match (*act_min, *act_max) {
-                    (-128, 127) => 0,
-                    (lo, 127) if lo == relu_min => 1,
-                    (lo, hi) if lo == relu_min && hi == six => 3,
-                    _ => return Err(unsupported("its clamp is no LiteRT fused activation")),
-                };
+                let act = self
+                    .clamp_act(out, *act_min, *act_max)
+                    .map_err(|e| unsupported(&e))?;
                 let mut inputs = vec![self.tensor(x)?, self.tensor(w)?];
                 if let Some(b) = node.inputs.get(2).copied().flatten() {
                     inputs.push(self.tensor(b)?);
@@ -883,10 +1036,13 @@ fn write(
             let quant = t.quant.as_ref().map(|q| {
                 let scales = b.create_vector(&q.scales);
                 let zero_points = b.create_vector(&q.zero_points);
+                // An axis past the rank (person_detect's biases declare 3)
+                // means axis 0, as the importer reads it.
+                let axis = if q.axis < t.shape.len() { q.axis } else { 0 };
                 let qt = b.start_table();
                 b.push_slot_always(field(2), scales);
                 b.push_slot_always(field(3), zero_points);
-                b.push_slot::<i32>(field(6), q.axis as i32, 0);
+                b.push_slot::<i32>(field(6), axis as i32, 0);
                 b.end_table(qt)
             });
             let tt = b.start_table();

@@ -292,7 +292,7 @@ impl Cx {
         if let Some(&v) = self.vals.get(&key) {
             return Ok(v);
         }
-        let Some(data) = t.data else {
+        let Some(data) = t.data.clone() else {
             return Err(self.err(format!("tensor '{}' is used before it is produced", t.name)));
         };
         let dt = dtype_of(t.ty).ok_or_else(|| {
@@ -311,6 +311,7 @@ impl Cx {
             )));
         }
         let id = self.g.add_const(t.name.clone(), dt, t.shape.clone(), data);
+        keep_quant(self, id, &t);
         self.vals.insert(key, (id, false));
         Ok((id, false))
     }
@@ -334,6 +335,9 @@ impl Cx {
             p[d] = v as u8;
         }
         let f = self.emit(Op::Transpose { perm: p }, vec![Some(id)], t.dtype, shape)?;
+        if let Some(q) = self.g.quant.get(&id).cloned() {
+            self.g.quant.insert(f, q);
+        }
         self.forms.insert((i as usize, nchw), f);
         Ok(f)
     }
@@ -352,6 +356,15 @@ impl Cx {
                 "computed shape {:?} for '{}' but the model says {:?}",
                 self.g.tensors[id].shape, t.name, t.shape
             )));
+        }
+        if !t.scale.is_empty() {
+            // Per tensor (activations): the same in either layout.
+            let q = crate::ir::QuantParams {
+                scales: t.scale.clone(),
+                zero_points: t.zero_point.clone(),
+                axis: 0,
+            };
+            self.g.quant.insert(id, q);
         }
         self.vals
             .insert(o as usize, (id, nchw && t.shape.len() == 4));
@@ -1341,6 +1354,7 @@ fn import_op(cx: &mut Cx, op: &OpDesc<'_>) -> Result<()> {
             | code::EXPAND_DIMS
             | code::UNIDIRECTIONAL_SEQUENCE_LSTM
             | code::LOGISTIC
+            | code::TRANSPOSE
     );
     if out_dt != DType::F32 && op.code != code::DEQUANTIZE && !out_t.scale.is_empty() && !int8_ok {
         return Err(cx.err(format!(
@@ -1394,6 +1408,11 @@ fn import_op(cx: &mut Cx, op: &OpDesc<'_>) -> Result<()> {
             };
             let wnew =
                 cx.g.add_const(format!("{}:nchw", wt.name), wt.dtype, wshape, wbytes);
+            if let Some(mut q) = cx.g.quant.get(&wid).cloned() {
+                // Output channels are axis 0 of the IR's filter either way.
+                q.axis = 0;
+                cx.g.quant.insert(wnew, q);
+            }
             let opts = op.options;
             let same = opt_i8(opts, 0)? == 0;
             let (sw, sh) = (opt_i32(opts, 1, 1)?, opt_i32(opts, 2, 1)?);
