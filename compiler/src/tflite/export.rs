@@ -112,6 +112,66 @@ fn output_of(node: &crate::ir::Node) -> Result<TensorId> {
         .ok_or_else(|| cannot(node, "no output"))
 }
 
+/// An IR filter `[m, cg, kh, kw]` in LiteRT's layout: OHWI for CONV_2D,
+/// `[1, kh, kw, m]` for DEPTHWISE_CONV_2D; with the axis of its output
+/// channels there.
+fn lite_filter<T: Copy>(
+    wd: &[T],
+    [m, cg, kh, kw]: [usize; 4],
+    depthwise: bool,
+) -> ([usize; 4], Vec<T>, usize) {
+    if depthwise {
+        let f = (0..kh * kw)
+            .flat_map(|t| (0..m).map(move |o| (o, t)))
+            .map(|(o, t)| wd[o * kh * kw + t])
+            .collect();
+        ([1, kh, kw, m], f, 3)
+    } else {
+        let f = (0..m)
+            .flat_map(|o| (0..kh * kw).flat_map(move |t| (0..cg).map(move |i| (o, t, i))))
+            .map(|(o, t, i)| wd[(o * cg + i) * kh * kw + t])
+            .collect();
+        ([m, kh, kw, cg], f, 0)
+    }
+}
+
+/// The op code and options of a (depthwise) convolution.
+fn conv_op(
+    depthwise: bool,
+    padding: i8,
+    window: &kiln_format::Window,
+    act: i8,
+) -> (i32, (u8, Vec<(u16, Scalar)>)) {
+    let [sh, sw] = window.strides.map(|v| v as i32);
+    let [dh, dw] = window.dilations.map(|v| v.max(1) as i32);
+    let (pad, sw, sh) = (
+        (0, Scalar::I8(padding)),
+        (1, Scalar::I32(sw)),
+        (2, Scalar::I32(sh)),
+    );
+    if depthwise {
+        let rest = [
+            (3, Scalar::I32(1)),
+            (4, Scalar::I8(act)),
+            (5, Scalar::I32(dw)),
+            (6, Scalar::I32(dh)),
+        ];
+        let fields = [pad, sw, sh].into_iter().chain(rest).collect();
+        (
+            code::DEPTHWISE_CONV_2D,
+            (options::DEPTHWISE_CONV_2D, fields),
+        )
+    } else {
+        let rest = [
+            (3, Scalar::I8(act)),
+            (4, Scalar::I32(dw)),
+            (5, Scalar::I32(dh)),
+        ];
+        let fields = [pad, sw, sh].into_iter().chain(rest).collect();
+        (code::CONV_2D, (options::CONV_2D, fields))
+    }
+}
+
 /// One operator before it is written.
 struct OpOut {
     code: i32,
@@ -363,58 +423,11 @@ impl Writer<'_> {
         let (xn, padding) = self
             .windowed(x, window, true)
             .map_err(|e| cannot(node, &e))?;
-        // IR filters are [m, c/group, kh, kw]; CONV_2D wants OHWI, the
-        // depthwise op [1, kh, kw, m].
-        let (shape, filter): ([usize; 4], Vec<f32>) = if depthwise {
-            let f = (0..kh * kw)
-                .flat_map(|t| (0..m).map(move |o| (o, t)))
-                .map(|(o, t)| wd[o * kh * kw + t])
-                .collect();
-            ([1, kh, kw, m], f)
-        } else {
-            let f = (0..m)
-                .flat_map(|o| (0..kh * kw).flat_map(move |t| (0..cg).map(move |i| (o, t, i))))
-                .map(|(o, t, i)| wd[(o * cg + i) * kh * kw + t])
-                .collect();
-            ([m, kh, kw, cg], f)
-        };
+        let (shape, filter, _) = lite_filter(&wd, [m, cg, kh, kw], depthwise);
         let filter_t = self.constant(format!("{}/filter", w.name), &shape, &filter)?;
         let bias_t = self.constant(format!("{}/bias", node.name), &[m], &bias)?;
         let y = self.define_nhwc(out)?;
-        let [sh, sw] = window.strides.map(|v| v as i32);
-        let [dh, dw] = window.dilations.map(|v| v.max(1) as i32);
-        let (code, options) = if depthwise {
-            (
-                code::DEPTHWISE_CONV_2D,
-                (
-                    options::DEPTHWISE_CONV_2D,
-                    vec![
-                        (0, Scalar::I8(padding)),
-                        (1, Scalar::I32(sw)),
-                        (2, Scalar::I32(sh)),
-                        (3, Scalar::I32(1)),
-                        (4, Scalar::I8(act)),
-                        (5, Scalar::I32(dw)),
-                        (6, Scalar::I32(dh)),
-                    ],
-                ),
-            )
-        } else {
-            (
-                code::CONV_2D,
-                (
-                    options::CONV_2D,
-                    vec![
-                        (0, Scalar::I8(padding)),
-                        (1, Scalar::I32(sw)),
-                        (2, Scalar::I32(sh)),
-                        (3, Scalar::I8(act)),
-                        (4, Scalar::I32(dw)),
-                        (5, Scalar::I32(dh)),
-                    ],
-                ),
-            )
-        };
+        let (code, options) = conv_op(depthwise, padding, window, act);
         self.op(code, vec![xn, filter_t, bias_t], vec![y]).options = Some(options);
         Ok(())
     }
@@ -470,19 +483,7 @@ impl Writer<'_> {
         let (xn, padding) = self
             .windowed(x, window, true)
             .map_err(|e| cannot(node, &e))?;
-        let (shape, filter, axis): ([usize; 4], Vec<u8>, usize) = if depthwise {
-            let f = (0..kh * kw)
-                .flat_map(|t| (0..m).map(move |o| (o, t)))
-                .map(|(o, t)| wd[o * kh * kw + t])
-                .collect();
-            ([1, kh, kw, m], f, 3)
-        } else {
-            let f = (0..m)
-                .flat_map(|o| (0..kh * kw).flat_map(move |t| (0..cg).map(move |i| (o, t, i))))
-                .map(|(o, t, i)| wd[(o * cg + i) * kh * kw + t])
-                .collect();
-            ([m, kh, kw, cg], f, 0)
-        };
+        let (shape, filter, axis) = lite_filter(wd, [m, cg, kh, kw], depthwise);
         let buffer = self.buffer(filter);
         let name = format!("{}/filter", w.name);
         let dims = Self::dims(&shape, &name)?;
@@ -495,40 +496,7 @@ impl Writer<'_> {
         });
         let bias_t = self.tensor(bias)?;
         let y = self.define_nhwc(out)?;
-        let [sh, sw] = window.strides.map(|v| v as i32);
-        let [dh, dw] = window.dilations.map(|v| v.max(1) as i32);
-        let (code, options) = if depthwise {
-            (
-                code::DEPTHWISE_CONV_2D,
-                (
-                    options::DEPTHWISE_CONV_2D,
-                    vec![
-                        (0, Scalar::I8(padding)),
-                        (1, Scalar::I32(sw)),
-                        (2, Scalar::I32(sh)),
-                        (3, Scalar::I32(1)),
-                        (4, Scalar::I8(act)),
-                        (5, Scalar::I32(dw)),
-                        (6, Scalar::I32(dh)),
-                    ],
-                ),
-            )
-        } else {
-            (
-                code::CONV_2D,
-                (
-                    options::CONV_2D,
-                    vec![
-                        (0, Scalar::I8(padding)),
-                        (1, Scalar::I32(sw)),
-                        (2, Scalar::I32(sh)),
-                        (3, Scalar::I8(act)),
-                        (4, Scalar::I32(dw)),
-                        (5, Scalar::I32(dh)),
-                    ],
-                ),
-            )
-        };
+        let (code, options) = conv_op(depthwise, padding, window, act);
         self.op(code, vec![xn, filter_t, bias_t], vec![y]).options = Some(options);
         Ok(())
     }
