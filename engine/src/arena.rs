@@ -12,7 +12,7 @@ pub(crate) struct Regions<'x> {
 }
 
 impl<'x> Regions<'x> {
-    /// No regions (a placeholder until [`Regions::split`]).
+    /// No regions: the state before [`Regions::split`] fills them.
     pub(crate) fn empty() -> Regions<'x> {
         Regions {
             gaps: [(0, &[]); MAX_IO + 2],

@@ -96,9 +96,23 @@ pub struct KilnModel {
 /// The arena and outputs of one run at a time (opaque).
 #[derive(Debug)]
 pub struct KilnSession {
-    model: Arc<Model>,
-    arena: Option<kiln_runtime_native::Arena>,
+    /// Borrows `*model` (see [`session_of`]); declared first, so it is
+    /// dropped before the `Arc` that keeps the model alive.
+    session: kiln_runtime_native::Session<'static>,
     outputs: Vec<TensorValue>,
+    /// Keeps the model alive for `session`; never read.
+    _model: Arc<Model>,
+}
+
+/// A session over the model `arc` owns, for a `KilnSession` that stores
+/// both: the graph is decoded and the arena allocated once, not per run.
+fn session_of(arc: &Arc<Model>) -> kiln_runtime_native::Session<'static> {
+    // SAFETY: the model lives in the `Arc`'s heap allocation, which never
+    // moves and is freed only when the last `Arc` goes; the `KilnSession`
+    // holding this session also holds a clone of `arc` and drops the
+    // session first (field order), so the borrow never outlives the model.
+    let model: &'static Model = unsafe { &*Arc::as_ptr(arc) };
+    model.session()
 }
 
 /// One input or output as the model declares it.
@@ -371,9 +385,9 @@ pub unsafe extern "C" fn kiln_session_new(
             return fail(KilnStatus::Usage, "kiln_session_new: a NULL out pointer");
         }
         let session = Box::new(KilnSession {
-            model: Arc::clone(&m.model),
-            arena: Some(m.model.arena()),
+            session: session_of(&m.model),
             outputs: vec![],
+            _model: Arc::clone(&m.model),
         });
         // SAFETY: non-null and writable (the caller's contract).
         unsafe { out_session.write(Box::into_raw(session)) };
@@ -461,12 +475,8 @@ pub unsafe extern "C" fn kiln_session_run(
             Err(e) => return fail(KilnStatus::Usage, &format!("kiln_session_run: {e}")),
         };
         s.outputs.clear();
-        let arena = s.arena.take().unwrap_or_else(|| s.model.arena());
-        let mut run = s.model.session_in(arena);
         let refs: Vec<&TensorValue> = values.iter().collect();
-        let result = run.run(&refs);
-        s.arena = Some(run.into_arena());
-        match result {
+        match s.session.run(&refs) {
             Ok(outputs) => {
                 s.outputs = outputs;
                 KilnStatus::Ok
@@ -521,4 +531,68 @@ pub unsafe extern "C" fn kiln_session_output(
         unsafe { out.write(view) };
         KilnStatus::Ok
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The float hello_world from the corpus, compiled.
+    fn artifact() -> Vec<u8> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/corpus/tflite-micro/hello_world_float.tflite"
+        );
+        let src = std::fs::read(path).expect("corpus model");
+        kiln_compiler::compile_model(&src, "hello_world_float.tflite", &Default::default())
+            .expect("compiles")
+            .bytes
+    }
+
+    /// A session outlives a freed model (it holds the model alive) and
+    /// reuses its decoded graph and arena across runs.
+    #[test]
+    fn a_session_runs_after_its_model_is_freed() {
+        let bytes = artifact();
+        let (mut model, mut session) = (std::ptr::null_mut(), std::ptr::null_mut());
+        // SAFETY: valid pointers and lengths throughout; each object is
+        // freed once, the session after the model on purpose.
+        unsafe {
+            assert_eq!(
+                kiln_model_load(bytes.as_ptr(), bytes.len(), &mut model),
+                KilnStatus::Ok
+            );
+            assert_eq!(kiln_session_new(model, &mut session), KilnStatus::Ok);
+            kiln_model_free(model);
+            let dims = [1usize, 1];
+            let mut last = None;
+            for x in [0.5f32, 1.0, 0.5] {
+                let data = x.to_le_bytes();
+                let input = KilnTensor {
+                    dtype: KilnDType::F32,
+                    rank: 2,
+                    dims: dims.as_ptr(),
+                    data: data.as_ptr(),
+                    byte_len: 4,
+                };
+                assert_eq!(kiln_session_run(session, &input, 1), KilnStatus::Ok);
+                let mut out = KilnOutput {
+                    dtype: KilnDType::U8,
+                    rank: 0,
+                    dims: [0; KILN_MAX_RANK],
+                    data: std::ptr::null(),
+                    byte_len: 0,
+                };
+                assert_eq!(kiln_session_output(session, 0, &mut out), KilnStatus::Ok);
+                let y =
+                    f32::from_le_bytes(std::slice::from_raw_parts(out.data, 4).try_into().unwrap());
+                if x == 0.5 {
+                    // The same input gives the same output on a reused arena.
+                    assert!(last.is_none_or(|l: f32| l == y), "{last:?} then {y}");
+                    last = Some(y);
+                }
+            }
+            kiln_session_free(session);
+        }
+    }
 }
