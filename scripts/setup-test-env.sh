@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent setup of what Kiln's test suite needs on a fresh Debian machine:
-#   1. a Python venv with pinned numpy / onnx / onnxruntime / ai-edge-litert (peer runtimes, golden checks, benches)
+#   1. a Python venv with pinned numpy / onnx / onnxruntime / ai-edge-litert / coremltools (peer runtimes, golden checks, benches)
 #   2. the ONNX backend node test cases, unpacked from the onnx 1.22.0 wheel
 #      (the last onnx release that ships them on disk; see shared/corpus/MANIFEST.md)
 #   3. ~/.cache/kiln/env.sh exporting KILN_PYTHON and KILN_ONNX_NODE_TESTS
@@ -20,6 +20,7 @@ MIN_NODE_TESTS=1700       # 1.22.0 has 1765
 # Exact pins, transitive deps included (resolved on CPython 3.11, linux x86_64).
 # onnxruntime 1.32.0 and LiteRT (ai-edge-litert) 2.3.0 are the versions that
 # produced shared/corpus/golden/*.npz; LiteRT is the TFLite peer in the bench.
+# coremltools 9.0 validates and evaluates the `--target coreml` packages.
 REQUIREMENTS="numpy==2.4.6
 onnx==1.22.0
 onnxruntime==1.32.0
@@ -30,7 +31,14 @@ packaging==26.4
 typing_extensions==4.16.0
 ai-edge-litert==2.3.0
 backports.strenum==1.2.8
-tqdm==4.70.1"
+tqdm==4.70.1
+coremltools==9.0
+attrs==26.1.0
+cattrs==26.2.1
+pyaml==26.7.0
+PyYAML==6.0.4
+sympy==1.14.0
+mpmath==1.3.0"
 
 log() { printf '[setup-test-env] %s\n' "$*" >&2; }
 
@@ -55,7 +63,7 @@ want_stamp="$("$BASE_PY" -c 'import sys; print(sys.version.split()[0])')
 $REQUIREMENTS"
 
 if [[ -x "$PY" ]] && [[ -f "$VENV_STAMP" ]] && [[ "$(cat "$VENV_STAMP")" == "$want_stamp" ]] \
-    && "$PY" -c 'import numpy, onnx, onnxruntime, ai_edge_litert' >/dev/null 2>&1; then
+    && "$PY" -c 'import numpy, onnx, onnxruntime, ai_edge_litert, coremltools' >/dev/null 2>&1; then
     log "venv up to date: $VENV"
 else
     # Rebuild from scratch (~20 s): no stale packages, and a changed base Python is picked up.
@@ -66,7 +74,7 @@ else
     printf '%s\n' "$REQUIREMENTS" >"$VENV/kiln-requirements.txt"
     "$PY" -m pip install --disable-pip-version-check -q --only-binary=:all: \
         -r "$VENV/kiln-requirements.txt"
-    "$PY" -c 'import numpy, onnx, onnxruntime, ai_edge_litert'
+    "$PY" -c 'import numpy, onnx, onnxruntime, ai_edge_litert, coremltools'
     printf '%s\n' "$want_stamp" >"$VENV_STAMP"
 fi
 

@@ -131,8 +131,9 @@ enum Cmd {
 #[derive(clap::Args, Debug)]
 struct QuantArgs {
     /// Quantize: int8 (static, needs --calibration), dynamic (int8 weights,
-    /// activations per call) or f16 (half-precision weights)
-    #[arg(long, value_name = "int8|dynamic|f16")]
+    /// activations per call), weights (int8 weights, float activations) or
+    /// f16 (half-precision weights)
+    #[arg(long, value_name = "int8|dynamic|weights|f16")]
     quantize: Option<String>,
     /// Calibration samples (.npy, .npz or CSV) for --quantize int8
     #[arg(long, value_name = "DATA")]
@@ -184,6 +185,10 @@ enum Target {
     /// A LiteRT flatbuffer (`.tflite`) of the float model, for Android and
     /// other LiteRT hosts (fully connected networks today).
     Tflite,
+    /// A Core ML ML Program package (`OUT.mlpackage`, a directory) for
+    /// iOS 16 / macOS 13 and later: float32 weights, float16 with
+    /// `--quantize f16`, 8-bit linear with `--quantize weights`.
+    Coreml,
 }
 
 /// An error with the exit code it maps to.
@@ -484,6 +489,43 @@ fn compile(
         );
         return Ok(());
     }
+    if target == Target::Coreml {
+        let name = model
+            .file_name()
+            .and_then(|s| s.to_str())
+            .unwrap_or("model");
+        let mut opts = Options {
+            no_optimize,
+            version,
+            ..Default::default()
+        };
+        opts.import.dims = parse_dims(dims)?;
+        (opts.prune, opts.quantize) = quant_options(quant)?;
+        let package = kiln_compiler::export_coreml(&bytes, name, &opts).map_err(|e| Failure {
+            code: 3,
+            err: anyhow!(e).context(format!("cannot export {} to Core ML", model.display())),
+        })?;
+        if out.extension().and_then(|e| e.to_str()) != Some("mlpackage") {
+            return Err(Failure {
+                code: 2,
+                err: anyhow!(
+                    "--target coreml writes a package directory: name it NAME.mlpackage (got {})",
+                    out.display()
+                ),
+            });
+        }
+        package
+            .write_to(out)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        println!(
+            "coreml         spec {} bytes, weights {} bytes ({} bytes of layer weights) -> {}",
+            package.spec.len(),
+            package.weights.len(),
+            package.weight_bytes,
+            out.display()
+        );
+        return Ok(());
+    }
     let mut opts = Options {
         no_optimize,
         version,
@@ -519,7 +561,7 @@ fn compile(
         None => vec![],
     };
     let written = match target {
-        Target::Kiln | Target::Mcu | Target::Tflite => c.bytes.clone(),
+        Target::Kiln | Target::Mcu | Target::Tflite | Target::Coreml => c.bytes.clone(),
         Target::WasmModule => {
             let arena = Model::load(&c.bytes).map_err(run_error)?.arena_size();
             kiln_cli::wasm_module::link(kiln_cli::wasm_module::TEMPLATE, &c.bytes, arena)

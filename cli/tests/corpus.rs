@@ -531,3 +531,213 @@ fn tflite_int8_export_matches_litert_bit_for_bit() {
     }
     std::fs::remove_dir_all(&tmp).ok();
 }
+
+/// Runs `scripts/coreml_check.py` on the package at `dir` with `samples`:
+/// coremltools' report (JSON) and the evaluated outputs by name; `None`
+/// when the peer venv is not set up.
+fn coreml_check(
+    dir: &Path,
+    samples: &TensorValue,
+) -> Option<(serde_json::Value, Vec<(String, TensorValue)>)> {
+    let Some(python) = std::env::var_os("KILN_PYTHON") else {
+        eprintln!("skipped: KILN_PYTHON is not set (run scripts/test.sh for the peer venv)");
+        return None;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/coreml_check.py");
+    let (inp, out) = (dir.with_extension("in.npy"), dir.with_extension("out.npz"));
+    std::fs::write(&inp, kiln_cli::npy_bytes(samples)).unwrap();
+    let run = std::process::Command::new(&python)
+        .arg(&script)
+        .args([dir, &inp, &out])
+        .output()
+        .expect("run the peer script");
+    assert!(
+        run.status.success(),
+        "{}: coremltools refused the package:\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report = serde_json::from_slice(&run.stdout).expect("one JSON line");
+    Some((report, read_npz(&out).unwrap()))
+}
+
+/// The Core ML output of `report` standing for the source's output `name`
+/// (each feature's description starts with its source name).
+fn coreml_output<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| {
+            o["description"]
+                .as_str()
+                .is_some_and(|d| d.starts_with(&format!("{name}:")))
+        })
+        .unwrap_or_else(|| panic!("no Core ML output for {name}: {report}"))
+}
+
+/// `--target coreml`: coremltools validates every package (its ML Program
+/// loader rebuilds and type-checks each op) with the source's inputs,
+/// outputs, shapes, class labels and Kiln provenance; coremltools' own
+/// op math (NumPy for convolutions and pools, which it has no reference
+/// for) evaluated on 4 random samples gives Kiln native's outputs (float32
+/// weights), Kiln's own `--quantize f16` artifact's (float16 weights:
+/// the same rounded weights, computed in float), and Kiln's `--quantize
+/// weights` artifact's (int8 weights per output channel). float16 weights take
+/// half the bytes, int8 about a quarter.
+#[test]
+fn coreml_export_validates_in_coremltools_and_matches_native() {
+    use kiln_compiler::coreml::Package;
+    use kiln_compiler::quantize::{Calibrator, Precision, QuantizeOptions};
+    let tmp = std::env::temp_dir().join(format!("kiln-coreml-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let with = |precision| Options {
+        quantize: Some(QuantizeOptions {
+            precision,
+            calibrator: Calibrator::MinMax,
+            calibration: None,
+            validation: None,
+        }),
+        ..Options::default()
+    };
+    for rel in [
+        "sklearn/mlp_digits.onnx",
+        "mlperf-tiny/ad01_fp32.tflite",
+        "mlperf-tiny-onnx/ad01_fp32.onnx",
+        "onnx-real/burn_pico_sine.onnx",
+        "tflite-micro/hello_world_float.tflite",
+        "mlperf-tiny-onnx/pretrainedResnet.onnx",
+        "mlperf-tiny/pretrainedResnet.tflite",
+        "onnx-real/mnist-8_cntk.onnx",
+        "onnx-real/burn_mnist.onnx",
+    ] {
+        let bytes = std::fs::read(corpus().join(rel)).unwrap();
+        let native = Model::load(
+            &compile_model(&bytes, rel, &Options::default())
+                .unwrap()
+                .bytes,
+        )
+        .unwrap();
+        let half = Model::load(
+            &compile_model(&bytes, rel, &with(Precision::F16))
+                .unwrap()
+                .bytes,
+        )
+        .unwrap();
+        let weights = Model::load(
+            &compile_model(&bytes, rel, &with(Precision::Weights))
+                .unwrap()
+                .bytes,
+        )
+        .unwrap();
+        let spec = &native.inputs()[0];
+        let shape = spec.shape(1);
+        let n: usize = shape.iter().product();
+        let mut next = noise(n as u64 + 11);
+        let samples = 4;
+        let values: Vec<f32> = (0..samples * n)
+            .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
+            .collect();
+        let mut stacked = vec![samples];
+        stacked.extend(&shape);
+        let xs = TensorValue::from_f32(stacked, &values);
+        let mut weight_bytes = vec![];
+        for (kind, opts) in [
+            ("f32", Options::default()),
+            ("f16", with(Precision::F16)),
+            ("int8", with(Precision::Weights)),
+        ] {
+            let package: Package = kiln_compiler::export_coreml(&bytes, rel, &opts)
+                .unwrap_or_else(|e| panic!("{rel}: {e}"));
+            weight_bytes.push(package.weight_bytes);
+            let dir = tmp.join(format!("{}_{kind}.mlpackage", rel.replace('/', "_")));
+            package.write_to(&dir).unwrap();
+            let Some((report, got)) = coreml_check(&dir, &xs) else {
+                return;
+            };
+            assert_eq!(report["specification_version"], 7, "{rel}");
+            let meta = &report["metadata"];
+            assert_eq!(meta["author"], "Kiln");
+            assert_eq!(meta["user_defined"]["kiln.source"], rel, "{report}");
+            assert_eq!(report["inputs"].as_array().unwrap().len(), 1, "{rel}");
+            let input = &report["inputs"][0];
+            assert!(
+                input["description"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("{}:", spec.name)),
+                "{rel}: {input}"
+            );
+            let want_shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+            assert_eq!(input["shape"], serde_json::json!(want_shape), "{rel}");
+            // Every sample, every output of the source.
+            let mut worst = 0.0f64;
+            for k in 0..samples {
+                let x = TensorValue::from_f32(shape.clone(), &values[k * n..(k + 1) * n]);
+                let reference = match kind {
+                    "f16" => half.session().run(&[&x]).unwrap(),
+                    "int8" => weights.session().run(&[&x]).unwrap(),
+                    _ => native.session().run(&[&x]).unwrap(),
+                };
+                for (o, want) in native.outputs().iter().zip(&reference) {
+                    let feature = coreml_output(&report, &o.name);
+                    let name = feature["name"].as_str().unwrap();
+                    let (_, stack) = got
+                        .iter()
+                        .find(|(g, _)| g == name)
+                        .unwrap_or_else(|| panic!("{rel}: {name} was not evaluated"));
+                    let g = stack.to_f64();
+                    let per = g.len() / samples;
+                    let g = &g[k * per..(k + 1) * per];
+                    if want.dtype != kiln_format::DType::F32 {
+                        // A classifier's label: the predicted feature.
+                        assert_eq!(report["predicted_feature"], name, "{rel}");
+                        assert_eq!(g, &want.to_f64()[..], "{rel} {kind}: label of sample {k}");
+                        continue;
+                    }
+                    let w = want.to_f64();
+                    assert_eq!(g.len(), w.len(), "{rel}: {name}");
+                    let scale = w.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+                    for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+                        let d = (a - b).abs();
+                        worst = worst.max(d / scale);
+                        let tol = 1e-5 * scale + 1e-5 * b.abs();
+                        assert!(
+                            d <= tol,
+                            "{rel} {kind}: {name}[{i}] of sample {k}: Core ML {a}, Kiln {b}"
+                        );
+                    }
+                }
+            }
+            eprintln!("{rel} {kind}: worst difference {worst:.2e} of the output scale");
+        }
+        let [f32b, f16b, i8b] = weight_bytes[..] else {
+            unreachable!()
+        };
+        assert_eq!(f16b * 2, f32b, "{rel}: float16 weights take half the bytes");
+        // Int8 weights and a float32 scale per channel; layers under 16
+        // weights (the sine MLP's first and last) stay float32.
+        assert!(i8b < f32b, "{rel}: int8 weights {i8b} of {f32b} bytes");
+        if f32b >= 4096 {
+            assert!(
+                i8b * 10 <= f32b * 3,
+                "{rel}: int8 weights {i8b} of {f32b} bytes"
+            );
+        }
+        eprintln!("{rel}: layer weights {f32b} B float32, {f16b} B float16, {i8b} B int8");
+    }
+    for (rel, says) in [
+        ("sklearn/rf_breast_cancer.onnx", "no tree ensemble"),
+        (
+            "mlperf-tiny/kws_ref_model.tflite",
+            "Core ML computes in float",
+        ),
+    ] {
+        let bytes = std::fs::read(corpus().join(rel)).unwrap();
+        let e = kiln_compiler::export_coreml(&bytes, rel, &Options::default())
+            .err()
+            .unwrap_or_else(|| panic!("{rel}: exported"));
+        assert!(e.to_string().contains(says), "{rel}: {e}");
+    }
+    std::fs::remove_dir_all(&tmp).ok();
+}

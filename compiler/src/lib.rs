@@ -11,6 +11,7 @@
 //! `kernels` and `engine` (folding runs the device code), and tract-onnx for
 //! protobuf types only. No runtime depends on the compiler.
 
+pub mod coreml;
 pub mod error;
 pub mod eval;
 pub mod fc;
@@ -139,17 +140,8 @@ pub fn export_tflite(bytes: &[u8], source_name: &str, opts: &Options) -> Result<
                 .into(),
         ));
     }
-    let imported = if tflite::is_tflite(bytes) {
-        tflite::import(bytes, &opts.import)?
-    } else {
-        onnx::import(&onnx::parse(bytes)?, &opts.import)?
-    };
-    let mut g = imported.graph;
-    if opts.no_optimize {
-        passes::dead_nodes(&mut g);
-    } else {
-        passes::optimize(&mut g);
-    }
+    let imported = import_optimized(bytes, opts)?;
+    let g = imported.graph;
     let description = format!(
         "kiln-compiler {} from {source_name}",
         env!("CARGO_PKG_VERSION")
@@ -159,6 +151,71 @@ pub fn export_tflite(bytes: &[u8], source_name: &str, opts: &Options) -> Result<
         &imported.input_names,
         &imported.output_names,
         &description,
+    )
+}
+
+/// Imports `bytes` and runs the optimisation passes, as the exports do.
+fn import_optimized(bytes: &[u8], opts: &Options) -> Result<onnx::Imported> {
+    let mut imported = if tflite::is_tflite(bytes) {
+        tflite::import(bytes, &opts.import)?
+    } else {
+        onnx::import(&onnx::parse(bytes)?, &opts.import)?
+    };
+    if opts.no_optimize {
+        passes::dead_nodes(&mut imported.graph);
+    } else {
+        passes::optimize(&mut imported.graph);
+    }
+    Ok(imported)
+}
+
+/// `--target coreml`: the model as a Core ML ML Program package. Weights
+/// stay float32, or are stored float16 (`--quantize f16`) or 8-bit linear
+/// per channel (`--quantize weights`: Core ML computes in float, so int8
+/// weights are all of int8 it can keep), with the weights Kiln's own
+/// `--quantize f16` / `weights` would store.
+pub fn export_coreml(bytes: &[u8], source_name: &str, opts: &Options) -> Result<coreml::Package> {
+    use quantize::Precision;
+    let storage = match opts.quantize.as_ref().map(|q| q.precision) {
+        None => coreml::WeightStorage::F32,
+        Some(Precision::F16) => coreml::WeightStorage::F16,
+        Some(Precision::Weights) => coreml::WeightStorage::Int8,
+        Some(p @ (Precision::Int8 | Precision::Dynamic)) => {
+            return Err(CompileError::Invalid(format!(
+                "--target coreml --quantize {}: Core ML computes in float, so activations cannot be int8; use --quantize weights (int8 weights) or --quantize f16",
+                format!("{p:?}").to_lowercase()
+            )));
+        }
+    };
+    if opts.prune.is_some() {
+        return Err(CompileError::Invalid(
+            "--target coreml writes the unpruned model: pruning is not exported yet".into(),
+        ));
+    }
+    let imported = import_optimized(bytes, opts)?;
+    let compiler = format!("kiln-compiler {}", env!("CARGO_PKG_VERSION"));
+    let meta = coreml::Meta {
+        short_description: format!("{compiler} from {source_name}"),
+        version: opts.version.clone().unwrap_or_else(|| "1".into()),
+        provenance: [
+            ("kiln.source".to_string(), source_name.to_string()),
+            (
+                "kiln.source_sha256".to_string(),
+                Sha256::digest(bytes)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect(),
+            ),
+            ("kiln.compiler".to_string(), compiler),
+        ]
+        .into(),
+    };
+    coreml::export(
+        &imported.graph,
+        &imported.input_names,
+        &imported.output_names,
+        storage,
+        &meta,
     )
 }
 

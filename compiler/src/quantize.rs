@@ -37,6 +37,9 @@ pub enum Precision {
     Int8,
     Dynamic,
     F16,
+    /// Int8 weights per output channel, float activations and arithmetic
+    /// (what Core ML keeps of int8).
+    Weights,
 }
 
 impl std::str::FromStr for Precision {
@@ -46,8 +49,9 @@ impl std::str::FromStr for Precision {
             "int8" => Ok(Precision::Int8),
             "dynamic" => Ok(Precision::Dynamic),
             "f16" | "float16" => Ok(Precision::F16),
+            "weights" => Ok(Precision::Weights),
             _ => Err(format!(
-                "unknown precision '{s}' (expected int8, dynamic or f16)"
+                "unknown precision '{s}' (expected int8, dynamic, weights or f16)"
             )),
         }
     }
@@ -227,6 +231,11 @@ pub fn quantize(g: &mut Graph, opts: &QuantizeOptions) -> Result<QuantReport> {
             report.quantized = to_dynamic(&mut q)?;
             q
         }
+        Precision::Weights => {
+            let mut q = g.clone();
+            report.quantized = to_weight_int8(&mut q, |_| true);
+            q
+        }
         Precision::Int8 => {
             let calib = opts.calibration.as_ref().ok_or_else(|| {
                 CompileError::Invalid(
@@ -369,7 +378,7 @@ fn to_weight_int8(g: &mut Graph, which: impl Fn(&Node) -> bool) -> Vec<String> {
 /// clipping threshold is the one of `max|w| · f`, `f` in `[0.5, 1]`, with
 /// the least squared rounding-plus-clipping error (for rows without
 /// outliers that is the plain maximum).
-fn quantize_rows(w: &[f32], rows: usize) -> (Vec<i8>, Vec<f32>) {
+pub(crate) fn quantize_rows(w: &[f32], rows: usize) -> (Vec<i8>, Vec<f32>) {
     let len = w.len() / rows.max(1);
     let mut q = Vec::with_capacity(w.len());
     let mut scales = Vec::with_capacity(rows);
@@ -1722,6 +1731,7 @@ mod tests {
         assert!("percentile:10".parse::<Calibrator>().is_err());
         assert!("magic".parse::<Calibrator>().is_err());
         assert_eq!("f16".parse::<Precision>(), Ok(Precision::F16));
+        assert_eq!("weights".parse::<Precision>(), Ok(Precision::Weights));
     }
 
     /// x [1, K] · W [K, N] with column `j` of W scaled by `4^j`: per-column
