@@ -6,10 +6,13 @@
 //! kernels) → [`passes::optimize`] (BatchNorm folding, bias and activation
 //! fusion, dead-node elimination) → [`lower`] (reshape aliasing, arena
 //! planning, weight layout, schema) → bytes via `kiln_format::write`.
+//! The same imported, optimised graph is also written as other platforms'
+//! formats: [`export_tflite`] (LiteRT) and [`export_coreml`] (Core ML).
 //!
 //! Architecture invariant: the compiler depends on `format` (writer),
-//! `kernels` and `engine` (folding runs the device code), and tract-onnx for
-//! protobuf types only. No runtime depends on the compiler.
+//! `kernels` and `engine` (folding runs the device code), tract-onnx for
+//! protobuf types only, `flatbuffers` and `prost` for writing the exports.
+//! No runtime depends on the compiler.
 
 pub mod coreml;
 pub mod error;
