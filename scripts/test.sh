@@ -68,5 +68,9 @@ step "C ABI (libkiln): generated header, C example against kiln run, valgrind"
 bash scripts/setup-c-abi.sh
 cargo test -q -p kiln-cli --test c_abi -- --ignored 2>&1 | grep -E 'test result|panicked|FAILED|assert' | cut -c1-400
 
+step "Core ML binding (runtime-native --features coreml): a stub off Apple platforms; package and input checks"
+cargo clippy -q -p kiln-runtime-native --features coreml --all-targets -- -D warnings
+cargo test -q -p kiln-runtime-native --features coreml --lib coreml 2>&1 | grep -E 'test result|panicked|FAILED'
+
 step "conformance tables (ONNX node tests, corpus cross-check)"
 cargo test -q -p kiln-cli --test onnx_node --test corpus -- --nocapture 2>&1 | grep -vE '^\s*$' | tail -n 60

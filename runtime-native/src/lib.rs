@@ -9,10 +9,16 @@
 //! returns a typed [`RunError`] naming the input and the violation.
 //! [`Session::run_into`] does not allocate.
 //!
+//! With the `coreml` feature, [`coreml::CoreMlModel`] runs a Core ML
+//! package through the system instead (Apple platforms).
+//!
 //! Architecture invariant: depends on `format` and `engine` only; the
 //! compiler comes in solely through the optional `onnx` feature, which the
-//! CLI enables and device builds leave off.
+//! CLI enables and device builds leave off, and Core ML's binding solely
+//! through the optional `coreml` feature.
 
+#[cfg(feature = "coreml")]
+pub mod coreml;
 mod error;
 mod tensor;
 
