@@ -429,10 +429,6 @@ fn tflite_export_runs_in_litert_and_round_trips() {
             "tflite-micro/trained_lstm.tflite",
             "LstmCellClip is not exported yet",
         ),
-        (
-            "tflite-micro/micro_speech_quantized.tflite",
-            "Transpose is not exported yet",
-        ),
     ] {
         let bytes = std::fs::read(corpus().join(rel)).unwrap();
         let Err(e) = kiln_compiler::export_tflite(&bytes, rel, &Options::default()) else {
@@ -460,6 +456,7 @@ fn tflite_int8_export_matches_litert_bit_for_bit() {
         "mlperf-tiny/pretrainedResnet_quant.tflite",
         "mlperf-tiny/str_ww_ref_model.tflite",
         "tflite-micro/person_detect.tflite",
+        "tflite-micro/micro_speech_quantized.tflite",
     ] {
         let bytes = std::fs::read(corpus().join(rel)).unwrap();
         let opts = Options::default();

@@ -11,11 +11,12 @@
 //! lookup (argmax, gather, cast over int32/int64). 4-D activations are NCHW
 //! in the IR and NHWC in LiteRT's convolutions: each IR tensor gets either
 //! TFLite form on demand (`Writer::tensor`, `Writer::nhwc_of`), a TRANSPOSE
-//! apart. Int8 models from TFLite (fully connected, convolution, depthwise,
-//! average pool, softmax, add) export with the quantization the importer
-//! kept (`Graph::quant`). Any other op (tree ensembles, which LiteRT cannot
-//! express; LSTMs; general transposes) fails with a message naming it,
-//! never a broken file.
+//! apart; an IR transpose from NCHW to NHWC is the input's NHWC form
+//! itself, any other one a TRANSPOSE. Int8 models from TFLite (fully
+//! connected, convolution, depthwise, average pool, softmax, add,
+//! transpose) export with the quantization the importer kept
+//! (`Graph::quant`). Any other op (tree ensembles, which LiteRT cannot
+//! express; LSTMs) fails with a message naming it, never a broken file.
 
 use crate::error::{CompileError, Result};
 use crate::ir::{Graph, TensorId};
@@ -233,7 +234,7 @@ impl Writer<'_> {
         if let Some(&x) = self.nhwc.get(&t) {
             // Back to the IR's NCHW.
             let y = self.new_like(t, &self.g.tensors[t].shape.clone(), "")?;
-            self.transpose(x, y, [0, 3, 1, 2]);
+            self.transpose(x, y, &[0, 3, 1, 2]);
             self.index.insert(t, y);
             return Ok(y);
         }
@@ -273,7 +274,7 @@ impl Writer<'_> {
         }
         let x = self.tensor(t)?;
         let y = self.define_nhwc(t)?;
-        self.transpose(x, y, [0, 2, 3, 1]);
+        self.transpose(x, y, &[0, 2, 3, 1]);
         Ok(y)
     }
 
@@ -321,12 +322,12 @@ impl Writer<'_> {
     }
 
     /// TRANSPOSE `x` → `y` by `perm` (4-D).
-    fn transpose(&mut self, x: i32, y: i32, perm: [i32; 4]) {
+    fn transpose(&mut self, x: i32, y: i32, perm: &[i32]) {
         let name = format!("{}/perm", self.tensors[y as usize].name);
         let buffer = self.buffer(perm.iter().flat_map(|v| v.to_le_bytes()).collect());
         let p = self.push(TensorOut {
             name,
-            shape: vec![4],
+            shape: vec![perm.len() as i32],
             ty: INT32,
             buffer,
             quant: None,
@@ -758,6 +759,23 @@ impl Writer<'_> {
                 // TFLite model's input): the same TFLite tensor.
                 let x = self.tensor(input(0)?)?;
                 self.nhwc.insert(out, x);
+            }
+            Op::Transpose { perm }
+                if g.tensors[input(0)?].shape.len() == 4 && perm[..4] == [0, 2, 3, 1] =>
+            {
+                // NCHW → NHWC: the input's NHWC form (which a convolution
+                // before it produced already).
+                let y = self.nhwc_of(input(0)?)?;
+                self.index.insert(out, y);
+            }
+            Op::Transpose { perm } => {
+                let rank = g.tensors[input(0)?].shape.len();
+                if !(1..=6).contains(&rank) {
+                    return Err(unsupported("LiteRT transposes tensors of rank 1 to 6"));
+                }
+                let perm: Vec<i32> = perm[..rank].iter().map(|&p| i32::from(p)).collect();
+                let (x, y) = (self.tensor(input(0)?)?, self.tensor(out)?);
+                self.transpose(x, y, &perm);
             }
             Op::QFullyConnected {
                 act_min, act_max, ..
