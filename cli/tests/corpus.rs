@@ -342,7 +342,7 @@ fn hybrid_kws_matches_litert_builtin_kernels() {
 /// from TFLite sources, to 1e-6 from ONNX ones, whose MatMuls come back as
 /// fully connected layers);
 /// what LiteRT cannot express (a tree ensemble) or the exporter does not
-/// yet (convolutions, int8) fails at export with the node and the reason.
+/// yet (an int8 LSTM) fails at export with the node and the reason.
 #[test]
 fn tflite_export_runs_in_litert_and_round_trips() {
     let tmp = std::env::temp_dir().join(format!("kiln-tflite-export-{}", std::process::id()));
@@ -357,6 +357,7 @@ fn tflite_export_runs_in_litert_and_round_trips() {
         "mlperf-tiny/pretrainedResnet.tflite",
         "onnx-real/mnist-8_cntk.onnx",
         "onnx-real/burn_mnist.onnx",
+        "tflite-micro/trained_lstm.tflite",
     ] {
         let bytes = std::fs::read(corpus().join(rel)).unwrap();
         let opts = Options::default();
@@ -426,8 +427,8 @@ fn tflite_export_runs_in_litert_and_round_trips() {
             "LiteRT has no tree ensemble",
         ),
         (
-            "tflite-micro/trained_lstm.tflite",
-            "LstmCellClip is not exported yet",
+            "tflite-micro/dtln_noise_suppression.tflite",
+            "QLstm is not exported yet",
         ),
     ] {
         let bytes = std::fs::read(corpus().join(rel)).unwrap();

@@ -15,8 +15,10 @@
 //! itself, any other one a TRANSPOSE. Int8 models from TFLite (fully
 //! connected, convolution, depthwise, average pool, softmax, add,
 //! transpose) export with the quantization the importer kept
-//! (`Graph::quant`). Any other op (tree ensembles, which LiteRT cannot
-//! express; LSTMs) fails with a message naming it, never a broken file.
+//! (`Graph::quant`). Forward float LSTMs become UNIDIRECTIONAL_SEQUENCE_LSTM
+//! (time-major, per-gate weights, zeroed variable states). Any other op
+//! (tree ensembles, which LiteRT cannot express; int8 and bidirectional
+//! LSTMs) fails with a message naming it, never a broken file.
 
 use crate::error::{CompileError, Result};
 use crate::ir::{Graph, TensorId};
@@ -45,6 +47,7 @@ mod options {
     pub const LOG_SOFTMAX: u8 = 36;
     pub const CAST: u8 = 37;
     pub const ARG_MAX: u8 = 40;
+    pub const UNIDIRECTIONAL_SEQUENCE_LSTM: u8 = 71;
 }
 
 /// Vtable slot of field `id`.
@@ -189,6 +192,7 @@ enum Scalar {
     I8(i8),
     I32(i32),
     F32(f32),
+    Bool(bool),
 }
 
 /// A tensor before it is written.
@@ -212,6 +216,8 @@ struct Writer<'g> {
     nhwc: HashMap<TensorId, i32>,
     buffers: Vec<Vec<u8>>,
     ops: Vec<OpOut>,
+    /// TFLite tensors that are variables (an LSTM's states).
+    variables: std::collections::HashSet<i32>,
 }
 
 impl Writer<'_> {
@@ -673,6 +679,110 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// A forward, sequence-major float LSTM `n` (the IR's ONNX-style
+    /// `Lstm`, or `LstmCellClip`) as `UNIDIRECTIONAL_SEQUENCE_LSTM`
+    /// (time-major): per-gate weights and one bias per gate (ONNX's input
+    /// and recurrent biases summed), zero-initialised variable states, the
+    /// output reshaped to the IR's `[steps, 1, batch, hidden]`.
+    fn lstm(
+        &mut self,
+        n: usize,
+        hidden: u32,
+        acts: &[kiln_format::RnnAct; 3],
+        cell_clip: f32,
+    ) -> Result<()> {
+        use kiln_format::RnnAct;
+        let g = self.g;
+        let node = &g.nodes[n];
+        let unsupported = |why: &str| cannot(node, why);
+        let act = match acts {
+            [RnnAct::Sigmoid, RnnAct::Tanh, RnnAct::Tanh] => 4,
+            [RnnAct::Sigmoid, RnnAct::Relu, RnnAct::Relu] => 1,
+            _ => {
+                return Err(unsupported(
+                    "LiteRT's LSTM has sigmoid gates and one tanh or ReLU activation",
+                ));
+            }
+        };
+        if node.inputs.iter().skip(4).any(Option::is_some) {
+            return Err(unsupported(
+                "sequence lengths, initial states and peepholes are not exported yet",
+            ));
+        }
+        // Only Y: LiteRT's LSTM has no final-state outputs.
+        let read = |t: TensorId| {
+            g.outputs.contains(&t) || g.nodes.iter().any(|m| m.inputs.contains(&Some(t)))
+        };
+        if node.outputs.iter().skip(1).flatten().any(|&t| read(t)) {
+            return Err(unsupported(
+                "the final hidden or cell state is used: LiteRT's LSTM gives the sequence only",
+            ));
+        }
+        let (x, out) = (input_of(node, 0)?, output_of(node)?);
+        let h = hidden as usize;
+        let &[steps, batch, features] = g.tensors[x].shape.as_slice() else {
+            return Err(unsupported("the input must be [steps, batch, features]"));
+        };
+        let weights = |k: usize, cols: usize| -> Result<Vec<f32>> {
+            let t = &g.tensors[input_of(node, k)?];
+            t.f32s()
+                .filter(|v| v.len() == 4 * h * cols)
+                .ok_or_else(|| unsupported("weights must be float32 constants of one direction"))
+        };
+        let (w, r) = (weights(1, features)?, weights(2, h)?);
+        let b = match node.inputs.get(3).copied().flatten() {
+            Some(t) => g.tensors[t]
+                .f32s()
+                .filter(|v| v.len() == 8 * h)
+                .ok_or_else(|| {
+                    unsupported("the bias must be a float32 constant of 8 × hidden values")
+                })?,
+            None => vec![0.0; 8 * h],
+        };
+        let name = node.name.clone();
+        // TFLite gate order i, f, c, o; ONNX stores i, o, f, c.
+        const ONNX: [usize; 4] = [0, 2, 3, 1];
+        let mut inputs = vec![self.tensor(x)?];
+        for (m, cols, what) in [(&w, features, "input"), (&r, h, "recurrent")] {
+            for (gate, &k) in ["i", "f", "c", "o"].iter().zip(&ONNX) {
+                let rows = &m[k * h * cols..(k + 1) * h * cols];
+                inputs.push(self.constant(format!("{name}/{what}_to_{gate}"), &[h, cols], rows)?);
+            }
+        }
+        inputs.extend([-1, -1, -1]);
+        for (gate, &k) in ["i", "f", "c", "o"].iter().zip(&ONNX) {
+            let sum: Vec<f32> = (0..h)
+                .map(|j| b[k * h + j] + b[4 * h + k * h + j])
+                .collect();
+            inputs.push(self.constant(format!("{name}/{gate}_bias"), &[h], &sum)?);
+        }
+        inputs.extend([-1, -1]);
+        for state in ["output_state", "cell_state"] {
+            let t = self.push(TensorOut {
+                name: format!("{name}/{state}"),
+                shape: Self::dims(&[batch, h], &name)?,
+                ty: FLOAT32,
+                buffer: 0,
+                quant: None,
+            });
+            self.variables.insert(t);
+            inputs.push(t);
+        }
+        inputs.extend([-1, -1, -1, -1]);
+        let y = self.new_like(out, &[steps, batch, h], "/sequence")?;
+        self.op(code::UNIDIRECTIONAL_SEQUENCE_LSTM, inputs, vec![y])
+            .options = Some((
+            options::UNIDIRECTIONAL_SEQUENCE_LSTM,
+            vec![
+                (0, Scalar::I8(act)),
+                (1, Scalar::F32(cell_clip)),
+                (2, Scalar::F32(0.0)),
+                (3, Scalar::Bool(true)),
+            ],
+        ));
+        self.reshape(y, out)
+    }
+
     fn node(&mut self, n: usize) -> Result<()> {
         let g = self.g;
         let node = &g.nodes[n];
@@ -931,6 +1041,19 @@ impl Writer<'_> {
                 let options = tag.map(|t| (t, vec![(0, Scalar::I8(0))]));
                 self.op(code, inputs, vec![y]).options = options;
             }
+            Op::Lstm {
+                hidden,
+                direction: kiln_format::RnnDirection::Forward,
+                batch_first: false,
+                acts,
+                clip: None,
+                input_forget: false,
+            } => self.lstm(n, *hidden, acts, 0.0)?,
+            Op::LstmCellClip {
+                hidden,
+                acts,
+                cell_clip,
+            } => self.lstm(n, *hidden, acts, *cell_clip)?,
             Op::TreeEnsemble { .. } => {
                 return Err(unsupported(
                     "LiteRT has no tree ensemble op (keep the .kiln artifact, or serve it with kiln serve)",
@@ -963,6 +1086,7 @@ pub fn export(
         nhwc: HashMap::new(),
         buffers: vec![vec![]],
         ops: vec![],
+        variables: Default::default(),
     };
     let inputs: Vec<i32> = g
         .inputs
@@ -1015,7 +1139,8 @@ fn write(
     let tensor_tables: Vec<_> = w
         .tensors
         .iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(i, t)| {
             let shape = b.create_vector(&t.shape);
             let name = b.create_string(&t.name);
             // QuantizationParameters: scale, zero_point, quantized_dimension.
@@ -1039,6 +1164,7 @@ fn write(
             if let Some(q) = quant {
                 b.push_slot_always(field(4), q);
             }
+            b.push_slot::<bool>(field(5), w.variables.contains(&(i as i32)), false);
             b.end_table(tt)
         })
         .collect();
@@ -1058,6 +1184,7 @@ fn write(
                         Scalar::I8(x) => b.push_slot_always::<i8>(field(id), x),
                         Scalar::I32(x) => b.push_slot_always::<i32>(field(id), x),
                         Scalar::F32(x) => b.push_slot_always::<f32>(field(id), x),
+                        Scalar::Bool(x) => b.push_slot_always::<bool>(field(id), x),
                     }
                 }
                 b.end_table(t)
