@@ -358,6 +358,7 @@ fn tflite_export_runs_in_litert_and_round_trips() {
         "onnx-real/mnist-8_cntk.onnx",
         "onnx-real/burn_mnist.onnx",
         "tflite-micro/trained_lstm.tflite",
+        "mlperf-tiny/kws_ref_model_float32.tflite",
     ] {
         let bytes = std::fs::read(corpus().join(rel)).unwrap();
         let opts = Options::default();

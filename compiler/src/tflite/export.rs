@@ -15,7 +15,9 @@
 //! itself, any other one a TRANSPOSE. Int8 models from TFLite (fully
 //! connected, convolution, depthwise, average pool, softmax, add,
 //! transpose) export with the quantization the importer kept
-//! (`Graph::quant`). Forward float LSTMs become UNIDIRECTIONAL_SEQUENCE_LSTM
+//! (`Graph::quant`); hybrid convolutions (float activations, int8 filter
+//! with one scale) go back as CONV_2D with an int8 filter, which LiteRT
+//! runs with its dynamic-range kernel. Forward float LSTMs become UNIDIRECTIONAL_SEQUENCE_LSTM
 //! (time-major, per-gate weights, zeroed variable states). Any other op
 //! (tree ensembles, which LiteRT cannot express; int8 and bidirectional
 //! LSTMs) fails with a message naming it, never a broken file.
@@ -508,6 +510,72 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// A hybrid (dynamic-range) convolution `n`: float input and output,
+    /// int8 filter with its one scale, float bias; LiteRT quantizes the
+    /// input per call as Kiln's kernel does.
+    fn hybrid_conv(
+        &mut self,
+        n: usize,
+        window: &kiln_format::Window,
+        group: u32,
+        act: i8,
+    ) -> Result<()> {
+        let g = self.g;
+        let node = &g.nodes[n];
+        let (x, wt, st, out) = (
+            input_of(node, 0)?,
+            input_of(node, 1)?,
+            input_of(node, 2)?,
+            output_of(node)?,
+        );
+        let w = &g.tensors[wt];
+        let (Some(wd), &[m, cg, kh, kw], &[_, c, _, _], Some(&[scale])) = (
+            &w.data,
+            &w.shape[..],
+            &g.tensors[x].shape[..],
+            g.tensors[st].f32s().as_deref(),
+        ) else {
+            return Err(cannot(
+                node,
+                "only 2-D convolutions with constant int8 weights and one scale",
+            ));
+        };
+        let depthwise = group as usize == c && cg == 1 && group > 1;
+        if group != 1 && !depthwise {
+            return Err(cannot(node, "grouped convolutions other than depthwise"));
+        }
+        let bias = match node.inputs.get(3).copied().flatten() {
+            Some(b) => g.tensors[b]
+                .f32s()
+                .filter(|v| v.len() == m)
+                .ok_or_else(|| cannot(node, "the bias must be constant, one per channel"))?,
+            None => vec![0.0; m],
+        };
+        let (xn, padding) = self
+            .windowed(x, window, true)
+            .map_err(|e| cannot(node, &e))?;
+        let (shape, filter, axis) = lite_filter(wd, [m, cg, kh, kw], depthwise);
+        let buffer = self.buffer(filter);
+        let name = format!("{}/filter", w.name);
+        let dims = Self::dims(&shape, &name)?;
+        let filter_t = self.push(TensorOut {
+            name,
+            shape: dims,
+            ty: INT8,
+            buffer,
+            quant: Some(crate::ir::QuantParams {
+                scales: vec![scale],
+                zero_points: vec![0],
+                axis,
+            }),
+        });
+        let bias_t = self.constant(format!("{}/bias", node.name), &[m], &bias)?;
+        let y = self.define_nhwc(out)?;
+        let (code, options) = conv_op(depthwise, padding, window, act);
+        self.op(code, vec![xn, filter_t, bias_t], vec![y]).options = Some(options);
+        Ok(())
+    }
+
     /// MaxPool or AveragePool `n`, NHWC in and out.
     fn pool(
         &mut self,
@@ -829,6 +897,24 @@ impl Writer<'_> {
                     .clamp_act(out, *act_min, *act_max)
                     .map_err(|e| unsupported(&e))?;
                 self.qconv(n, window, *group, act)?;
+            }
+            Op::HybridConv {
+                window,
+                group,
+                act_min,
+                act_max,
+            } => {
+                let act = match (*act_min, *act_max) {
+                    (lo, hi) if lo == f32::NEG_INFINITY && hi == f32::INFINITY => 0,
+                    (lo, hi) if lo == 0.0 && hi == f32::INFINITY => 1,
+                    (lo, hi) if lo == 0.0 && hi == 6.0 => 3,
+                    (lo, hi) => {
+                        return Err(unsupported(&format!(
+                            "its clamp [{lo}, {hi}] is no LiteRT fused activation"
+                        )));
+                    }
+                };
+                self.hybrid_conv(n, window, *group, act)?;
             }
             Op::QSoftmax { .. } => {
                 let (x, y) = (self.tensor(input(0)?)?, self.tensor(out)?);
