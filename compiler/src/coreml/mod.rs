@@ -18,7 +18,11 @@
 //! a Core ML classifier (`predictedFeatureName`, a probability dictionary).
 //! Weights are stored float32, float16 (`constexpr_cast`) or 8-bit linear
 //! per output channel (`constexpr_affine_dequantize`, symmetric int8):
-//! Core ML computes in float either way. Names that are not MIL
+//! Core ML computes in float either way. An int8 model (from TFLite) keeps
+//! its int8 weights and scales; its activations become their real values
+//! (`scale · (q − zero_point)`, I/O included), int32 biases are scaled to
+//! real values, and each int8 clamp (fused activation, saturation) becomes
+//! a `clip` at its real bounds. Names that are not MIL
 //! identifiers are sanitised; the source name is kept in each feature's
 //! description. Any other op fails with a message naming it.
 //!
@@ -486,24 +490,163 @@ impl<'g> Writer<'g> {
             WeightStorage::Int8 => {
                 let rows = shape.first().copied().unwrap_or(1);
                 let (q, scales) = crate::quantize::quantize_rows(w, rows);
-                self.weight_bytes += q.len() + 4 * scales.len();
-                let name = self.fresh(hint);
-                let data = self.stored(Data::I8(q.iter().map(|&v| v as u8).collect()), shape);
-                let n = scales.len();
-                self.push_op(
-                    "constexpr_affine_dequantize",
-                    vec![],
-                    vec![(name.clone(), tensor_type(dtype::FLOAT32, shape))],
-                    vec![
-                        ("quantized_data", data),
-                        ("zero_point", immediate(Data::I8(vec![0]), &[])),
-                        ("scale", immediate(Data::F32(scales), &[n])),
-                        ("axis", immediate(Data::I32(vec![0]), &[])),
-                    ],
-                );
-                name
+                let bytes = q.iter().map(|&v| v as u8).collect();
+                self.int8_weight(hint, shape, bytes, scales)
             }
         }
+    }
+
+    /// Symmetric int8 weights `q` of `shape` with a scale per output
+    /// channel (axis 0; or one), widened by `constexpr_affine_dequantize`.
+    fn int8_weight(&mut self, hint: &str, shape: &[usize], q: Vec<u8>, scales: Vec<f32>) -> String {
+        self.weight_bytes += q.len() + 4 * scales.len();
+        let name = self.fresh(hint);
+        let data = self.stored(Data::I8(q), shape);
+        let n = scales.len();
+        let scale = if n == 1 {
+            immediate(Data::F32(scales), &[])
+        } else {
+            immediate(Data::F32(scales), &[n])
+        };
+        self.push_op(
+            "constexpr_affine_dequantize",
+            vec![],
+            vec![(name.clone(), tensor_type(dtype::FLOAT32, shape))],
+            vec![
+                ("quantized_data", data),
+                ("zero_point", immediate(Data::I8(vec![0]), &[])),
+                ("scale", scale),
+                ("axis", immediate(Data::I32(vec![0]), &[])),
+            ],
+        );
+        name
+    }
+
+    /// The one scale and zero point of int8 tensor `t` (its real value is
+    /// `scale · (q − zero_point)`).
+    fn real(&self, t: TensorId) -> Option<(f32, i64)> {
+        let q = self.g.quant.get(&t)?;
+        match (&q.scales[..], &q.zero_points[..]) {
+            ([s], [z]) => Some((*s, *z)),
+            ([s], []) => Some((*s, 0)),
+            _ => None,
+        }
+    }
+
+    /// `x` clamped into `(out, ty)` at the real values of int8 output
+    /// `out_t`'s `[lo, hi]` (a fused activation and int8's saturation).
+    fn clamp_real(
+        &mut self,
+        node: &Node,
+        out_t: TensorId,
+        (lo, hi): (i32, i32),
+        x: String,
+        (out, ty): (String, ValueType),
+    ) -> Result<()> {
+        let (s, z) = self
+            .real(out_t)
+            .ok_or_else(|| cannot(node, "the output's int8 quantization is unknown"))?;
+        let act = Unary::Clip {
+            min: s * (lo as f32 - z as f32),
+            max: s * (hi as f32 - z as f32),
+        };
+        self.activation(node, &act, x, out, ty)
+    }
+
+    /// An int8 convolution (`window` set) or fully connected layer from an
+    /// int8 model, in float: its int8 weights widened per channel, its
+    /// int32 bias scaled to real values, the clamp at real values.
+    fn int8_layer(
+        &mut self,
+        node: &Node,
+        conv: Option<(&kiln_format::Window, u32)>,
+        clamp: (i32, i32),
+    ) -> Result<()> {
+        let g = self.g;
+        let (x, w) = (
+            node.inputs.first().copied().flatten(),
+            node.inputs.get(1).copied().flatten(),
+        );
+        let (Some(x), Some(w)) = (x, w) else {
+            return Err(cannot(node, "input or weights missing"));
+        };
+        let wt = &g.tensors[w];
+        let (Some(data), Some(wq), Some((sx, _))) = (&wt.data, g.quant.get(&w), self.real(x))
+        else {
+            return Err(cannot(
+                node,
+                "int8 weights and input without known quantization",
+            ));
+        };
+        let m = wt.shape.first().copied().unwrap_or(0);
+        if wq.zero_points.iter().any(|&z| z != 0) || !(wq.scales.len() == 1 || wq.scales.len() == m)
+        {
+            return Err(cannot(
+                node,
+                "weights must be symmetric, per tensor or per output channel",
+            ));
+        }
+        let sw: Vec<f32> = (0..m)
+            .map(|c| wq.scales[if wq.scales.len() == 1 { 0 } else { c }])
+            .collect();
+        let bias: Vec<f32> = match node.inputs.get(2).copied().flatten() {
+            Some(b) => {
+                let v = g.tensors[b]
+                    .ints()
+                    .filter(|v| v.len() == m)
+                    .ok_or_else(|| {
+                        cannot(node, "the bias must be an int32 constant, one per channel")
+                    })?;
+                v.iter()
+                    .zip(&sw)
+                    .map(|(&b, &s)| b as f32 * sx * s)
+                    .collect()
+            }
+            None => vec![0.0; m],
+        };
+        let shape = wt.shape.clone();
+        let hint = wt.name.clone();
+        let xv = self.var(x, node)?;
+        let wv = self.int8_weight(
+            &format!("{hint}_weight"),
+            &shape,
+            data.to_vec(),
+            wq.scales.clone(),
+        );
+        let bv = self.constant(&format!("{hint}_bias"), Data::F32(bias), &[m]);
+        let (out_t, out, ty) = self.define(node)?;
+        let pre = self.fresh(&format!("{out}_pre"));
+        match conv {
+            Some((window, group)) => {
+                let strides = self.ints("strides", &window.strides.map(|v| v as i32));
+                let dil = self.ints("dilations", &window.dilations.map(|v| v as i32));
+                let pad = self.pads(window);
+                let pad_type = self.string("pad_type", "custom");
+                let groups = self.int("groups", group as i32);
+                self.push_op(
+                    "conv",
+                    vec![
+                        ("x", vec![xv]),
+                        ("weight", vec![wv]),
+                        ("bias", vec![bv]),
+                        ("strides", vec![strides]),
+                        ("pad_type", vec![pad_type]),
+                        ("pad", vec![pad]),
+                        ("dilations", vec![dil]),
+                        ("groups", vec![groups]),
+                    ],
+                    vec![(pre.clone(), ty.clone())],
+                    vec![],
+                );
+            }
+            None => self.push_op(
+                "linear",
+                vec![("x", vec![xv]), ("weight", vec![wv]), ("bias", vec![bv])],
+                vec![(pre.clone(), ty.clone())],
+                vec![],
+            ),
+        }
+        self.clamp_real(node, out_t, clamp, pre, (out, ty))
     }
 
     /// A layer's bias: float16 under [`WeightStorage::F16`] from 16 values
@@ -542,6 +685,8 @@ impl<'g> Writer<'g> {
         let dt = match tt.dtype {
             DType::F32 => dtype::FLOAT32,
             DType::I32 => dtype::INT32,
+            // An int8 model's tensors hold their real values here.
+            DType::I8 if self.real(t).is_some() => dtype::FLOAT32,
             other => {
                 return Err(cannot(
                     node,
@@ -1063,13 +1208,98 @@ impl<'g> Writer<'g> {
                 );
                 Ok(())
             }
+            Op::QConv {
+                window,
+                group,
+                act_min,
+                act_max,
+                ..
+            } => self.int8_layer(node, Some((window, *group)), (*act_min, *act_max)),
+            Op::QFullyConnected {
+                act_min, act_max, ..
+            } => self.int8_layer(node, None, (*act_min, *act_max)),
+            Op::QAvgPool {
+                window,
+                act_min,
+                act_max,
+            } => {
+                let out_t = node.outputs.first().copied().flatten().unwrap_or_default();
+                let plain = Node {
+                    op: Op::AveragePool {
+                        window: *window,
+                        count_include_pad: false,
+                    },
+                    ..node.clone()
+                };
+                self.pool(&plain, window, false, false)?;
+                // Then the clamp into the node's own output.
+                let pooled = self.vars.remove(&out_t).unwrap_or_default();
+                let (_, out, ty) = self.define(node)?;
+                self.clamp_real(node, out_t, (*act_min, *act_max), pooled, (out, ty))
+            }
+            Op::QAdd {
+                act_min, act_max, ..
+            } => {
+                let (x, y) = (self.input(node, 0)?, self.input(node, 1)?);
+                let (out_t, out, ty) = self.define(node)?;
+                let pre = self.fresh(&format!("{out}_pre"));
+                self.push_op(
+                    "add",
+                    vec![("x", vec![x]), ("y", vec![y])],
+                    vec![(pre.clone(), ty.clone())],
+                    vec![],
+                );
+                self.clamp_real(node, out_t, (*act_min, *act_max), pre, (out, ty))
+            }
+            Op::QSoftmax { .. } => {
+                // The table is e^(-input_scale·beta·d): beta from its second
+                // entry.
+                let x_t = node.inputs.first().copied().flatten().unwrap_or_default();
+                let table = node
+                    .inputs
+                    .get(1)
+                    .copied()
+                    .flatten()
+                    .and_then(|t| g.tensors[t].f32s());
+                let (Some((sx, _)), Some(table)) = (self.real(x_t), table) else {
+                    return Err(cannot(
+                        node,
+                        "the softmax's input quantization or table is unknown",
+                    ));
+                };
+                let beta = table.get(1).map_or(1.0, |&e| -e.ln() / sx);
+                let x = self.input(node, 0)?;
+                let (_, out, ty) = self.define(node)?;
+                let scaled = if (beta - 1.0).abs() < 1e-3 {
+                    x
+                } else {
+                    let b = self.float("beta", beta);
+                    let v = self.fresh(&format!("{out}_scaled"));
+                    self.push_op(
+                        "mul",
+                        vec![("x", vec![x]), ("y", vec![b])],
+                        vec![(v.clone(), ty.clone())],
+                        vec![],
+                    );
+                    v
+                };
+                let rank = g.tensors[x_t].shape.len() as i32;
+                let axis = self.int("axis", rank - 1);
+                self.push_op(
+                    "softmax",
+                    vec![("x", vec![scaled]), ("axis", vec![axis])],
+                    vec![(out, ty)],
+                    vec![],
+                );
+                Ok(())
+            }
             Op::TreeEnsemble { .. } => Err(cannot(
                 node,
                 "an ML Program has no tree ensemble op (keep the .kiln artifact, or serve it with kiln serve)",
             )),
             other if other.name().starts_with('Q') => Err(cannot(
                 node,
-                "Core ML computes in float: export the float model, with --quantize weights for 8-bit weights",
+                &format!("{} has no float lowering for Core ML yet", other.name()),
             )),
             other => Err(cannot(
                 node,
@@ -1128,9 +1358,19 @@ pub fn export(
     };
     let mut fn_inputs = vec![];
     let mut described_inputs = vec![];
+    // An int8 model's I/O: its real values, `scale · (q − zero_point)`.
+    let real_io = |t: TensorId| match (g.tensors[t].dtype, g.quant.get(&t)) {
+        (DType::I8, Some(q)) if q.scales.len() == 1 => Some(format!(
+            "int8 in the source (scale {}, zero point {}); here its real value scale · (q − zero point)",
+            q.scales[0],
+            q.zero_points.first().copied().unwrap_or(0)
+        )),
+        _ => None,
+    };
     for (k, &t) in g.inputs.iter().enumerate() {
         let tt = &g.tensors[t];
-        if tt.dtype != DType::F32 {
+        let int8 = real_io(t);
+        if tt.dtype != DType::F32 && int8.is_none() {
             return Err(CompileError::Input {
                 input: tt.name.clone(),
                 detail: format!(
@@ -1148,8 +1388,12 @@ pub fn export(
         });
         described_inputs.push(feature(
             &name,
-            &format!("{source}: float32 {:?}", tt.shape),
-            array_feature(tt.dtype, &tt.shape),
+            &format!(
+                "{source}: float32 {:?}{}",
+                tt.shape,
+                int8.map(|d| format!(", {d}")).unwrap_or_default()
+            ),
+            array_feature(DType::F32, &tt.shape),
         ));
     }
     let heads: Vec<Classifier> = g.outputs.iter().filter_map(|&o| classifier(g, o)).collect();
@@ -1302,7 +1546,8 @@ pub fn export(
             )));
         };
         let tt = &g.tensors[t];
-        if tt.dtype != DType::F32 {
+        let int8 = real_io(t);
+        if tt.dtype != DType::F32 && int8.is_none() {
             return Err(CompileError::Invalid(format!(
                 "output '{source}' is {:?}; the Core ML export writes float32 outputs and classifier labels",
                 tt.dtype
@@ -1311,12 +1556,25 @@ pub fn export(
         block_outputs.push(v.clone());
         described_outputs.push(feature(
             &v,
-            &format!("{source}: float32 {:?}", tt.shape),
-            array_feature(tt.dtype, &tt.shape),
+            &format!(
+                "{source}: float32 {:?}{}",
+                tt.shape,
+                int8.map(|d| format!(", {d}")).unwrap_or_default()
+            ),
+            array_feature(DType::F32, &tt.shape),
         ));
     }
     let mut user_defined = meta.provenance.clone();
-    user_defined.insert("kiln.weights".into(), storage.describe().into());
+    let int8_source = g
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, Op::QConv { .. } | Op::QFullyConnected { .. }));
+    let weights = if int8_source {
+        "int8 linear, the source's scales (activations computed in float)"
+    } else {
+        storage.describe()
+    };
+    user_defined.insert("kiln.weights".into(), weights.into());
     description.input = described_inputs;
     description.output = described_outputs;
     description.metadata = Some(proto::Metadata {
