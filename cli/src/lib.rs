@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 
+pub mod drift;
 pub mod mcu;
 pub mod wasm_module;
 use kiln_runtime_native::{DType, TensorValue};

@@ -105,6 +105,38 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Data drift between a reference and a current CSV window, column by
+    /// column, with Evidently's default tests and thresholds (K-S,
+    /// chi-square or Z-test for up to 1000 reference rows; normed
+    /// Wasserstein or Jensen-Shannon above). Exit code 6 when the dataset
+    /// drifts.
+    Drift {
+        /// Reference window (CSV with a header row)
+        #[arg(long)]
+        reference: PathBuf,
+        /// Current window (CSV, same columns)
+        #[arg(long)]
+        current: PathBuf,
+        /// Columns to treat as categorical (comma-separated); columns with
+        /// a non-numeric value are categorical anyway
+        #[arg(long, value_delimiter = ',')]
+        categorical: Vec<String>,
+        /// Columns to leave out (comma-separated), e.g. an id
+        #[arg(long, value_delimiter = ',')]
+        ignore: Vec<String>,
+        /// A test for a column instead of the default: COLUMN=ks|z|chisquare|wasserstein|jensenshannon|psi (repeatable)
+        #[arg(long = "stattest", value_name = "COLUMN=TEST")]
+        stattests: Vec<String>,
+        /// A threshold for a column instead of the test's default: COLUMN=VALUE (repeatable)
+        #[arg(long = "threshold", value_name = "COLUMN=VALUE")]
+        thresholds: Vec<String>,
+        /// Share of drifted columns at which the dataset drifts
+        #[arg(long, default_value_t = 0.5)]
+        drift_share: f64,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Score a model on labelled data: accuracy and confusion matrix for
     /// classifiers, MAE and RMSE for regressors.
     Eval {
@@ -262,6 +294,23 @@ fn main() -> ExitCode {
             profile,
         ),
         Cmd::Compare { a, b, inputs, json } => compare(&a, &b, &inputs, json),
+        Cmd::Drift {
+            reference,
+            current,
+            categorical,
+            ignore,
+            stattests,
+            thresholds,
+            drift_share,
+            json,
+        } => drift(
+            &reference,
+            &current,
+            (&categorical, &ignore),
+            (&stattests, &thresholds),
+            drift_share,
+            json,
+        ),
         Cmd::Eval {
             model,
             data,
@@ -975,6 +1024,72 @@ fn prepare<'n>(
 }
 
 /// `kiln compare A B --input ...`: both models on the same inputs.
+/// `COLUMN=VALUE` pairs, each value parsed.
+fn column_pairs<T>(
+    pairs: &[String],
+    what: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<std::collections::HashMap<String, T>, Failure> {
+    pairs
+        .iter()
+        .map(|p| {
+            let (c, v) = p
+                .split_once('=')
+                .ok_or_else(|| fail(2)(anyhow!("{what} '{p}': expected COLUMN=VALUE")))?;
+            let v = parse(v).map_err(|e| fail(2)(anyhow!("{what} '{p}': {e}")))?;
+            Ok((c.to_string(), v))
+        })
+        .collect()
+}
+
+fn drift(
+    reference: &Path,
+    current: &Path,
+    (categorical, ignore): (&[String], &[String]),
+    (stattests, thresholds): (&[String], &[String]),
+    drift_share: f64,
+    json: bool,
+) -> Result<(), Failure> {
+    use kiln_collector::drift::{DriftOptions, StatTest, detect};
+    if !(drift_share > 0.0 && drift_share <= 1.0) {
+        return Err(fail(2)(anyhow!(
+            "--drift-share must be in (0, 1], not {drift_share}"
+        )));
+    }
+    let options = DriftOptions {
+        drift_share,
+        stattests: column_pairs(stattests, "--stattest", |v| v.parse::<StatTest>())?,
+        thresholds: column_pairs(thresholds, "--threshold", |v| {
+            v.parse::<f64>()
+                .ok()
+                .filter(|t| t.is_finite() && *t >= 0.0)
+                .ok_or_else(|| format!("'{v}' is not a non-negative number"))
+        })?,
+    };
+    let columns =
+        kiln_cli::drift::read_windows(reference, current, categorical, ignore).map_err(fail(1))?;
+    let report = detect(&columns, &options).map_err(|e| fail(1)(anyhow!(e)))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| fail(1)(anyhow!(e)))?
+        );
+    } else {
+        print!("{}", kiln_cli::drift::table(&report));
+    }
+    if report.dataset_drift {
+        return Err(Failure {
+            code: 6,
+            err: anyhow!(
+                "dataset drift: {} of {} columns drifted",
+                report.number_of_drifted_columns,
+                report.number_of_columns
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn compare(a: &Path, b: &Path, inputs: &[String], json: bool) -> Result<(), Failure> {
     let named = read_named_inputs(inputs)?;
     if named.is_empty() {

@@ -1,0 +1,143 @@
+//! `kiln drift` against Evidently 0.7.23 (legacy `DataDriftPreset`,
+//! defaults) on the corpus's drift scenarios: the same test per column,
+//! the same thresholds and verdicts, the same dataset verdict, p-values to
+//! 1e-6 and distances to 1e-6 relative; exit code 6 exactly when the
+//! dataset drifts.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn drift_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/drift")
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn kiln_drift_reproduces_evidently_on_the_corpus_scenarios() {
+    let mut checked = 0;
+    for scenario in ["breast_cancer", "randhie"] {
+        let dir = drift_dir().join(scenario);
+        let spec = read_json(&dir.join("drift_spec.json"));
+        let categorical: Vec<&str> = spec["categorical_columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        for batch in [
+            "current_no_drift",
+            "current_mild_drift",
+            "current_strong_drift",
+        ] {
+            let want = read_json(&dir.join(format!("evidently_{batch}.json")));
+            let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+                .arg("drift")
+                .arg("--reference")
+                .arg(dir.join("reference.csv"))
+                .arg("--current")
+                .arg(dir.join(format!("{batch}.csv")))
+                .arg("--categorical")
+                .arg(categorical.join(","))
+                .arg("--json")
+                .output()
+                .unwrap();
+            let got: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+                panic!(
+                    "{scenario}/{batch}: {e}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+            let dataset = &want["dataset_drift"];
+            assert_eq!(
+                got["dataset_drift"], dataset["dataset_drift"],
+                "{scenario}/{batch}"
+            );
+            assert_eq!(
+                out.status.code(),
+                Some(if dataset["dataset_drift"].as_bool().unwrap() {
+                    6
+                } else {
+                    0
+                }),
+                "{scenario}/{batch}"
+            );
+            assert_eq!(got["number_of_columns"], dataset["number_of_columns"]);
+            assert_eq!(
+                got["number_of_drifted_columns"],
+                dataset["number_of_drifted_columns"]
+            );
+            let share = |v: &Value| v["share_of_drifted_columns"].as_f64().unwrap();
+            assert!((share(&got) - share(dataset)).abs() < 1e-12);
+            let columns = want["columns"].as_object().unwrap();
+            assert_eq!(got["columns"].as_array().unwrap().len(), columns.len());
+            let mut worst = 0.0f64;
+            for c in got["columns"].as_array().unwrap() {
+                let name = c["column"].as_str().unwrap();
+                let w = &columns[name];
+                let at = format!("{scenario}/{batch}/{name}");
+                for field in [
+                    "column_type",
+                    "stattest_name",
+                    "stattest_threshold",
+                    "drift_detected",
+                ] {
+                    assert_eq!(c[field], w[field], "{at}: {field}");
+                }
+                let (g, e) = (
+                    c["drift_score"].as_f64().unwrap(),
+                    w["drift_score"].as_f64().unwrap(),
+                );
+                let off = if w["stattest_name"].as_str().unwrap().ends_with("p_value") {
+                    (g - e).abs()
+                } else {
+                    (g - e).abs() / e.abs().max(1e-300)
+                };
+                assert!(off <= 1e-6, "{at}: Kiln {g}, Evidently {e}");
+                worst = worst.max(off);
+                checked += 1;
+            }
+            eprintln!("{scenario}/{batch}: worst score difference {worst:.1e}");
+        }
+    }
+    assert_eq!(checked, 3 * 31 + 3 * 10);
+}
+
+#[test]
+fn kiln_drift_refuses_what_it_cannot_compare() {
+    let dir = drift_dir().join("breast_cancer");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("drift")
+            .arg("--reference")
+            .arg(dir.join("reference.csv"))
+            .arg("--current")
+            .arg(dir.join("current_no_drift.csv"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--categorical", "no_such_column"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("'no_such_column' is not in"));
+    let out = run(&["--stattest", "mean_radius=median"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown drift test 'median'"));
+    let out = run(&["--stattest", "diagnosis=ks", "--categorical", "diagnosis"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a numerical column"));
+    // An overridden threshold changes the verdict and is reported.
+    let out = run(&["--threshold", "mean_radius=1.0", "--json"]);
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = got["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["column"] == "mean_radius")
+        .unwrap();
+    assert_eq!(c["stattest_threshold"], 1.0);
+    assert_eq!(c["drift_detected"], true, "every p-value is below 1");
+}
