@@ -46,7 +46,7 @@ command -v cargo-fuzz >/dev/null || {
 }
 
 SAN="${KILN_FUZZ_SANITIZER:-address}"
-ALL_TARGETS=(artifact_parse artifact_run runtime_load embedded_run tflite_import)
+ALL_TARGETS=(artifact_parse artifact_run runtime_load embedded_run tflite_import sketch_decode)
 # Per-input limits: 10 s is a hang, 2 GiB RSS (or one malloc) is an OOM.
 # Seeds are up to ~64 KiB; allow mutations to grow to 128 KiB.
 LIBFUZZER_ARGS=(-max_len=131072 -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=2048 -print_final_stats=1)

@@ -38,9 +38,9 @@ if ((quick == 0)); then
   step "cargo clippy --all-targets -D warnings"
   cargo clippy --workspace --all-targets -q -- -D warnings
 
-  step "no_std builds (format, kernels, engine, runtime-embedded) for thumbv7em-none-eabihf"
+  step "no_std builds (format, kernels, engine, protocol, runtime-embedded) for thumbv7em-none-eabihf"
   if timeout 60 rustup target add thumbv7em-none-eabihf >/dev/null 2>&1; then
-    cargo build -q --target thumbv7em-none-eabihf -p kiln-format -p kiln-kernels -p kiln-engine \
+    cargo build -q --target thumbv7em-none-eabihf -p kiln-format -p kiln-kernels -p kiln-engine -p kiln-protocol \
       -p kiln-runtime-embedded
     echo "ok: the device crates build without std"
   else

@@ -129,3 +129,49 @@ pub fn table(report: &DriftReport) -> String {
     );
     s
 }
+
+/// The baseline of the reference windows of `columns` and the sketch of
+/// their current windows (what a device running the model would send):
+/// categories must be numbers here, as devices report them.
+pub fn sketch_windows(
+    columns: &[Column],
+) -> Result<(kiln_protocol::Baseline, kiln_protocol::Sketch)> {
+    use kiln_protocol::{Baseline, FeatureBaseline, Sketch, sketch::DEFAULT_BINS};
+    let number = |c: &Column, v: &Value| match v {
+        Value::Number(x) => Ok(*x),
+        Value::Text(s) if s.is_empty() => Ok(f64::NAN),
+        Value::Text(s) => bail!(
+            "column '{}' holds '{s}': sketches count numbers (encode categories as numbers, as a device does)",
+            c.name
+        ),
+    };
+    let mut features = vec![];
+    for c in columns {
+        let v = c
+            .reference
+            .iter()
+            .map(|x| number(c, x))
+            .collect::<Result<Vec<_>>>()?;
+        features.push(FeatureBaseline::from_reference(
+            &v,
+            c.kind == Kind::Categorical,
+            DEFAULT_BINS,
+        ));
+    }
+    let baseline = Baseline {
+        names: columns.iter().map(|c| c.name.clone()).collect(),
+        features,
+    };
+    let mut sketch = Sketch::new(&baseline);
+    let rows = columns.first().map_or(0, |c| c.current.len());
+    for i in 0..rows {
+        let row = columns
+            .iter()
+            .map(|c| number(c, &c.current[i]))
+            .collect::<Result<Vec<_>>>()?;
+        sketch
+            .observe(&baseline, &row)
+            .map_err(|e| anyhow::anyhow!("row {}: {e}", i + 2))?;
+    }
+    Ok((baseline, sketch))
+}

@@ -133,6 +133,10 @@ enum Cmd {
         /// Share of drifted columns at which the dataset drifts
         #[arg(long, default_value_t = 0.5)]
         drift_share: f64,
+        /// Judge the current window from its sketch (counts in the
+        /// reference's bins, what a device sends) instead of its raw rows
+        #[arg(long)]
+        sketch: bool,
         /// Print the report as JSON
         #[arg(long)]
         json: bool,
@@ -302,6 +306,7 @@ fn main() -> ExitCode {
             stattests,
             thresholds,
             drift_share,
+            sketch,
             json,
         } => drift(
             &reference,
@@ -309,7 +314,7 @@ fn main() -> ExitCode {
             (&categorical, &ignore),
             (&stattests, &thresholds),
             drift_share,
-            json,
+            (sketch, json),
         ),
         Cmd::Eval {
             model,
@@ -1048,9 +1053,9 @@ fn drift(
     (categorical, ignore): (&[String], &[String]),
     (stattests, thresholds): (&[String], &[String]),
     drift_share: f64,
-    json: bool,
+    (sketch, json): (bool, bool),
 ) -> Result<(), Failure> {
-    use kiln_collector::drift::{DriftOptions, StatTest, detect};
+    use kiln_collector::drift::{DriftOptions, StatTest, detect, detect_sketch};
     if !(drift_share > 0.0 && drift_share <= 1.0) {
         return Err(fail(2)(anyhow!(
             "--drift-share must be in (0, 1], not {drift_share}"
@@ -1068,14 +1073,33 @@ fn drift(
     };
     let columns =
         kiln_cli::drift::read_windows(reference, current, categorical, ignore).map_err(fail(1))?;
-    let report = detect(&columns, &options).map_err(|e| fail(1)(anyhow!(e)))?;
+    let (report, sketch_bytes) = if sketch {
+        let (baseline, current) = kiln_cli::drift::sketch_windows(&columns).map_err(fail(1))?;
+        let report =
+            detect_sketch(&baseline, &current, &options).map_err(|e| fail(1)(anyhow!(e)))?;
+        (report, Some((current.to_bytes().len(), current.rows)))
+    } else {
+        let report = detect(&columns, &options).map_err(|e| fail(1)(anyhow!(e)))?;
+        (report, None)
+    };
     if json {
+        let mut v = serde_json::to_value(&report).map_err(|e| fail(1)(anyhow!(e)))?;
+        if let Some((bytes, rows)) = sketch_bytes {
+            v["sketch_bytes"] = bytes.into();
+            v["sketch_rows"] = rows.into();
+        }
         println!(
             "{}",
-            serde_json::to_string_pretty(&report).map_err(|e| fail(1)(anyhow!(e)))?
+            serde_json::to_string_pretty(&v).map_err(|e| fail(1)(anyhow!(e)))?
         );
     } else {
         print!("{}", kiln_cli::drift::table(&report));
+        if let Some((bytes, rows)) = sketch_bytes {
+            println!(
+                "sketch: {bytes} bytes (postcard) for {rows} rows x {} features",
+                report.number_of_columns
+            );
+        }
     }
     if report.dataset_drift {
         return Err(Failure {

@@ -1,14 +1,17 @@
 //! The Kiln collector: what the fleet's telemetry turns into. Today it owns
 //! the drift engine ([`drift`]): per-column statistical tests chosen and
 //! computed as Evidently's defaults do, and the dataset verdict, on raw
-//! reference and current columns (`kiln drift`).
+//! reference and current columns (`kiln drift`), or on a current window
+//! as devices report it, a `kiln_protocol::Sketch` of counts in the
+//! baseline's bins (`kiln drift --sketch`).
 //!
-//! Architecture invariant: depends on no runtime, engine or compiler crate
-//! (and later only on `protocol` and `format`): a collector reads what
-//! devices send and what artifacts declare, never runs a model.
+//! Architecture invariant: depends on `protocol` (and later `format`) and
+//! on no runtime, engine or compiler crate: a collector reads what devices
+//! send and what artifacts declare, never runs a model.
 
 pub mod drift;
 
 pub use drift::{
     Column, ColumnDrift, DriftError, DriftOptions, DriftReport, Kind, StatTest, Value, detect,
+    detect_sketch,
 };

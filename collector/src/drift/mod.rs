@@ -19,7 +19,10 @@
 //! [`DriftOptions::drift_share`] (0.5). Missing values (NaN, empty
 //! labels) are left out of every test.
 
+mod sketched;
 pub mod stattest;
+
+pub use sketched::detect_sketch;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -194,6 +197,8 @@ pub enum DriftError {
     NotNumeric { column: String, value: String },
     #[error("column '{column}': {test} needs a numerical column")]
     NeedsNumbers { column: String, test: &'static str },
+    #[error("the sketch does not fit the baseline: {0}")]
+    Sketch(String),
 }
 
 /// The present values of `v`.
@@ -367,20 +372,27 @@ pub fn detect(columns: &[Column], options: &DriftOptions) -> Result<DriftReport,
             drift_detected: drifted,
         });
     }
-    let drifted = out.iter().filter(|c| c.drift_detected).count();
-    let share = if out.is_empty() {
-        0.0
-    } else {
-        drifted as f64 / out.len() as f64
-    };
-    Ok(DriftReport {
-        number_of_columns: out.len(),
-        number_of_drifted_columns: drifted,
-        share_of_drifted_columns: share,
-        drift_share: options.drift_share,
-        dataset_drift: !out.is_empty() && share >= options.drift_share,
-        columns: out,
-    })
+    Ok(DriftReport::of(out, options.drift_share))
+}
+
+impl DriftReport {
+    /// The dataset verdict over `columns`.
+    pub fn of(columns: Vec<ColumnDrift>, drift_share: f64) -> DriftReport {
+        let drifted = columns.iter().filter(|c| c.drift_detected).count();
+        let share = if columns.is_empty() {
+            0.0
+        } else {
+            drifted as f64 / columns.len() as f64
+        };
+        DriftReport {
+            number_of_columns: columns.len(),
+            number_of_drifted_columns: drifted,
+            share_of_drifted_columns: share,
+            drift_share,
+            dataset_drift: !columns.is_empty() && share >= drift_share,
+            columns,
+        }
+    }
 }
 
 #[cfg(test)]

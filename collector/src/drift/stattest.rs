@@ -30,6 +30,18 @@ pub fn ks_2samp(a: &[f64], b: &[f64]) -> (f64, f64) {
         hi = hi.max(d);
     }
     let d = hi.max((-lo).clamp(0.0, 1.0));
+    let (d, p) = ks_exact(n1, n2, d);
+    (d, p)
+}
+
+/// The two-sided K-S p-value of statistic `d` between samples of `n1` and
+/// `n2` values (both non-zero), as [`ks_2samp`] computes it.
+pub fn ks_p_value(n1: usize, n2: usize, d: f64) -> f64 {
+    ks_exact(n1, n2, d).1
+}
+
+/// `d` on the `1/lcm` lattice and its exact p-value.
+fn ks_exact(n1: usize, n2: usize, d: f64) -> (f64, f64) {
     let g = gcd(n1 as u64, n2 as u64);
     let lcm = (n1 as u64 / g) * n2 as u64;
     let h = (d * lcm as f64).round_ties_even() as u64;

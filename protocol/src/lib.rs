@@ -1,0 +1,23 @@
+//! Kiln's telemetry messages: what a runtime reports about the data it
+//! sees, small enough for a microcontroller and mergeable by addition.
+//!
+//! A [`Baseline`] (built from the reference data, carried with the model)
+//! fixes, per input feature, the bins a value falls in: quantile edges for
+//! continuous features, the reference's distinct values for discrete and
+//! categorical ones. A [`Sketch`] counts one window of rows into those bins
+//! (plus missing values and the window's extremes); two sketches of the
+//! same baseline merge by adding counts ([`Sketch::merge`]), so devices,
+//! gateways and the collector can combine windows in any order. Sketches
+//! travel as postcard bytes ([`Sketch::to_bytes`]) from devices and as
+//! JSON over HTTP (serde).
+//!
+//! Architecture invariant: `no_std` with `alloc`; depends on nothing in the
+//! workspace (runtimes, the compiler and the collector depend on it).
+
+#![no_std]
+
+extern crate alloc;
+
+pub mod sketch;
+
+pub use sketch::{Baseline, FeatureBaseline, FeatureCounts, Sketch, SketchError};

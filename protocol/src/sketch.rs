@@ -1,0 +1,346 @@
+//! Drift baselines and per-window sketches.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+use serde::{Deserialize, Serialize};
+
+/// Quantile bins of a continuous feature in a default baseline.
+pub const DEFAULT_BINS: usize = 32;
+
+/// Reference features with at most this many distinct values are binned
+/// by value (Evidently bins such numeric columns by value too).
+pub const MAX_DISCRETE_VALUES: usize = 20;
+
+/// How one feature's values are binned, with the reference's counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FeatureBaseline {
+    /// A continuous feature: `edges` ascending and distinct; bin `i` holds
+    /// `edges[i - 1] < x ≤ edges[i]` (bin 0 everything up to `edges[0]`,
+    /// the last one everything above the last edge). `min`, `max` and
+    /// `variance` (population) describe the reference.
+    Continuous {
+        edges: Vec<f64>,
+        counts: Vec<u64>,
+        min: f64,
+        max: f64,
+        variance: f64,
+    },
+    /// A discrete or categorical feature: one bin per reference value
+    /// (ascending), and a last bin for any other value.
+    Values {
+        categorical: bool,
+        values: Vec<f64>,
+        counts: Vec<u64>,
+    },
+}
+
+impl FeatureBaseline {
+    /// The baseline of one reference feature (missing values, NaN, left
+    /// out): by value when it is categorical or has at most
+    /// [`MAX_DISCRETE_VALUES`] distinct values, else `bins` quantile bins.
+    pub fn from_reference(values: &[f64], categorical: bool, bins: usize) -> FeatureBaseline {
+        let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+        v.sort_by(f64::total_cmp);
+        let mut distinct: Vec<f64> = v.clone();
+        distinct.dedup();
+        let mut b = if categorical || distinct.len() <= MAX_DISCRETE_VALUES {
+            FeatureBaseline::Values {
+                categorical,
+                counts: vec![0; distinct.len() + 1],
+                values: distinct,
+            }
+        } else {
+            let n = v.len();
+            let mut edges: Vec<f64> = (1..bins.max(2))
+                .map(|i| v[(i * n / bins.max(2)).min(n - 1)])
+                .collect();
+            edges.dedup();
+            let mean = v.iter().sum::<f64>() / n as f64;
+            let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n as f64;
+            FeatureBaseline::Continuous {
+                counts: vec![0; edges.len() + 1],
+                edges,
+                min: v[0],
+                max: v[n - 1],
+                variance: var,
+            }
+        };
+        for &x in &v {
+            let k = b.bin(x);
+            b.counts_mut()[k] += 1;
+        }
+        b
+    }
+
+    /// The bin of a present value.
+    pub fn bin(&self, x: f64) -> usize {
+        match self {
+            FeatureBaseline::Continuous { edges, .. } => edges.partition_point(|&e| e < x),
+            FeatureBaseline::Values { values, .. } => values
+                .binary_search_by(|v| v.total_cmp(&x))
+                .unwrap_or(values.len()),
+        }
+    }
+
+    /// Number of bins.
+    pub fn bins(&self) -> usize {
+        self.counts().len()
+    }
+
+    /// The reference's count per bin.
+    pub fn counts(&self) -> &[u64] {
+        match self {
+            FeatureBaseline::Continuous { counts, .. } | FeatureBaseline::Values { counts, .. } => {
+                counts
+            }
+        }
+    }
+
+    fn counts_mut(&mut self) -> &mut Vec<u64> {
+        match self {
+            FeatureBaseline::Continuous { counts, .. } | FeatureBaseline::Values { counts, .. } => {
+                counts
+            }
+        }
+    }
+}
+
+/// The reference side of drift: one [`FeatureBaseline`] per input feature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    pub names: Vec<alloc::string::String>,
+    pub features: Vec<FeatureBaseline>,
+}
+
+/// One feature's counts in a window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureCounts {
+    /// Per bin of the feature's baseline.
+    pub bins: Vec<u64>,
+    /// NaN values.
+    pub missing: u64,
+    /// Smallest and largest present value (`+∞`, `−∞` while none).
+    pub min: f64,
+    pub max: f64,
+}
+
+/// One window of rows, counted into a baseline's bins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sketch {
+    pub rows: u64,
+    pub features: Vec<FeatureCounts>,
+}
+
+/// Why a sketch could not be updated, merged or read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SketchError {
+    /// A row or sketch does not have the baseline's shape.
+    Shape {
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    /// The bytes are not a sketch.
+    Decode,
+}
+
+impl fmt::Display for SketchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SketchError::Shape {
+                what,
+                expected,
+                got,
+            } => write!(f, "{what}: expected {expected}, got {got}"),
+            SketchError::Decode => f.write_str("the bytes are not a postcard-encoded sketch"),
+        }
+    }
+}
+
+impl Sketch {
+    /// An empty window for `baseline`.
+    pub fn new(baseline: &Baseline) -> Sketch {
+        Sketch {
+            rows: 0,
+            features: baseline
+                .features
+                .iter()
+                .map(|f| FeatureCounts {
+                    bins: vec![0; f.bins()],
+                    missing: 0,
+                    min: f64::INFINITY,
+                    max: f64::NEG_INFINITY,
+                })
+                .collect(),
+        }
+    }
+
+    /// Counts one row (one value per feature; NaN is missing).
+    pub fn observe(&mut self, baseline: &Baseline, row: &[f64]) -> Result<(), SketchError> {
+        let n = baseline.features.len();
+        if row.len() != n || self.features.len() != n {
+            return Err(SketchError::Shape {
+                what: "values per row",
+                expected: n,
+                got: row.len(),
+            });
+        }
+        for ((f, c), &x) in baseline.features.iter().zip(&mut self.features).zip(row) {
+            if x.is_nan() {
+                c.missing += 1;
+                continue;
+            }
+            let k = f.bin(x);
+            let slot = c.bins.get_mut(k).ok_or(SketchError::Shape {
+                what: "bins",
+                expected: f.bins(),
+                got: k + 1,
+            })?;
+            *slot += 1;
+            c.min = c.min.min(x);
+            c.max = c.max.max(x);
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Adds `other`'s counts (same baseline) into `self`.
+    pub fn merge(&mut self, other: &Sketch) -> Result<(), SketchError> {
+        if self.features.len() != other.features.len() {
+            return Err(SketchError::Shape {
+                what: "features",
+                expected: self.features.len(),
+                got: other.features.len(),
+            });
+        }
+        for (a, b) in self.features.iter().zip(&other.features) {
+            if a.bins.len() != b.bins.len() {
+                return Err(SketchError::Shape {
+                    what: "bins",
+                    expected: a.bins.len(),
+                    got: b.bins.len(),
+                });
+            }
+        }
+        self.rows = self.rows.saturating_add(other.rows);
+        for (a, b) in self.features.iter_mut().zip(&other.features) {
+            for (x, y) in a.bins.iter_mut().zip(&b.bins) {
+                *x = x.saturating_add(*y);
+            }
+            a.missing = a.missing.saturating_add(b.missing);
+            a.min = a.min.min(b.min);
+            a.max = a.max.max(b.max);
+        }
+        Ok(())
+    }
+
+    /// Postcard bytes (varint counts): what a device sends.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Sketch, SketchError> {
+        postcard::from_bytes(bytes).map_err(|_| SketchError::Decode)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn baseline() -> Baseline {
+        let cont: Vec<f64> = (0..500).map(|i| f64::from(i) * 0.37 % 11.0).collect();
+        let disc: Vec<f64> = (0..500).map(|i| f64::from(i % 4)).collect();
+        Baseline {
+            names: vec!["c".into(), "d".into()],
+            features: vec![
+                FeatureBaseline::from_reference(&cont, false, DEFAULT_BINS),
+                FeatureBaseline::from_reference(&disc, true, DEFAULT_BINS),
+            ],
+        }
+    }
+
+    fn window(b: &Baseline, rows: &[(f64, f64)]) -> Sketch {
+        let mut s = Sketch::new(b);
+        for &(x, y) in rows {
+            s.observe(b, &[x, y]).unwrap();
+        }
+        s
+    }
+
+    #[test]
+    fn reference_counts_fill_the_bins() {
+        let b = baseline();
+        let FeatureBaseline::Continuous { edges, counts, .. } = &b.features[0] else {
+            panic!("continuous");
+        };
+        assert!(edges.len() > 20 && edges.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(counts.iter().sum::<u64>(), 500);
+        let FeatureBaseline::Values { values, counts, .. } = &b.features[1] else {
+            panic!("values");
+        };
+        assert_eq!(values, &[0.0, 1.0, 2.0, 3.0]);
+        assert_eq!(counts, &[125, 125, 125, 125, 0]);
+        // An unseen category goes to the last bin, NaN is missing.
+        let s = window(&b, &[(1.0, 9.0), (f64::NAN, 2.0)]);
+        assert_eq!(s.features[1].bins, [0, 0, 1, 0, 1]);
+        assert_eq!((s.features[0].missing, s.rows), (1, 2));
+    }
+
+    #[test]
+    fn bytes_round_trip_and_garbage_is_refused() {
+        let b = baseline();
+        let s = window(&b, &[(1.0, 2.0), (5.0, 3.0)]);
+        assert_eq!(Sketch::from_bytes(&s.to_bytes()).unwrap(), s);
+        assert_eq!(Sketch::from_bytes(&[0xff; 3]), Err(SketchError::Decode));
+        let mut other = Sketch::new(&b);
+        other.features.pop();
+        assert!(s.clone().merge(&other).is_err());
+        assert!(Sketch::new(&b).observe(&b, &[1.0]).is_err());
+    }
+
+    proptest! {
+        /// Device bytes: decoding anything either fails or gives a sketch
+        /// that merges into a window of the baseline or is refused.
+        #[test]
+        fn any_bytes_decode_or_fail_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Ok(s) = Sketch::from_bytes(&bytes) {
+                let mut w = Sketch::new(&baseline());
+                let _ = w.merge(&s);
+            }
+        }
+
+        #[test]
+        fn merging_is_associative_and_commutative(
+            a in proptest::collection::vec((0.0f64..12.0, 0u8..6), 0..40),
+            b in proptest::collection::vec((0.0f64..12.0, 0u8..6), 0..40),
+            c in proptest::collection::vec((0.0f64..12.0, 0u8..6), 0..40),
+        ) {
+            let base = baseline();
+            let w = |rows: &[(f64, u8)]| {
+                let rows: Vec<(f64, f64)> = rows.iter().map(|&(x, y)| (x, f64::from(y))).collect();
+                window(&base, &rows)
+            };
+            let (sa, sb, sc) = (w(&a), w(&b), w(&c));
+            let mut ab_c = sa.clone();
+            ab_c.merge(&sb).unwrap();
+            ab_c.merge(&sc).unwrap();
+            let mut bc = sb.clone();
+            bc.merge(&sc).unwrap();
+            let mut a_bc = sa.clone();
+            a_bc.merge(&bc).unwrap();
+            prop_assert_eq!(&ab_c, &a_bc);
+            let mut ba = sb.clone();
+            ba.merge(&sa).unwrap();
+            let mut ab = sa.clone();
+            ab.merge(&sb).unwrap();
+            prop_assert_eq!(&ab, &ba);
+            // And merging equals counting all rows in one window.
+            let all: Vec<(f64, u8)> = a.iter().chain(&b).chain(&c).copied().collect();
+            prop_assert_eq!(&ab_c, &w(&all));
+        }
+    }
+}
