@@ -35,18 +35,19 @@ use tract_onnx::prelude::*;
 
 use kiln_cli::{CORPUS_GOLDEN as MODELS, CORPUS_TFLITE_GOLDEN};
 
+mod telemetry;
 mod wasm;
 
 /// Instruction-set edit applied to tract (see `main`).
 const TRACT_ISA: &str = "-amx-int8";
 
-const USAGE: &str =
-    "usage: cargo xtask bench [--quick] [--wasm-only] [--out BENCHMARKS.md] [MODEL_FILTER]";
+const USAGE: &str = "usage: cargo xtask bench [--quick] [--wasm-only | --telemetry-only] [--out BENCHMARKS.md] [MODEL_FILTER]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut quick = false;
     let mut wasm_only = false;
+    let mut telemetry_only = false;
     let mut out = None;
     let mut filter = String::new();
     let mut it = args.iter().map(String::as_str);
@@ -64,6 +65,8 @@ fn main() -> Result<()> {
             // Only the WebAssembly section, printed (BENCHMARKS.md is left
             // alone: it is regenerated whole).
             "--wasm-only" => wasm_only = true,
+            // Only the telemetry section, printed.
+            "--telemetry-only" => telemetry_only = true,
             "--out" => out = Some(PathBuf::from(it.next().context(USAGE)?)),
             _ if !a.starts_with('-') && filter.is_empty() => filter = a.to_string(),
             _ => bail!("unknown argument {a:?}\n{USAGE}"),
@@ -75,6 +78,13 @@ fn main() -> Result<()> {
         // tract 0.23.9's AMX int8 matmul segfaulted on tract_qlstm (Xeon
         // with amx_int8); $TRACT_CPU_ISA, when set, still wins.
         tract_onnx::tract_core::knobs::set_config_global("TRACT_CPU_ISA", TRACT_ISA)?;
+    }
+    if telemetry_only {
+        print!(
+            "{}",
+            telemetry::section(&workspace_root().join("../shared/corpus"))?
+        );
+        return Ok(());
     }
     if wasm_only {
         let corpus = workspace_root().join("../shared/corpus");
@@ -487,6 +497,16 @@ fn bench(b: &Budget, filter: &str, out: &Path, command: &str) -> Result<()> {
                 .filter_map(|r| r.kiln.as_ref().ok().map(|s| (r.stem.to_string(), s.median))),
         )
         .collect();
+    if filter.is_empty() {
+        eprintln!("telemetry…");
+        match telemetry::section(&corpus) {
+            Ok(section) => report.push_str(&section),
+            Err(e) => report.push_str(&format!(
+                "\n## Telemetry overhead\n\nThe telemetry benchmark failed: {}\n",
+                short(&format!("{e:#}"))
+            )),
+        }
+    }
     eprintln!("WebAssembly…");
     let wasm = wasm::section(&workspace_root(), &corpus, filter, &native);
     match &wasm {

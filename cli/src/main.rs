@@ -27,6 +27,10 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one command is parsed per process; boxing clap's flattened arguments buys nothing"
+)]
 enum Cmd {
     /// Show a model's inputs, outputs, ops, parameters, MACs and memory.
     Inspect {
@@ -64,6 +68,8 @@ enum Cmd {
         budget: Option<kiln_cli::mcu::Budget>,
         #[command(flatten)]
         quant: QuantArgs,
+        #[command(flatten)]
+        reference: ReferenceArgs,
     },
     /// Run a model (.onnx or .kiln) on .npy or CSV inputs.
     Run {
@@ -161,6 +167,19 @@ enum Cmd {
     },
     /// List the supported ONNX operators.
     Ops,
+}
+
+/// The drift baseline an artifact carries.
+#[derive(clap::Args, Debug)]
+struct ReferenceArgs {
+    /// Reference data (.npy, .npz or CSV with a header; a --labels column
+    /// is dropped): the artifact carries its drift baseline (per feature,
+    /// quantile bins or value counts) for telemetry and `kiln drift`
+    #[arg(long, value_name = "DATA")]
+    reference: Option<PathBuf>,
+    /// Reference columns that are categorical (comma-separated)
+    #[arg(long, value_delimiter = ',', requires = "reference")]
+    categorical: Vec<String>,
 }
 
 /// Post-training quantization and its accuracy gate.
@@ -267,6 +286,7 @@ fn main() -> ExitCode {
             target,
             budget,
             quant,
+            reference,
         } => compile(
             &model,
             &output,
@@ -276,6 +296,7 @@ fn main() -> ExitCode {
             target,
             budget,
             &quant,
+            &reference,
         ),
         Cmd::Run {
             model,
@@ -504,7 +525,13 @@ fn compile(
     target: Target,
     budget: Option<kiln_cli::mcu::Budget>,
     quant: &QuantArgs,
+    reference: &ReferenceArgs,
 ) -> Result<(), Failure> {
+    if reference.reference.is_some() && matches!(target, Target::Tflite | Target::Coreml) {
+        return Err(fail(2)(anyhow!(
+            "--reference: the drift baseline travels in .kiln artifacts (--target kiln, mcu or wasm-module)"
+        )));
+    }
     if budget.is_some() && target != Target::Mcu {
         return Err(Failure {
             code: 2,
@@ -585,6 +612,14 @@ fn compile(
         version,
         // Microcontroller arenas: the kernels' least scratch.
         lean_scratch: target == Target::Mcu,
+        reference: match &reference.reference {
+            Some(path) => Some(read_reference(
+                path,
+                quant.labels.as_deref(),
+                &reference.categorical,
+            )?),
+            None => None,
+        },
         ..Default::default()
     };
     opts.import.dims = parse_dims(dims)?;
@@ -1029,6 +1064,40 @@ fn prepare<'n>(
 }
 
 /// `kiln compare A B --input ...`: both models on the same inputs.
+/// The reference window for a drift baseline: samples, and the feature
+/// names of a CSV's header (without a `labels` column).
+fn read_reference(
+    path: &Path,
+    labels: Option<&str>,
+    categorical: &[String],
+) -> Result<kiln_compiler::Reference, Failure> {
+    let col = labels.filter(|l| !Path::new(l).is_file());
+    let d = match col.map(|c| read_dataset(path, Some(c))) {
+        Some(Ok(d)) => d,
+        _ => read_dataset(path, None).map_err(fail(1))?,
+    };
+    let is_csv = path.extension().and_then(|e| e.to_str()) == Some("csv");
+    let names = if is_csv {
+        let mut r = csv::Reader::from_path(path)
+            .with_context(|| format!("cannot read {}", path.display()))
+            .map_err(fail(1))?;
+        r.headers()
+            .with_context(|| format!("{}: no header row", path.display()))
+            .map_err(fail(1))?
+            .iter()
+            .filter(|h| Some(*h) != col)
+            .map(str::to_string)
+            .collect()
+    } else {
+        vec![]
+    };
+    Ok(kiln_compiler::Reference {
+        samples: kiln_compiler::run::Samples::new(d.values, d.count),
+        names,
+        categorical: categorical.to_vec(),
+    })
+}
+
 /// `COLUMN=VALUE` pairs, each value parsed.
 fn column_pairs<T>(
     pairs: &[String],

@@ -204,3 +204,83 @@ fn sketch_mode_keeps_the_verdicts_in_a_few_kilobytes() {
     eprintln!("sketch verdicts agree with Evidently on {agree} of {total} columns");
     assert!(agree * 10 >= total * 9, "{agree} of {total}");
 }
+
+/// A model compiled with `--reference` carries its drift baseline; a
+/// session recording telemetry counts every row it runs into a sketch
+/// (with rejected calls and latencies), and the collector's verdict on
+/// that sketch tells the held-out test rows (no drift) from the same rows
+/// rescaled (drift).
+#[test]
+fn native_sessions_record_sketches_the_collector_judges() {
+    use kiln_collector::drift::{DriftOptions, detect_sketch};
+    use kiln_runtime_native::{Model, TelemetryError, TensorValue};
+    let sk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/sklearn");
+    let tmp = std::env::temp_dir().join(format!("kiln-telemetry-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let artifact = tmp.join("digits.kiln");
+    let st = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("compile")
+        .arg(sk.join("mlp_digits.onnx"))
+        .arg("-o")
+        .arg(&artifact)
+        .arg("--reference")
+        .arg(sk.join("mlp_digits_train.csv"))
+        .args(["--labels", "target"])
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let model = Model::load(&std::fs::read(&artifact).unwrap()).unwrap();
+    let baseline = model.drift_baseline().unwrap();
+    assert_eq!(baseline.features.len(), 64);
+    assert_eq!(baseline.names[0], "pixel_0_0");
+    let test = kiln_cli::read_dataset(&sk.join("mlp_digits_test.csv"), Some("target")).unwrap();
+    let judge = |scale: f32| {
+        let mut s = model.session();
+        s.record_telemetry(1).unwrap();
+        for row in test.values.chunks(64) {
+            let v: Vec<f32> = row.iter().map(|x| x * scale).collect();
+            s.run(&[&TensorValue::from_f32(vec![1, 64], &v)]).unwrap();
+        }
+        // A rejected call is counted, not run.
+        assert!(
+            s.run(&[&TensorValue::from_f32(vec![1, 3], &[0.0; 3])])
+                .is_err()
+        );
+        let sketch = s.take_sketch().unwrap();
+        assert_eq!(sketch.rows as usize, test.count);
+        assert_eq!(sketch.rejected, 1);
+        assert_eq!(sketch.latency_us.iter().sum::<u64>() as usize, test.count);
+        // Taking starts a new window.
+        assert_eq!(s.take_sketch().unwrap().rows, 0);
+        detect_sketch(&baseline, &sketch, &DriftOptions::default()).unwrap()
+    };
+    let same = judge(1.0);
+    let scaled = judge(2.0);
+    eprintln!(
+        "digits test rows: {} of 64 columns drift; rescaled x2: {}",
+        same.number_of_drifted_columns, scaled.number_of_drifted_columns
+    );
+    assert!(
+        !same.dataset_drift,
+        "{} columns drifted",
+        same.number_of_drifted_columns
+    );
+    assert!(scaled.dataset_drift);
+    // A model without a baseline says how to get one.
+    let plain = kiln_compiler::compile_model(
+        &std::fs::read(sk.join("mlp_digits.onnx")).unwrap(),
+        "mlp_digits.onnx",
+        &kiln_compiler::Options::default(),
+    )
+    .unwrap();
+    let plain = Model::load(&plain.bytes).unwrap();
+    assert_eq!(
+        plain.session().record_telemetry(1),
+        Err(TelemetryError::NoBaseline)
+    );
+    std::fs::remove_dir_all(&tmp).ok();
+}

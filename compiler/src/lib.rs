@@ -55,6 +55,73 @@ pub struct Options {
     /// layers (firmware runs `kiln_kernels::compact`'s loops, other
     /// runtimes the references) and no packed weights.
     pub lean_scratch: bool,
+    /// Reference data for the drift baseline the artifact carries
+    /// (`kiln compile --reference DATA`).
+    pub reference: Option<Reference>,
+}
+
+/// The reference window of a model's (single, tabular) input: samples
+/// with one value per feature, the features' names, and which of them are
+/// categorical.
+#[derive(Debug, Clone, Default)]
+pub struct Reference {
+    pub samples: run::Samples,
+    pub names: Vec<String>,
+    pub categorical: Vec<String>,
+}
+
+/// Property holding the artifact's drift baseline: a base64 (standard
+/// alphabet) postcard `kiln_protocol::Baseline`.
+pub const BASELINE_PROPERTY: &str = "kiln.drift_baseline";
+
+/// The drift baseline of `reference` for a model whose input takes
+/// `features` values per sample, as the artifact property's value.
+fn baseline_property(reference: &Reference, features: usize) -> Result<String> {
+    use base64::Engine as _;
+    use kiln_protocol::{Baseline, FeatureBaseline, sketch::DEFAULT_BINS};
+    let s = &reference.samples;
+    if s.count == 0 || s.sample_len() != features {
+        return Err(CompileError::Invalid(format!(
+            "--reference: {} samples of {} values, but the model takes {features} values per sample",
+            s.count,
+            s.sample_len()
+        )));
+    }
+    for c in &reference.categorical {
+        if !reference.names.contains(c) {
+            return Err(CompileError::Invalid(format!(
+                "--categorical {c}: no such reference column (columns: {:?})",
+                reference.names
+            )));
+        }
+    }
+    let names: Vec<String> = (0..features)
+        .map(|k| {
+            reference
+                .names
+                .get(k)
+                .cloned()
+                .unwrap_or_else(|| format!("x[{k}]"))
+        })
+        .collect();
+    let baseline = Baseline {
+        features: names
+            .iter()
+            .enumerate()
+            .map(|(k, name)| {
+                let column: Vec<f64> = (0..s.count).map(|i| f64::from(s.sample(i)[k])).collect();
+                FeatureBaseline::from_reference(
+                    &column,
+                    reference.categorical.contains(name),
+                    DEFAULT_BINS,
+                )
+            })
+            .collect(),
+        names,
+    };
+    let bytes = postcard::to_allocvec(&baseline)
+        .map_err(|e| CompileError::Invalid(format!("cannot encode the drift baseline: {e}")))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
 /// Compile statistics for `kiln compile` and `kiln inspect`.
@@ -327,6 +394,18 @@ fn finish(
         properties: imported.properties,
         ..Default::default()
     };
+    if let Some(r) = &opts.reference {
+        let features = match lowered.graph.inputs.as_slice() {
+            [x] => lowered.graph.tensors[*x].shape.last().copied().unwrap_or(1),
+            _ => {
+                return Err(CompileError::Invalid(
+                    "--reference needs a model with one (tabular) input".into(),
+                ));
+            }
+        };
+        desc.properties
+            .push((BASELINE_PROPERTY.into(), baseline_property(r, features)?));
+    }
     // Recorded so `kiln inspect` can report them for artifacts too.
     desc.properties
         .push(("kiln.macs".into(), stats.macs.to_string()));

@@ -125,11 +125,20 @@ pub struct FeatureCounts {
     pub max: f64,
 }
 
+/// Buckets of [`Sketch::latency_us`]: bucket `k` counts runs of
+/// `2^(k-1) ≤ µs < 2^k` (bucket 0: under 1 µs; the last: everything from
+/// about 36 minutes up).
+pub const LATENCY_BUCKETS: usize = 32;
+
 /// One window of rows, counted into a baseline's bins.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sketch {
     pub rows: u64,
     pub features: Vec<FeatureCounts>,
+    /// Calls whose input the runtime rejected (wrong shape, NaN, ...).
+    pub rejected: u64,
+    /// Runs per latency bucket (log2 of microseconds).
+    pub latency_us: Vec<u64>,
 }
 
 /// Why a sketch could not be updated, merged or read.
@@ -174,6 +183,21 @@ impl Sketch {
                     max: f64::NEG_INFINITY,
                 })
                 .collect(),
+            rejected: 0,
+            latency_us: vec![0; LATENCY_BUCKETS],
+        }
+    }
+
+    /// Counts one rejected call.
+    pub fn reject(&mut self) {
+        self.rejected = self.rejected.saturating_add(1);
+    }
+
+    /// Counts one run of `micros` microseconds.
+    pub fn latency(&mut self, micros: u64) {
+        let k = (64 - micros.leading_zeros() as usize).min(LATENCY_BUCKETS - 1);
+        if let Some(b) = self.latency_us.get_mut(k) {
+            *b = b.saturating_add(1);
         }
     }
 
@@ -224,7 +248,18 @@ impl Sketch {
                 });
             }
         }
+        if self.latency_us.len() != other.latency_us.len() {
+            return Err(SketchError::Shape {
+                what: "latency buckets",
+                expected: self.latency_us.len(),
+                got: other.latency_us.len(),
+            });
+        }
         self.rows = self.rows.saturating_add(other.rows);
+        self.rejected = self.rejected.saturating_add(other.rejected);
+        for (x, y) in self.latency_us.iter_mut().zip(&other.latency_us) {
+            *x = x.saturating_add(*y);
+        }
         for (a, b) in self.features.iter_mut().zip(&other.features) {
             for (x, y) in a.bins.iter_mut().zip(&b.bins) {
                 *x = x.saturating_add(*y);
@@ -267,8 +302,22 @@ mod tests {
         let mut s = Sketch::new(b);
         for &(x, y) in rows {
             s.observe(b, &[x, y]).unwrap();
+            s.latency((x * 1000.0) as u64);
+            if y > 4.0 {
+                s.reject();
+            }
         }
         s
+    }
+
+    #[test]
+    fn latency_buckets_are_powers_of_two() {
+        let mut s = Sketch::new(&baseline());
+        for us in [0, 1, 2, 3, 4, 1023, 1024, u64::MAX] {
+            s.latency(us);
+        }
+        assert_eq!(&s.latency_us[..12], &[1, 1, 2, 1, 0, 0, 0, 0, 0, 0, 1, 1]);
+        assert_eq!(s.latency_us[LATENCY_BUCKETS - 1], 1);
     }
 
     #[test]

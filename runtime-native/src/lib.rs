@@ -20,10 +20,12 @@
 #[cfg(feature = "coreml")]
 pub mod coreml;
 mod error;
+mod telemetry;
 mod tensor;
 
 pub use error::{ErrorCategory, InputProblem, RunError};
 pub use kiln_format::DType;
+pub use telemetry::{BASELINE_PROPERTY, DEFAULT_SAMPLE_EVERY, TelemetryError};
 pub use tensor::TensorValue;
 
 use kiln_engine::Plan;
@@ -307,6 +309,7 @@ impl Model {
             packed: self.prepacked.iter().map(Vec::as_slice).collect(),
             arena,
             allow_non_finite: false,
+            telemetry: None,
         }
     }
 }
@@ -358,9 +361,28 @@ pub struct Session<'m> {
     packed: Vec<&'m [f32]>,
     arena: Aligned,
     allow_non_finite: bool,
+    telemetry: Option<Box<telemetry::Recorder>>,
 }
 
 impl<'m> Session<'m> {
+    /// Records telemetry from now on: one [`Session::run`] in `every`
+    /// counts its first input's rows into a sketch of the artifact's drift
+    /// baseline, and its latency; every rejected call counts as rejected.
+    /// The sketch has a fixed size and is the host's to take
+    /// ([`Session::take_sketch`]). `every = 1` counts every call (about
+    /// 10 ns per feature and row); [`DEFAULT_SAMPLE_EVERY`] keeps the cost
+    /// within 2% of a call on the small tabular models.
+    pub fn record_telemetry(&mut self, every: u32) -> Result<(), TelemetryError> {
+        self.telemetry = Some(Box::new(telemetry::Recorder::new(self.model, every)?));
+        Ok(())
+    }
+
+    /// The telemetry window recorded so far (a new one starts), or `None`
+    /// when the session does not record.
+    pub fn take_sketch(&mut self) -> Option<kiln_protocol::Sketch> {
+        self.telemetry.as_mut().map(|t| t.take())
+    }
+
     pub fn model(&self) -> &'m Model {
         self.model
     }
@@ -456,7 +478,17 @@ impl<'m> Session<'m> {
 
     /// Runs the model on `inputs` given in schema order; returns the outputs in schema order.
     pub fn run(&mut self, inputs: &[&TensorValue]) -> Result<Vec<TensorValue>, RunError> {
-        let batch = self.check_inputs(inputs)?;
+        let sampled = self.telemetry.as_mut().is_some_and(|t| t.sample());
+        let start = sampled.then(std::time::Instant::now);
+        let batch = match self.check_inputs(inputs) {
+            Ok(b) => b,
+            Err(e) => {
+                if let Some(t) = &mut self.telemetry {
+                    t.reject();
+                }
+                return Err(e);
+            }
+        };
         let mut outs: Vec<TensorValue> = self
             .model
             .outputs
@@ -474,6 +506,9 @@ impl<'m> Session<'m> {
         let ins: Vec<&[u8]> = inputs.iter().map(|v| v.data.as_slice()).collect();
         let mut out_bufs: Vec<&mut [u8]> = outs.iter_mut().map(|o| o.data.as_mut_slice()).collect();
         self.run_into(batch, &ins, &mut out_bufs)?;
+        if let (Some(t), Some(start), Some(x)) = (&mut self.telemetry, start, inputs.first()) {
+            t.record(x, start.elapsed().as_micros() as u64);
+        }
         Ok(outs)
     }
 

@@ -2,7 +2,7 @@
 //!
 //! - `cargo xtask wasm`: builds the npm package `kiln-runtime` into
 //!   `runtime-wasm/pkg/` and prints its sizes (`wasm.rs`).
-//! - `cargo xtask bench [--quick] [--wasm-only] [--out FILE] [FILTER]`:
+//! - `cargo xtask bench [--quick] [--wasm-only | --telemetry-only] [--out FILE] [FILTER]`:
 //!   builds the package, then runs the benchmark crate (`bench/`, release),
 //!   which regenerates BENCHMARKS.md.
 //! - `cargo xtask firmware --artifact A.kiln --input x.npy [--run]`: builds
@@ -17,7 +17,7 @@ mod firmware;
 mod wasm;
 
 const USAGE: &str = "usage: cargo xtask wasm
-       cargo xtask bench [--quick] [--wasm-only] [--out BENCHMARKS.md] [MODEL_FILTER]
+       cargo xtask bench [--quick] [--wasm-only | --telemetry-only] [--out BENCHMARKS.md] [MODEL_FILTER]
        cargo xtask firmware --artifact A.kiln --input x.npy [--run] [--dsp-check] [--profile FILE]";
 
 /// The workspace root, from the `CARGO_MANIFEST_DIR` that `cargo run` sets

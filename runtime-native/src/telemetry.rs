@@ -1,0 +1,126 @@
+//! Telemetry: a session that records counts every run into a
+//! `kiln_protocol::Sketch` of the artifact's drift baseline (the input's
+//! features in the baseline's bins, rejected calls, latency), in memory of
+//! a fixed size, for the host to take and send (`Session::take_sketch`).
+
+use crate::{DType, Model, TensorValue};
+use kiln_protocol::{Baseline, Sketch};
+
+/// The artifact property with the drift baseline (written by `kiln
+/// compile --reference`).
+pub const BASELINE_PROPERTY: &str = "kiln.drift_baseline";
+
+/// The sampling rate [`crate::Session::record_telemetry`] is meant to be
+/// called with in production: one call in 64 counted (the telemetry bench
+/// in BENCHMARKS.md measures what it costs).
+pub const DEFAULT_SAMPLE_EVERY: u32 = 64;
+
+/// Why telemetry cannot be recorded for a model.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TelemetryError {
+    #[error(
+        "the artifact has no drift baseline: compile it with `kiln compile ... --reference DATA`"
+    )]
+    NoBaseline,
+    #[error("the artifact's drift baseline is damaged: {0}")]
+    BadBaseline(&'static str),
+    #[error(
+        "the drift baseline has {baseline} features but the model's first input takes {input} float32 values per sample"
+    )]
+    Features { baseline: usize, input: usize },
+}
+
+impl Model {
+    /// The drift baseline the artifact carries, if any.
+    pub fn drift_baseline(&self) -> Result<Baseline, TelemetryError> {
+        use base64::Engine as _;
+        let view = self.view();
+        let meta = view.meta();
+        let value = meta
+            .properties
+            .iter()
+            .flatten()
+            .find(|(k, _)| *k == BASELINE_PROPERTY)
+            .map(|(_, v)| v)
+            .ok_or(TelemetryError::NoBaseline)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .map_err(|_| TelemetryError::BadBaseline("not base64"))?;
+        postcard::from_bytes(&bytes)
+            .map_err(|_| TelemetryError::BadBaseline("not a postcard baseline"))
+    }
+}
+
+/// A session's recording state.
+#[derive(Debug)]
+pub(crate) struct Recorder {
+    baseline: Baseline,
+    sketch: Sketch,
+    /// Reused per row.
+    row: Vec<f64>,
+    /// One call in `every` is counted (and timed).
+    every: u32,
+    tick: u32,
+}
+
+impl Recorder {
+    pub(crate) fn new(model: &Model, every: u32) -> Result<Recorder, TelemetryError> {
+        let baseline = model.drift_baseline()?;
+        let n = baseline.features.len();
+        let input = model
+            .inputs()
+            .first()
+            .filter(|i| i.dtype == DType::F32)
+            .map(|i| i.shape(1).last().copied().unwrap_or(1));
+        if input != Some(n) {
+            return Err(TelemetryError::Features {
+                baseline: n,
+                input: input.unwrap_or(0),
+            });
+        }
+        let sketch = Sketch::new(&baseline);
+        Ok(Recorder {
+            baseline,
+            sketch,
+            row: vec![0.0; n],
+            every: every.max(1),
+            tick: 0,
+        })
+    }
+
+    /// Whether this call is one of the sampled ones.
+    pub(crate) fn sample(&mut self) -> bool {
+        self.tick += 1;
+        if self.tick >= self.every {
+            self.tick = 0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Counts the rows of a validated first input and the run's time.
+    pub(crate) fn record(&mut self, input: &TensorValue, micros: u64) {
+        // Row by row, without allocating: the input is float32 (checked
+        // at creation and by the run's validation).
+        let n = self.row.len().max(1);
+        for row in input.data.chunks_exact(4 * n) {
+            for (r, b) in self.row.iter_mut().zip(row.chunks_exact(4)) {
+                *r = f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            }
+            // The row has the baseline's width (checked at creation).
+            let _ = self.sketch.observe(&self.baseline, &self.row);
+        }
+        self.sketch.latency(micros);
+    }
+
+    pub(crate) fn reject(&mut self) {
+        self.sketch.reject();
+    }
+
+    /// The window so far; a new one starts.
+    pub(crate) fn take(&mut self) -> Sketch {
+        std::mem::replace(&mut self.sketch, Sketch::new(&self.baseline))
+    }
+}
