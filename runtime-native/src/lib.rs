@@ -9,10 +9,13 @@
 //! returns a typed [`RunError`] naming the input and the violation.
 //! [`Session::run_into`] does not allocate.
 //!
+//! [`Session::record_telemetry`] counts runs into a drift sketch of the
+//! artifact's baseline (`kiln_protocol`) for the host to send.
+//!
 //! With the `coreml` feature, [`coreml::CoreMlModel`] runs a Core ML
 //! package through the system instead (Apple platforms).
 //!
-//! Architecture invariant: depends on `format` and `engine` only; the
+//! Architecture invariant: depends on `format`, `engine` and `protocol`; the
 //! compiler comes in solely through the optional `onnx` feature, which the
 //! CLI enables and device builds leave off, and Core ML's binding solely
 //! through the optional `coreml` feature.
