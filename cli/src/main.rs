@@ -545,17 +545,24 @@ fn compile(
             err: anyhow!("{} is already a compiled .kiln artifact", model.display()),
         });
     }
-    if target == Target::Tflite {
+    // The exports: the source's file name and the import, optimisation and
+    // quantization settings.
+    let export_options = || -> Result<(&str, Options), Failure> {
         let name = model
             .file_name()
             .and_then(|s| s.to_str())
             .unwrap_or("model");
         let mut opts = Options {
             no_optimize,
+            version: version.clone(),
             ..Default::default()
         };
         opts.import.dims = parse_dims(dims)?;
         (opts.prune, opts.quantize) = quant_options(quant)?;
+        Ok((name, opts))
+    };
+    if target == Target::Tflite {
+        let (name, opts) = export_options()?;
         let flatbuffer =
             kiln_compiler::export_tflite(&bytes, name, &opts).map_err(|e| Failure {
                 code: 3,
@@ -571,17 +578,7 @@ fn compile(
         return Ok(());
     }
     if target == Target::Coreml {
-        let name = model
-            .file_name()
-            .and_then(|s| s.to_str())
-            .unwrap_or("model");
-        let mut opts = Options {
-            no_optimize,
-            version,
-            ..Default::default()
-        };
-        opts.import.dims = parse_dims(dims)?;
-        (opts.prune, opts.quantize) = quant_options(quant)?;
+        let (name, opts) = export_options()?;
         let package = kiln_compiler::export_coreml(&bytes, name, &opts).map_err(|e| Failure {
             code: 3,
             err: anyhow!(e).context(format!("cannot export {} to Core ML", model.display())),

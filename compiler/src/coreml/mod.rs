@@ -618,26 +618,8 @@ impl<'g> Writer<'g> {
         let pre = self.fresh(&format!("{out}_pre"));
         match conv {
             Some((window, group)) => {
-                let strides = self.ints("strides", &window.strides.map(|v| v as i32));
-                let dil = self.ints("dilations", &window.dilations.map(|v| v as i32));
-                let pad = self.pads(window);
-                let pad_type = self.string("pad_type", "custom");
-                let groups = self.int("groups", group as i32);
-                self.push_op(
-                    "conv",
-                    vec![
-                        ("x", vec![xv]),
-                        ("weight", vec![wv]),
-                        ("bias", vec![bv]),
-                        ("strides", vec![strides]),
-                        ("pad_type", vec![pad_type]),
-                        ("pad", vec![pad]),
-                        ("dilations", vec![dil]),
-                        ("groups", vec![groups]),
-                    ],
-                    vec![(pre.clone(), ty.clone())],
-                    vec![],
-                );
+                let inputs = self.conv_inputs(window, group, [xv, wv, bv]);
+                self.push_op("conv", inputs, vec![(pre.clone(), ty.clone())], vec![]);
             }
             None => self.push_op(
                 "linear",
@@ -936,28 +918,35 @@ impl<'g> Writer<'g> {
         let xv = self.var(x, node)?;
         let wv = self.weight(&format!("{hint}_weight"), &wshape, &wd);
         let bv = self.bias(&format!("{hint}_bias"), bias);
+        let inputs = self.conv_inputs(window, group, [xv, wv, bv]);
+        self.with_act(node, act, |s, out, ty| {
+            s.push_op("conv", inputs, vec![(out, ty)], vec![]);
+        })
+    }
+
+    /// A `conv` op's inputs: `x`, `weight`, `bias` and `window`'s
+    /// parameters as constants (explicit padding).
+    fn conv_inputs(
+        &mut self,
+        window: &kiln_format::Window,
+        group: u32,
+        [x, weight, bias]: [String; 3],
+    ) -> Vec<(&'static str, Vec<String>)> {
         let strides = self.ints("strides", &window.strides.map(|v| v as i32));
-        let dil = self.ints("dilations", &window.dilations.map(|v| v as i32));
+        let dilations = self.ints("dilations", &window.dilations.map(|v| v as i32));
         let pad = self.pads(window);
         let pad_type = self.string("pad_type", "custom");
         let groups = self.int("groups", group as i32);
-        self.with_act(node, act, |s, out, ty| {
-            s.push_op(
-                "conv",
-                vec![
-                    ("x", vec![xv]),
-                    ("weight", vec![wv]),
-                    ("bias", vec![bv]),
-                    ("strides", vec![strides]),
-                    ("pad_type", vec![pad_type]),
-                    ("pad", vec![pad]),
-                    ("dilations", vec![dil]),
-                    ("groups", vec![groups]),
-                ],
-                vec![(out, ty)],
-                vec![],
-            );
-        })
+        vec![
+            ("x", vec![x]),
+            ("weight", vec![weight]),
+            ("bias", vec![bias]),
+            ("strides", vec![strides]),
+            ("pad_type", vec![pad_type]),
+            ("pad", vec![pad]),
+            ("dilations", vec![dilations]),
+            ("groups", vec![groups]),
+        ]
     }
 
     /// MIL's `pad` of a window: `[top, bottom, left, right]`.
