@@ -175,3 +175,42 @@ pub fn sketch_windows(
     }
     Ok((baseline, sketch))
 }
+
+/// The sketch of the rows of `current` (a CSV with a header naming every
+/// feature of `baseline`; other columns are ignored) in `baseline`'s bins.
+pub fn sketch_of(
+    baseline: &kiln_protocol::Baseline,
+    current: &Path,
+) -> Result<kiln_protocol::Sketch> {
+    let (header, rows) = read_csv(current)?;
+    let at: Vec<usize> = baseline
+        .names
+        .iter()
+        .map(|n| {
+            header.iter().position(|h| h == n).with_context(|| {
+                format!(
+                    "{} has no column '{n}' (the baseline's features: {:?})",
+                    current.display(),
+                    baseline.names
+                )
+            })
+        })
+        .collect::<Result<_>>()?;
+    let mut sketch = kiln_protocol::Sketch::new(baseline);
+    for (i, r) in rows.iter().enumerate() {
+        let row = at
+            .iter()
+            .map(|&k| match cell(r.get(k).map_or("", String::as_str)) {
+                Value::Number(v) => Ok(v),
+                Value::Text(s) if s.is_empty() => Ok(f64::NAN),
+                Value::Text(s) => {
+                    bail!("{} row {}: '{s}' is not a number", current.display(), i + 2)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        sketch
+            .observe(baseline, &row)
+            .map_err(|e| anyhow::anyhow!("row {}: {e}", i + 2))?;
+    }
+    Ok(sketch)
+}

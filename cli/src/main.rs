@@ -118,8 +118,17 @@ enum Cmd {
     /// drifts.
     Drift {
         /// Reference window (CSV with a header row)
-        #[arg(long)]
-        reference: PathBuf,
+        #[arg(
+            long,
+            required_unless_present = "baseline",
+            conflicts_with = "baseline"
+        )]
+        reference: Option<PathBuf>,
+        /// Instead of --reference: the drift baseline a .kiln artifact
+        /// carries (`kiln compile --reference`); the current window is
+        /// judged from its sketch in that baseline's bins
+        #[arg(long, value_name = "ARTIFACT")]
+        baseline: Option<PathBuf>,
         /// Current window (CSV, same columns)
         #[arg(long)]
         current: PathBuf,
@@ -321,6 +330,7 @@ fn main() -> ExitCode {
         Cmd::Compare { a, b, inputs, json } => compare(&a, &b, &inputs, json),
         Cmd::Drift {
             reference,
+            baseline,
             current,
             categorical,
             ignore,
@@ -330,7 +340,7 @@ fn main() -> ExitCode {
             sketch,
             json,
         } => drift(
-            &reference,
+            (reference.as_deref(), baseline.as_deref()),
             &current,
             (&categorical, &ignore),
             (&stattests, &thresholds),
@@ -1114,7 +1124,7 @@ fn column_pairs<T>(
 }
 
 fn drift(
-    reference: &Path,
+    (reference, artifact): (Option<&Path>, Option<&Path>),
     current: &Path,
     (categorical, ignore): (&[String], &[String]),
     (stattests, thresholds): (&[String], &[String]),
@@ -1137,14 +1147,37 @@ fn drift(
                 .ok_or_else(|| format!("'{v}' is not a non-negative number"))
         })?,
     };
-    let columns =
-        kiln_cli::drift::read_windows(reference, current, categorical, ignore).map_err(fail(1))?;
-    let (report, sketch_bytes) = if sketch {
+    let (report, sketch_bytes) = if let Some(artifact) = artifact {
+        let bytes = std::fs::read(artifact)
+            .with_context(|| format!("cannot read {}", artifact.display()))?;
+        let model = Model::load(&bytes).map_err(run_error)?;
+        let baseline = model
+            .drift_baseline()
+            .map_err(|e| fail(3)(anyhow!(e).context(format!("{}", artifact.display()))))?;
+        let current = kiln_cli::drift::sketch_of(&baseline, current).map_err(fail(1))?;
+        let report =
+            detect_sketch(&baseline, &current, &options).map_err(|e| fail(1)(anyhow!(e)))?;
+        (report, Some((current.to_bytes().len(), current.rows)))
+    } else if sketch {
+        let columns = kiln_cli::drift::read_windows(
+            reference.unwrap_or_else(|| Path::new("")),
+            current,
+            categorical,
+            ignore,
+        )
+        .map_err(fail(1))?;
         let (baseline, current) = kiln_cli::drift::sketch_windows(&columns).map_err(fail(1))?;
         let report =
             detect_sketch(&baseline, &current, &options).map_err(|e| fail(1)(anyhow!(e)))?;
         (report, Some((current.to_bytes().len(), current.rows)))
     } else {
+        let columns = kiln_cli::drift::read_windows(
+            reference.unwrap_or_else(|| Path::new("")),
+            current,
+            categorical,
+            ignore,
+        )
+        .map_err(fail(1))?;
         let report = detect(&columns, &options).map_err(|e| fail(1)(anyhow!(e)))?;
         (report, None)
     };
@@ -1323,6 +1356,27 @@ fn inspect(path: &Path, json: bool, layers: bool) -> Result<(), Failure> {
             .map(|(_, v)| v.to_string())
     };
     let (quant, pruned) = (text("kiln.quant"), text("kiln.prune"));
+    // The drift baseline: features, and how they are binned.
+    let baseline = match model.drift_baseline() {
+        Ok(b) => {
+            let continuous = b
+                .features
+                .iter()
+                .filter(|f| matches!(f, kiln_protocol::FeatureBaseline::Continuous { .. }))
+                .count();
+            let rows = b
+                .features
+                .first()
+                .map_or(0, |f| f.counts().iter().sum::<u64>());
+            Some(format!(
+                "{} features from {rows} reference rows ({continuous} in quantile bins, {} by value)",
+                b.features.len(),
+                b.features.len() - continuous
+            ))
+        }
+        Err(kiln_runtime_native::TelemetryError::NoBaseline) => None,
+        Err(e) => Some(e.to_string()),
+    };
     let io_json = |v: &[IoSchema]| -> serde_json::Value {
         v.iter()
             .map(|s| serde_json::json!({"name": s.name, "dtype": s.dtype.name(), "shape": s.shape_string(), "labels": s.labels}))
@@ -1344,7 +1398,7 @@ fn inspect(path: &Path, json: bool, layers: bool) -> Result<(), Failure> {
             "layers": if layers { per_layer.iter().map(|(i, op, name, dt, shape, w)| serde_json::json!({"index": i, "op": op, "name": name, "dtype": dt, "shape": shape, "weights": w})).collect::<Vec<_>>() } else { vec![] },
             "arena_bytes": model.arena_size(), "weight_bytes": view.weights().len(), "artifact_bytes": view.len(),
             "per_sample_batch": view.per_sample_batch(),
-            "quantization": quant, "pruning": pruned,
+            "quantization": quant, "pruning": pruned, "drift_baseline": baseline,
             "provenance": {"source": p.source_name, "source_format": p.source_format, "source_sha256": sha, "producer": p.producer, "compiler": p.compiler, "created_unix": p.created_unix},
         });
         println!(
@@ -1392,6 +1446,9 @@ fn inspect(path: &Path, json: bool, layers: bool) -> Result<(), Failure> {
     }
     if let Some(p) = &pruned {
         println!("pruned     {p}");
+    }
+    if let Some(b) = &baseline {
+        println!("baseline   {b}");
     }
     println!("parameters {params}");
     if let Some(m) = macs {

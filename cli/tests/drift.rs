@@ -270,6 +270,34 @@ fn native_sessions_record_sketches_the_collector_judges() {
         same.number_of_drifted_columns
     );
     assert!(scaled.dataset_drift);
+    // `kiln drift --baseline` counts the same CSV rows into the same bins:
+    // the session's report.
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("drift")
+        .arg("--baseline")
+        .arg(&artifact)
+        .arg("--current")
+        .arg(sk.join("mlp_digits_test.csv"))
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // (JSON text parses back to within an ulp: serde_json's default float
+    // parsing is not correctly rounded.)
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cli = cli["columns"].as_array().unwrap();
+    assert_eq!(cli.len(), same.columns.len());
+    for (c, s) in cli.iter().zip(&same.columns) {
+        assert_eq!(c["stattest_name"], s.stattest_name);
+        assert_eq!(c["drift_detected"], s.drift_detected);
+        let score = c["drift_score"].as_f64().unwrap();
+        assert!((score - s.drift_score).abs() <= 1e-15 * s.drift_score.abs().max(1.0));
+    }
     // A model without a baseline says how to get one.
     let plain = kiln_compiler::compile_model(
         &std::fs::read(sk.join("mlp_digits.onnx")).unwrap(),
