@@ -161,6 +161,7 @@ pub fn sketch_windows(
     let baseline = Baseline {
         names: columns.iter().map(|c| c.name.clone()).collect(),
         features,
+        prediction: None,
     };
     let mut sketch = Sketch::new(&baseline);
     let rows = columns.first().map_or(0, |c| c.current.len());
@@ -176,12 +177,10 @@ pub fn sketch_windows(
     Ok((baseline, sketch))
 }
 
-/// The sketch of the rows of `current` (a CSV with a header naming every
-/// feature of `baseline`; other columns are ignored) in `baseline`'s bins.
-pub fn sketch_of(
-    baseline: &kiln_protocol::Baseline,
-    current: &Path,
-) -> Result<kiln_protocol::Sketch> {
+/// The rows of `current` (a CSV with a header naming every feature of
+/// `baseline`; other columns are ignored), in the baseline's feature order;
+/// empty cells are NaN.
+pub fn rows_of(baseline: &kiln_protocol::Baseline, current: &Path) -> Result<Vec<Vec<f32>>> {
     let (header, rows) = read_csv(current)?;
     let at: Vec<usize> = baseline
         .names
@@ -196,21 +195,18 @@ pub fn sketch_of(
             })
         })
         .collect::<Result<_>>()?;
-    let mut sketch = kiln_protocol::Sketch::new(baseline);
-    for (i, r) in rows.iter().enumerate() {
-        let row = at
-            .iter()
-            .map(|&k| match cell(r.get(k).map_or("", String::as_str)) {
-                Value::Number(v) => Ok(v),
-                Value::Text(s) if s.is_empty() => Ok(f64::NAN),
-                Value::Text(s) => {
-                    bail!("{} row {}: '{s}' is not a number", current.display(), i + 2)
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
-        sketch
-            .observe(baseline, &row)
-            .map_err(|e| anyhow::anyhow!("row {}: {e}", i + 2))?;
-    }
-    Ok(sketch)
+    rows.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            at.iter()
+                .map(|&k| match cell(r.get(k).map_or("", String::as_str)) {
+                    Value::Number(v) => Ok(v as f32),
+                    Value::Text(s) if s.is_empty() => Ok(f32::NAN),
+                    Value::Text(s) => {
+                        bail!("{} row {}: '{s}' is not a number", current.display(), i + 2)
+                    }
+                })
+                .collect()
+        })
+        .collect()
 }

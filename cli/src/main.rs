@@ -1154,7 +1154,23 @@ fn drift(
         let baseline = model
             .drift_baseline()
             .map_err(|e| fail(3)(anyhow!(e).context(format!("{}", artifact.display()))))?;
-        let current = kiln_cli::drift::sketch_of(&baseline, current).map_err(fail(1))?;
+        // The rows run through the model with telemetry on, as on a
+        // device: inputs and predictions counted, every row.
+        let rows = kiln_cli::drift::rows_of(&baseline, current).map_err(fail(1))?;
+        let mut session = model.session();
+        session
+            .record_telemetry(1)
+            .map_err(|e| fail(3)(anyhow!(e)))?;
+        let width = baseline.features.len();
+        for row in &rows {
+            session
+                .allow_non_finite(true)
+                .run(&[&TensorValue::from_f32(vec![1, width], row)])
+                .map_err(run_error)?;
+        }
+        let current = session
+            .take_sketch()
+            .unwrap_or_else(|| kiln_protocol::Sketch::new(&baseline));
         let report =
             detect_sketch(&baseline, &current, &options).map_err(|e| fail(1)(anyhow!(e)))?;
         (report, Some((current.to_bytes().len(), current.rows)))
@@ -1195,7 +1211,7 @@ fn drift(
         print!("{}", kiln_cli::drift::table(&report));
         if let Some((bytes, rows)) = sketch_bytes {
             println!(
-                "sketch: {bytes} bytes (postcard) for {rows} rows x {} features",
+                "sketch: {bytes} bytes (postcard) for {rows} rows x {} columns",
                 report.number_of_columns
             );
         }

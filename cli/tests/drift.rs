@@ -236,6 +236,11 @@ fn native_sessions_record_sketches_the_collector_judges() {
     let model = Model::load(&std::fs::read(&artifact).unwrap()).unwrap();
     let baseline = model.drift_baseline().unwrap();
     assert_eq!(baseline.features.len(), 64);
+    let p = baseline.prediction.as_ref().unwrap();
+    assert!(
+        p.argmax && p.output == 1,
+        "the probabilities output, by class"
+    );
     assert_eq!(baseline.names[0], "pixel_0_0");
     let test = kiln_cli::read_dataset(&sk.join("mlp_digits_test.csv"), Some("target")).unwrap();
     let judge = |scale: f32| {
@@ -252,6 +257,10 @@ fn native_sessions_record_sketches_the_collector_judges() {
         );
         let sketch = s.take_sketch().unwrap();
         assert_eq!(sketch.rows as usize, test.count);
+        // Every run's prediction counted too (the class of the
+        // probabilities output).
+        let predictions = sketch.prediction.as_ref().unwrap();
+        assert_eq!(predictions.bins.iter().sum::<u64>() as usize, test.count);
         assert_eq!(sketch.rejected, 1);
         assert_eq!(sketch.latency_us.iter().sum::<u64>() as usize, test.count);
         // Taking starts a new window.
@@ -260,8 +269,27 @@ fn native_sessions_record_sketches_the_collector_judges() {
     };
     let same = judge(1.0);
     let scaled = judge(2.0);
+    let prediction = |r: &kiln_collector::drift::DriftReport| {
+        r.columns
+            .iter()
+            .find(|c| c.column == "prediction")
+            .unwrap()
+            .clone()
+    };
+    // The test rows' predicted classes are distributed as the reference
+    // rows' are. Doubling the pixels barely moves a ReLU network's argmax
+    // (the inputs drift, the predictions do not); blank images all get one
+    // class (the predictions drift).
+    assert!(!prediction(&same).drift_detected);
+    assert!(!prediction(&scaled).drift_detected);
+    let blank = judge(0.0);
+    assert!(
+        prediction(&blank).drift_detected,
+        "{:?}",
+        prediction(&blank)
+    );
     eprintln!(
-        "digits test rows: {} of 64 columns drift; rescaled x2: {}",
+        "digits test rows: {} of 65 columns drift; rescaled x2: {}",
         same.number_of_drifted_columns, scaled.number_of_drifted_columns
     );
     assert!(

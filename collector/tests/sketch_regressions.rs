@@ -3,7 +3,7 @@
 //! the fuzzer's baseline returns quickly, with a report or an error.
 
 use kiln_collector::drift::{DriftOptions, detect_sketch};
-use kiln_protocol::{Baseline, FeatureBaseline, Sketch};
+use kiln_protocol::{Baseline, FeatureBaseline, PredictionBaseline, Sketch};
 
 /// The fuzz target's baseline (fuzz/fuzz_targets/sketch_decode.rs).
 fn baseline() -> Baseline {
@@ -15,6 +15,11 @@ fn baseline() -> Baseline {
             FeatureBaseline::from_reference(&cont, false, 32),
             FeatureBaseline::from_reference(&disc, true, 32),
         ],
+        prediction: Some(PredictionBaseline {
+            output: 0,
+            argmax: true,
+            feature: FeatureBaseline::from_reference(&disc, true, 32),
+        }),
     }
 }
 

@@ -76,9 +76,17 @@ pub const BASELINE_PROPERTY: &str = "kiln.drift_baseline";
 
 /// The drift baseline of `reference` for a model whose input takes
 /// `features` values per sample, as the artifact property's value.
-fn baseline_property(reference: &Reference, features: usize) -> Result<String> {
+fn baseline_property(reference: &Reference, g: &ir::Graph) -> Result<String> {
     use base64::Engine as _;
-    use kiln_protocol::{Baseline, FeatureBaseline, sketch::DEFAULT_BINS};
+    use kiln_protocol::{Baseline, FeatureBaseline, PredictionBaseline, sketch::DEFAULT_BINS};
+    let features = match g.inputs.as_slice() {
+        [x] => g.tensors[*x].shape.last().copied().unwrap_or(1),
+        _ => {
+            return Err(CompileError::Invalid(
+                "--reference needs a model with one (tabular) input".into(),
+            ));
+        }
+    };
     let s = &reference.samples;
     if s.count == 0 || s.sample_len() != features {
         return Err(CompileError::Invalid(format!(
@@ -118,7 +126,30 @@ fn baseline_property(reference: &Reference, features: usize) -> Result<String> {
             })
             .collect(),
         names,
+        prediction: None,
     };
+    // What the model predicts on the reference rows: a classifier's class
+    // (the largest score of its score output), a regressor's value.
+    let mut baseline = baseline;
+    if let (Ok(out), Ok(preds)) = (quantize::scored_output(g), quantize::predict(g, s)) {
+        let output = g.outputs.iter().position(|&o| o == out).unwrap_or(0) as u32;
+        let argmax = g.tensors[out].shape.last().copied().unwrap_or(1) > 1;
+        let values: Vec<f64> = preds
+            .iter()
+            .map(|p| {
+                if argmax {
+                    quantize::argmax(p) as f64
+                } else {
+                    p.first().map_or(f64::NAN, |&v| f64::from(v))
+                }
+            })
+            .collect();
+        baseline.prediction = Some(PredictionBaseline {
+            output,
+            argmax,
+            feature: FeatureBaseline::from_reference(&values, argmax, DEFAULT_BINS),
+        });
+    }
     let bytes = postcard::to_allocvec(&baseline)
         .map_err(|e| CompileError::Invalid(format!("cannot encode the drift baseline: {e}")))?;
     Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
@@ -352,6 +383,11 @@ fn finish(
     let ops_after = g.op_histogram();
     let nodes_after = g.nodes.len();
     progress(Stage::Plan);
+    // The drift baseline, predictions included: on the graph as it will run.
+    let baseline = match &opts.reference {
+        Some(r) => Some(baseline_property(r, &g)?),
+        None => None,
+    };
     let lowered = lower::alias_reshapes(g);
     let stem = std::path::Path::new(source_name)
         .file_stem()
@@ -394,17 +430,8 @@ fn finish(
         properties: imported.properties,
         ..Default::default()
     };
-    if let Some(r) = &opts.reference {
-        let features = match lowered.graph.inputs.as_slice() {
-            [x] => lowered.graph.tensors[*x].shape.last().copied().unwrap_or(1),
-            _ => {
-                return Err(CompileError::Invalid(
-                    "--reference needs a model with one (tabular) input".into(),
-                ));
-            }
-        };
-        desc.properties
-            .push((BASELINE_PROPERTY.into(), baseline_property(r, features)?));
+    if let Some(b) = baseline {
+        desc.properties.push((BASELINE_PROPERTY.into(), b));
     }
     // Recorded so `kiln inspect` can report them for artifacts too.
     desc.properties

@@ -1562,7 +1562,7 @@ fn check_calibration(c: &Samples) -> Result<()> {
 
 /// The output the gate scores: the first f32 output with more than one
 /// value per sample (class scores), else the first f32 output.
-fn scored_output(g: &Graph) -> Result<TensorId> {
+pub(crate) fn scored_output(g: &Graph) -> Result<TensorId> {
     let f32s: Vec<TensorId> = g
         .outputs
         .iter()

@@ -3,7 +3,7 @@
 #![no_main]
 
 use kiln_collector::drift::{DriftOptions, detect_sketch};
-use kiln_protocol::{Baseline, FeatureBaseline, Sketch};
+use kiln_protocol::{Baseline, FeatureBaseline, PredictionBaseline, Sketch};
 use libfuzzer_sys::fuzz_target;
 
 fn baseline() -> Baseline {
@@ -15,6 +15,11 @@ fn baseline() -> Baseline {
             FeatureBaseline::from_reference(&cont, false, 32),
             FeatureBaseline::from_reference(&disc, true, 32),
         ],
+        prediction: Some(PredictionBaseline {
+            output: 0,
+            argmax: true,
+            feature: FeatureBaseline::from_reference(&disc, true, 32),
+        }),
     }
 }
 

@@ -20,4 +20,6 @@ extern crate alloc;
 
 pub mod sketch;
 
-pub use sketch::{Baseline, FeatureBaseline, FeatureCounts, Sketch, SketchError};
+pub use sketch::{
+    Baseline, FeatureBaseline, FeatureCounts, PredictionBaseline, Sketch, SketchError,
+};

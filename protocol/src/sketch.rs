@@ -106,11 +106,24 @@ impl FeatureBaseline {
     }
 }
 
-/// The reference side of drift: one [`FeatureBaseline`] per input feature.
+/// The reference side of drift: one [`FeatureBaseline`] per input feature,
+/// and the model's predictions on the reference rows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Baseline {
     pub names: Vec<alloc::string::String>,
     pub features: Vec<FeatureBaseline>,
+    pub prediction: Option<PredictionBaseline>,
+}
+
+/// What the model predicted on the reference rows: from its output
+/// `output` (graph order), the index of the largest score (`argmax`: a
+/// classifier's class) or the value itself (a regressor), binned as a
+/// feature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PredictionBaseline {
+    pub output: u32,
+    pub argmax: bool,
+    pub feature: FeatureBaseline,
 }
 
 /// One feature's counts in a window.
@@ -139,6 +152,54 @@ pub struct Sketch {
     pub rejected: u64,
     /// Runs per latency bucket (log2 of microseconds).
     pub latency_us: Vec<u64>,
+    /// The predictions, in the baseline's prediction bins.
+    pub prediction: Option<FeatureCounts>,
+}
+
+impl FeatureCounts {
+    fn empty(bins: usize) -> FeatureCounts {
+        FeatureCounts {
+            bins: vec![0; bins],
+            missing: 0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+        }
+    }
+
+    /// Counts a value into `f`'s bins (NaN: missing).
+    fn count(&mut self, f: &FeatureBaseline, x: f64) -> Result<(), SketchError> {
+        if x.is_nan() {
+            self.missing = self.missing.saturating_add(1);
+            return Ok(());
+        }
+        let k = f.bin(x);
+        let slot = self.bins.get_mut(k).ok_or(SketchError::Shape {
+            what: "bins",
+            expected: f.bins(),
+            got: k + 1,
+        })?;
+        *slot = slot.saturating_add(1);
+        self.min = self.min.min(x);
+        self.max = self.max.max(x);
+        Ok(())
+    }
+
+    fn add(&mut self, other: &FeatureCounts) -> Result<(), SketchError> {
+        if self.bins.len() != other.bins.len() {
+            return Err(SketchError::Shape {
+                what: "bins",
+                expected: self.bins.len(),
+                got: other.bins.len(),
+            });
+        }
+        for (x, y) in self.bins.iter_mut().zip(&other.bins) {
+            *x = x.saturating_add(*y);
+        }
+        self.missing = self.missing.saturating_add(other.missing);
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        Ok(())
+    }
 }
 
 /// Why a sketch could not be updated, merged or read.
@@ -176,15 +237,22 @@ impl Sketch {
             features: baseline
                 .features
                 .iter()
-                .map(|f| FeatureCounts {
-                    bins: vec![0; f.bins()],
-                    missing: 0,
-                    min: f64::INFINITY,
-                    max: f64::NEG_INFINITY,
-                })
+                .map(|f| FeatureCounts::empty(f.bins()))
                 .collect(),
             rejected: 0,
             latency_us: vec![0; LATENCY_BUCKETS],
+            prediction: baseline
+                .prediction
+                .as_ref()
+                .map(|p| FeatureCounts::empty(p.feature.bins())),
+        }
+    }
+
+    /// Counts one prediction (ignored when the baseline has none).
+    pub fn predicted(&mut self, baseline: &Baseline, value: f64) -> Result<(), SketchError> {
+        match (&mut self.prediction, &baseline.prediction) {
+            (Some(c), Some(p)) => c.count(&p.feature, value),
+            _ => Ok(()),
         }
     }
 
@@ -212,21 +280,9 @@ impl Sketch {
             });
         }
         for ((f, c), &x) in baseline.features.iter().zip(&mut self.features).zip(row) {
-            if x.is_nan() {
-                c.missing += 1;
-                continue;
-            }
-            let k = f.bin(x);
-            let slot = c.bins.get_mut(k).ok_or(SketchError::Shape {
-                what: "bins",
-                expected: f.bins(),
-                got: k + 1,
-            })?;
-            *slot += 1;
-            c.min = c.min.min(x);
-            c.max = c.max.max(x);
+            c.count(f, x)?;
         }
-        self.rows += 1;
+        self.rows = self.rows.saturating_add(1);
         Ok(())
     }
 
@@ -248,6 +304,23 @@ impl Sketch {
                 });
             }
         }
+        match (&self.prediction, &other.prediction) {
+            (Some(a), Some(b)) if a.bins.len() != b.bins.len() => {
+                return Err(SketchError::Shape {
+                    what: "prediction bins",
+                    expected: a.bins.len(),
+                    got: b.bins.len(),
+                });
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(SketchError::Shape {
+                    what: "prediction counts",
+                    expected: usize::from(self.prediction.is_some()),
+                    got: usize::from(other.prediction.is_some()),
+                });
+            }
+            _ => {}
+        }
         if self.latency_us.len() != other.latency_us.len() {
             return Err(SketchError::Shape {
                 what: "latency buckets",
@@ -261,12 +334,10 @@ impl Sketch {
             *x = x.saturating_add(*y);
         }
         for (a, b) in self.features.iter_mut().zip(&other.features) {
-            for (x, y) in a.bins.iter_mut().zip(&b.bins) {
-                *x = x.saturating_add(*y);
-            }
-            a.missing = a.missing.saturating_add(b.missing);
-            a.min = a.min.min(b.min);
-            a.max = a.max.max(b.max);
+            a.add(b)?;
+        }
+        if let (Some(a), Some(b)) = (&mut self.prediction, &other.prediction) {
+            a.add(b)?;
         }
         Ok(())
     }
@@ -289,12 +360,18 @@ mod tests {
     fn baseline() -> Baseline {
         let cont: Vec<f64> = (0..500).map(|i| f64::from(i) * 0.37 % 11.0).collect();
         let disc: Vec<f64> = (0..500).map(|i| f64::from(i % 4)).collect();
+        let classes: Vec<f64> = (0..500).map(|i| f64::from(i % 3)).collect();
         Baseline {
             names: vec!["c".into(), "d".into()],
             features: vec![
                 FeatureBaseline::from_reference(&cont, false, DEFAULT_BINS),
                 FeatureBaseline::from_reference(&disc, true, DEFAULT_BINS),
             ],
+            prediction: Some(PredictionBaseline {
+                output: 0,
+                argmax: true,
+                feature: FeatureBaseline::from_reference(&classes, true, DEFAULT_BINS),
+            }),
         }
     }
 
@@ -302,6 +379,7 @@ mod tests {
         let mut s = Sketch::new(b);
         for &(x, y) in rows {
             s.observe(b, &[x, y]).unwrap();
+            s.predicted(b, (y % 3.0).floor()).unwrap();
             s.latency((x * 1000.0) as u64);
             if y > 4.0 {
                 s.reject();

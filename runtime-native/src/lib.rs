@@ -510,7 +510,7 @@ impl<'m> Session<'m> {
         let mut out_bufs: Vec<&mut [u8]> = outs.iter_mut().map(|o| o.data.as_mut_slice()).collect();
         self.run_into(batch, &ins, &mut out_bufs)?;
         if let (Some(t), Some(start), Some(x)) = (&mut self.telemetry, start, inputs.first()) {
-            t.record(x, start.elapsed().as_micros() as u64);
+            t.record(x, &outs, start.elapsed().as_micros() as u64);
         }
         Ok(outs)
     }

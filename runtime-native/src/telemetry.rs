@@ -100,8 +100,38 @@ impl Recorder {
         }
     }
 
-    /// Counts the rows of a validated first input and the run's time.
-    pub(crate) fn record(&mut self, input: &TensorValue, micros: u64) {
+    /// Counts the rows of a validated first input, the predictions in
+    /// `outputs` and the run's time.
+    pub(crate) fn record(&mut self, input: &TensorValue, outputs: &[TensorValue], micros: u64) {
+        if let Some(p) = &self.baseline.prediction
+            && let Some(out) = outputs.get(p.output as usize)
+            && out.dtype == DType::F32
+        {
+            let width = if p.argmax {
+                out.shape.last().copied().unwrap_or(1).max(1)
+            } else {
+                1
+            };
+            for row in out.data.chunks_exact(4 * width) {
+                let v = row
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                let value = if p.argmax {
+                    // The first largest score (NaN never wins), as the
+                    // compiler took it on the reference rows.
+                    let mut best = (0usize, f32::NEG_INFINITY);
+                    for (k, x) in v.enumerate() {
+                        if x > best.1 {
+                            best = (k, x);
+                        }
+                    }
+                    best.0 as f64
+                } else {
+                    v.map(f64::from).next().unwrap_or(f64::NAN)
+                };
+                let _ = self.sketch.predicted(&self.baseline, value);
+            }
+        }
         // Row by row, without allocating: the input is float32 (checked
         // at creation and by the run's validation).
         let n = self.row.len().max(1);

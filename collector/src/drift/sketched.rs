@@ -54,6 +54,29 @@ pub fn detect_sketch(
             .get(k)
             .cloned()
             .unwrap_or_else(|| format!("feature {k}"));
+        columns.push(judge(name, f, cur, options)?);
+    }
+    // Prediction drift: the model's outputs as one more column.
+    match (&baseline.prediction, &current.prediction) {
+        (Some(p), Some(c)) => columns.push(judge("prediction".into(), &p.feature, c, options)?),
+        (None, None) => {}
+        _ => {
+            return Err(DriftError::Sketch(
+                "the sketch and the baseline disagree on counting predictions".into(),
+            ));
+        }
+    }
+    Ok(DriftReport::of(columns, options.drift_share))
+}
+
+/// One feature's verdict from its reference counts (`f`) and current ones.
+fn judge(
+    name: String,
+    f: &FeatureBaseline,
+    cur: &kiln_protocol::FeatureCounts,
+    options: &DriftOptions,
+) -> Result<ColumnDrift, DriftError> {
+    {
         let r = f.counts();
         let c = &cur.bins;
         if c.len() != r.len() {
@@ -200,7 +223,7 @@ pub fn detect_sketch(
         } else {
             score >= threshold
         };
-        columns.push(ColumnDrift {
+        Ok(ColumnDrift {
             column: name,
             column_type: if kind == Kind::Numerical {
                 "num"
@@ -211,7 +234,6 @@ pub fn detect_sketch(
             stattest_threshold: threshold,
             drift_score: score,
             drift_detected: drifted,
-        });
+        })
     }
-    Ok(DriftReport::of(columns, options.drift_share))
 }
