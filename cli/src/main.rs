@@ -1174,28 +1174,20 @@ fn drift(
         let report =
             detect_sketch(&baseline, &current, &options).map_err(|e| fail(1)(anyhow!(e)))?;
         (report, Some((current.to_bytes().len(), current.rows)))
-    } else if sketch {
-        let columns = kiln_cli::drift::read_windows(
-            reference.unwrap_or_else(|| Path::new("")),
-            current,
-            categorical,
-            ignore,
-        )
-        .map_err(fail(1))?;
-        let (baseline, current) = kiln_cli::drift::sketch_windows(&columns).map_err(fail(1))?;
-        let report =
-            detect_sketch(&baseline, &current, &options).map_err(|e| fail(1)(anyhow!(e)))?;
-        (report, Some((current.to_bytes().len(), current.rows)))
     } else {
-        let columns = kiln_cli::drift::read_windows(
-            reference.unwrap_or_else(|| Path::new("")),
-            current,
-            categorical,
-            ignore,
-        )
-        .map_err(fail(1))?;
-        let report = detect(&columns, &options).map_err(|e| fail(1)(anyhow!(e)))?;
-        (report, None)
+        // Clap requires --reference without --baseline.
+        let reference = reference.unwrap_or_else(|| Path::new(""));
+        let columns = kiln_cli::drift::read_windows(reference, current, categorical, ignore)
+            .map_err(fail(1))?;
+        if sketch {
+            let (baseline, current) = kiln_cli::drift::sketch_windows(&columns).map_err(fail(1))?;
+            let report =
+                detect_sketch(&baseline, &current, &options).map_err(|e| fail(1)(anyhow!(e)))?;
+            (report, Some((current.to_bytes().len(), current.rows)))
+        } else {
+            let report = detect(&columns, &options).map_err(|e| fail(1)(anyhow!(e)))?;
+            (report, None)
+        }
     };
     if json {
         let mut v = serde_json::to_value(&report).map_err(|e| fail(1)(anyhow!(e)))?;

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 fn drift_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/drift")
@@ -16,9 +16,10 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
-#[test]
-fn kiln_drift_reproduces_evidently_on_the_corpus_scenarios() {
-    let mut checked = 0;
+/// Runs `kiln drift --json` (plus `extra`) on every corpus drift scenario
+/// and batch; hands `check` the scenario, the batch, Evidently's stored
+/// result and the command's output.
+fn each_scenario(extra: &[&str], mut check: impl FnMut(&str, &str, Value, Output)) {
     for scenario in ["breast_cancer", "randhie"] {
         let dir = drift_dir().join(scenario);
         let spec = read_json(&dir.join("drift_spec.json"));
@@ -40,69 +41,76 @@ fn kiln_drift_reproduces_evidently_on_the_corpus_scenarios() {
                 .arg(dir.join("reference.csv"))
                 .arg("--current")
                 .arg(dir.join(format!("{batch}.csv")))
-                .arg("--categorical")
-                .arg(categorical.join(","))
-                .arg("--json")
+                .args(["--categorical", &categorical.join(","), "--json"])
+                .args(extra)
                 .output()
                 .unwrap();
-            let got: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-                panic!(
-                    "{scenario}/{batch}: {e}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                )
-            });
-            let dataset = &want["dataset_drift"];
-            assert_eq!(
-                got["dataset_drift"], dataset["dataset_drift"],
-                "{scenario}/{batch}"
-            );
-            assert_eq!(
-                out.status.code(),
-                Some(if dataset["dataset_drift"].as_bool().unwrap() {
-                    6
-                } else {
-                    0
-                }),
-                "{scenario}/{batch}"
-            );
-            assert_eq!(got["number_of_columns"], dataset["number_of_columns"]);
-            assert_eq!(
-                got["number_of_drifted_columns"],
-                dataset["number_of_drifted_columns"]
-            );
-            let share = |v: &Value| v["share_of_drifted_columns"].as_f64().unwrap();
-            assert!((share(&got) - share(dataset)).abs() < 1e-12);
-            let columns = want["columns"].as_object().unwrap();
-            assert_eq!(got["columns"].as_array().unwrap().len(), columns.len());
-            let mut worst = 0.0f64;
-            for c in got["columns"].as_array().unwrap() {
-                let name = c["column"].as_str().unwrap();
-                let w = &columns[name];
-                let at = format!("{scenario}/{batch}/{name}");
-                for field in [
-                    "column_type",
-                    "stattest_name",
-                    "stattest_threshold",
-                    "drift_detected",
-                ] {
-                    assert_eq!(c[field], w[field], "{at}: {field}");
-                }
-                let (g, e) = (
-                    c["drift_score"].as_f64().unwrap(),
-                    w["drift_score"].as_f64().unwrap(),
-                );
-                let off = if w["stattest_name"].as_str().unwrap().ends_with("p_value") {
-                    (g - e).abs()
-                } else {
-                    (g - e).abs() / e.abs().max(1e-300)
-                };
-                assert!(off <= 1e-6, "{at}: Kiln {g}, Evidently {e}");
-                worst = worst.max(off);
-                checked += 1;
-            }
-            eprintln!("{scenario}/{batch}: worst score difference {worst:.1e}");
+            check(scenario, batch, want, out);
         }
     }
+}
+
+#[test]
+fn kiln_drift_reproduces_evidently_on_the_corpus_scenarios() {
+    let mut checked = 0;
+    each_scenario(&[], |scenario, batch, want, out| {
+        let got: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{scenario}/{batch}: {e}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let dataset = &want["dataset_drift"];
+        assert_eq!(
+            got["dataset_drift"], dataset["dataset_drift"],
+            "{scenario}/{batch}"
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(if dataset["dataset_drift"].as_bool().unwrap() {
+                6
+            } else {
+                0
+            }),
+            "{scenario}/{batch}"
+        );
+        assert_eq!(got["number_of_columns"], dataset["number_of_columns"]);
+        assert_eq!(
+            got["number_of_drifted_columns"],
+            dataset["number_of_drifted_columns"]
+        );
+        let share = |v: &Value| v["share_of_drifted_columns"].as_f64().unwrap();
+        assert!((share(&got) - share(dataset)).abs() < 1e-12);
+        let columns = want["columns"].as_object().unwrap();
+        assert_eq!(got["columns"].as_array().unwrap().len(), columns.len());
+        let mut worst = 0.0f64;
+        for c in got["columns"].as_array().unwrap() {
+            let name = c["column"].as_str().unwrap();
+            let w = &columns[name];
+            let at = format!("{scenario}/{batch}/{name}");
+            for field in [
+                "column_type",
+                "stattest_name",
+                "stattest_threshold",
+                "drift_detected",
+            ] {
+                assert_eq!(c[field], w[field], "{at}: {field}");
+            }
+            let (g, e) = (
+                c["drift_score"].as_f64().unwrap(),
+                w["drift_score"].as_f64().unwrap(),
+            );
+            let off = if w["stattest_name"].as_str().unwrap().ends_with("p_value") {
+                (g - e).abs()
+            } else {
+                (g - e).abs() / e.abs().max(1e-300)
+            };
+            assert!(off <= 1e-6, "{at}: Kiln {g}, Evidently {e}");
+            worst = worst.max(off);
+            checked += 1;
+        }
+        eprintln!("{scenario}/{batch}: worst score difference {worst:.1e}");
+    });
     assert_eq!(checked, 3 * 31 + 3 * 10);
 }
 
@@ -152,55 +160,26 @@ fn kiln_drift_refuses_what_it_cannot_compare() {
 #[test]
 fn sketch_mode_keeps_the_verdicts_in_a_few_kilobytes() {
     let (mut agree, mut total) = (0, 0);
-    for scenario in ["breast_cancer", "randhie"] {
-        let dir = drift_dir().join(scenario);
-        let spec = read_json(&dir.join("drift_spec.json"));
-        let categorical: Vec<&str> = spec["categorical_columns"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap())
-            .collect();
-        for batch in [
-            "current_no_drift",
-            "current_mild_drift",
-            "current_strong_drift",
-        ] {
-            let want = read_json(&dir.join(format!("evidently_{batch}.json")));
-            let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-                .arg("drift")
-                .arg("--reference")
-                .arg(dir.join("reference.csv"))
-                .arg("--current")
-                .arg(dir.join(format!("{batch}.csv")))
-                .args([
-                    "--categorical",
-                    &categorical.join(","),
-                    "--sketch",
-                    "--json",
-                ])
-                .output()
-                .unwrap();
-            let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    each_scenario(&["--sketch"], |scenario, batch, want, out| {
+        let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            got["dataset_drift"], want["dataset_drift"]["dataset_drift"],
+            "{scenario}/{batch}"
+        );
+        let bytes = got["sketch_bytes"].as_u64().unwrap();
+        assert!(bytes <= 4096, "{scenario}/{batch}: {bytes} bytes");
+        let columns = want["columns"].as_object().unwrap();
+        for c in got["columns"].as_array().unwrap() {
+            let w = &columns[c["column"].as_str().unwrap()];
             assert_eq!(
-                got["dataset_drift"], want["dataset_drift"]["dataset_drift"],
-                "{scenario}/{batch}"
+                c["stattest_name"], w["stattest_name"],
+                "{scenario}/{batch}: {c}"
             );
-            let bytes = got["sketch_bytes"].as_u64().unwrap();
-            assert!(bytes <= 4096, "{scenario}/{batch}: {bytes} bytes");
-            let columns = want["columns"].as_object().unwrap();
-            for c in got["columns"].as_array().unwrap() {
-                let w = &columns[c["column"].as_str().unwrap()];
-                assert_eq!(
-                    c["stattest_name"], w["stattest_name"],
-                    "{scenario}/{batch}: {c}"
-                );
-                agree += usize::from(c["drift_detected"] == w["drift_detected"]);
-                total += 1;
-            }
-            eprintln!("{scenario}/{batch}: sketch {bytes} bytes");
+            agree += usize::from(c["drift_detected"] == w["drift_detected"]);
+            total += 1;
         }
-    }
+        eprintln!("{scenario}/{batch}: sketch {bytes} bytes");
+    });
     eprintln!("sketch verdicts agree with Evidently on {agree} of {total} columns");
     assert!(agree * 10 >= total * 9, "{agree} of {total}");
 }

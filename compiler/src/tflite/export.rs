@@ -492,22 +492,46 @@ impl Writer<'_> {
         let (xn, padding) = self
             .windowed(x, window, true)
             .map_err(|e| cannot(node, &e))?;
-        let (shape, filter, axis) = lite_filter(wd, [m, cg, kh, kw], depthwise);
-        let buffer = self.buffer(filter);
-        let name = format!("{}/filter", w.name);
-        let dims = Self::dims(&shape, &name)?;
-        let filter_t = self.push(TensorOut {
-            name,
-            shape: dims,
-            ty: INT8,
-            buffer,
-            quant: Some(crate::ir::QuantParams { axis, ..wq.clone() }),
-        });
+        let (scales, zero_points) = (wq.scales.clone(), wq.zero_points.clone());
+        let filter_t = self.int8_filter(
+            &w.name,
+            wd,
+            [m, cg, kh, kw],
+            depthwise,
+            (scales, zero_points),
+        )?;
         let bias_t = self.tensor(bias)?;
         let y = self.define_nhwc(out)?;
         let (code, options) = conv_op(depthwise, padding, window, act);
         self.op(code, vec![xn, filter_t, bias_t], vec![y]).options = Some(options);
         Ok(())
+    }
+
+    /// An IR int8 filter `[m, cg, kh, kw]` (bytes `wd`) as LiteRT's filter
+    /// tensor, with its scales and zero points on LiteRT's channel axis.
+    fn int8_filter(
+        &mut self,
+        name: &str,
+        wd: &[u8],
+        dims: [usize; 4],
+        depthwise: bool,
+        (scales, zero_points): (Vec<f32>, Vec<i64>),
+    ) -> Result<i32> {
+        let (shape, filter, axis) = lite_filter(wd, dims, depthwise);
+        let buffer = self.buffer(filter);
+        let name = format!("{name}/filter");
+        let shape = Self::dims(&shape, &name)?;
+        Ok(self.push(TensorOut {
+            name,
+            shape,
+            ty: INT8,
+            buffer,
+            quant: Some(crate::ir::QuantParams {
+                scales,
+                zero_points,
+                axis,
+            }),
+        }))
     }
 
     /// A hybrid (dynamic-range) convolution `n`: float input and output,
@@ -554,21 +578,13 @@ impl Writer<'_> {
         let (xn, padding) = self
             .windowed(x, window, true)
             .map_err(|e| cannot(node, &e))?;
-        let (shape, filter, axis) = lite_filter(wd, [m, cg, kh, kw], depthwise);
-        let buffer = self.buffer(filter);
-        let name = format!("{}/filter", w.name);
-        let dims = Self::dims(&shape, &name)?;
-        let filter_t = self.push(TensorOut {
-            name,
-            shape: dims,
-            ty: INT8,
-            buffer,
-            quant: Some(crate::ir::QuantParams {
-                scales: vec![scale],
-                zero_points: vec![0],
-                axis,
-            }),
-        });
+        let filter_t = self.int8_filter(
+            &w.name,
+            wd,
+            [m, cg, kh, kw],
+            depthwise,
+            (vec![scale], vec![0]),
+        )?;
         let bias_t = self.constant(format!("{}/bias", node.name), &[m], &bias)?;
         let y = self.define_nhwc(out)?;
         let (code, options) = conv_op(depthwise, padding, window, act);
