@@ -156,6 +156,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The telemetry collector.
+    #[command(subcommand)]
+    Collector(CollectorCmd),
     /// Score a model on labelled data: accuracy and confusion matrix for
     /// classifiers, MAE and RMSE for regressors.
     Eval {
@@ -176,6 +179,25 @@ enum Cmd {
     },
     /// List the supported ONNX operators.
     Ops,
+}
+
+#[derive(Subcommand, Debug)]
+enum CollectorCmd {
+    /// Serve the collector's HTTP API (models and baselines, device
+    /// tokens, telemetry ingest, drift reports, health, metrics) until
+    /// stopped; prints `listening on ADDR` first.
+    Serve {
+        /// Address to listen on (port 0: any free port)
+        #[arg(long, default_value = "127.0.0.1:8470")]
+        addr: String,
+        /// Database: sqlite://FILE (created if missing)
+        #[arg(long, default_value = "sqlite://kiln-collector.db")]
+        db: String,
+        /// The admin token (registering models, issuing device tokens,
+        /// reading reports); default: $KILN_ADMIN_TOKEN
+        #[arg(long, env = "KILN_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+    },
 }
 
 /// The drift baseline an artifact carries.
@@ -347,6 +369,11 @@ fn main() -> ExitCode {
             drift_share,
             (sketch, json),
         ),
+        Cmd::Collector(CollectorCmd::Serve {
+            addr,
+            db,
+            admin_token,
+        }) => collector_serve(&addr, &db, admin_token),
         Cmd::Eval {
             model,
             data,
@@ -1071,6 +1098,28 @@ fn prepare<'n>(
 }
 
 /// `kiln compare A B --input ...`: both models on the same inputs.
+fn collector_serve(addr: &str, db: &str, admin_token: String) -> Result<(), Failure> {
+    let Some(path) = db.strip_prefix("sqlite://") else {
+        return Err(fail(2)(anyhow!(
+            "--db {db}: expected sqlite://FILE (PostgreSQL is not supported yet)"
+        )));
+    };
+    if admin_token.len() < 8 {
+        return Err(fail(2)(anyhow!(
+            "the admin token must have at least 8 characters (--admin-token or $KILN_ADMIN_TOKEN)"
+        )));
+    }
+    let state = kiln_collector::server::Collector::open(path, admin_token)
+        .map_err(|e| fail(1)(anyhow!(e).context(format!("cannot open {db}"))))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(kiln_collector::server::serve(addr, state))
+        .with_context(|| format!("cannot serve on {addr}"))?;
+    Ok(())
+}
+
 /// The reference window for a drift baseline: samples, and the feature
 /// names of a CSV's header (without a `labels` column).
 fn read_reference(

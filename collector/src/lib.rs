@@ -10,6 +10,8 @@
 //! send and what artifacts declare, never runs a model.
 
 pub mod drift;
+#[cfg(feature = "server")]
+pub mod server;
 
 pub use drift::{
     Column, ColumnDrift, DriftError, DriftOptions, DriftReport, Kind, StatTest, Value, detect,

@@ -1,0 +1,248 @@
+//! `kiln collector serve` on 127.0.0.1: a model version registered with
+//! its artifact's baseline, a device token, telemetry batches from a
+//! recording session (one of them sent twice), and the drift report of
+//! the merged window, which equals the collector's verdict on the same
+//! sketches merged locally; bad requests get their 4xx and reason.
+
+use kiln_collector::drift::{DriftOptions, detect_sketch};
+use kiln_runtime_native::{Model, TensorValue};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// One HTTP/1.1 request; the status and the body.
+fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = vec![];
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut body = raw[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        // Small responses: one chunk, then the terminator.
+        let text = String::from_utf8_lossy(&body).to_string();
+        let (len, rest) = text.split_once("\r\n").unwrap();
+        let len = usize::from_str_radix(len.trim(), 16).unwrap();
+        body = rest.as_bytes()[..len].to_vec();
+    }
+    (status, body)
+}
+
+struct Server(Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn collector_ingests_batches_once_and_reports_drift() {
+    let sk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/sklearn");
+    let tmp = std::env::temp_dir().join(format!("kiln-collector-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let artifact = tmp.join("wine.kiln");
+    let st = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("compile")
+        .arg(sk.join("gb_wine.onnx"))
+        .arg("-o")
+        .arg(&artifact)
+        .arg("--reference")
+        .arg(sk.join("gb_wine_train.csv"))
+        .args(["--labels", "target"])
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let admin = "admin-secret-token";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "collector",
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--admin-token",
+            admin,
+        ])
+        .arg("--db")
+        .arg(format!("sqlite://{}", tmp.join("c.db").display()))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _server = Server(child);
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    assert_eq!(http(&addr, "GET", "/health/live", None, b"").0, 200);
+    assert_eq!(http(&addr, "GET", "/health/ready", None, b"").0, 200);
+
+    let bytes = std::fs::read(&artifact).unwrap();
+    let (st, body) = http(
+        &addr,
+        "POST",
+        "/v1/models/wine/versions/1",
+        Some(admin),
+        &bytes,
+    );
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    // Not an admin; not an artifact.
+    assert_eq!(
+        http(
+            &addr,
+            "POST",
+            "/v1/models/wine/versions/1",
+            Some("nope"),
+            &bytes
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        http(
+            &addr,
+            "POST",
+            "/v1/models/wine/versions/2",
+            Some(admin),
+            b"junk"
+        )
+        .0,
+        422
+    );
+    let (st, body) = http(
+        &addr,
+        "POST",
+        "/v1/tokens",
+        Some(admin),
+        br#"{"model":"wine"}"#,
+    );
+    assert_eq!(st, 200);
+    let token: Value = serde_json::from_slice(&body).unwrap();
+    let device = token["token"].as_str().unwrap().to_string();
+
+    // Three windows from a recording session over the test rows.
+    let model = Model::load(&bytes).unwrap();
+    let test = kiln_cli::read_dataset(&sk.join("gb_wine_test.csv"), Some("target")).unwrap();
+    let mut session = model.session();
+    session.record_telemetry(1).unwrap();
+    let mut sketches = vec![];
+    for part in test.values.chunks(13 * 18) {
+        for row in part.chunks(13) {
+            session
+                .run(&[&TensorValue::from_f32(vec![1, 13], row)])
+                .unwrap();
+        }
+        sketches.push(session.take_sketch().unwrap());
+    }
+    let post = |id: &str, s: &kiln_protocol::Sketch, token: Option<&str>| {
+        let body =
+            serde_json::json!({"batch_id": id, "model": "wine", "version": "1", "sketch": s});
+        http(
+            &addr,
+            "POST",
+            "/v1/telemetry",
+            token,
+            body.to_string().as_bytes(),
+        )
+    };
+    for (k, s) in sketches.iter().enumerate() {
+        let (st, body) = post(&format!("b{k}"), s, Some(&device));
+        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    // A retried batch counts once.
+    let (st, body) = post("b1", &sketches[1], Some(&device));
+    assert_eq!(st, 200);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["duplicate"],
+        true
+    );
+    // No token, a wrong one, a malformed body, an unknown version, a
+    // sketch of another shape.
+    assert_eq!(post("x", &sketches[0], None).0, 401);
+    assert_eq!(post("x", &sketches[0], Some("0123")).0, 401);
+    assert_eq!(
+        http(&addr, "POST", "/v1/telemetry", Some(&device), b"{").0,
+        400
+    );
+    let other = serde_json::json!({"batch_id": "y", "model": "wine", "version": "9", "sketch": sketches[0]});
+    assert_eq!(
+        http(
+            &addr,
+            "POST",
+            "/v1/telemetry",
+            Some(&device),
+            other.to_string().as_bytes()
+        )
+        .0,
+        404
+    );
+    let mut bent = sketches[0].clone();
+    bent.features.pop();
+    assert_eq!(post("z", &bent, Some(&device)).0, 422);
+
+    // The report: the three windows merged, as the collector judges them.
+    let (st, body) = http(
+        &addr,
+        "GET",
+        "/v1/models/wine/drift?version=1&window=3600",
+        Some(admin),
+        b"",
+    );
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    let report: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(report["batches"], 3);
+    assert_eq!(report["rows"].as_u64().unwrap() as usize, test.count);
+    let baseline = model.drift_baseline().unwrap();
+    let mut merged = kiln_protocol::Sketch::new(&baseline);
+    for s in &sketches {
+        merged.merge(s).unwrap();
+    }
+    let want = detect_sketch(&baseline, &merged, &DriftOptions::default()).unwrap();
+    assert_eq!(report["dataset_drift"], want.dataset_drift);
+    assert_eq!(
+        report["number_of_drifted_columns"],
+        want.number_of_drifted_columns
+    );
+    assert_eq!(
+        report["columns"].as_array().unwrap().len(),
+        14,
+        "13 features and the prediction"
+    );
+    let (_, metrics) = http(&addr, "GET", "/metrics", None, b"");
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("kiln_collector_batches_total{result=\"accepted\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kiln_collector_batches_total{result=\"duplicate\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kiln_collector_batches_total{result=\"rejected\"} 5"),
+        "{metrics}"
+    );
+    std::fs::remove_dir_all(&tmp).ok();
+}
