@@ -3,10 +3,12 @@
 //! computed as Evidently's defaults do, and the dataset verdict, on raw
 //! reference and current columns (`kiln drift`), or on a current window
 //! as devices report it, a `kiln_protocol::Sketch` of counts in the
-//! baseline's bins (`kiln drift --sketch`).
+//! baseline's bins (`kiln drift --sketch`). With the `server` feature,
+//! [`server`] is the HTTP service devices send their sketches to (`kiln
+//! collector serve`).
 //!
-//! Architecture invariant: depends on `protocol` (and later `format`) and
-//! on no runtime, engine or compiler crate: a collector reads what devices
+//! Architecture invariant: depends on `protocol` (and, for the server,
+//! `format`) and on no runtime, engine or compiler crate: a collector reads what devices
 //! send and what artifacts declare, never runs a model.
 
 pub mod drift;
