@@ -4,6 +4,8 @@
 //! the merged window, which equals the collector's verdict on the same
 //! sketches merged locally; bad requests get their 4xx and reason.
 
+mod common;
+
 use kiln_collector::drift::{DriftOptions, detect_sketch};
 use kiln_runtime_native::{Model, TensorValue};
 use serde_json::Value;
@@ -56,21 +58,7 @@ fn collector_ingests_batches_once_and_reports_drift() {
     let tmp = std::env::temp_dir().join(format!("kiln-collector-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let artifact = tmp.join("wine.kiln");
-    let st = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("compile")
-        .arg(sk.join("gb_wine.onnx"))
-        .arg("-o")
-        .arg(&artifact)
-        .arg("--reference")
-        .arg(sk.join("gb_wine_train.csv"))
-        .args(["--labels", "target"])
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    common::compile_sklearn_with_reference("gb_wine", &artifact);
     let admin = "admin-secret-token";
     let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args([

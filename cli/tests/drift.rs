@@ -4,6 +4,8 @@
 //! 1e-6 and distances to 1e-6 relative; exit code 6 exactly when the
 //! dataset drifts.
 
+mod common;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -197,21 +199,7 @@ fn native_sessions_record_sketches_the_collector_judges() {
     let tmp = std::env::temp_dir().join(format!("kiln-telemetry-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let artifact = tmp.join("digits.kiln");
-    let st = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("compile")
-        .arg(sk.join("mlp_digits.onnx"))
-        .arg("-o")
-        .arg(&artifact)
-        .arg("--reference")
-        .arg(sk.join("mlp_digits_train.csv"))
-        .args(["--labels", "target"])
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    common::compile_sklearn_with_reference("mlp_digits", &artifact);
     let model = Model::load(&std::fs::read(&artifact).unwrap()).unwrap();
     let baseline = model.drift_baseline().unwrap();
     assert_eq!(baseline.features.len(), 64);

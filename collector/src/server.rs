@@ -206,6 +206,25 @@ async fn issue_token(
     Ok(axum::Json(serde_json::json!({ "token": token, "model": req.model })).into_response())
 }
 
+/// The stored baseline of `model` at `version` (404 when unregistered).
+fn version_baseline(db: &Connection, model: &str, version: &str) -> Result<Baseline, Failure> {
+    let blob: Option<Vec<u8>> = db
+        .query_row(
+            "SELECT baseline FROM versions WHERE model = ?1 AND version = ?2",
+            params![model, version],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(internal)?;
+    let Some(blob) = blob else {
+        return Err(Failure(
+            StatusCode::NOT_FOUND,
+            format!("model '{model}' has no version '{version}'"),
+        ));
+    };
+    postcard::from_bytes(&blob).map_err(internal)
+}
+
 #[derive(Deserialize)]
 struct Batch {
     batch_id: String,
@@ -258,21 +277,11 @@ async fn ingest(
             format!("the token does not belong to model '{}'", batch.model),
         ));
     }
-    let blob: Option<Vec<u8>> = db
-        .query_row(
-            "SELECT baseline FROM versions WHERE model = ?1 AND version = ?2",
-            params![batch.model, batch.version],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(internal)?;
-    let Some(blob) = blob else {
-        return Err(reject(
-            StatusCode::NOT_FOUND,
-            format!("model '{}' has no version '{}'", batch.model, batch.version),
-        ));
-    };
-    let baseline: Baseline = postcard::from_bytes(&blob).map_err(internal)?;
+    let baseline = version_baseline(&db, &batch.model, &batch.version).inspect_err(|f| {
+        if f.0 == StatusCode::NOT_FOUND {
+            c.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+    })?;
     // The sketch must fit the version's baseline: merging into an empty
     // window checks every shape.
     Sketch::new(&baseline).merge(&batch.sketch).map_err(|e| {
@@ -321,21 +330,7 @@ async fn drift(
 ) -> Result<Response, Failure> {
     require_admin(&c, &headers)?;
     let db = c.db.lock().map_err(internal)?;
-    let blob: Option<Vec<u8>> = db
-        .query_row(
-            "SELECT baseline FROM versions WHERE model = ?1 AND version = ?2",
-            params![model, q.version],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(internal)?;
-    let Some(blob) = blob else {
-        return Err(Failure(
-            StatusCode::NOT_FOUND,
-            format!("model '{model}' has no version '{}'", q.version),
-        ));
-    };
-    let baseline: Baseline = postcard::from_bytes(&blob).map_err(internal)?;
+    let baseline = version_baseline(&db, &model, &q.version)?;
     let since = now() - q.window.unwrap_or(86_400).max(0);
     let mut stmt = db
         .prepare("SELECT sketch FROM batches WHERE model = ?1 AND version = ?2 AND received >= ?3")

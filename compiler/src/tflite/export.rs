@@ -141,6 +141,28 @@ fn lite_filter<T: Copy>(
     }
 }
 
+/// Whether a convolution over `c` input channels in `group` groups of
+/// `cg` is depthwise; other grouped convolutions have no LiteRT op.
+fn depthwise(node: &crate::ir::Node, group: u32, c: usize, cg: usize) -> Result<bool> {
+    let depthwise = group as usize == c && cg == 1 && group > 1;
+    if group != 1 && !depthwise {
+        return Err(cannot(node, "grouped convolutions other than depthwise"));
+    }
+    Ok(depthwise)
+}
+
+/// `node`'s constant float bias at input `k`, one per output channel
+/// (`m`); zeros when it has none.
+fn channel_bias(g: &Graph, node: &crate::ir::Node, k: usize, m: usize) -> Result<Vec<f32>> {
+    match node.inputs.get(k).copied().flatten() {
+        Some(b) => g.tensors[b]
+            .f32s()
+            .filter(|v| v.len() == m)
+            .ok_or_else(|| cannot(node, "the bias must be constant, one per channel")),
+        None => Ok(vec![0.0; m]),
+    }
+}
+
 /// The op code and options of a (depthwise) convolution.
 fn conv_op(
     depthwise: bool,
@@ -417,17 +439,8 @@ impl Writer<'_> {
         else {
             return Err(cannot(node, "only 2-D convolutions with constant weights"));
         };
-        let depthwise = group as usize == c && cg == 1 && group > 1;
-        if group != 1 && !depthwise {
-            return Err(cannot(node, "grouped convolutions other than depthwise"));
-        }
-        let bias = match node.inputs.get(2).copied().flatten() {
-            Some(b) => g.tensors[b]
-                .f32s()
-                .filter(|v| v.len() == m)
-                .ok_or_else(|| cannot(node, "the bias must be constant, one per channel"))?,
-            None => vec![0.0; m],
-        };
+        let depthwise = depthwise(node, group, c, cg)?;
+        let bias = channel_bias(g, node, 2, m)?;
         let act = fused(&act, &node.name, node.op.name())?;
         let (xn, padding) = self
             .windowed(x, window, true)
@@ -485,10 +498,7 @@ impl Writer<'_> {
                 "only 2-D convolutions with quantized constant weights",
             ));
         };
-        let depthwise = group as usize == c && cg == 1 && group > 1;
-        if group != 1 && !depthwise {
-            return Err(cannot(node, "grouped convolutions other than depthwise"));
-        }
+        let depthwise = depthwise(node, group, c, cg)?;
         let (xn, padding) = self
             .windowed(x, window, true)
             .map_err(|e| cannot(node, &e))?;
@@ -564,17 +574,8 @@ impl Writer<'_> {
                 "only 2-D convolutions with constant int8 weights and one scale",
             ));
         };
-        let depthwise = group as usize == c && cg == 1 && group > 1;
-        if group != 1 && !depthwise {
-            return Err(cannot(node, "grouped convolutions other than depthwise"));
-        }
-        let bias = match node.inputs.get(3).copied().flatten() {
-            Some(b) => g.tensors[b]
-                .f32s()
-                .filter(|v| v.len() == m)
-                .ok_or_else(|| cannot(node, "the bias must be constant, one per channel"))?,
-            None => vec![0.0; m],
-        };
+        let depthwise = depthwise(node, group, c, cg)?;
+        let bias = channel_bias(g, node, 3, m)?;
         let (xn, padding) = self
             .windowed(x, window, true)
             .map_err(|e| cannot(node, &e))?;
