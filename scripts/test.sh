@@ -2,7 +2,7 @@
 # Kiln's whole test suite, cheapest checks first. Installs what it needs
 # (Rust components, the Python venv with peer runtimes, the ONNX node tests,
 # the wasm32 toolchain, wasm-bindgen, Chromium and the npm peers, QEMU and
-# the Arm tools, valgrind and cbindgen).
+# the Arm tools, valgrind and cbindgen, PostgreSQL).
 # Usage: scripts/test.sh [--quick]   (--quick skips clippy and the no_std cross builds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +47,14 @@ if ((quick == 0)); then
     echo "warning: rustup could not add thumbv7em-none-eabihf; no_std cross build skipped" >&2
   fi
 fi
+
+step "PostgreSQL on 127.0.0.1 (the collector's tests run on SQLite and on it)"
+bash scripts/apt-install.sh postgresql
+pgdir=$(mktemp -d "${TMPDIR:-/tmp}/kiln-pg.XXXXXX")
+KILN_TEST_POSTGRES=$(bash scripts/postgres.sh start "$pgdir" $((20000 + RANDOM % 20000)))
+export KILN_TEST_POSTGRES
+trap 'bash scripts/postgres.sh stop "$pgdir"; rm -rf "$pgdir"' EXIT
+echo "ok: $KILN_TEST_POSTGRES"
 
 step "cargo test (unit, property, corpus cross-check, ONNX node conformance, CLI)"
 cargo test --workspace -q 2>&1 | tee "${TMPDIR:-/tmp}/kiln-test.log"

@@ -35,19 +35,21 @@ use tract_onnx::prelude::*;
 
 use kiln_cli::{CORPUS_GOLDEN as MODELS, CORPUS_TFLITE_GOLDEN};
 
+mod ingest;
 mod telemetry;
 mod wasm;
 
 /// Instruction-set edit applied to tract (see `main`).
 const TRACT_ISA: &str = "-amx-int8";
 
-const USAGE: &str = "usage: cargo xtask bench [--quick] [--wasm-only | --telemetry-only] [--out BENCHMARKS.md] [MODEL_FILTER]";
+const USAGE: &str = "usage: cargo xtask bench [--quick] [--wasm-only | --telemetry-only | --ingest-only] [--out BENCHMARKS.md] [MODEL_FILTER]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut quick = false;
     let mut wasm_only = false;
     let mut telemetry_only = false;
+    let mut ingest_only = false;
     let mut out = None;
     let mut filter = String::new();
     let mut it = args.iter().map(String::as_str);
@@ -67,6 +69,8 @@ fn main() -> Result<()> {
             "--wasm-only" => wasm_only = true,
             // Only the telemetry section, printed.
             "--telemetry-only" => telemetry_only = true,
+            // Only the collector's ingest section, printed.
+            "--ingest-only" => ingest_only = true,
             "--out" => out = Some(PathBuf::from(it.next().context(USAGE)?)),
             _ if !a.starts_with('-') && filter.is_empty() => filter = a.to_string(),
             _ => bail!("unknown argument {a:?}\n{USAGE}"),
@@ -78,6 +82,16 @@ fn main() -> Result<()> {
         // tract 0.23.9's AMX int8 matmul segfaulted on tract_qlstm (Xeon
         // with amx_int8); $TRACT_CPU_ISA, when set, still wins.
         tract_onnx::tract_core::knobs::set_config_global("TRACT_CPU_ISA", TRACT_ISA)?;
+    }
+    if ingest_only {
+        print!(
+            "{}",
+            ingest::section(
+                &workspace_root(),
+                &workspace_root().join("../shared/corpus")
+            )?
+        );
+        return Ok(());
     }
     if telemetry_only {
         print!(
@@ -503,6 +517,14 @@ fn bench(b: &Budget, filter: &str, out: &Path, command: &str) -> Result<()> {
             Ok(section) => report.push_str(&section),
             Err(e) => report.push_str(&format!(
                 "\n## Telemetry overhead\n\nThe telemetry benchmark failed: {}\n",
+                short(&format!("{e:#}"))
+            )),
+        }
+        eprintln!("telemetry ingest…");
+        match ingest::section(&workspace_root(), &corpus) {
+            Ok(section) => report.push_str(&section),
+            Err(e) => report.push_str(&format!(
+                "\n## Telemetry ingest\n\nThe ingest benchmark failed: {}\n",
                 short(&format!("{e:#}"))
             )),
         }

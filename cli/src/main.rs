@@ -5,6 +5,9 @@
 //! `--budget`.
 
 use anyhow::{Context, Result, anyhow};
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 use kiln_cli::{npy_bytes, read_csv, read_dataset, read_npy};
 use kiln_compiler::prune::PruneOptions;
@@ -190,13 +193,41 @@ enum CollectorCmd {
         /// Address to listen on (port 0: any free port)
         #[arg(long, default_value = "127.0.0.1:8470")]
         addr: String,
-        /// Database: sqlite://FILE (created if missing)
+        /// Database: sqlite://FILE (created if missing) or
+        /// postgres://USER@HOST[:PORT]/DB
         #[arg(long, default_value = "sqlite://kiln-collector.db")]
         db: String,
         /// The admin token (registering models, issuing device tokens,
         /// reading reports); default: $KILN_ADMIN_TOKEN
         #[arg(long, env = "KILN_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: String,
+    },
+    /// Load a running collector with telemetry batches: registers an
+    /// artifact (with its drift baseline) as MODEL/VERSION, takes a device
+    /// token, sends BATCHES sketches over CONCURRENCY keep-alive
+    /// connections, and prints throughput and latency percentiles.
+    Load {
+        /// The collector's HOST:PORT
+        #[arg(long, default_value = "127.0.0.1:8470")]
+        addr: String,
+        /// An artifact compiled with --reference (its baseline shapes the
+        /// sketches)
+        #[arg(long)]
+        artifact: PathBuf,
+        /// The admin token; default: $KILN_ADMIN_TOKEN
+        #[arg(long, env = "KILN_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+        #[arg(long, default_value = "load")]
+        model: String,
+        #[arg(long, default_value = "1")]
+        version: String,
+        #[arg(long, default_value_t = 20_000)]
+        batches: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -374,6 +405,28 @@ fn main() -> ExitCode {
             db,
             admin_token,
         }) => collector_serve(&addr, &db, admin_token),
+        Cmd::Collector(CollectorCmd::Load {
+            addr,
+            artifact,
+            admin_token,
+            model,
+            version,
+            batches,
+            concurrency,
+            json,
+        }) => collector_load(
+            &artifact,
+            kiln_collector::load::LoadOptions {
+                addr,
+                token: admin_token,
+                model,
+                version,
+                id_prefix: String::new(),
+                batches,
+                concurrency,
+            },
+            json,
+        ),
         Cmd::Eval {
             model,
             data,
@@ -1097,26 +1150,121 @@ fn prepare<'n>(
     Ok((model, ordered))
 }
 
-/// `kiln compare A B --input ...`: both models on the same inputs.
+/// `kiln collector serve`: the collector on a multi-threaded runtime.
 fn collector_serve(addr: &str, db: &str, admin_token: String) -> Result<(), Failure> {
-    let Some(path) = db.strip_prefix("sqlite://") else {
-        return Err(fail(2)(anyhow!(
-            "--db {db}: expected sqlite://FILE (PostgreSQL is not supported yet)"
-        )));
-    };
     if admin_token.len() < 8 {
         return Err(fail(2)(anyhow!(
             "the admin token must have at least 8 characters (--admin-token or $KILN_ADMIN_TOKEN)"
         )));
     }
-    let state = kiln_collector::server::Collector::open(path, admin_token)
+    let state = kiln_collector::server::Collector::open(db, admin_token)
         .map_err(|e| fail(1)(anyhow!(e).context(format!("cannot open {db}"))))?;
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(kiln_collector::server::serve(addr, state))
         .with_context(|| format!("cannot serve on {addr}"))?;
+    Ok(())
+}
+
+/// `kiln collector load`: `opts.token` is the admin token on entry; the
+/// run uses a device token it asks for.
+fn collector_load(
+    artifact: &Path,
+    mut opts: kiln_collector::load::LoadOptions,
+    json: bool,
+) -> Result<(), Failure> {
+    use kiln_collector::load;
+    let bytes =
+        std::fs::read(artifact).with_context(|| format!("cannot read {}", artifact.display()))?;
+    let model = kiln_runtime_native::Model::load(&bytes)
+        .map_err(|e| fail(2)(anyhow!(e).context(format!("{}", artifact.display()))))?;
+    let baseline = model
+        .drift_baseline()
+        .map_err(|e| fail(2)(anyhow!(e).context(format!("{}", artifact.display()))))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = rt.block_on(async {
+        let admin = opts.token.clone();
+        let path = format!("/v1/models/{}/versions/{}", opts.model, opts.version);
+        let (status, body) = load::request(&opts.addr, "POST", &path, &admin, bytes.clone())
+            .await
+            .map_err(|e| anyhow!(e))?;
+        if status != 200 {
+            anyhow::bail!(
+                "registering the artifact: HTTP {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        let ask = serde_json::json!({ "model": opts.model }).to_string();
+        let (status, body) = load::request(&opts.addr, "POST", "/v1/tokens", &admin, ask.into())
+            .await
+            .map_err(|e| anyhow!(e))?;
+        let reply: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let Some(token) = reply["token"].as_str().filter(|_| status == 200) else {
+            anyhow::bail!(
+                "asking for a device token: HTTP {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        };
+        opts.token = token.to_string();
+        // Batch ids unique to this run, so a rerun against the same
+        // database is not all duplicates.
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        opts.id_prefix = format!("load-{stamp:x}");
+        Ok(load::run(&opts, &load::reference_sketch(&baseline)).await)
+    })?;
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "batches": opts.batches,
+                "concurrency": opts.concurrency,
+                "acknowledged": report.acknowledged.len(),
+                "duplicates": report.duplicates,
+                "overloaded": report.overloaded,
+                "broken": report.broken,
+                "errors": report.errors.len(),
+                "seconds": report.elapsed.as_secs_f64(),
+                "batches_per_second": report.throughput(),
+                "p50_ms": ms(report.percentile(0.5)),
+                "p99_ms": ms(report.percentile(0.99)),
+                "max_ms": ms(report.percentile(1.0)),
+            })
+        );
+    } else {
+        println!(
+            "{} of {} batches acknowledged in {:.2} s over {} connections: {:.0} batches/s; \
+             latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {} answered 429 and retried",
+            report.acknowledged.len(),
+            opts.batches,
+            report.elapsed.as_secs_f64(),
+            opts.concurrency,
+            report.throughput(),
+            ms(report.percentile(0.5)),
+            ms(report.percentile(0.99)),
+            ms(report.percentile(1.0)),
+            report.overloaded
+        );
+    }
+    if let Some((status, why)) = report.errors.first() {
+        return Err(fail(1)(anyhow!(
+            "{} batches were refused; the first: HTTP {status}: {why}",
+            report.errors.len()
+        )));
+    }
+    if report.acknowledged.len() < opts.batches {
+        return Err(fail(1)(anyhow!(
+            "{} batches were not acknowledged (the collector went away?)",
+            opts.batches - report.acknowledged.len()
+        )));
+    }
     Ok(())
 }
 
@@ -1270,6 +1418,7 @@ fn drift(
     Ok(())
 }
 
+/// `kiln compare A B --input ...`: both models on the same inputs.
 fn compare(a: &Path, b: &Path, inputs: &[String], json: bool) -> Result<(), Failure> {
     let named = read_named_inputs(inputs)?;
     if named.is_empty() {

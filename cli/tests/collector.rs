@@ -52,14 +52,9 @@ impl Drop for Server {
     }
 }
 
-#[test]
-fn collector_ingests_batches_once_and_reports_drift() {
-    let sk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/sklearn");
-    let tmp = std::env::temp_dir().join(format!("kiln-collector-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
-    let artifact = tmp.join("wine.kiln");
-    common::compile_sklearn_with_reference("gb_wine", &artifact);
-    let admin = "admin-secret-token";
+/// Starts `kiln collector serve` on a free port over `db`; the server
+/// and its address.
+fn start(db: &str, admin: &str) -> (Server, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args([
             "collector",
@@ -68,9 +63,9 @@ fn collector_ingests_batches_once_and_reports_drift() {
             "127.0.0.1:0",
             "--admin-token",
             admin,
+            "--db",
+            db,
         ])
-        .arg("--db")
-        .arg(format!("sqlite://{}", tmp.join("c.db").display()))
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -78,12 +73,58 @@ fn collector_ingests_batches_once_and_reports_drift() {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let _server = Server(child);
     let addr = line
         .trim()
         .strip_prefix("listening on ")
-        .unwrap()
+        .unwrap_or_else(|| panic!("the collector did not start on {db}: {line:?}"))
         .to_string();
+    (Server(child), addr)
+}
+
+/// A name no other test or run has used (PostgreSQL keeps its tables).
+fn unique(stem: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{stem}-{}-{nanos:x}", std::process::id())
+}
+
+/// The PostgreSQL server `scripts/test.sh` starts, if any.
+fn postgres() -> Option<String> {
+    let url = std::env::var("KILN_TEST_POSTGRES").ok();
+    if url.is_none() {
+        eprintln!(
+            "KILN_TEST_POSTGRES is not set: the PostgreSQL half is skipped (scripts/test.sh starts a server and sets it)"
+        );
+    }
+    url
+}
+
+#[test]
+fn collector_ingests_batches_once_and_reports_drift_sqlite() {
+    let tmp = std::env::temp_dir().join(unique("kiln-collector"));
+    std::fs::create_dir_all(&tmp).unwrap();
+    ingest_and_report(&format!("sqlite://{}", tmp.join("c.db").display()), &tmp);
+    std::fs::remove_dir_all(&tmp).ok();
+}
+
+#[test]
+fn collector_ingests_batches_once_and_reports_drift_postgres() {
+    let Some(url) = postgres() else { return };
+    let tmp = std::env::temp_dir().join(unique("kiln-collector"));
+    std::fs::create_dir_all(&tmp).unwrap();
+    ingest_and_report(&url, &tmp);
+    std::fs::remove_dir_all(&tmp).ok();
+}
+
+fn ingest_and_report(db: &str, tmp: &Path) {
+    let sk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/sklearn");
+    let artifact = tmp.join("wine.kiln");
+    common::compile_sklearn_with_reference("gb_wine", &artifact);
+    let admin = "admin-secret-token";
+    let (_server, addr) = start(db, admin);
+    let wine = unique("wine");
     assert_eq!(http(&addr, "GET", "/health/live", None, b"").0, 200);
     assert_eq!(http(&addr, "GET", "/health/ready", None, b"").0, 200);
 
@@ -91,7 +132,7 @@ fn collector_ingests_batches_once_and_reports_drift() {
     let (st, body) = http(
         &addr,
         "POST",
-        "/v1/models/wine/versions/1",
+        &format!("/v1/models/{wine}/versions/1"),
         Some(admin),
         &bytes,
     );
@@ -101,7 +142,7 @@ fn collector_ingests_batches_once_and_reports_drift() {
         http(
             &addr,
             "POST",
-            "/v1/models/wine/versions/1",
+            &format!("/v1/models/{wine}/versions/1"),
             Some("nope"),
             &bytes
         )
@@ -112,7 +153,7 @@ fn collector_ingests_batches_once_and_reports_drift() {
         http(
             &addr,
             "POST",
-            "/v1/models/wine/versions/2",
+            &format!("/v1/models/{wine}/versions/2"),
             Some(admin),
             b"junk"
         )
@@ -124,7 +165,7 @@ fn collector_ingests_batches_once_and_reports_drift() {
         "POST",
         "/v1/tokens",
         Some(admin),
-        br#"{"model":"wine"}"#,
+        serde_json::json!({ "model": wine }).to_string().as_bytes(),
     );
     assert_eq!(st, 200);
     let token: Value = serde_json::from_slice(&body).unwrap();
@@ -145,8 +186,7 @@ fn collector_ingests_batches_once_and_reports_drift() {
         sketches.push(session.take_sketch().unwrap());
     }
     let post = |id: &str, s: &kiln_protocol::Sketch, token: Option<&str>| {
-        let body =
-            serde_json::json!({"batch_id": id, "model": "wine", "version": "1", "sketch": s});
+        let body = serde_json::json!({"batch_id": format!("{wine}-{id}"), "model": wine, "version": "1", "sketch": s});
         http(
             &addr,
             "POST",
@@ -174,7 +214,8 @@ fn collector_ingests_batches_once_and_reports_drift() {
         http(&addr, "POST", "/v1/telemetry", Some(&device), b"{").0,
         400
     );
-    let other = serde_json::json!({"batch_id": "y", "model": "wine", "version": "9", "sketch": sketches[0]});
+    let other =
+        serde_json::json!({"batch_id": "y", "model": wine, "version": "9", "sketch": sketches[0]});
     assert_eq!(
         http(
             &addr,
@@ -194,7 +235,7 @@ fn collector_ingests_batches_once_and_reports_drift() {
     let (st, body) = http(
         &addr,
         "GET",
-        "/v1/models/wine/drift?version=1&window=3600",
+        &format!("/v1/models/{wine}/drift?version=1&window=3600"),
         Some(admin),
         b"",
     );
@@ -232,5 +273,146 @@ fn collector_ingests_batches_once_and_reports_drift() {
         metrics.contains("kiln_collector_batches_total{result=\"rejected\"} 5"),
         "{metrics}"
     );
+}
+
+#[test]
+fn collector_keeps_every_acknowledged_batch_through_sigkill_sqlite() {
+    let tmp = std::env::temp_dir().join(unique("kiln-crash"));
+    std::fs::create_dir_all(&tmp).unwrap();
+    killed_mid_ingest(&format!("sqlite://{}", tmp.join("c.db").display()), &tmp);
     std::fs::remove_dir_all(&tmp).ok();
+}
+
+#[test]
+fn collector_keeps_every_acknowledged_batch_through_sigkill_postgres() {
+    let Some(url) = postgres() else { return };
+    let tmp = std::env::temp_dir().join(unique("kiln-crash"));
+    std::fs::create_dir_all(&tmp).unwrap();
+    killed_mid_ingest(&url, &tmp);
+    std::fs::remove_dir_all(&tmp).ok();
+}
+
+/// The collector under load from the load generator is killed with
+/// SIGKILL once it has acknowledged a few thousand batches; after a
+/// restart on the same database every acknowledged batch is there, and
+/// resending one counts as a duplicate.
+fn killed_mid_ingest(db: &str, tmp: &Path) {
+    use kiln_collector::load::{LoadOptions, reference_sketch, run};
+    let artifact = tmp.join("cancer.kiln");
+    common::compile_sklearn_with_reference("rf_breast_cancer", &artifact);
+    let bytes = std::fs::read(&artifact).unwrap();
+    let baseline = Model::load(&bytes).unwrap().drift_baseline().unwrap();
+    let admin = "admin-secret-token";
+    let (server, addr) = start(db, admin);
+    let name = unique("crash");
+    let (st, _) = http(
+        &addr,
+        "POST",
+        &format!("/v1/models/{name}/versions/1"),
+        Some(admin),
+        &bytes,
+    );
+    assert_eq!(st, 200);
+    let (_, body) = http(
+        &addr,
+        "POST",
+        "/v1/tokens",
+        Some(admin),
+        serde_json::json!({ "model": name }).to_string().as_bytes(),
+    );
+    let token: Value = serde_json::from_slice(&body).unwrap();
+    let opts = LoadOptions {
+        addr: addr.clone(),
+        token: token["token"].as_str().unwrap().to_string(),
+        model: name.clone(),
+        version: "1".into(),
+        id_prefix: name.clone(),
+        // More than it can take before the kill.
+        batches: 100_000_000,
+        concurrency: 32,
+    };
+    // The killer: waits for 3,000 acknowledged batches, then SIGKILL.
+    let watched = addr.clone();
+    let killer = std::thread::spawn(move || {
+        let mut server = server;
+        let start = std::time::Instant::now();
+        loop {
+            let (_, m) = http(&watched, "GET", "/metrics", None, b"");
+            let m = String::from_utf8_lossy(&m).to_string();
+            let accepted: u64 = m
+                .lines()
+                .find_map(|l| l.strip_prefix("kiln_collector_batches_total{result=\"accepted\"} "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if accepted >= 3_000 || start.elapsed().as_secs() > 60 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // Child::kill is SIGKILL on Unix: no shutdown code runs.
+        server.0.kill().unwrap();
+        server.0.wait().unwrap();
+    });
+    let sketch = reference_sketch(&baseline);
+    let report = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run(&opts, &sketch));
+    killer.join().unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(report.broken > 0, "the load ended without the kill");
+    let acked = report.acknowledged.len();
+    assert!(acked >= 3_000, "only {acked} batches were acknowledged");
+
+    // Restarted on the same database: every acknowledged batch is there.
+    let (_server, addr) = start(db, admin);
+    assert_eq!(http(&addr, "GET", "/health/ready", None, b"").0, 200);
+    let mut store = kiln_collector::store::open(db).unwrap();
+    let missing: Vec<usize> = report
+        .acknowledged
+        .iter()
+        .copied()
+        .filter(|n| !store.has_batch(&format!("{name}-{n}")).unwrap())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {acked} acknowledged batches were lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    let (st, body) = http(
+        &addr,
+        "GET",
+        &format!("/v1/models/{name}/drift?version=1"),
+        Some(admin),
+        b"",
+    );
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    let stored = serde_json::from_slice::<Value>(&body).unwrap()["batches"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        stored as usize >= acked,
+        "{stored} stored, {acked} acknowledged"
+    );
+    // A device retrying an acknowledged batch after the restart: counted
+    // once.
+    let again = serde_json::json!({
+        "batch_id": format!("{name}-{}", report.acknowledged[0]),
+        "model": name, "version": "1", "sketch": sketch,
+    });
+    let (st, body) = http(
+        &addr,
+        "POST",
+        "/v1/telemetry",
+        Some(&opts.token),
+        again.to_string().as_bytes(),
+    );
+    assert_eq!(st, 200);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["duplicate"],
+        true
+    );
+    eprintln!("{db}: killed after {acked} acknowledged batches ({stored} stored), none lost");
 }

@@ -13,7 +13,11 @@
 
 pub mod drift;
 #[cfg(feature = "server")]
+pub mod load;
+#[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
+pub mod store;
 
 pub use drift::{
     Column, ColumnDrift, DriftError, DriftOptions, DriftReport, Kind, StatTest, Value, detect,

@@ -1,6 +1,6 @@
 //! The collector's HTTP service (feature `server`; `kiln collector serve`):
 //! models and their drift baselines, device tokens, telemetry ingest into
-//! SQLite, and drift reports over a window of merged sketches.
+//! SQLite or PostgreSQL ([`crate::store`]), and drift reports over a window of merged sketches.
 //!
 //! Endpoints (JSON; tokens as `Authorization: Bearer`):
 //! - `POST /v1/models/{model}/versions/{version}` (admin): the body is the
@@ -8,74 +8,175 @@
 //! - `POST /v1/tokens` (admin): a new device token for `{"model"}`.
 //! - `POST /v1/telemetry` (device): `{"batch_id", "model", "version",
 //!   "sketch"}`; a batch id already stored counts once (`duplicate: true`).
+//! - `GET /v1/batches/{id}` (admin): whether a batch is stored.
 //! - `GET /v1/models/{model}/drift?version=V&window=SECONDS` (admin): the
 //!   drift report of the sketches received in the window, merged.
 //! - `GET /health/live`, `GET /health/ready` (the database answers),
 //!   `GET /metrics` (Prometheus text).
 //!
 //! Bodies over [`MAX_BODY`] are refused (413), malformed ones say what is
-//! wrong (400/422), unknown models and versions are 404. Every accepted
-//! batch is committed to SQLite before the 200 goes out.
+//! wrong (400/422), unknown models and versions are 404. Batches go
+//! through one writer thread that commits whatever is queued in one
+//! transaction (group commit); a batch's 200 goes out only after its
+//! group has committed, so an acknowledged batch survives a crash. A full
+//! queue answers 429 with `Retry-After`.
 
 use crate::drift::{DriftOptions, detect_sketch};
+use crate::store::{BatchRow, Store, StoreError};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use kiln_protocol::{Baseline, Sketch};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::{mpsc, oneshot};
 
 /// Largest request body accepted (an artifact upload included).
 pub const MAX_BODY: usize = 64 << 20;
 
+/// Batches waiting for the writer, at most; a full queue answers 429.
+pub const QUEUE: usize = 16_384;
+
+/// Batches committed in one transaction, at most.
+const GROUP: usize = 2_048;
+
 /// The artifact property holding the drift baseline.
 const BASELINE_PROPERTY: &str = "kiln.drift_baseline";
+
+/// A batch on its way to the writer, and where its outcome goes: whether
+/// it was new, once its group has committed.
+struct Job {
+    row: BatchRow,
+    done: oneshot::Sender<Result<bool, String>>,
+}
 
 /// The service's state.
 #[derive(Debug)]
 pub struct Collector {
-    db: Mutex<Connection>,
+    /// For admin writes and reads; the writer thread has its own
+    /// connection.
+    store: Mutex<Box<dyn Store>>,
+    writer: mpsc::Sender<Job>,
+    /// Device token → model, and (model, version) → baseline: every
+    /// ingest consults them, so they live in memory (the store has them
+    /// too, and fills them at start).
+    tokens: RwLock<HashMap<String, String>>,
+    baselines: RwLock<HashMap<(String, String), Arc<Baseline>>>,
     admin_token: String,
     accepted: AtomicU64,
     duplicates: AtomicU64,
     rejected: AtomicU64,
+    overloaded: AtomicU64,
+    groups: AtomicU64,
 }
 
 /// Why a collector could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("the database: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(#[from] StoreError),
+    #[error("a stored baseline of {model} {version} does not decode")]
+    Baseline { model: String, version: String },
 }
 
 impl Collector {
-    /// Opens (creating) the SQLite database at `path` (`:memory:` for a
-    /// throwaway one).
-    pub fn open(path: &str, admin_token: String) -> Result<Arc<Collector>, ServerError> {
-        let db = Connection::open(path)?;
-        db.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
-             CREATE TABLE IF NOT EXISTS versions (
-                 model TEXT NOT NULL, version TEXT NOT NULL, baseline BLOB NOT NULL,
-                 PRIMARY KEY (model, version));
-             CREATE TABLE IF NOT EXISTS tokens (token TEXT PRIMARY KEY, model TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS batches (
-                 batch_id TEXT PRIMARY KEY, model TEXT NOT NULL, version TEXT NOT NULL,
-                 received INTEGER NOT NULL, sketch BLOB NOT NULL);
-             CREATE INDEX IF NOT EXISTS batches_by_model ON batches (model, version, received);",
-        )?;
-        Ok(Arc::new(Collector {
-            db: Mutex::new(db),
+    /// Opens (creating) the database at `url` (`sqlite://FILE`,
+    /// `postgres://…`, see [`crate::store::open`]) and starts the writer
+    /// thread, which commits batches in groups. Call from within a tokio
+    /// runtime's context or outside one; the writer is a plain thread.
+    pub fn open(url: &str, admin_token: String) -> Result<Arc<Collector>, ServerError> {
+        let mut store = crate::store::open(url)?;
+        let writer_store = crate::store::open(url)?;
+        let tokens = store.tokens()?.into_iter().collect();
+        let mut baselines = HashMap::new();
+        for (model, version, blob) in store.versions()? {
+            let b: Baseline = postcard::from_bytes(&blob).map_err(|_| ServerError::Baseline {
+                model: model.clone(),
+                version: version.clone(),
+            })?;
+            baselines.insert((model, version), Arc::new(b));
+        }
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let collector = Arc::new(Collector {
+            store: Mutex::new(store),
+            writer: tx,
+            tokens: RwLock::new(tokens),
+            baselines: RwLock::new(baselines),
             admin_token,
             accepted: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
-        }))
+            overloaded: AtomicU64::new(0),
+            groups: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&collector);
+        std::thread::Builder::new()
+            .name("kiln-collector-writer".into())
+            .spawn(move || write_groups(writer_store, rx, weak))
+            .map_err(|e| StoreError::Url(format!("cannot start the writer thread: {e}")))?;
+        Ok(collector)
+    }
+}
+
+/// The writer: takes what is queued (up to [`GROUP`] batches), commits it
+/// in one transaction, then answers each batch. Ends when every sender is
+/// gone.
+fn write_groups(
+    mut store: Box<dyn Store>,
+    mut rx: mpsc::Receiver<Job>,
+    collector: std::sync::Weak<Collector>,
+) {
+    let mut jobs = Vec::with_capacity(GROUP);
+    while let Some(first) = rx.blocking_recv() {
+        // Whatever else queued up while the last group committed: the
+        // busier the collector, the larger its groups (no timer needed).
+        jobs.push(first);
+        while jobs.len() < GROUP {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let (rows, done): (Vec<BatchRow>, Vec<_>) = jobs.drain(..).map(|j| (j.row, j.done)).unzip();
+        let outcome = store.put_batches(&rows);
+        if let Some(c) = collector.upgrade() {
+            c.groups.fetch_add(1, Ordering::Relaxed);
+        }
+        match outcome {
+            Ok(fresh) => {
+                for (done, new) in done.into_iter().zip(fresh) {
+                    let _ = done.send(Ok(new));
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                for done in done {
+                    let _ = done.send(Err(why.clone()));
+                }
+            }
+        }
+    }
+}
+
+impl Collector {
+    /// Runs `f` on the admin connection, on tokio's blocking pool: a
+    /// database call never holds an async worker (and PostgreSQL's
+    /// synchronous client must not run on one).
+    async fn with_store<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, Failure> {
+        let c = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut store = c.store.lock().map_err(internal)?;
+            f(store.as_mut()).map_err(internal)
+        })
+        .await
+        .map_err(internal)?
     }
 }
 
@@ -85,6 +186,7 @@ pub fn app(state: Arc<Collector>) -> Router {
         .route("/v1/models/{model}/versions/{version}", post(register))
         .route("/v1/tokens", post(issue_token))
         .route("/v1/telemetry", post(ingest))
+        .route("/v1/batches/{id}", get(batch_status))
         .route("/v1/models/{model}/drift", get(drift))
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(ready))
@@ -163,17 +265,17 @@ async fn register(
     let baseline =
         artifact_baseline(&body).map_err(|e| Failure(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     let blob = postcard::to_allocvec(&baseline).map_err(internal)?;
-    let db = c.db.lock().map_err(internal)?;
-    db.execute(
-        "INSERT OR REPLACE INTO versions (model, version, baseline) VALUES (?1, ?2, ?3)",
-        params![model, version, blob],
-    )
-    .map_err(internal)?;
-    Ok(axum::Json(serde_json::json!({
+    let (m, v) = (model.clone(), version.clone());
+    c.with_store(move |s| s.put_version(&m, &v, &blob)).await?;
+    let reply = serde_json::json!({
         "model": model, "version": version, "features": baseline.features.len(),
         "prediction": baseline.prediction.is_some(),
-    }))
-    .into_response())
+    });
+    c.baselines
+        .write()
+        .map_err(internal)?
+        .insert((model, version), Arc::new(baseline));
+    Ok(axum::Json(reply).into_response())
 }
 
 #[derive(Deserialize)]
@@ -197,32 +299,28 @@ async fn issue_token(
     let mut raw = [0u8; 16];
     getrandom::fill(&mut raw).map_err(internal)?;
     let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    let db = c.db.lock().map_err(internal)?;
-    db.execute(
-        "INSERT INTO tokens (token, model) VALUES (?1, ?2)",
-        params![token, req.model],
-    )
-    .map_err(internal)?;
+    let (t, m) = (token.clone(), req.model.clone());
+    c.with_store(move |s| s.put_token(&t, &m)).await?;
+    c.tokens
+        .write()
+        .map_err(internal)?
+        .insert(token.clone(), req.model.clone());
     Ok(axum::Json(serde_json::json!({ "token": token, "model": req.model })).into_response())
 }
 
-/// The stored baseline of `model` at `version` (404 when unregistered).
-fn version_baseline(db: &Connection, model: &str, version: &str) -> Result<Baseline, Failure> {
-    let blob: Option<Vec<u8>> = db
-        .query_row(
-            "SELECT baseline FROM versions WHERE model = ?1 AND version = ?2",
-            params![model, version],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(internal)?;
-    let Some(blob) = blob else {
-        return Err(Failure(
-            StatusCode::NOT_FOUND,
-            format!("model '{model}' has no version '{version}'"),
-        ));
-    };
-    postcard::from_bytes(&blob).map_err(internal)
+/// The baseline of `model` at `version` (404 when unregistered).
+fn version_baseline(c: &Collector, model: &str, version: &str) -> Result<Arc<Baseline>, Failure> {
+    c.baselines
+        .read()
+        .map_err(internal)?
+        .get(&(model.to_string(), version.to_string()))
+        .cloned()
+        .ok_or_else(|| {
+            Failure(
+                StatusCode::NOT_FOUND,
+                format!("model '{model}' has no version '{version}'"),
+            )
+        })
 }
 
 #[derive(Deserialize)]
@@ -242,14 +340,12 @@ async fn ingest(
         c.rejected.fetch_add(1, Ordering::Relaxed);
         Failure(status, why)
     };
-    let token = bearer(&headers)
-        .ok_or_else(|| {
-            reject(
-                StatusCode::UNAUTHORIZED,
-                "a device token is required".into(),
-            )
-        })?
-        .to_string();
+    let token = bearer(&headers).ok_or_else(|| {
+        reject(
+            StatusCode::UNAUTHORIZED,
+            "a device token is required".into(),
+        )
+    })?;
     let batch: Batch = serde_json::from_slice(&body).map_err(|e| {
         reject(
             StatusCode::BAD_REQUEST,
@@ -262,57 +358,79 @@ async fn ingest(
             "batch_id must be 1 to 128 characters".into(),
         ));
     }
-    let db = c.db.lock().map_err(internal)?;
-    let owner: Option<String> = db
-        .query_row(
-            "SELECT model FROM tokens WHERE token = ?1",
-            params![token],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(internal)?;
-    if owner.as_deref() != Some(batch.model.as_str()) {
+    let owns = c.tokens.read().map_err(internal)?.get(token) == Some(&batch.model);
+    if !owns {
         return Err(reject(
             StatusCode::UNAUTHORIZED,
             format!("the token does not belong to model '{}'", batch.model),
         ));
     }
-    let baseline = version_baseline(&db, &batch.model, &batch.version).inspect_err(|f| {
-        if f.0 == StatusCode::NOT_FOUND {
-            c.rejected.fetch_add(1, Ordering::Relaxed);
-        }
+    let baseline = version_baseline(&c, &batch.model, &batch.version).inspect_err(|_| {
+        c.rejected.fetch_add(1, Ordering::Relaxed);
     })?;
-    // The sketch must fit the version's baseline: merging into an empty
-    // window checks every shape.
-    Sketch::new(&baseline).merge(&batch.sketch).map_err(|e| {
+    batch.sketch.check(&baseline).map_err(|e| {
         reject(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("the sketch does not fit the baseline: {e}"),
         )
     })?;
-    let changed = db
-        .execute(
-            "INSERT OR IGNORE INTO batches (batch_id, model, version, received, sketch)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                batch.batch_id,
-                batch.model,
-                batch.version,
-                now(),
-                batch.sketch.to_bytes()
-            ],
+    let (done, outcome) = oneshot::channel();
+    let job = Job {
+        row: BatchRow {
+            sketch: batch.sketch.to_bytes(),
+            batch_id: batch.batch_id,
+            model: batch.model,
+            version: batch.version,
+            received: now(),
+        },
+        done,
+    };
+    let batch_id = job.row.batch_id.clone();
+    if c.writer.try_send(job).is_err() {
+        c.overloaded.fetch_add(1, Ordering::Relaxed);
+        return Ok((
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "1")],
+            axum::Json(serde_json::json!({
+                "error": "the collector's write queue is full: retry the batch (same batch_id) later"
+            })),
         )
-        .map_err(internal)?;
-    let duplicate = changed == 0;
+            .into_response());
+    }
+    // Answered once the batch's group has committed.
+    let duplicate = match outcome.await {
+        Ok(Ok(new)) => !new,
+        Ok(Err(why)) => return Err(internal(why)),
+        Err(_) => return Err(internal("the writer stopped")),
+    };
     if duplicate {
         c.duplicates.fetch_add(1, Ordering::Relaxed);
     } else {
         c.accepted.fetch_add(1, Ordering::Relaxed);
     }
     Ok(
-        axum::Json(serde_json::json!({ "batch_id": batch.batch_id, "duplicate": duplicate }))
+        axum::Json(serde_json::json!({ "batch_id": batch_id, "duplicate": duplicate }))
             .into_response(),
     )
+}
+
+/// `GET /v1/batches/{id}` (admin): 200 when the batch is stored, 404 when
+/// not.
+async fn batch_status(
+    State(c): State<Arc<Collector>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Failure> {
+    require_admin(&c, &headers)?;
+    let key = id.clone();
+    let stored = c.with_store(move |s| s.has_batch(&key)).await?;
+    if !stored {
+        return Err(Failure(
+            StatusCode::NOT_FOUND,
+            format!("no batch '{id}' is stored"),
+        ));
+    }
+    Ok(axum::Json(serde_json::json!({ "batch_id": id, "stored": true })).into_response())
 }
 
 #[derive(Deserialize)]
@@ -329,35 +447,35 @@ async fn drift(
     headers: HeaderMap,
 ) -> Result<Response, Failure> {
     require_admin(&c, &headers)?;
-    let db = c.db.lock().map_err(internal)?;
-    let baseline = version_baseline(&db, &model, &q.version)?;
+    let baseline = version_baseline(&c, &model, &q.version)?;
     let since = now() - q.window.unwrap_or(86_400).max(0);
-    let mut stmt = db
-        .prepare("SELECT sketch FROM batches WHERE model = ?1 AND version = ?2 AND received >= ?3")
-        .map_err(internal)?;
-    let rows = stmt
-        .query_map(params![model, q.version, since], |r| r.get::<_, Vec<u8>>(0))
-        .map_err(internal)?;
-    let mut window = Sketch::new(&baseline);
-    let mut batches = 0u64;
-    for bytes in rows {
-        let s = Sketch::from_bytes(&bytes.map_err(internal)?).map_err(internal)?;
-        window.merge(&s).map_err(internal)?;
-        batches += 1;
-    }
-    let report = detect_sketch(&baseline, &window, &DriftOptions::default())
-        .map_err(|e| Failure(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
-    let mut v = serde_json::to_value(&report).map_err(internal)?;
-    v["batches"] = batches.into();
-    v["rows"] = window.rows.into();
-    v["rejected"] = window.rejected.into();
-    Ok(axum::Json(v).into_response())
+    let version = q.version.clone();
+    let blobs = c
+        .with_store(move |s| s.sketches(&model, &version, since))
+        .await?;
+    // Merging a long window takes a while: off the async workers too.
+    tokio::task::spawn_blocking(move || {
+        let mut window = Sketch::new(&baseline);
+        for bytes in &blobs {
+            let s = Sketch::from_bytes(bytes).map_err(internal)?;
+            window.merge(&s).map_err(internal)?;
+        }
+        let report = detect_sketch(&baseline, &window, &DriftOptions::default())
+            .map_err(|e| Failure(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+        let mut v = serde_json::to_value(&report).map_err(internal)?;
+        v["batches"] = blobs.len().into();
+        v["rows"] = window.rows.into();
+        v["rejected"] = window.rejected.into();
+        Ok(axum::Json(v).into_response())
+    })
+    .await
+    .map_err(internal)?
 }
 
 async fn ready(State(c): State<Arc<Collector>>) -> Result<&'static str, Failure> {
-    let db = c.db.lock().map_err(internal)?;
-    db.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
-        .map_err(|e| Failure(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    c.with_store(|s| s.ping())
+        .await
+        .map_err(|f| Failure(StatusCode::SERVICE_UNAVAILABLE, f.1))?;
     Ok("ready")
 }
 
@@ -366,10 +484,18 @@ async fn metrics(State(c): State<Arc<Collector>>) -> String {
         "# TYPE kiln_collector_batches_total counter\n\
          kiln_collector_batches_total{{result=\"accepted\"}} {}\n\
          kiln_collector_batches_total{{result=\"duplicate\"}} {}\n\
-         kiln_collector_batches_total{{result=\"rejected\"}} {}\n",
+         kiln_collector_batches_total{{result=\"rejected\"}} {}\n\
+         kiln_collector_batches_total{{result=\"overloaded\"}} {}\n\
+         # TYPE kiln_collector_write_groups_total counter\n\
+         kiln_collector_write_groups_total {}\n\
+         # TYPE kiln_collector_write_queue gauge\n\
+         kiln_collector_write_queue {}\n",
         c.accepted.load(Ordering::Relaxed),
         c.duplicates.load(Ordering::Relaxed),
-        c.rejected.load(Ordering::Relaxed)
+        c.rejected.load(Ordering::Relaxed),
+        c.overloaded.load(Ordering::Relaxed),
+        c.groups.load(Ordering::Relaxed),
+        QUEUE - c.writer.capacity()
     )
 }
 

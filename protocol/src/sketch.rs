@@ -133,9 +133,37 @@ pub struct FeatureCounts {
     pub bins: Vec<u64>,
     /// NaN values.
     pub missing: u64,
-    /// Smallest and largest present value (`+∞`, `−∞` while none).
+    /// Smallest and largest present value (`+∞`, `−∞` while none; on the
+    /// wire, `None`: JSON has no infinities).
+    #[serde(with = "lowest")]
     pub min: f64,
+    #[serde(with = "highest")]
     pub max: f64,
+}
+
+/// A finite value as `Some(x)`, any other as `None`.
+pub(crate) fn serialize_finite<S: serde::Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if x.is_finite() {
+        s.serialize_some(x)
+    } else {
+        s.serialize_none()
+    }
+}
+
+/// [`FeatureCounts::min`] on the wire: `None` is `+∞` (no value yet).
+mod lowest {
+    pub(crate) use super::serialize_finite as serialize;
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::INFINITY))
+    }
+}
+
+/// [`FeatureCounts::max`] on the wire: `None` is `−∞` (no value yet).
+mod highest {
+    pub(crate) use super::serialize_finite as serialize;
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::NEG_INFINITY))
+    }
 }
 
 /// Buckets of [`Sketch::latency_us`]: bucket `k` counts runs of
@@ -248,6 +276,38 @@ impl Sketch {
         }
     }
 
+    /// Whether this sketch has `baseline`'s shape: as many features, each
+    /// with its bins, a prediction exactly when the baseline has one, and
+    /// the latency buckets. A sketch from the wire is checked before it is
+    /// stored or merged.
+    pub fn check(&self, baseline: &Baseline) -> Result<(), SketchError> {
+        let shape = |what, expected: usize, got: usize| {
+            if expected == got {
+                Ok(())
+            } else {
+                Err(SketchError::Shape {
+                    what,
+                    expected,
+                    got,
+                })
+            }
+        };
+        shape("features", baseline.features.len(), self.features.len())?;
+        for (f, c) in baseline.features.iter().zip(&self.features) {
+            shape("bins", f.bins(), c.bins.len())?;
+        }
+        shape("latency buckets", LATENCY_BUCKETS, self.latency_us.len())?;
+        match (&baseline.prediction, &self.prediction) {
+            (Some(p), Some(c)) => shape("prediction bins", p.feature.bins(), c.bins.len()),
+            (None, None) => Ok(()),
+            (p, _) => shape(
+                "predictions",
+                usize::from(p.is_some()),
+                usize::from(p.is_none()),
+            ),
+        }
+    }
+
     /// Counts one prediction (ignored when the baseline has none).
     pub fn predicted(&mut self, baseline: &Baseline, value: f64) -> Result<(), SketchError> {
         match (&mut self.prediction, &baseline.prediction) {
@@ -344,7 +404,17 @@ impl Sketch {
 
     /// Postcard bytes (varint counts): what a device sends.
     pub fn to_bytes(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).unwrap_or_default()
+        // Room for every count as a 2-byte varint up front: the collector
+        // encodes each batch it takes, and growing the vector a dozen
+        // times showed in its profile.
+        let counts: usize = self
+            .features
+            .iter()
+            .map(|f| f.bins.len() + 20)
+            .sum::<usize>()
+            + self.latency_us.len()
+            + self.prediction.as_ref().map_or(0, |p| p.bins.len() + 20);
+        postcard::to_extend(self, Vec::with_capacity(2 * counts + 16)).unwrap_or_default()
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Sketch, SketchError> {
@@ -426,7 +496,32 @@ mod tests {
         let mut other = Sketch::new(&b);
         other.features.pop();
         assert!(s.clone().merge(&other).is_err());
+        assert_eq!(s.check(&b), Ok(()));
+        assert!(other.check(&b).is_err());
+        let mut other = s.clone();
+        other.prediction = None;
+        assert!(other.check(&b).is_err());
+        other.latency_us.push(0);
+        assert!(other.check(&b).is_err());
         assert!(Sketch::new(&b).observe(&b, &[1.0]).is_err());
+    }
+
+    #[test]
+    fn an_empty_window_survives_json() {
+        // A feature that saw no value has infinite extremes, which JSON
+        // cannot carry: they travel as null and come back infinite.
+        let b = baseline();
+        let mut s = window(&b, &[(f64::NAN, 2.0)]);
+        assert_eq!(s.features[0].min, f64::INFINITY);
+        let text = serde_json::to_string(&s).unwrap();
+        assert!(text.contains("\"min\":null"), "{text}");
+        assert_eq!(serde_json::from_str::<Sketch>(&text).unwrap(), s);
+        assert_eq!(Sketch::from_bytes(&s.to_bytes()).unwrap(), s);
+        s.features[0].min = -3.5;
+        assert_eq!(
+            serde_json::from_str::<Sketch>(&serde_json::to_string(&s).unwrap()).unwrap(),
+            s
+        );
     }
 
     proptest! {

@@ -2,7 +2,7 @@
 //!
 //! - `cargo xtask wasm`: builds the npm package `kiln-runtime` into
 //!   `runtime-wasm/pkg/` and prints its sizes (`wasm.rs`).
-//! - `cargo xtask bench [--quick] [--wasm-only | --telemetry-only] [--out FILE] [FILTER]`:
+//! - `cargo xtask bench [--quick] [--wasm-only | --telemetry-only | --ingest-only] [--out FILE] [FILTER]`:
 //!   builds the package, then runs the benchmark crate (`bench/`, release),
 //!   which regenerates BENCHMARKS.md.
 //! - `cargo xtask firmware --artifact A.kiln --input x.npy [--run]`: builds
@@ -17,7 +17,7 @@ mod firmware;
 mod wasm;
 
 const USAGE: &str = "usage: cargo xtask wasm
-       cargo xtask bench [--quick] [--wasm-only | --telemetry-only] [--out BENCHMARKS.md] [MODEL_FILTER]
+       cargo xtask bench [--quick] [--wasm-only | --telemetry-only | --ingest-only] [--out BENCHMARKS.md] [MODEL_FILTER]
        cargo xtask firmware --artifact A.kiln --input x.npy [--run] [--dsp-check] [--profile FILE]";
 
 /// The workspace root, from the `CARGO_MANIFEST_DIR` that `cargo run` sets
@@ -38,8 +38,17 @@ fn main() -> Result<()> {
         Some("wasm") if args.len() == 1 => wasm::main(&root),
         Some("firmware") => firmware::main(&root, &args[1..]),
         Some("bench") => {
-            // The WebAssembly section needs the package.
+            // The WebAssembly section needs the package, the ingest
+            // section the `kiln` binary beside the benchmark's.
             wasm::main(&root)?;
+            let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args(["build", "--release", "-q", "-p", "kiln-cli"])
+                .current_dir(&root)
+                .status()
+                .context("building kiln")?;
+            if !status.success() {
+                bail!("building kiln failed ({status})");
+            }
             let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
                 .args(["run", "--release", "-q", "-p", "kiln-bench", "--"])
                 .args(&args)

@@ -1,0 +1,327 @@
+//! Where the collector keeps what it is sent: model versions with their
+//! baselines, device tokens and telemetry batches, in SQLite (a file, the
+//! default) or PostgreSQL (for scale). Both speak the same [`Store`]
+//! trait; [`open`] picks one from a URL (`sqlite://FILE`,
+//! `postgres://…`).
+//!
+//! Batches are written in groups ([`Store::put_batches`], one transaction
+//! per group): a committed group is durable (SQLite in WAL mode with
+//! `synchronous = FULL`, PostgreSQL's own commit), which is what lets the
+//! server acknowledge a batch only after its group commits.
+
+use std::fmt;
+
+/// One telemetry batch as stored.
+#[derive(Debug, Clone)]
+pub struct BatchRow {
+    pub batch_id: String,
+    pub model: String,
+    pub version: String,
+    /// Seconds since the Unix epoch, when the collector received it.
+    pub received: i64,
+    /// The sketch, postcard bytes.
+    pub sketch: Vec<u8>,
+}
+
+/// A model version as stored: its baseline, postcard bytes.
+pub type VersionRow = (String, String, Vec<u8>);
+
+/// What a storage backend failed at.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] postgres::Error),
+    #[error("{0}")]
+    Url(String),
+}
+
+/// A storage backend. Calls are blocking; the server makes them from its
+/// writer thread or from blocking tasks.
+pub trait Store: Send + fmt::Debug {
+    /// Stores (replacing) a model version's baseline.
+    fn put_version(
+        &mut self,
+        model: &str,
+        version: &str,
+        baseline: &[u8],
+    ) -> Result<(), StoreError>;
+    /// Stores a device token for `model`.
+    fn put_token(&mut self, token: &str, model: &str) -> Result<(), StoreError>;
+    /// Every model version.
+    fn versions(&mut self) -> Result<Vec<VersionRow>, StoreError>;
+    /// Every device token and its model.
+    fn tokens(&mut self) -> Result<Vec<(String, String)>, StoreError>;
+    /// Stores `rows` in one transaction; per row, whether it was new
+    /// (`false`: a batch with that id was already stored).
+    fn put_batches(&mut self, rows: &[BatchRow]) -> Result<Vec<bool>, StoreError>;
+    /// The sketches of `model` at `version` received at or after `since`.
+    fn sketches(
+        &mut self,
+        model: &str,
+        version: &str,
+        since: i64,
+    ) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// Whether a stored batch id is there (the crash tests ask).
+    fn has_batch(&mut self, batch_id: &str) -> Result<bool, StoreError>;
+    /// A round trip to the database.
+    fn ping(&mut self) -> Result<(), StoreError>;
+}
+
+/// Opens the database at `url`: `sqlite://FILE` (created if missing) or
+/// `postgres://USER@HOST[:PORT]/DB` (`postgresql://` too), creating the
+/// tables it lacks.
+pub fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(StoreError::Url(
+                "sqlite:// needs a file path (sqlite://collector.db)".into(),
+            ));
+        }
+        return Ok(Box::new(Sqlite::open(path)?));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Box::new(Postgres::open(url)?));
+    }
+    Err(StoreError::Url(format!(
+        "{url}: expected sqlite://FILE or postgres://USER@HOST/DB"
+    )))
+}
+
+/// SQLite, one connection.
+pub struct Sqlite {
+    db: rusqlite::Connection,
+}
+
+impl fmt::Debug for Sqlite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sqlite")
+            .field("path", &self.db.path())
+            .finish()
+    }
+}
+
+impl Sqlite {
+    fn open(path: &str) -> Result<Sqlite, StoreError> {
+        let db = rusqlite::Connection::open(path)?;
+        // Another connection (the writer's) may hold the lock briefly.
+        db.busy_timeout(std::time::Duration::from_secs(10))?;
+        db.execute_batch(
+            "PRAGMA page_size = 16384;
+             PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             CREATE TABLE IF NOT EXISTS versions (
+                 model TEXT NOT NULL, version TEXT NOT NULL, baseline BLOB NOT NULL,
+                 PRIMARY KEY (model, version));
+             CREATE TABLE IF NOT EXISTS tokens (token TEXT PRIMARY KEY, model TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS batches (
+                 batch_id TEXT PRIMARY KEY, model TEXT NOT NULL, version TEXT NOT NULL,
+                 received INTEGER NOT NULL, sketch BLOB NOT NULL);
+             CREATE INDEX IF NOT EXISTS batches_by_model ON batches (model, version, received);",
+        )?;
+        Ok(Sqlite { db })
+    }
+}
+
+impl Store for Sqlite {
+    fn put_version(
+        &mut self,
+        model: &str,
+        version: &str,
+        baseline: &[u8],
+    ) -> Result<(), StoreError> {
+        self.db.execute(
+            "INSERT OR REPLACE INTO versions (model, version, baseline) VALUES (?1, ?2, ?3)",
+            rusqlite::params![model, version, baseline],
+        )?;
+        Ok(())
+    }
+
+    fn put_token(&mut self, token: &str, model: &str) -> Result<(), StoreError> {
+        self.db.execute(
+            "INSERT INTO tokens (token, model) VALUES (?1, ?2)",
+            rusqlite::params![token, model],
+        )?;
+        Ok(())
+    }
+
+    fn versions(&mut self) -> Result<Vec<VersionRow>, StoreError> {
+        let mut stmt = self
+            .db
+            .prepare("SELECT model, version, baseline FROM versions")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn tokens(&mut self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self.db.prepare("SELECT token, model FROM tokens")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn put_batches(&mut self, rows: &[BatchRow]) -> Result<Vec<bool>, StoreError> {
+        let tx = self.db.transaction()?;
+        let mut fresh = Vec::with_capacity(rows.len());
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR IGNORE INTO batches (batch_id, model, version, received, sketch)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for r in rows {
+                let n = stmt.execute(rusqlite::params![
+                    r.batch_id, r.model, r.version, r.received, r.sketch
+                ])?;
+                fresh.push(n == 1);
+            }
+        }
+        tx.commit()?;
+        Ok(fresh)
+    }
+
+    fn sketches(
+        &mut self,
+        model: &str,
+        version: &str,
+        since: i64,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut stmt = self.db.prepare_cached(
+            "SELECT sketch FROM batches WHERE model = ?1 AND version = ?2 AND received >= ?3",
+        )?;
+        let rows = stmt.query_map(rusqlite::params![model, version, since], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn has_batch(&mut self, batch_id: &str) -> Result<bool, StoreError> {
+        let n: i64 = self.db.query_row(
+            "SELECT COUNT(*) FROM batches WHERE batch_id = ?1",
+            [batch_id],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    fn ping(&mut self) -> Result<(), StoreError> {
+        self.db.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
+        Ok(())
+    }
+}
+
+/// PostgreSQL, one client connection.
+pub struct Postgres {
+    client: postgres::Client,
+}
+
+impl fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Postgres").finish_non_exhaustive()
+    }
+}
+
+impl Postgres {
+    fn open(url: &str) -> Result<Postgres, StoreError> {
+        let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+        client.batch_execute(
+            "CREATE TABLE IF NOT EXISTS versions (
+                 model TEXT NOT NULL, version TEXT NOT NULL, baseline BYTEA NOT NULL,
+                 PRIMARY KEY (model, version));
+             CREATE TABLE IF NOT EXISTS tokens (token TEXT PRIMARY KEY, model TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS batches (
+                 batch_id TEXT PRIMARY KEY, model TEXT NOT NULL, version TEXT NOT NULL,
+                 received BIGINT NOT NULL, sketch BYTEA NOT NULL);
+             CREATE INDEX IF NOT EXISTS batches_by_model ON batches (model, version, received);",
+        )?;
+        Ok(Postgres { client })
+    }
+}
+
+impl Store for Postgres {
+    fn put_version(
+        &mut self,
+        model: &str,
+        version: &str,
+        baseline: &[u8],
+    ) -> Result<(), StoreError> {
+        self.client.execute(
+            "INSERT INTO versions (model, version, baseline) VALUES ($1, $2, $3)
+             ON CONFLICT (model, version) DO UPDATE SET baseline = EXCLUDED.baseline",
+            &[&model, &version, &baseline],
+        )?;
+        Ok(())
+    }
+
+    fn put_token(&mut self, token: &str, model: &str) -> Result<(), StoreError> {
+        self.client.execute(
+            "INSERT INTO tokens (token, model) VALUES ($1, $2)",
+            &[&token, &model],
+        )?;
+        Ok(())
+    }
+
+    fn versions(&mut self) -> Result<Vec<VersionRow>, StoreError> {
+        let rows = self
+            .client
+            .query("SELECT model, version, baseline FROM versions", &[])?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    fn tokens(&mut self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = self.client.query("SELECT token, model FROM tokens", &[])?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn put_batches(&mut self, rows: &[BatchRow]) -> Result<Vec<bool>, StoreError> {
+        // One statement for the whole group: the rows as arrays, the ids
+        // that were new coming back.
+        let ids: Vec<&str> = rows.iter().map(|r| r.batch_id.as_str()).collect();
+        let models: Vec<&str> = rows.iter().map(|r| r.model.as_str()).collect();
+        let versions: Vec<&str> = rows.iter().map(|r| r.version.as_str()).collect();
+        let received: Vec<i64> = rows.iter().map(|r| r.received).collect();
+        let sketches: Vec<&[u8]> = rows.iter().map(|r| r.sketch.as_slice()).collect();
+        let inserted = self.client.query(
+            "INSERT INTO batches (batch_id, model, version, received, sketch)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[])
+             ON CONFLICT (batch_id) DO NOTHING
+             RETURNING batch_id",
+            &[&ids, &models, &versions, &received, &sketches],
+        )?;
+        let new: std::collections::HashSet<String> =
+            inserted.iter().map(|r| r.get::<_, String>(0)).collect();
+        // A group may carry the same id twice (a retry racing its
+        // original): only the first of them is new.
+        let mut seen = std::collections::HashSet::new();
+        Ok(rows
+            .iter()
+            .map(|r| new.contains(&r.batch_id) && seen.insert(r.batch_id.as_str()))
+            .collect())
+    }
+
+    fn sketches(
+        &mut self,
+        model: &str,
+        version: &str,
+        since: i64,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let rows = self.client.query(
+            "SELECT sketch FROM batches WHERE model = $1 AND version = $2 AND received >= $3",
+            &[&model, &version, &since],
+        )?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    fn has_batch(&mut self, batch_id: &str) -> Result<bool, StoreError> {
+        let row = self.client.query_one(
+            "SELECT COUNT(*) FROM batches WHERE batch_id = $1",
+            &[&batch_id],
+        )?;
+        Ok(row.get::<_, i64>(0) > 0)
+    }
+
+    fn ping(&mut self) -> Result<(), StoreError> {
+        self.client.simple_query("SELECT 1")?;
+        Ok(())
+    }
+}
