@@ -42,7 +42,10 @@ if ((quick == 0)); then
   if timeout 60 rustup target add thumbv7em-none-eabihf >/dev/null 2>&1; then
     cargo build -q --target thumbv7em-none-eabihf -p kiln-format -p kiln-kernels -p kiln-engine -p kiln-protocol \
       -p kiln-runtime-embedded
-    echo "ok: the device crates build without std"
+    # And the firmware's view: the embedded runtime with protocol's alloc off.
+    cargo build -q --target thumbv7em-none-eabihf -p kiln-runtime-embedded
+    cargo build -q --target thumbv7em-none-eabihf -p kiln-protocol --no-default-features --features embedded-io
+    echo "ok: the device crates build without std (runtime-embedded and protocol without alloc)"
   else
     echo "warning: rustup could not add thumbv7em-none-eabihf; no_std cross build skipped" >&2
   fi

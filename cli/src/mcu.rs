@@ -136,7 +136,78 @@ pub fn rust_module(artifact: &[u8], file_name: &str, source: &str) -> Result<Str
         s,
         "pub static MODEL: Aligned<[u8; MODEL_LEN]> = Aligned(*include_bytes!({file_name:?}));"
     )?;
+    baseline_statics(&mut s, artifact)?;
     Ok(s)
+}
+
+/// The drift baseline's bins, when the artifact carries one (compiled with
+/// `--reference`), as plain statics: `kiln_runtime_embedded::telemetry`
+/// turns them into a `BaselineRef` without a heap.
+fn baseline_statics(s: &mut String, artifact: &[u8]) -> Result<()> {
+    let model = kiln_runtime_native::Model::load(artifact)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("the compiled artifact does not load")?;
+    let Ok(baseline) = model.drift_baseline() else {
+        return Ok(());
+    };
+    let spec = |f: &kiln_protocol::FeatureBaseline| match f.as_bins() {
+        kiln_protocol::Bins::Edges(v) => format!("(true, &{v:?})"),
+        kiln_protocol::Bins::Values(v) => format!("(false, &{v:?})"),
+    };
+    let widest = baseline
+        .features
+        .iter()
+        .chain(baseline.prediction.as_ref().map(|p| &p.feature))
+        .map(kiln_protocol::FeatureBaseline::bins)
+        .max()
+        .unwrap_or(1);
+    writeln!(s)?;
+    writeln!(
+        s,
+        "/// Telemetry (`kiln_runtime_embedded::telemetry::Telemetry::<TELEMETRY_FEATURES, TELEMETRY_BINS>`)."
+    )?;
+    writeln!(
+        s,
+        "pub const TELEMETRY_FEATURES: usize = {};",
+        baseline.features.len()
+    )?;
+    writeln!(s, "pub const TELEMETRY_BINS: usize = {widest};")?;
+    writeln!(
+        s,
+        "/// The drift baseline's bins per input feature, `(quantile edges?, values)`:"
+    )?;
+    writeln!(s, "/// `telemetry::bins(&BASELINE_FEATURES)`.")?;
+    writeln!(
+        s,
+        "pub static BASELINE_FEATURES: [(bool, &[f64]); TELEMETRY_FEATURES] = ["
+    )?;
+    for (name, f) in baseline.names.iter().zip(&baseline.features) {
+        writeln!(s, "    // {name}")?;
+        writeln!(s, "    {},", spec(f))?;
+    }
+    writeln!(s, "];")?;
+    writeln!(
+        s,
+        "/// The predictions' bins: `(output, argmax, quantile edges?, values)`."
+    )?;
+    match &baseline.prediction {
+        Some(p) => {
+            let (edges, values) = match p.feature.as_bins() {
+                kiln_protocol::Bins::Edges(v) => (true, v),
+                kiln_protocol::Bins::Values(v) => (false, v),
+            };
+            writeln!(
+                s,
+                "pub static BASELINE_PREDICTION: Option<(u32, bool, bool, &[f64])> = Some(({}, {}, {edges}, &{values:?}));",
+                p.output, p.argmax
+            )?;
+        }
+        None => writeln!(
+            s,
+            "pub static BASELINE_PREDICTION: Option<(u32, bool, bool, &[f64])> = None;"
+        )?,
+    }
+    Ok(())
 }
 
 /// `model.h`: the same facts for C firmware (the artifact as an aligned

@@ -118,6 +118,42 @@ fn collector_ingests_batches_once_and_reports_drift_postgres() {
     std::fs::remove_dir_all(&tmp).ok();
 }
 
+/// The embedded runtime's telemetry window over `rows` (`features` per
+/// row), every call counted, as postcard bytes decoded.
+fn mcu_window(artifact: &[u8], rows: &[f32], features: usize) -> kiln_protocol::Sketch {
+    use kiln_runtime_embedded::telemetry::{BaselineRef, Telemetry};
+    // 16-byte aligned, as flash is.
+    let mut flash = vec![0u128; artifact.len().div_ceil(16)];
+    let flash: &mut [u8] = bytemuck::cast_slice_mut(&mut flash);
+    flash[..artifact.len()].copy_from_slice(artifact);
+    let model = kiln_runtime_embedded::Model::new(&flash[..artifact.len()]).unwrap();
+    let baseline = Model::load(artifact).unwrap().drift_baseline().unwrap();
+    let bins: Vec<_> = baseline.features.iter().map(|f| f.as_bins()).collect();
+    let r = BaselineRef {
+        features: &bins,
+        prediction: baseline
+            .prediction
+            .as_ref()
+            .map(|p| kiln_protocol::PredictionRef {
+                output: p.output,
+                argmax: p.argmax,
+                bins: p.feature.as_bins(),
+            }),
+    };
+    let mut t = Telemetry::<13, 32>::new(&model, r, 1).unwrap();
+    let mut arena = vec![0u128; model.arena_size().div_ceil(16)];
+    let arena: &mut [u8] = bytemuck::cast_slice_mut(&mut arena);
+    for row in rows.chunks(features) {
+        let bytes: Vec<u8> = row.iter().flat_map(|x| x.to_le_bytes()).collect();
+        t.run(&model, arena, &[&bytes]).unwrap();
+        t.latency(250);
+    }
+    let mut buf = vec![0u8; 8192];
+    let left = t.write_to(&mut buf[..]).unwrap().len();
+    let n = buf.len() - left;
+    kiln_protocol::Sketch::from_bytes(&buf[..n]).unwrap()
+}
+
 fn ingest_and_report(db: &str, tmp: &Path) {
     let sk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/sklearn");
     let artifact = tmp.join("wine.kiln");
@@ -185,6 +221,10 @@ fn ingest_and_report(db: &str, tmp: &Path) {
         }
         sketches.push(session.take_sketch().unwrap());
     }
+    // A fourth window from the embedded runtime (on the host), over the
+    // same rows: the bytes a firmware streams out, decoded as the
+    // collector's clients would send them.
+    sketches.push(mcu_window(&bytes, &test.values, 13));
     let post = |id: &str, s: &kiln_protocol::Sketch, token: Option<&str>| {
         let body = serde_json::json!({"batch_id": format!("{wine}-{id}"), "model": wine, "version": "1", "sketch": s});
         http(
@@ -241,8 +281,8 @@ fn ingest_and_report(db: &str, tmp: &Path) {
     );
     assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
     let report: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(report["batches"], 3);
-    assert_eq!(report["rows"].as_u64().unwrap() as usize, test.count);
+    assert_eq!(report["batches"], 4);
+    assert_eq!(report["rows"].as_u64().unwrap() as usize, 2 * test.count);
     let baseline = model.drift_baseline().unwrap();
     let mut merged = kiln_protocol::Sketch::new(&baseline);
     for s in &sketches {
@@ -262,7 +302,7 @@ fn ingest_and_report(db: &str, tmp: &Path) {
     let (_, metrics) = http(&addr, "GET", "/metrics", None, b"");
     let metrics = String::from_utf8_lossy(&metrics);
     assert!(
-        metrics.contains("kiln_collector_batches_total{result=\"accepted\"} 3"),
+        metrics.contains("kiln_collector_batches_total{result=\"accepted\"} 4"),
         "{metrics}"
     );
     assert!(

@@ -209,3 +209,75 @@ fn budget_names_what_overflows() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A model compiled with `--reference` for `--target mcu`: the module
+/// carries the drift baseline's bins as plain statics (and still compiles
+/// on its own) for the embedded runtime's telemetry.
+#[test]
+fn mcu_target_module_carries_the_drift_baseline() {
+    let dir = std::env::temp_dir().join(format!("kiln-mcu-baseline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let sk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/sklearn");
+    let out = dir.join("cancer.kiln");
+    let run = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["compile", "--target", "mcu", "-o"])
+        .arg(&out)
+        .arg(sk.join("rf_breast_cancer.onnx"))
+        .arg("--reference")
+        .arg(sk.join("rf_breast_cancer_train.csv"))
+        .args(["--labels", "target"])
+        .output()
+        .expect("kiln runs");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let rs = std::fs::read_to_string(dir.join("cancer.rs")).expect("cancer.rs");
+    let baseline = kiln_runtime_native::Model::load(&std::fs::read(&out).expect("artifact"))
+        .expect("loads")
+        .drift_baseline()
+        .expect("a baseline");
+    assert!(
+        rs.contains("pub const TELEMETRY_FEATURES: usize = 30;"),
+        "{rs}"
+    );
+    assert!(rs.contains("pub const TELEMETRY_BINS: usize = 32;"), "{rs}");
+    // Every feature's bins, exactly (Debug prints f64 round-trip).
+    for f in &baseline.features {
+        let line = match f.as_bins() {
+            kiln_protocol::Bins::Edges(v) => format!("(true, &{v:?}),"),
+            kiln_protocol::Bins::Values(v) => format!("(false, &{v:?}),"),
+        };
+        assert!(rs.contains(&line), "{line} missing");
+    }
+    // The classifier's predictions: argmax of its probabilities (output
+    // 1), classes 0 and 1.
+    let p = baseline.prediction.as_ref().expect("predictions");
+    assert_eq!((p.output, p.argmax), (1, true));
+    assert!(
+        rs.contains("pub static BASELINE_PREDICTION: Option<(u32, bool, bool, &[f64])> = Some((1, true, false, &[0.0, 1.0]));"),
+        "{rs}"
+    );
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let check = Command::new(rustc)
+        .args([
+            "--edition",
+            "2024",
+            "--crate-type",
+            "lib",
+            "--emit",
+            "metadata",
+            "-o",
+        ])
+        .arg(dir.join("libcancer.rmeta"))
+        .arg(dir.join("cancer.rs"))
+        .output()
+        .expect("rustc runs");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -11,15 +11,23 @@
 //! travel as postcard bytes ([`Sketch::to_bytes`]) from devices and as
 //! JSON over HTTP (serde).
 //!
-//! Architecture invariant: `no_std` with `alloc`; depends on nothing in the
-//! workspace (runtimes, the compiler and the collector depend on it).
+//! Without a heap (`default-features = false`, no `alloc`), [`fixed`]
+//! keeps a window in fixed storage against a baseline borrowed from flash
+//! and encodes it into the same bytes, for microcontrollers.
+//!
+//! Architecture invariant: `no_std`; `alloc` only with the default `alloc`
+//! feature ([`sketch`]); depends on nothing in the workspace (runtimes, the
+//! compiler and the collector depend on it).
 
 #![no_std]
 
+#[cfg(feature = "alloc")]
 extern crate alloc;
 
+pub mod fixed;
+#[cfg(feature = "alloc")]
 pub mod sketch;
 
-pub use sketch::{
-    Baseline, FeatureBaseline, FeatureCounts, PredictionBaseline, Sketch, SketchError,
-};
+pub use fixed::{BaselineRef, Bins, FixedSketch, LATENCY_BUCKETS, PredictionRef, SketchError};
+#[cfg(feature = "alloc")]
+pub use sketch::{Baseline, FeatureBaseline, FeatureCounts, PredictionBaseline, Sketch};

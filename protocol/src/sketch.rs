@@ -2,8 +2,10 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
-use core::fmt;
 use serde::{Deserialize, Serialize};
+
+use crate::fixed::{Bins, latency_bucket};
+pub use crate::fixed::{LATENCY_BUCKETS, SketchError};
 
 /// Quantile bins of a continuous feature in a default baseline.
 pub const DEFAULT_BINS: usize = 32;
@@ -75,11 +77,14 @@ impl FeatureBaseline {
 
     /// The bin of a present value.
     pub fn bin(&self, x: f64) -> usize {
+        self.as_bins().bin(x)
+    }
+
+    /// Where values fall, borrowed (what a device without a heap keeps).
+    pub fn as_bins(&self) -> Bins<'_> {
         match self {
-            FeatureBaseline::Continuous { edges, .. } => edges.partition_point(|&e| e < x),
-            FeatureBaseline::Values { values, .. } => values
-                .binary_search_by(|v| v.total_cmp(&x))
-                .unwrap_or(values.len()),
+            FeatureBaseline::Continuous { edges, .. } => Bins::Edges(edges),
+            FeatureBaseline::Values { values, .. } => Bins::Values(values),
         }
     }
 
@@ -166,11 +171,6 @@ mod highest {
     }
 }
 
-/// Buckets of [`Sketch::latency_us`]: bucket `k` counts runs of
-/// `2^(k-1) ≤ µs < 2^k` (bucket 0: under 1 µs; the last: everything from
-/// about 36 minutes up).
-pub const LATENCY_BUCKETS: usize = 32;
-
 /// One window of rows, counted into a baseline's bins.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sketch {
@@ -227,33 +227,6 @@ impl FeatureCounts {
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
         Ok(())
-    }
-}
-
-/// Why a sketch could not be updated, merged or read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SketchError {
-    /// A row or sketch does not have the baseline's shape.
-    Shape {
-        what: &'static str,
-        expected: usize,
-        got: usize,
-    },
-    /// The bytes are not a sketch.
-    Decode,
-}
-
-impl fmt::Display for SketchError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SketchError::Shape {
-                what,
-                expected,
-                got,
-            } => write!(f, "{what}: expected {expected}, got {got}"),
-            SketchError::Decode => f.write_str("the bytes are not a postcard-encoded sketch"),
-        }
     }
 }
 
@@ -323,8 +296,7 @@ impl Sketch {
 
     /// Counts one run of `micros` microseconds.
     pub fn latency(&mut self, micros: u64) {
-        let k = (64 - micros.leading_zeros() as usize).min(LATENCY_BUCKETS - 1);
-        if let Some(b) = self.latency_us.get_mut(k) {
+        if let Some(b) = self.latency_us.get_mut(latency_bucket(micros)) {
             *b = b.saturating_add(1);
         }
     }

@@ -14,16 +14,20 @@
 //! Inputs are checked as every Kiln runtime checks them (count, byte size,
 //! float NaN/Inf, the schema's declared ranges) before anything runs, and
 //! every failure is a typed [`Error`], never a panic. [`sensor`] feeds a
-//! model from an `embedded-hal` sensor through a ring buffer of windows.
+//! model from an `embedded-hal` sensor through a ring buffer of windows;
+//! [`telemetry`] counts what the model sees into a fixed-size drift sketch
+//! and streams it to any `embedded_io::Write`.
 //!
 //! Architecture invariant: `#![no_std]` and no `alloc`: neither this crate
 //! nor what it builds on (`format`, `engine`, `kernels` without their `std`
 //! features) links the `alloc` crate, so a firmware needs no
-//! `#[global_allocator]`. Depends on `format` and `engine` (and
-//! `embedded-hal`'s traits) only.
+//! `#[global_allocator]`. Depends on `format`, `engine` and `protocol`
+//! (without its `alloc` feature), and `embedded-hal`'s and
+//! `embedded-io`'s traits, only.
 #![no_std]
 
 pub mod sensor;
+pub mod telemetry;
 
 use kiln_engine::{EngineError, InputFault, Plan};
 use kiln_format::View;
@@ -89,6 +93,24 @@ pub enum Error {
     /// A node failed while running.
     #[error("run failed: {0}")]
     Run(EngineError),
+    /// Telemetry does not fit the model or its storage, or its writer
+    /// failed.
+    #[error("telemetry: {0}")]
+    Telemetry(kiln_protocol::SketchError),
+}
+
+impl Error {
+    /// Whether the model refused this call's input (what telemetry counts
+    /// as a rejected call), as opposed to a broken model or arena.
+    pub fn is_rejection(&self) -> bool {
+        matches!(
+            self,
+            Error::InputCount { .. }
+                | Error::InputSize { .. }
+                | Error::NonFinite { .. }
+                | Error::OutOfRange { .. }
+        )
+    }
 }
 
 impl From<kiln_format::FormatError> for Error {
@@ -275,6 +297,15 @@ pub struct Outputs<'r, 'a> {
 }
 
 impl<'r> Outputs<'r, '_> {
+    /// Dtype and shape of output `i`.
+    pub fn info(&self, i: usize) -> Result<TensorInfo, Error> {
+        let count = self.plan.view().outputs().len();
+        if i >= count {
+            return Err(Error::NoSuchOutput { index: i, count });
+        }
+        self.plan.output(i).map_err(Error::InvalidModel)
+    }
+
     /// Raw little-endian bytes of output `i` (see [`Model::output`] for
     /// its dtype and shape).
     pub fn get(&self, i: usize) -> Result<&'r [u8], Error> {
