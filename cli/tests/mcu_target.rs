@@ -4,6 +4,30 @@
 
 use std::process::Command;
 
+/// `DIR/STEM.rs` compiles on its own with rustc.
+fn assert_compiles(dir: &std::path::Path, stem: &str) {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let check = Command::new(rustc)
+        .args([
+            "--edition",
+            "2024",
+            "--crate-type",
+            "lib",
+            "--emit",
+            "metadata",
+            "-o",
+        ])
+        .arg(dir.join(format!("lib{stem}.rmeta")))
+        .arg(dir.join(format!("{stem}.rs")))
+        .output()
+        .expect("rustc runs");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
 #[test]
 fn mcu_target_writes_a_module_that_compiles() {
     let dir = std::env::temp_dir().join(format!("kiln-mcu-{}", std::process::id()));
@@ -71,26 +95,7 @@ fn mcu_target_writes_a_module_that_compiles() {
     }
 
     // The module compiles as it is (include_bytes! finds the artifact beside it).
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let check = Command::new(rustc)
-        .args([
-            "--edition",
-            "2024",
-            "--crate-type",
-            "lib",
-            "--emit",
-            "metadata",
-            "-o",
-        ])
-        .arg(dir.join("libsine.rmeta"))
-        .arg(dir.join("sine.rs"))
-        .output()
-        .expect("rustc runs");
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    assert_compiles(&dir, "sine");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -259,25 +264,6 @@ fn mcu_target_module_carries_the_drift_baseline() {
         rs.contains("pub static BASELINE_PREDICTION: Option<(u32, bool, bool, &[f64])> = Some((1, true, false, &[0.0, 1.0]));"),
         "{rs}"
     );
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let check = Command::new(rustc)
-        .args([
-            "--edition",
-            "2024",
-            "--crate-type",
-            "lib",
-            "--emit",
-            "metadata",
-            "-o",
-        ])
-        .arg(dir.join("libcancer.rmeta"))
-        .arg(dir.join("cancer.rs"))
-        .output()
-        .expect("rustc runs");
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    assert_compiles(&dir, "cancer");
     let _ = std::fs::remove_dir_all(&dir);
 }

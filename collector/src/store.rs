@@ -89,6 +89,20 @@ pub fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
     )))
 }
 
+/// The tables, in either database's names for bytes and 64-bit integers.
+fn schema(bytes: &str, int64: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS versions (
+             model TEXT NOT NULL, version TEXT NOT NULL, baseline {bytes} NOT NULL,
+             PRIMARY KEY (model, version));
+         CREATE TABLE IF NOT EXISTS tokens (token TEXT PRIMARY KEY, model TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS batches (
+             batch_id TEXT PRIMARY KEY, model TEXT NOT NULL, version TEXT NOT NULL,
+             received {int64} NOT NULL, sketch {bytes} NOT NULL);
+         CREATE INDEX IF NOT EXISTS batches_by_model ON batches (model, version, received);"
+    )
+}
+
 /// SQLite, one connection.
 pub struct Sqlite {
     db: rusqlite::Connection,
@@ -110,16 +124,9 @@ impl Sqlite {
         db.execute_batch(
             "PRAGMA page_size = 16384;
              PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
-             CREATE TABLE IF NOT EXISTS versions (
-                 model TEXT NOT NULL, version TEXT NOT NULL, baseline BLOB NOT NULL,
-                 PRIMARY KEY (model, version));
-             CREATE TABLE IF NOT EXISTS tokens (token TEXT PRIMARY KEY, model TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS batches (
-                 batch_id TEXT PRIMARY KEY, model TEXT NOT NULL, version TEXT NOT NULL,
-                 received INTEGER NOT NULL, sketch BLOB NOT NULL);
-             CREATE INDEX IF NOT EXISTS batches_by_model ON batches (model, version, received);",
+             PRAGMA synchronous = FULL;",
         )?;
+        db.execute_batch(&schema("BLOB", "INTEGER"))?;
         Ok(Sqlite { db })
     }
 }
@@ -221,16 +228,7 @@ impl fmt::Debug for Postgres {
 impl Postgres {
     fn open(url: &str) -> Result<Postgres, StoreError> {
         let mut client = postgres::Client::connect(url, postgres::NoTls)?;
-        client.batch_execute(
-            "CREATE TABLE IF NOT EXISTS versions (
-                 model TEXT NOT NULL, version TEXT NOT NULL, baseline BYTEA NOT NULL,
-                 PRIMARY KEY (model, version));
-             CREATE TABLE IF NOT EXISTS tokens (token TEXT PRIMARY KEY, model TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS batches (
-                 batch_id TEXT PRIMARY KEY, model TEXT NOT NULL, version TEXT NOT NULL,
-                 received BIGINT NOT NULL, sketch BYTEA NOT NULL);
-             CREATE INDEX IF NOT EXISTS batches_by_model ON batches (model, version, received);",
-        )?;
+        client.batch_execute(&schema("BYTEA", "BIGINT"))?;
         Ok(Postgres { client })
     }
 }

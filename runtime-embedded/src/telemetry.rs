@@ -86,16 +86,20 @@ impl<'b, const F: usize, const B: usize> Telemetry<'b, F, B> {
     }
 
     /// [`Model::run`], recorded: a call the model rejects counts as
-    /// rejected, a sampled call's rows and predictions are counted.
+    /// rejected, a sampled call's rows and predictions are counted. Every
+    /// call, rejected or not, advances the sampling (as on every runtime).
     pub fn run<'r, 'a>(
         &mut self,
         model: &Model<'a>,
         arena: &'r mut [u8],
         inputs: &[&[u8]],
     ) -> Result<Outputs<'r, 'a>, Error> {
+        let sampled = self.sample();
         match model.run(arena, inputs) {
             Ok(out) => {
-                self.record(inputs, &out);
+                if sampled {
+                    self.count(inputs, &out);
+                }
                 Ok(out)
             }
             Err(e) => {
@@ -107,14 +111,27 @@ impl<'b, const F: usize, const B: usize> Telemetry<'b, F, B> {
         }
     }
 
-    /// Counts a successful call made by the firmware itself (with
-    /// [`Model::run_ops`]), if it is one of the sampled ones.
-    pub fn record(&mut self, inputs: &[&[u8]], outputs: &Outputs<'_, '_>) {
+    /// Whether this call is one of the sampled ones.
+    fn sample(&mut self) -> bool {
         self.tick += 1;
-        if self.tick < self.every {
-            return;
+        if self.tick >= self.every {
+            self.tick = 0;
+            true
+        } else {
+            false
         }
-        self.tick = 0;
+    }
+
+    /// Records a successful call the firmware made itself (with
+    /// [`Model::run_ops`]): counted if it is one of the sampled ones.
+    pub fn record(&mut self, inputs: &[&[u8]], outputs: &Outputs<'_, '_>) {
+        if self.sample() {
+            self.count(inputs, outputs);
+        }
+    }
+
+    /// Counts one call's rows and predictions.
+    fn count(&mut self, inputs: &[&[u8]], outputs: &Outputs<'_, '_>) {
         let n = self.baseline.features.len();
         if let Some(first) = inputs.first() {
             let mut row = [0f64; F];
@@ -155,8 +172,9 @@ impl<'b, const F: usize, const B: usize> Telemetry<'b, F, B> {
         }
     }
 
-    /// Counts a call the firmware saw rejected.
+    /// Records a call the firmware saw rejected (with [`Model::run_ops`]).
     pub fn reject(&mut self) {
+        self.sample();
         self.sketch.reject();
     }
 

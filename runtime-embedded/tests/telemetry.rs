@@ -128,6 +128,23 @@ fn mcu_window_decodes_to_the_native_sketch() {
         "{} rows, 2 rejected: a {written}-byte window, equal to the native sketch",
         want.rows
     );
+
+    // Sampling one call in 3, rejected calls included in the count: the
+    // same calls are counted on both runtimes.
+    session.record_telemetry(3).unwrap();
+    let mut t = Telemetry::<30, 32>::new(&model, borrowed, 3).unwrap();
+    for row in &calls {
+        let bytes: Vec<u8> = row.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let _ = session.run(&[&TensorValue::from_f32(vec![1, row.len()], row)]);
+        let _ = t.run(&model, arena, &[&bytes]);
+    }
+    let want = session.take_sketch().unwrap();
+    let mut buf = [0u8; 4096];
+    let left = t.write_to(&mut buf[..]).unwrap().len();
+    let mut got = Sketch::from_bytes(&buf[..buf.len() - left]).unwrap();
+    got.latency_us = want.latency_us.clone();
+    assert!(got.rows as usize >= calls.len() / 3 - 1, "{}", got.rows);
+    assert_eq!(got, want);
 }
 
 #[test]
