@@ -6,80 +6,12 @@
 
 mod common;
 
+use common::{http, start_collector as start};
+
 use kiln_collector::drift::{DriftOptions, detect_sketch};
 use kiln_runtime_native::{Model, TensorValue};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-
-/// One HTTP/1.1 request; the status and the body.
-fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> (u16, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    s.write_all(body).unwrap();
-    let mut raw = vec![];
-    s.read_to_end(&mut raw).unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let mut body = raw[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        // Small responses: one chunk, then the terminator.
-        let text = String::from_utf8_lossy(&body).to_string();
-        let (len, rest) = text.split_once("\r\n").unwrap();
-        let len = usize::from_str_radix(len.trim(), 16).unwrap();
-        body = rest.as_bytes()[..len].to_vec();
-    }
-    (status, body)
-}
-
-struct Server(Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `kiln collector serve` on a free port over `db`; the server
-/// and its address.
-fn start(db: &str, admin: &str) -> (Server, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args([
-            "collector",
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--admin-token",
-            admin,
-            "--db",
-            db,
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("the collector did not start on {db}: {line:?}"))
-        .to_string();
-    (Server(child), addr)
-}
 
 /// A name no other test or run has used (PostgreSQL keeps its tables).
 fn unique(stem: &str) -> String {

@@ -14,6 +14,8 @@
 //! Ignored in plain `cargo test` (it needs the package, Node and Chromium);
 //! `scripts/test.sh` builds the package and runs it with `--ignored`.
 
+mod common;
+
 use kiln_cli::write_wasm_fixtures;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -56,5 +58,110 @@ fn package_matches_native_in_node_and_chromium() {
     );
     node(&["--test", "runtime-wasm/tests/node/"], &dir);
     node(&["runtime-wasm/tests/browser.mjs"], &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The package's telemetry in Node: `Model.recordTelemetry` counts the
+/// same calls into the same sketch as a native session (every call, and
+/// one in three, rejected calls included; run times aside), and
+/// `TelemetryUploader` gets a window to a live collector through two
+/// failed attempts (backoff, then the batch once).
+#[test]
+#[ignore = "needs runtime-wasm/pkg (cargo xtask wasm) and Node: scripts/test.sh runs it"]
+fn package_records_telemetry_the_collector_takes() {
+    use kiln_runtime_native::{Model, TensorValue};
+    let pkg = root().join("runtime-wasm/pkg/kiln.js");
+    assert!(
+        pkg.exists(),
+        "{} is missing: run `cargo xtask wasm` first",
+        pkg.display()
+    );
+    let dir = std::env::temp_dir().join(format!("kiln-wasm-telemetry-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let artifact = dir.join("wine.kiln");
+    common::compile_sklearn_with_reference("gb_wine", &artifact);
+    let bytes = std::fs::read(&artifact).unwrap();
+    let model = Model::load(&bytes).unwrap();
+    let test = kiln_cli::read_dataset(
+        &root().join("../shared/corpus/sklearn/gb_wine_test.csv"),
+        Some("target"),
+    )
+    .unwrap();
+    let mut rows: Vec<Vec<f32>> = test.values.chunks(13).map(<[f32]>::to_vec).collect();
+    // A call every runtime rejects.
+    let mut bad = rows[0].clone();
+    bad[2] = f32::NAN;
+    rows.insert(5, bad);
+    let flat: Vec<u8> = rows
+        .iter()
+        .flatten()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    std::fs::write(dir.join("rows.bin"), &flat).unwrap();
+    for every in [1, 3] {
+        let mut session = model.session();
+        session.record_telemetry(every).unwrap();
+        for row in &rows {
+            let _ = session.run(&[&TensorValue::from_f32(vec![1, 13], row)]);
+        }
+        let mut sketch = session.take_sketch().unwrap();
+        sketch.latency_us.iter_mut().for_each(|c| *c = 0);
+        std::fs::write(
+            dir.join(format!("native_{every}.json")),
+            serde_json::to_vec(&sketch).unwrap(),
+        )
+        .unwrap();
+    }
+    let admin = "admin-secret-token";
+    let (_server, addr) =
+        common::start_collector(&format!("sqlite://{}", dir.join("c.db").display()), admin);
+    let (st, _) = common::http(
+        &addr,
+        "POST",
+        "/v1/models/wine/versions/1",
+        Some(admin),
+        &bytes,
+    );
+    assert_eq!(st, 200);
+    let (_, body) = common::http(
+        &addr,
+        "POST",
+        "/v1/tokens",
+        Some(admin),
+        br#"{"model":"wine"}"#,
+    );
+    let token: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    std::fs::write(
+        dir.join("collector.json"),
+        serde_json::json!({
+            "url": format!("http://{addr}"), "admin": admin, "token": token["token"],
+            "model": "wine", "version": "1", "features": 13, "rows": rows.len(),
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let status = Command::new("node")
+        .args(["--test", "runtime-wasm/tests/telemetry.test.mjs"])
+        .env("KILN_TELEMETRY_FIXTURES", &dir)
+        .current_dir(root())
+        .status()
+        .expect("node runs (Node >= 20 is needed)");
+    assert!(
+        status.success(),
+        "the Node telemetry test failed ({status})"
+    );
+    // What the collector holds: the one window the uploader sent.
+    let (st, body) = common::http(
+        &addr,
+        "GET",
+        "/v1/models/wine/drift?version=1&window=3600",
+        Some(admin),
+        b"",
+    );
+    assert_eq!(st, 200);
+    let report: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(report["batches"], 1);
+    assert_eq!(report["rows"].as_u64().unwrap() as usize, rows.len() - 1);
+    assert_eq!(report["rejected"], 1);
     let _ = std::fs::remove_dir_all(&dir);
 }

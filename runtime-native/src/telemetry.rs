@@ -3,7 +3,9 @@
 //! features in the baseline's bins, rejected calls, latency), in memory of
 //! a fixed size, for the host to take and send (`Session::take_sketch`).
 
-use crate::{DType, Model, TensorValue};
+#[cfg(feature = "telemetry")]
+use crate::DType;
+use crate::{Model, TensorValue};
 use kiln_protocol::{Baseline, Sketch};
 
 /// The artifact property with the drift baseline (written by `kiln
@@ -29,6 +31,8 @@ pub enum TelemetryError {
         "the drift baseline has {baseline} features but the model's first input takes {input} float32 values per sample"
     )]
     Features { baseline: usize, input: usize },
+    #[error("this build of the runtime records no telemetry (cargo feature `telemetry` is off)")]
+    Disabled,
 }
 
 impl Model {
@@ -53,6 +57,7 @@ impl Model {
 }
 
 /// A session's recording state.
+#[cfg(feature = "telemetry")]
 #[derive(Debug)]
 pub(crate) struct Recorder {
     baseline: Baseline,
@@ -64,6 +69,7 @@ pub(crate) struct Recorder {
     tick: u32,
 }
 
+#[cfg(feature = "telemetry")]
 impl Recorder {
     pub(crate) fn new(model: &Model, every: u32) -> Result<Recorder, TelemetryError> {
         let baseline = model.drift_baseline()?;
@@ -152,5 +158,35 @@ impl Recorder {
     /// The window so far; a new one starts.
     pub(crate) fn take(&mut self) -> Sketch {
         std::mem::replace(&mut self.sketch, Sketch::new(&self.baseline))
+    }
+}
+
+/// Without the `telemetry` feature (the wasm package, whose size is
+/// budgeted) a recorder cannot exist, so every telemetry branch of
+/// `Session::run` is dead code the compiler removes.
+#[cfg(not(feature = "telemetry"))]
+#[derive(Debug)]
+pub(crate) enum Recorder {}
+
+#[cfg(not(feature = "telemetry"))]
+impl Recorder {
+    pub(crate) fn new(_: &Model, _: u32) -> Result<Recorder, TelemetryError> {
+        Err(TelemetryError::Disabled)
+    }
+
+    pub(crate) fn sample(&mut self) -> bool {
+        match *self {}
+    }
+
+    pub(crate) fn record(&mut self, _: &TensorValue, _: &[TensorValue], _: u64) {
+        match *self {}
+    }
+
+    pub(crate) fn reject(&mut self) {
+        match *self {}
+    }
+
+    pub(crate) fn take(&mut self) -> Sketch {
+        match *self {}
     }
 }

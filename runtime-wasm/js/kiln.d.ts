@@ -43,7 +43,67 @@ export class Model {
   /** Accept NaN and infinite inputs (rejected by default). */
   allowNonFinite: boolean;
   run(feeds: Feeds): Record<string, TypedArray>;
+  /** Record drift telemetry (one call in `every`; the model must carry a
+   * drift baseline: `kiln compile --reference`). */
+  recordTelemetry(every?: number): void;
+  /** The window so far (a new one starts); null when not recording. */
+  takeSketch(): Sketch | null;
   free(): void;
+}
+
+export const DEFAULT_SAMPLE_EVERY: number;
+
+/** One feature's counts in a window (min/max null while none). */
+export interface FeatureCounts {
+  bins: number[];
+  missing: number;
+  min: number | null;
+  max: number | null;
+}
+
+/** A telemetry window as the collector takes it (JSON). */
+export interface Sketch {
+  rows: number;
+  features: FeatureCounts[];
+  rejected: number;
+  latency_us: number[];
+  prediction: FeatureCounts | null;
+}
+
+export interface Bins {
+  /** true: quantile edges; false: reference values (plus an "other" bin). */
+  edges: boolean;
+  values: number[];
+}
+
+export interface Baseline {
+  names: string[];
+  features: Bins[];
+  prediction: { output: number; argmax: boolean; bins: Bins } | null;
+}
+
+export function decodeBaseline(base64: string): Baseline;
+export function binOf(bins: Bins, x: number): number;
+
+export class TelemetryUploader {
+  constructor(options: {
+    url: string;
+    token: string;
+    model: string;
+    version: string | number;
+    maxQueued?: number;
+    baseDelayMs?: number;
+    maxDelayMs?: number;
+    fetch?: typeof fetch;
+  });
+  readonly queue: unknown[];
+  readonly sent: number;
+  readonly dropped: number;
+  readonly failures: number;
+  push(sketch: Sketch): string;
+  flush(): Promise<void>;
+  /** Stops retrying; what is queued stays queued. */
+  close(): void;
 }
 
 export function simdEnabled(): Promise<boolean>;

@@ -57,6 +57,7 @@ const registry = new FinalizationRegistry((raw) => raw.free());
 
 export class Model {
   #raw;
+  #telemetry = null;
 
   constructor(raw) {
     if (!(raw instanceof RawModel)) {
@@ -98,14 +99,50 @@ export class Model {
    * Returns {outputName: TypedArray}. Throws KilnError on bad input. */
   run(feeds) {
     const raw = this.#live();
+    const t = this.#telemetry;
+    const sampled = t !== null && t.sample();
+    const start = sampled ? performance.now() : 0;
+    let out;
     try {
-      return raw.run(feeds);
+      out = raw.run(feeds);
     } catch (e) {
       const err = wrapError(e);
+      if (t !== null && err.code === 'INPUT_REJECTED') t.sketch.rejected += 1;
       // A trap can leave the instance inconsistent: do not run again.
       if (err.code === 'INTERNAL') this.#drop();
       throw err;
     }
+    if (sampled) t.record(feeds, out, Math.floor((performance.now() - start) * 1000));
+    return out;
+  }
+
+  /** Starts recording drift telemetry (the model must be compiled with
+   * `--reference`): one call in `every` is counted (its input rows into the
+   * baseline's bins, its predictions, its run time), every rejected call
+   * too, into a fixed-size sketch. Recording never blocks or fails a run. */
+  recordTelemetry(every = DEFAULT_SAMPLE_EVERY) {
+    const text = this.#live().driftBaseline;
+    if (text === undefined) {
+      throw new KilnError('USAGE', 'this model has no drift baseline: compile it with --reference DATA');
+    }
+    const baseline = decodeBaseline(text);
+    const input = this.inputs[0];
+    const width = input === undefined ? 0 : input.shape[input.shape.length - 1];
+    if (input === undefined || input.dtype !== 'float32' || width !== baseline.features.length) {
+      throw new KilnError('USAGE', `telemetry needs a float32 first input of ${baseline.features.length} features`);
+    }
+    this.#telemetry = new Recorder(baseline, input.name, this.outputs, every);
+  }
+
+  /** The window recorded so far (the collector's JSON sketch: what
+   * `TelemetryUploader.push` sends); a new window starts. `null` when not
+   * recording. */
+  takeSketch() {
+    const t = this.#telemetry;
+    if (t === null) return null;
+    const s = t.sketch;
+    t.sketch = emptySketch(t.baseline);
+    return s;
   }
 
   #drop() {
@@ -119,6 +156,282 @@ export class Model {
       const raw = this.#raw;
       this.#drop();
       raw.free();
+    }
+  }
+}
+
+// ---- Telemetry -------------------------------------------------------------
+// What the native runtime's Session::record_telemetry does, in the package's
+// JavaScript (the .wasm stays small): the baseline is decoded from the
+// artifact's postcard bytes, values are binned as protocol's Bins do, and
+// sketches are the collector's JSON.
+
+/** One call in this many is counted by default (as natively). */
+export const DEFAULT_SAMPLE_EVERY = 64;
+const LATENCY_BUCKETS = 32;
+
+class Postcard {
+  constructor(bytes) {
+    this.bytes = bytes;
+    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.at = 0;
+  }
+  byte() {
+    if (this.at >= this.bytes.length) throw new KilnError('INVALID_MODEL', 'the drift baseline is truncated');
+    return this.bytes[this.at++];
+  }
+  varint() {
+    let value = 0;
+    let scale = 1;
+    for (let i = 0; i < 10; i++) {
+      const b = this.byte();
+      value += (b & 0x7f) * scale;
+      if (b < 0x80) return value;
+      scale *= 128;
+    }
+    throw new KilnError('INVALID_MODEL', 'the drift baseline has a bad varint');
+  }
+  f64() {
+    if (this.at + 8 > this.bytes.length) this.byte();
+    const x = this.view.getFloat64(this.at, true);
+    this.at += 8;
+    return x;
+  }
+  bool() { return this.byte() !== 0; }
+  string() {
+    const n = this.varint();
+    if (this.at + n > this.bytes.length) this.byte();
+    const text = new TextDecoder().decode(this.bytes.subarray(this.at, this.at + n));
+    this.at += n;
+    return text;
+  }
+  vec(item) {
+    const n = this.varint();
+    if (n > this.bytes.length) throw new KilnError('INVALID_MODEL', 'the drift baseline is truncated');
+    return Array.from({ length: n }, () => item());
+  }
+  feature() {
+    switch (this.varint()) {
+      case 0: { // Continuous { edges, counts, min, max, variance }
+        const edges = this.vec(() => this.f64());
+        this.vec(() => this.varint());
+        this.f64(); this.f64(); this.f64();
+        return { edges: true, values: edges };
+      }
+      case 1: { // Values { categorical, values, counts }
+        this.bool();
+        const values = this.vec(() => this.f64());
+        this.vec(() => this.varint());
+        return { edges: false, values };
+      }
+      default:
+        throw new KilnError('INVALID_MODEL', 'the drift baseline has an unknown feature kind');
+    }
+  }
+}
+
+/** The artifact's `kiln.drift_baseline` (base64 postcard `Baseline`): the
+ * feature names, each feature's bins, and the predictions' bins. */
+export function decodeBaseline(base64) {
+  const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+  const r = new Postcard(bytes);
+  const names = r.vec(() => r.string());
+  const features = r.vec(() => r.feature());
+  let prediction = null;
+  if (r.bool()) {
+    const output = r.varint();
+    const argmax = r.bool();
+    prediction = { output, argmax, bins: r.feature() };
+  }
+  return { names, features, prediction };
+}
+
+// Rust's f64::total_cmp for the values a sketch sees (no NaN): -0 < +0.
+function totalCmp(a, b) {
+  if (a < b) return -1;
+  if (a > b) return 1;
+  if (Object.is(a, b)) return 0;
+  return Object.is(a, -0) ? -1 : 1;
+}
+
+/** The bin of a present value (protocol's `Bins::bin`). */
+export function binOf(bins, x) {
+  const v = bins.values;
+  let lo = 0;
+  let hi = v.length;
+  if (bins.edges) {
+    // The first edge not below x.
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (v[mid] < x) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+  }
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    const c = totalCmp(v[mid], x);
+    if (c === 0) return mid;
+    if (c < 0) lo = mid + 1; else hi = mid;
+  }
+  return v.length;
+}
+
+function emptyCounts(bins) {
+  return { bins: new Array(bins.values.length + 1).fill(0), missing: 0, min: null, max: null };
+}
+
+function emptySketch(baseline) {
+  return {
+    rows: 0,
+    features: baseline.features.map(emptyCounts),
+    rejected: 0,
+    latency_us: new Array(LATENCY_BUCKETS).fill(0),
+    prediction: baseline.prediction === null ? null : emptyCounts(baseline.prediction.bins),
+  };
+}
+
+function count(c, bins, x) {
+  if (Number.isNaN(x)) {
+    c.missing += 1;
+    return;
+  }
+  c.bins[binOf(bins, x)] += 1;
+  c.min = c.min === null ? x : Math.min(c.min, x);
+  c.max = c.max === null ? x : Math.max(c.max, x);
+}
+
+class Recorder {
+  constructor(baseline, input, outputs, every) {
+    this.baseline = baseline;
+    this.input = input;
+    this.outputs = outputs;
+    this.every = Math.max(1, Math.floor(every));
+    this.tick = 0;
+    this.sketch = emptySketch(baseline);
+  }
+
+  sample() {
+    this.tick += 1;
+    if (this.tick < this.every) return false;
+    this.tick = 0;
+    return true;
+  }
+
+  record(feeds, out, micros) {
+    const b = this.baseline;
+    const s = this.sketch;
+    const feed = feeds[this.input];
+    const data = feed instanceof Float32Array ? feed : feed.data;
+    const n = b.features.length;
+    for (let row = 0; row + n <= data.length; row += n) {
+      for (let k = 0; k < n; k++) count(s.features[k], b.features[k], data[row + k]);
+      s.rows += 1;
+    }
+    const p = b.prediction;
+    const spec = p === null ? undefined : this.outputs[p.output];
+    const scores = spec === undefined ? undefined : out[spec.name];
+    if (scores instanceof Float32Array) {
+      const width = p.argmax ? Math.max(1, spec.shape[spec.shape.length - 1]) : 1;
+      for (let at = 0; at + width <= scores.length; at += width) {
+        let value = scores[at];
+        if (p.argmax) {
+          // The first largest score (NaN never wins), as the compiler took it.
+          let best = 0;
+          let top = -Infinity;
+          for (let k = 0; k < width; k++) {
+            if (scores[at + k] > top) { best = k; top = scores[at + k]; }
+          }
+          value = best;
+        }
+        count(s.prediction, p.bins, value);
+      }
+    }
+    const bucket = micros < 1 ? 0 : Math.min(LATENCY_BUCKETS - 1, Math.floor(Math.log2(micros)) + 1);
+    s.latency_us[bucket] += 1;
+  }
+}
+
+/** Sends sketches to a Kiln collector (`POST /v1/telemetry`) without ever
+ * blocking inference: `push` only queues; a background loop posts each
+ * batch (with its own `batch_id`, so a retry counts once), backing off
+ * exponentially with full jitter while the collector is unreachable or
+ * answers 429/5xx, and keeps at most `maxQueued` batches in memory while
+ * offline (the oldest are dropped first, and counted). */
+export class TelemetryUploader {
+  constructor({ url, token, model, version, maxQueued = 256, baseDelayMs = 500, maxDelayMs = 60000, fetch: f = globalThis.fetch }) {
+    if (!url || !token || !model || version === undefined) {
+      throw new KilnError('USAGE', 'TelemetryUploader needs {url, token, model, version}');
+    }
+    Object.assign(this, { url: url.replace(/\/$/, ''), token, model, version: String(version), maxQueued, baseDelayMs, maxDelayMs });
+    this.fetch = f;
+    this.queue = [];
+    this.sent = 0;
+    this.dropped = 0;
+    this.failures = 0;
+    this.#next = 0;
+  }
+  #next;
+  #running = null;
+  #closed = false;
+  #wake = null;
+
+  /** Stops retrying (what is queued stays in `queue`). */
+  close() {
+    this.#closed = true;
+    if (this.#wake !== null) this.#wake();
+  }
+
+  /** Queues one window; returns its batch id. */
+  push(sketch) {
+    const id = `${this.model}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}-${this.#next++}`;
+    this.queue.push({ batch_id: id, model: this.model, version: this.version, sketch });
+    while (this.queue.length > this.maxQueued) {
+      this.queue.shift();
+      this.dropped += 1;
+    }
+    if (this.#running === null && !this.#closed) {
+      this.#running = this.#drain().finally(() => { this.#running = null; });
+    }
+    return id;
+  }
+
+  /** Resolves once the queue is empty (everything sent, or dropped). */
+  async flush() {
+    while (this.#running !== null) await this.#running;
+  }
+
+  async #drain() {
+    let attempt = 0;
+    while (this.queue.length > 0 && !this.#closed) {
+      const batch = this.queue[0];
+      let retry = true;
+      try {
+        const res = await this.fetch(`${this.url}/v1/telemetry`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${this.token}` },
+          body: JSON.stringify(batch),
+        });
+        retry = res.status === 429 || res.status >= 500;
+        if (!retry) {
+          // 200 (stored, maybe a duplicate) or a 4xx the same bytes would
+          // get again: either way this batch is done.
+          if (res.ok) this.sent += 1; else this.dropped += 1;
+          if (this.queue[0] === batch) this.queue.shift();
+          attempt = 0;
+          continue;
+        }
+      } catch {
+        // Unreachable: retry below.
+      }
+      this.failures += 1;
+      if (this.#closed) break;
+      const cap = Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** attempt);
+      attempt = Math.min(attempt + 1, 30);
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, Math.random() * cap);
+        this.#wake = () => { clearTimeout(timer); resolve(); };
+      });
+      this.#wake = null;
     }
   }
 }

@@ -109,6 +109,20 @@ impl WasmModel {
         self.model().outputs().iter().map(describe).collect()
     }
 
+    /// The drift baseline the artifact carries (`kiln compile --reference`),
+    /// as stored: base64 postcard, which the JavaScript layer decodes
+    /// (kept out of the .wasm for size); `undefined` without one.
+    #[wasm_bindgen(getter, js_name = driftBaseline)]
+    pub fn drift_baseline(&self) -> Option<String> {
+        let view = self.model().view();
+        for p in view.meta().properties.iter() {
+            if let Ok(("kiln.drift_baseline", v)) = p {
+                return Some(v.into());
+            }
+        }
+        None
+    }
+
     /// Bytes of working memory one run uses (per sample for batched models).
     #[wasm_bindgen(getter, js_name = arenaBytes)]
     pub fn arena_bytes(&self) -> usize {

@@ -1,0 +1,102 @@
+// The package's telemetry (Model.recordTelemetry, TelemetryUploader) on the
+// fixtures cli/tests/wasm_package.rs writes ($KILN_TELEMETRY_FIXTURES): the
+// gb_wine model compiled with its drift reference, its test rows (one with
+// a NaN), the native runtime's sketches of the same calls, and a live
+// collector with a device token.
+// Run: cargo test -p kiln-cli --test wasm_package -- --ignored telemetry
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { Model, KilnError, TelemetryUploader, decodeBaseline, binOf } from '../pkg/kiln.js';
+
+const dir = process.env.KILN_TELEMETRY_FIXTURES;
+if (!dir) throw new Error('set KILN_TELEMETRY_FIXTURES (cli/tests/wasm_package.rs writes the fixtures)');
+const read = (f) => readFile(path.join(dir, f));
+const collector = JSON.parse(await read('collector.json'));
+const artifact = new Uint8Array(await read('wine.kiln'));
+const raw = await read('rows.bin');
+const values = new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
+const rows = [];
+for (let at = 0; at < values.length; at += collector.features) {
+  rows.push(values.slice(at, at + collector.features));
+}
+
+/** Every row through a recording model, one call at a time. */
+async function record(every) {
+  const model = await Model.load(artifact);
+  model.recordTelemetry(every);
+  const input = model.inputs[0].name;
+  let rejected = 0;
+  for (const row of rows) {
+    try {
+      model.run({ [input]: row });
+    } catch (e) {
+      assert.ok(e instanceof KilnError && e.code === 'INPUT_REJECTED', String(e));
+      rejected += 1;
+    }
+  }
+  assert.equal(rejected, 1);
+  const sketch = model.takeSketch();
+  assert.equal(model.takeSketch().rows, 0, 'a taken window starts again');
+  model.free();
+  return sketch;
+}
+
+test('the sketch equals the native one (run times aside)', async () => {
+  for (const every of [1, 3]) {
+    const sketch = await record(every);
+    const want = JSON.parse(await read(`native_${every}.json`));
+    assert.ok(sketch.latency_us.reduce((a, b) => a + b, 0) > 0, 'run times are bucketed');
+    assert.deepEqual({ ...sketch, latency_us: want.latency_us }, want, `every ${every}`);
+  }
+});
+
+test('baseline decoding and binning follow protocol', async () => {
+  const model = await Model.load(artifact);
+  model.recordTelemetry(1);
+  // The decoder rejects what is not a baseline.
+  assert.throws(() => decodeBaseline(btoa('\x05')), KilnError);
+  model.free();
+  const bins = { edges: true, values: [1, 2, 3] };
+  assert.deepEqual([0.5, 1, 1.5, 3, 9].map((x) => binOf(bins, x)), [0, 0, 1, 2, 3]);
+  const cats = { edges: false, values: [0, 1, 4] };
+  assert.deepEqual([0, 1, 4, 2, -0].map((x) => binOf(cats, x)), [0, 1, 2, 3, 3]);
+});
+
+test('the uploader backs off while offline, then delivers once', async () => {
+  const sketch = await record(1);
+  let calls = 0;
+  const flaky = (url, init) => {
+    calls += 1;
+    // The first two attempts find the network down.
+    if (calls <= 2) return Promise.reject(new TypeError('fetch failed'));
+    return fetch(url, init);
+  };
+  const up = new TelemetryUploader({
+    url: collector.url, token: collector.token, model: collector.model, version: collector.version,
+    baseDelayMs: 20, maxDelayMs: 200, fetch: flaky,
+  });
+  const started = performance.now();
+  up.push(sketch);
+  // push() returns at once: inference is never blocked.
+  assert.ok(performance.now() - started < 50);
+  await up.flush();
+  assert.equal(up.failures, 2);
+  assert.equal(up.sent, 1);
+  assert.equal(up.queue.length, 0);
+  assert.equal(calls, 3);
+  // Bounded while offline: the oldest windows go first.
+  const offline = new TelemetryUploader({
+    url: 'http://127.0.0.1:9', token: 't', model: 'm', version: 1, maxQueued: 2, baseDelayMs: 1e6,
+    fetch: () => Promise.reject(new TypeError('offline')),
+  });
+  offline.push(sketch); offline.push(sketch); offline.push(sketch);
+  assert.equal(offline.dropped, 1);
+  assert.equal(offline.queue.length, 2);
+  offline.close();
+  const closing = performance.now();
+  await offline.flush();
+  assert.ok(performance.now() - closing < 1000, 'close() ends the backoff at once');
+  assert.equal(offline.queue.length, 2, 'closing keeps what was queued');
+});
