@@ -201,6 +201,27 @@ enum CollectorCmd {
         /// reading reports); default: $KILN_ADMIN_TOKEN
         #[arg(long, env = "KILN_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: String,
+        /// POST each alert (drift, class collapse, rejection rate; firing
+        /// and resolved) as JSON to this http:// URL
+        #[arg(long)]
+        alert_webhook: Option<String>,
+        /// Shell command run on a drift or class-collapse alert, with
+        /// $KILN_ALERT_KIND, $KILN_ALERT_MODEL, $KILN_ALERT_VERSION and
+        /// $KILN_ALERT_DETAIL set
+        #[arg(long)]
+        retrain_command: Option<String>,
+        /// Seconds between alert checks
+        #[arg(long, default_value_t = 60)]
+        alert_every: u64,
+        /// Seconds of telemetry each check judges
+        #[arg(long, default_value_t = 3600)]
+        alert_window: u64,
+        /// Calls a window needs before it is judged
+        #[arg(long, default_value_t = 100)]
+        alert_min_rows: u64,
+        /// Alert when more than this share of calls is rejected
+        #[arg(long, default_value_t = 0.05)]
+        max_rejection_rate: f64,
     },
     /// Load a running collector with telemetry batches: registers an
     /// artifact (with its drift baseline) as MODEL/VERSION, takes a device
@@ -404,7 +425,25 @@ fn main() -> ExitCode {
             addr,
             db,
             admin_token,
-        }) => collector_serve(&addr, &db, admin_token),
+            alert_webhook,
+            retrain_command,
+            alert_every,
+            alert_window,
+            alert_min_rows,
+            max_rejection_rate,
+        }) => collector_serve(
+            &addr,
+            &db,
+            admin_token,
+            kiln_collector::alerts::AlertOptions {
+                webhook: alert_webhook,
+                retrain_command,
+                every: std::time::Duration::from_secs(alert_every.max(1)),
+                window: std::time::Duration::from_secs(alert_window),
+                min_rows: alert_min_rows,
+                max_rejection_rate,
+            },
+        ),
         Cmd::Collector(CollectorCmd::Load {
             addr,
             artifact,
@@ -1151,7 +1190,12 @@ fn prepare<'n>(
 }
 
 /// `kiln collector serve`: the collector on a multi-threaded runtime.
-fn collector_serve(addr: &str, db: &str, admin_token: String) -> Result<(), Failure> {
+fn collector_serve(
+    addr: &str,
+    db: &str,
+    admin_token: String,
+    alerts: kiln_collector::alerts::AlertOptions,
+) -> Result<(), Failure> {
     if admin_token.len() < 8 {
         return Err(fail(2)(anyhow!(
             "the admin token must have at least 8 characters (--admin-token or $KILN_ADMIN_TOKEN)"
@@ -1163,8 +1207,11 @@ fn collector_serve(addr: &str, db: &str, admin_token: String) -> Result<(), Fail
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(kiln_collector::server::serve(addr, state))
-        .with_context(|| format!("cannot serve on {addr}"))?;
+    rt.block_on(async {
+        kiln_collector::alerts::spawn(state.clone(), alerts);
+        kiln_collector::server::serve(addr, state).await
+    })
+    .with_context(|| format!("cannot serve on {addr}"))?;
     Ok(())
 }
 

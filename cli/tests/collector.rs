@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{http, start_collector as start};
+use common::{http, start_collector};
 
 use kiln_collector::drift::{DriftOptions, detect_sketch};
 use kiln_runtime_native::{Model, TensorValue};
@@ -91,7 +91,7 @@ fn ingest_and_report(db: &str, tmp: &Path) {
     let artifact = tmp.join("wine.kiln");
     common::compile_sklearn_with_reference("gb_wine", &artifact);
     let admin = "admin-secret-token";
-    let (_server, addr) = start(db, admin);
+    let (_server, addr) = start_collector(db, admin, &[]);
     let wine = unique("wine");
     assert_eq!(http(&addr, "GET", "/health/live", None, b"").0, 200);
     assert_eq!(http(&addr, "GET", "/health/ready", None, b"").0, 200);
@@ -275,7 +275,7 @@ fn killed_mid_ingest(db: &str, tmp: &Path) {
     let bytes = std::fs::read(&artifact).unwrap();
     let baseline = Model::load(&bytes).unwrap().drift_baseline().unwrap();
     let admin = "admin-secret-token";
-    let (server, addr) = start(db, admin);
+    let (server, addr) = start_collector(db, admin, &[]);
     let name = unique("crash");
     let (st, _) = http(
         &addr,
@@ -338,7 +338,7 @@ fn killed_mid_ingest(db: &str, tmp: &Path) {
     assert!(acked >= 3_000, "only {acked} batches were acknowledged");
 
     // Restarted on the same database: every acknowledged batch is there.
-    let (_server, addr) = start(db, admin);
+    let (_server, addr) = start_collector(db, admin, &[]);
     assert_eq!(http(&addr, "GET", "/health/ready", None, b"").0, 200);
     let mut store = kiln_collector::store::open(db).unwrap();
     let missing: Vec<usize> = report
@@ -387,4 +387,182 @@ fn killed_mid_ingest(db: &str, tmp: &Path) {
         true
     );
     eprintln!("{db}: killed after {acked} acknowledged batches ({stored} stored), none lost");
+}
+
+/// Alerts: a window that drifted, lost a class and rejected half its
+/// calls fires one webhook per condition and runs the retrain hook for
+/// drift and the class collapse; later checks of the same window stay
+/// quiet; once the window has aged out, each alert resolves.
+#[test]
+fn collector_alerts_once_per_condition_and_runs_the_retrain_hook() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let tmp = std::env::temp_dir().join(unique("kiln-alerts"));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let artifact = tmp.join("wine.kiln");
+    common::compile_sklearn_with_reference("gb_wine", &artifact);
+    let bytes = std::fs::read(&artifact).unwrap();
+
+    // The webhook: every POST's JSON body, in order.
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_addr = hook.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        for conn in hook.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = tx.send(serde_json::from_slice(&body).unwrap());
+        }
+    });
+    let log = tmp.join("retrain.log");
+    let admin = "admin-secret-token";
+    let webhook = format!("http://{hook_addr}/hook");
+    let retrain = format!(
+        "echo \"$KILN_ALERT_KIND $KILN_ALERT_MODEL $KILN_ALERT_VERSION\" >> {}",
+        log.display()
+    );
+    let (_server, addr) = start_collector(
+        &format!("sqlite://{}", tmp.join("c.db").display()),
+        admin,
+        &[
+            "--alert-webhook",
+            &webhook,
+            "--retrain-command",
+            &retrain,
+            "--alert-every",
+            "1",
+            "--alert-window",
+            "5",
+            "--alert-min-rows",
+            "20",
+        ],
+    );
+    assert_eq!(
+        http(
+            &addr,
+            "POST",
+            "/v1/models/wine/versions/1",
+            Some(admin),
+            &bytes
+        )
+        .0,
+        200
+    );
+    let (_, body) = http(
+        &addr,
+        "POST",
+        "/v1/tokens",
+        Some(admin),
+        br#"{"model":"wine"}"#,
+    );
+    let token: Value = serde_json::from_slice(&body).unwrap();
+
+    // The window: the test rows tripled (drift), every class-0
+    // prediction moved to class 1 (a class the reference predicts for a
+    // third of its rows never comes), and as many rejected calls as rows.
+    let model = Model::load(&bytes).unwrap();
+    let sk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/sklearn");
+    let test = kiln_cli::read_dataset(&sk.join("gb_wine_test.csv"), Some("target")).unwrap();
+    let mut session = model.session();
+    session.record_telemetry(1).unwrap();
+    for row in test.values.chunks(13) {
+        let big: Vec<f32> = row.iter().map(|x| x * 3.0).collect();
+        let _ = session.run(&[&TensorValue::from_f32(vec![1, 13], &big)]);
+    }
+    let mut sketch = session.take_sketch().unwrap();
+    let p = sketch.prediction.as_mut().unwrap();
+    p.bins[1] += p.bins[0];
+    p.bins[0] = 0;
+    sketch.rejected = sketch.rows;
+    let batch =
+        serde_json::json!({"batch_id": "a1", "model": "wine", "version": "1", "sketch": sketch});
+    let (st, _) = http(
+        &addr,
+        "POST",
+        "/v1/telemetry",
+        token["token"].as_str(),
+        batch.to_string().as_bytes(),
+    );
+    assert_eq!(st, 200);
+
+    // Three firing, then (the window aged out) three resolved, and
+    // nothing else.
+    let mut got = vec![];
+    while got
+        .iter()
+        .filter(|a: &&Value| a["state"] == "resolved")
+        .count()
+        < 3
+    {
+        let a = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("alerts so far: {got:?}"));
+        got.push(a);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    while let Ok(a) = rx.try_recv() {
+        got.push(a);
+    }
+    let seq: Vec<(String, String)> = got
+        .iter()
+        .map(|a| {
+            assert_eq!(
+                (a["model"].as_str(), a["version"].as_str()),
+                (Some("wine"), Some("1"))
+            );
+            (
+                a["kind"].as_str().unwrap().into(),
+                a["state"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(seq.len(), 6, "{seq:?}");
+    for kind in ["drift", "class_collapse", "rejection"] {
+        let states: Vec<&str> = seq
+            .iter()
+            .filter(|(k, _)| k == kind)
+            .map(|(_, s)| s.as_str())
+            .collect();
+        assert_eq!(states, ["firing", "resolved"], "{kind}: {seq:?}");
+    }
+    let collapse = got
+        .iter()
+        .find(|a| a["kind"] == "class_collapse" && a["state"] == "firing")
+        .unwrap();
+    assert!(
+        collapse["detail"].as_str().unwrap().starts_with("class 0 "),
+        "{collapse}"
+    );
+    // The retrain hook ran once for drift and once for the collapse.
+    let mut ran: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    ran.sort();
+    assert_eq!(ran, ["class_collapse wine 1", "drift wine 1"]);
+    let (st, body) = http(&addr, "GET", "/v1/alerts", Some(admin), b"");
+    assert_eq!(st, 200);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        6
+    );
+    std::fs::remove_dir_all(&tmp).ok();
 }

@@ -113,8 +113,11 @@ fn package_records_telemetry_the_collector_takes() {
         .unwrap();
     }
     let admin = "admin-secret-token";
-    let (_server, addr) =
-        common::start_collector(&format!("sqlite://{}", dir.join("c.db").display()), admin);
+    let (_server, addr) = common::start_collector(
+        &format!("sqlite://{}", dir.join("c.db").display()),
+        admin,
+        &[],
+    );
     let (st, _) = common::http(
         &addr,
         "POST",

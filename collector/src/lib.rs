@@ -11,6 +11,8 @@
 //! `format`) and on no runtime, engine or compiler crate: a collector reads what devices
 //! send and what artifacts declare, never runs a model.
 
+#[cfg(feature = "server")]
+pub mod alerts;
 pub mod drift;
 #[cfg(feature = "server")]
 pub mod load;

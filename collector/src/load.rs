@@ -219,6 +219,7 @@ pub async fn request(
         .uri(path)
         .header("host", addr)
         .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| e.to_string())?;
     let answer = sender

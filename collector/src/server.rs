@@ -9,6 +9,7 @@
 //! - `POST /v1/telemetry` (device): `{"batch_id", "model", "version",
 //!   "sketch"}`; a batch id already stored counts once (`duplicate: true`).
 //! - `GET /v1/batches/{id}` (admin): whether a batch is stored.
+//! - `GET /v1/alerts` (admin): the latest alerts ([`crate::alerts`]).
 //! - `GET /v1/models/{model}/drift?version=V&window=SECONDS` (admin): the
 //!   drift report of the sketches received in the window, merged.
 //! - `GET /health/live`, `GET /health/ready` (the database answers),
@@ -72,7 +73,12 @@ pub struct Collector {
     rejected: AtomicU64,
     overloaded: AtomicU64,
     groups: AtomicU64,
+    /// The latest alerts ([`crate::alerts`]), oldest first.
+    alerts: Mutex<std::collections::VecDeque<crate::alerts::Alert>>,
 }
+
+/// Alerts kept for `GET /v1/alerts`.
+const KEPT_ALERTS: usize = 1_000;
 
 /// Why a collector could not start.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +118,7 @@ impl Collector {
             rejected: AtomicU64::new(0),
             overloaded: AtomicU64::new(0),
             groups: AtomicU64::new(0),
+            alerts: Mutex::new(std::collections::VecDeque::new()),
         });
         let weak = Arc::downgrade(&collector);
         std::thread::Builder::new()
@@ -163,10 +170,32 @@ fn write_groups(
 }
 
 impl Collector {
+    /// Every registered model version and its baseline.
+    pub(crate) fn versions(&self) -> Vec<(String, String, Arc<Baseline>)> {
+        self.baselines
+            .read()
+            .map(|b| {
+                b.iter()
+                    .map(|((m, v), b)| (m.clone(), v.clone(), b.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Keeps an alert for `GET /v1/alerts`.
+    pub(crate) fn remember(&self, alert: crate::alerts::Alert) {
+        if let Ok(mut kept) = self.alerts.lock() {
+            if kept.len() == KEPT_ALERTS {
+                kept.pop_front();
+            }
+            kept.push_back(alert);
+        }
+    }
+
     /// Runs `f` on the admin connection, on tokio's blocking pool: a
     /// database call never holds an async worker (and PostgreSQL's
     /// synchronous client must not run on one).
-    async fn with_store<T: Send + 'static>(
+    pub(crate) async fn with_store<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&mut dyn Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, Failure> {
@@ -187,6 +216,7 @@ pub fn app(state: Arc<Collector>) -> Router {
         .route("/v1/tokens", post(issue_token))
         .route("/v1/telemetry", post(ingest))
         .route("/v1/batches/{id}", get(batch_status))
+        .route("/v1/alerts", get(alerts))
         .route("/v1/models/{model}/drift", get(drift))
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(ready))
@@ -196,7 +226,7 @@ pub fn app(state: Arc<Collector>) -> Router {
 }
 
 /// An error response: status and a JSON `{"error": ...}`.
-struct Failure(StatusCode, String);
+pub(crate) struct Failure(StatusCode, String);
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
@@ -226,7 +256,7 @@ fn require_admin(c: &Collector, headers: &HeaderMap) -> Result<(), Failure> {
     }
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -431,6 +461,14 @@ async fn batch_status(
         ));
     }
     Ok(axum::Json(serde_json::json!({ "batch_id": id, "stored": true })).into_response())
+}
+
+/// `GET /v1/alerts` (admin): the latest alerts, oldest first.
+async fn alerts(State(c): State<Arc<Collector>>, headers: HeaderMap) -> Result<Response, Failure> {
+    require_admin(&c, &headers)?;
+    let kept: Vec<crate::alerts::Alert> =
+        c.alerts.lock().map_err(internal)?.iter().cloned().collect();
+    Ok(axum::Json(kept).into_response())
 }
 
 #[derive(Deserialize)]

@@ -81,10 +81,10 @@ impl Drop for Server {
     }
 }
 
-/// Starts `kiln collector serve` on a free port over `db`; the server
-/// and its address.
+/// Starts `kiln collector serve` on a free port over `db` (and `extra`
+/// arguments); the server and its address.
 #[allow(dead_code, reason = "not every test binary uses every helper")]
-pub fn start_collector(db: &str, admin: &str) -> (Server, String) {
+pub fn start_collector(db: &str, admin: &str, extra: &[&str]) -> (Server, String) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args([
@@ -97,6 +97,7 @@ pub fn start_collector(db: &str, admin: &str) -> (Server, String) {
             "--db",
             db,
         ])
+        .args(extra)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
