@@ -57,6 +57,36 @@ impl fmt::Display for SketchError {
     }
 }
 
+/// Which calls a runtime counts: one in `every` (the `every`-th, the
+/// `2·every`-th, …), rejected calls included in the count, the same on
+/// every runtime so their sketches of the same calls agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sampler {
+    every: u32,
+    tick: u32,
+}
+
+impl Sampler {
+    /// One call in `every` (0 counts as 1: every call).
+    pub const fn new(every: u32) -> Sampler {
+        Sampler {
+            every: if every == 0 { 1 } else { every },
+            tick: 0,
+        }
+    }
+
+    /// Advances by one call; whether that call is counted.
+    pub fn sample(&mut self) -> bool {
+        self.tick += 1;
+        if self.tick >= self.every {
+            self.tick = 0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// How one feature's values fall into bins, borrowed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Bins<'a> {

@@ -28,6 +28,8 @@ pub mod fixed;
 #[cfg(feature = "alloc")]
 pub mod sketch;
 
-pub use fixed::{BaselineRef, Bins, FixedSketch, LATENCY_BUCKETS, PredictionRef, SketchError};
+pub use fixed::{
+    BaselineRef, Bins, FixedSketch, LATENCY_BUCKETS, PredictionRef, Sampler, SketchError,
+};
 #[cfg(feature = "alloc")]
 pub use sketch::{Baseline, FeatureBaseline, FeatureCounts, PredictionBaseline, Sketch};

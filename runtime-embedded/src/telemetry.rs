@@ -51,8 +51,7 @@ pub fn prediction(
 pub struct Telemetry<'b, const F: usize, const B: usize> {
     baseline: BaselineRef<'b>,
     sketch: FixedSketch<F, B>,
-    every: u32,
-    tick: u32,
+    sampler: kiln_protocol::Sampler,
 }
 
 fn f32_at(bytes: &[u8]) -> f32 {
@@ -80,8 +79,7 @@ impl<'b, const F: usize, const B: usize> Telemetry<'b, F, B> {
         Ok(Telemetry {
             baseline,
             sketch: FixedSketch::new(),
-            every: every.max(1),
-            tick: 0,
+            sampler: kiln_protocol::Sampler::new(every),
         })
     }
 
@@ -113,13 +111,7 @@ impl<'b, const F: usize, const B: usize> Telemetry<'b, F, B> {
 
     /// Whether this call is one of the sampled ones.
     fn sample(&mut self) -> bool {
-        self.tick += 1;
-        if self.tick >= self.every {
-            self.tick = 0;
-            true
-        } else {
-            false
-        }
+        self.sampler.sample()
     }
 
     /// Records a successful call the firmware made itself (with

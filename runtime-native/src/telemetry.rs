@@ -64,9 +64,8 @@ pub(crate) struct Recorder {
     sketch: Sketch,
     /// Reused per row.
     row: Vec<f64>,
-    /// One call in `every` is counted (and timed).
-    every: u32,
-    tick: u32,
+    /// Which calls are counted (and timed).
+    sampler: kiln_protocol::Sampler,
 }
 
 #[cfg(feature = "telemetry")]
@@ -90,20 +89,13 @@ impl Recorder {
             baseline,
             sketch,
             row: vec![0.0; n],
-            every: every.max(1),
-            tick: 0,
+            sampler: kiln_protocol::Sampler::new(every),
         })
     }
 
     /// Whether this call is one of the sampled ones.
     pub(crate) fn sample(&mut self) -> bool {
-        self.tick += 1;
-        if self.tick >= self.every {
-            self.tick = 0;
-            true
-        } else {
-            false
-        }
+        self.sampler.sample()
     }
 
     /// Counts the rows of a validated first input, the predictions in
