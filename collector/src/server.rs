@@ -416,16 +416,25 @@ async fn ingest(
         done,
     };
     let batch_id = job.row.batch_id.clone();
-    if c.writer.try_send(job).is_err() {
-        c.overloaded.fetch_add(1, Ordering::Relaxed);
-        return Ok((
-            StatusCode::TOO_MANY_REQUESTS,
-            [("retry-after", "1")],
-            axum::Json(serde_json::json!({
-                "error": "the collector's write queue is full: retry the batch (same batch_id) later"
-            })),
-        )
-            .into_response());
+    match c.writer.try_send(job) {
+        Ok(()) => {}
+        // The writer thread is gone: nothing can be stored.
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            return Err(Failure(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the collector's writer stopped: it cannot store batches until restarted".into(),
+            ));
+        }
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            c.overloaded.fetch_add(1, Ordering::Relaxed);
+            let why = "the collector's write queue is full: retry the batch (same batch_id) later";
+            return Ok((
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "1")],
+                axum::Json(serde_json::json!({ "error": why })),
+            )
+                .into_response());
+        }
     }
     // Answered once the batch's group has committed.
     let duplicate = match outcome.await {
