@@ -1588,26 +1588,14 @@ fn inspect(path: &Path, json: bool, layers: bool) -> Result<(), Failure> {
             params += t.numel();
         }
     }
-    let prop = |key: &str| {
-        meta.properties
-            .iter()
-            .flatten()
-            .find(|(k, _)| *k == key)
-            .and_then(|(_, v)| v.parse::<u64>().ok())
-    };
+    let prop = |key: &str| meta.property(key).and_then(|v| v.parse::<u64>().ok());
     let macs = report
         .as_ref()
         .map(|r| r.macs)
         .or_else(|| prop("kiln.macs"));
     // The compiler's count (quantization does not change it) when recorded.
     let params = prop("kiln.params").map_or(params, |p| p as usize);
-    let text = |key: &str| {
-        meta.properties
-            .iter()
-            .flatten()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.to_string())
-    };
+    let text = |key: &str| meta.property(key).map(str::to_string);
     let (quant, pruned) = (text("kiln.quant"), text("kiln.prune"));
     // The drift baseline: features, and how they are binned.
     let baseline = match model.drift_baseline() {

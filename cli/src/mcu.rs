@@ -44,16 +44,10 @@ fn facts(artifact: &[u8]) -> Result<Facts> {
                 });
             }
             let key = format!("kiln.io_quant.{}", spec.name);
-            let quant = view
-                .meta()
-                .properties
-                .iter()
-                .flatten()
-                .find(|(k, _)| *k == key)
-                .and_then(|(_, v)| {
-                    let (scale, zp) = v.split_once(' ')?;
-                    Some((scale.parse().ok()?, zp.parse().ok()?))
-                });
+            let quant = view.meta().property(&key).and_then(|v| {
+                let (scale, zp) = v.split_once(' ')?;
+                Some((scale.parse().ok()?, zp.parse().ok()?))
+            });
             out.push(Io {
                 name: spec.name.to_string(),
                 dtype: spec.dtype,

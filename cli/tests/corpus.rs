@@ -748,11 +748,7 @@ fn io_quant(artifact: &[u8], name: &str) -> (f64, f64) {
     let key = format!("kiln.io_quant.{name}");
     let value = view
         .meta()
-        .properties
-        .iter()
-        .flatten()
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v.to_string())
+        .property(&key)
         .unwrap_or_else(|| panic!("no {key}"));
     let (s, z) = value.split_once(' ').unwrap();
     (s.parse().unwrap(), z.parse().unwrap())

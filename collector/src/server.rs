@@ -45,9 +45,6 @@ pub const QUEUE: usize = 16_384;
 /// Batches committed in one transaction, at most.
 const GROUP: usize = 2_048;
 
-/// The artifact property holding the drift baseline.
-const BASELINE_PROPERTY: &str = "kiln.drift_baseline";
-
 /// A batch on its way to the writer, and where its outcome goes: whether
 /// it was new, once its group has committed.
 struct Job {
@@ -264,25 +261,17 @@ pub(crate) fn now() -> i64 {
 
 /// The baseline a `.kiln` artifact carries.
 fn artifact_baseline(bytes: &[u8]) -> Result<Baseline, String> {
-    use base64::Engine as _;
     // The format's views need 16-byte aligned bytes.
     let mut words = vec![0u128; bytes.len().div_ceil(16)];
     let aligned: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
     aligned[..bytes.len()].copy_from_slice(bytes);
     let view = kiln_format::View::parse(&aligned[..bytes.len()])
         .map_err(|e| format!("the body is not a .kiln artifact: {e}"))?;
-    let meta = view.meta();
-    let value = meta
-        .properties
-        .iter()
-        .flatten()
-        .find(|(k, _)| *k == BASELINE_PROPERTY)
-        .map(|(_, v)| v.to_string())
+    let value = view
+        .meta()
+        .property(kiln_protocol::BASELINE_PROPERTY)
         .ok_or("the artifact has no drift baseline: compile it with --reference DATA")?;
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(value)
-        .map_err(|_| "the artifact's drift baseline is not base64")?;
-    postcard::from_bytes(&raw).map_err(|_| "the artifact's drift baseline does not decode".into())
+    Baseline::from_property(value).map_err(|e| format!("the artifact's {e}"))
 }
 
 async fn register(

@@ -70,14 +70,13 @@ pub struct Reference {
     pub categorical: Vec<String>,
 }
 
-/// Property holding the artifact's drift baseline: a base64 (standard
-/// alphabet) postcard `kiln_protocol::Baseline`.
-pub const BASELINE_PROPERTY: &str = "kiln.drift_baseline";
+/// Property holding the artifact's drift baseline
+/// (`kiln_protocol::Baseline::to_property`).
+pub use kiln_protocol::BASELINE_PROPERTY;
 
 /// The drift baseline of `reference` for a model whose input takes
 /// `features` values per sample, as the artifact property's value.
 fn baseline_property(reference: &Reference, g: &ir::Graph) -> Result<String> {
-    use base64::Engine as _;
     use kiln_protocol::{Baseline, FeatureBaseline, PredictionBaseline, sketch::DEFAULT_BINS};
     let features = match g.inputs.as_slice() {
         [x] => g.tensors[*x].shape.last().copied().unwrap_or(1),
@@ -150,9 +149,7 @@ fn baseline_property(reference: &Reference, g: &ir::Graph) -> Result<String> {
             feature: FeatureBaseline::from_reference(&values, argmax, DEFAULT_BINS),
         });
     }
-    let bytes = postcard::to_allocvec(&baseline)
-        .map_err(|e| CompileError::Invalid(format!("cannot encode the drift baseline: {e}")))?;
-    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+    Ok(baseline.to_property())
 }
 
 /// Compile statistics for `kiln compile` and `kiln inspect`.

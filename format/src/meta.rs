@@ -82,6 +82,18 @@ pub struct Meta<'a> {
     pub properties: Table<'a, (&'a str, &'a str)>,
 }
 
+impl<'a> Meta<'a> {
+    /// The value of property `key` (the first, if repeated); `None` when
+    /// absent. A property record that does not decode is skipped.
+    pub fn property(&self, key: &str) -> Option<&'a str> {
+        self.properties
+            .iter()
+            .flatten()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    }
+}
+
 use crate::decode::{Decode, Reader};
 
 impl<'a> Decode<'a> for Dim<'a> {

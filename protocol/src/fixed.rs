@@ -38,6 +38,8 @@ pub enum SketchError {
     BufferFull,
     /// The writer a sketch was streamed to failed.
     Write,
+    /// An artifact's baseline property is damaged (what is wrong).
+    BadBaseline(&'static str),
 }
 
 impl fmt::Display for SketchError {
@@ -50,6 +52,7 @@ impl fmt::Display for SketchError {
             } => write!(f, "{what}: expected {expected}, got {got}"),
             SketchError::Decode => f.write_str("the bytes are not a postcard-encoded sketch"),
             SketchError::Write => f.write_str("the writer failed while the sketch was written"),
+            SketchError::BadBaseline(why) => write!(f, "the drift baseline is damaged: {why}"),
             SketchError::BufferFull => f.write_str(
                 "the buffer is too small for the sketch: see FixedSketch::max_encoded_len",
             ),

@@ -32,4 +32,6 @@ pub use fixed::{
     BaselineRef, Bins, FixedSketch, LATENCY_BUCKETS, PredictionRef, Sampler, SketchError,
 };
 #[cfg(feature = "alloc")]
-pub use sketch::{Baseline, FeatureBaseline, FeatureCounts, PredictionBaseline, Sketch};
+pub use sketch::{
+    BASELINE_PROPERTY, Baseline, FeatureBaseline, FeatureCounts, PredictionBaseline, Sketch,
+};

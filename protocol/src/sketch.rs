@@ -111,6 +111,30 @@ impl FeatureBaseline {
     }
 }
 
+/// The artifact property holding the drift baseline (written by `kiln
+/// compile --reference`): [`Baseline::to_property`]'s text.
+pub const BASELINE_PROPERTY: &str = "kiln.drift_baseline";
+
+impl Baseline {
+    /// The baseline as an artifact property value: base64 (standard
+    /// alphabet) of its postcard bytes.
+    pub fn to_property(&self) -> alloc::string::String {
+        use base64::Engine as _;
+        let bytes = postcard::to_allocvec(self).unwrap_or_default();
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    /// A baseline from its artifact property value.
+    pub fn from_property(text: &str) -> Result<Baseline, SketchError> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|_| SketchError::BadBaseline("not base64"))?;
+        postcard::from_bytes(&bytes)
+            .map_err(|_| SketchError::BadBaseline("not a postcard baseline"))
+    }
+}
+
 /// The reference side of drift: one [`FeatureBaseline`] per input feature,
 /// and the model's predictions on the reference rows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,9 +8,7 @@ use crate::DType;
 use crate::{Model, TensorValue};
 use kiln_protocol::{Baseline, Sketch};
 
-/// The artifact property with the drift baseline (written by `kiln
-/// compile --reference`).
-pub const BASELINE_PROPERTY: &str = "kiln.drift_baseline";
+pub use kiln_protocol::BASELINE_PROPERTY;
 
 /// The sampling rate [`crate::Session::record_telemetry`] is meant to be
 /// called with in production: one call in 64 counted (the telemetry bench
@@ -38,21 +36,15 @@ pub enum TelemetryError {
 impl Model {
     /// The drift baseline the artifact carries, if any.
     pub fn drift_baseline(&self) -> Result<Baseline, TelemetryError> {
-        use base64::Engine as _;
         let view = self.view();
-        let meta = view.meta();
-        let value = meta
-            .properties
-            .iter()
-            .flatten()
-            .find(|(k, _)| *k == BASELINE_PROPERTY)
-            .map(|(_, v)| v)
+        let value = view
+            .meta()
+            .property(BASELINE_PROPERTY)
             .ok_or(TelemetryError::NoBaseline)?;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(value)
-            .map_err(|_| TelemetryError::BadBaseline("not base64"))?;
-        postcard::from_bytes(&bytes)
-            .map_err(|_| TelemetryError::BadBaseline("not a postcard baseline"))
+        Baseline::from_property(value).map_err(|e| match e {
+            kiln_protocol::SketchError::BadBaseline(why) => TelemetryError::BadBaseline(why),
+            _ => TelemetryError::BadBaseline("does not decode"),
+        })
     }
 }
 

@@ -115,12 +115,9 @@ impl WasmModel {
     #[wasm_bindgen(getter, js_name = driftBaseline)]
     pub fn drift_baseline(&self) -> Option<String> {
         let view = self.model().view();
-        for p in view.meta().properties.iter() {
-            if let Ok(("kiln.drift_baseline", v)) = p {
-                return Some(v.into());
-            }
-        }
-        None
+        view.meta()
+            .property(kiln_runtime_native::BASELINE_PROPERTY)
+            .map(Into::into)
     }
 
     /// Bytes of working memory one run uses (per sample for batched models).
