@@ -62,10 +62,12 @@ echo "ok: $KILN_TEST_POSTGRES"
 step "cargo test (unit, property, corpus cross-check, ONNX node conformance, CLI)"
 cargo test --workspace -q 2>&1 | tee "${TMPDIR:-/tmp}/kiln-test.log"
 
-step "WebAssembly package: build (cargo xtask wasm), Node tests, real headless Chromium"
+step "WebAssembly package: build (cargo xtask wasm), Node tests, real headless Chromium; the collector dashboard in Chromium"
 cargo xtask wasm
 cargo test -q -p kiln-cli --test wasm_package -- --ignored --nocapture 2>&1 |
   grep -vE '^\s*(---|\.\.\.|duration_ms:)|^# Subtest' | tail -n 60
+cargo test -q -p kiln-cli --test collector -- --ignored dashboard --nocapture 2>&1 |
+  grep -E '^dashboard|test result|panicked|FAILED' | cut -c1-400
 
 step "Cortex-M4F firmware in QEMU (cargo xtask firmware) against native"
 if bash scripts/setup-firmware.sh; then

@@ -231,6 +231,50 @@ fn ingest_and_report(db: &str, tmp: &Path) {
         14,
         "13 features and the prediction"
     );
+    // The dashboard shows the same verdicts.
+    let (st, _) = http(&addr, "GET", "/dashboard", None, b"");
+    assert_eq!(st, 401);
+    let (st, page) = http(&addr, "GET", "/dashboard", Some(admin), b"");
+    assert_eq!(st, 200);
+    let page = String::from_utf8(page).unwrap();
+    assert!(page.contains(&format!(">{wine} 1</a>")), "{page}");
+    let (st, page) = http(
+        &addr,
+        "GET",
+        &format!("/dashboard/{wine}/1?window=3600&buckets=6&token={admin}"),
+        None,
+        b"",
+    );
+    assert_eq!(st, 200);
+    let page = String::from_utf8(page).unwrap();
+    for c in report["columns"].as_array().unwrap() {
+        let name = c["column"].as_str().unwrap();
+        let row = page
+            .split("<tr class=col ")
+            .find(|r| r.starts_with(&format!("data-column=\"{name}\"")))
+            .unwrap_or_else(|| panic!("no row for {name}"));
+        let attr = |key: &str| {
+            let rest = &row[row.find(&format!("{key}=\"")).unwrap() + key.len() + 2..];
+            rest[..rest.find('"').unwrap()].to_string()
+        };
+        assert_eq!(attr("data-test"), c["stattest_name"].as_str().unwrap());
+        assert_eq!(attr("data-drift"), c["drift_detected"].to_string());
+        // serde_json reads floats to within an ulp.
+        let (shown, want) = (
+            attr("data-score").parse::<f64>().unwrap(),
+            c["drift_score"].as_f64().unwrap(),
+        );
+        assert!(
+            (shown - want).abs() <= 1e-12 * want.abs(),
+            "{name}: {shown} vs {want}"
+        );
+    }
+    assert_eq!(page.matches("<svg class=chart").count(), 3);
+    assert_eq!(page.matches("<svg class=hist").count(), 14);
+    assert_eq!(
+        http(&addr, "GET", "/dashboard/nope/1", Some(admin), b"").0,
+        404
+    );
     let (_, metrics) = http(&addr, "GET", "/metrics", None, b"");
     let metrics = String::from_utf8_lossy(&metrics);
     assert!(
@@ -434,22 +478,20 @@ fn collector_alerts_once_per_condition_and_runs_the_retrain_hook() {
         "echo \"$KILN_ALERT_KIND $KILN_ALERT_MODEL $KILN_ALERT_VERSION\" >> {}",
         log.display()
     );
-    let (_server, addr) = start_collector(
-        &format!("sqlite://{}", tmp.join("c.db").display()),
-        admin,
-        &[
-            "--alert-webhook",
-            &webhook,
-            "--retrain-command",
-            &retrain,
-            "--alert-every",
-            "1",
-            "--alert-window",
-            "5",
-            "--alert-min-rows",
-            "20",
-        ],
-    );
+    let db = format!("sqlite://{}", tmp.join("c.db").display());
+    let flags = [
+        "--alert-webhook",
+        &webhook,
+        "--retrain-command",
+        &retrain,
+        "--alert-every",
+        "1",
+        "--alert-window",
+        "5",
+        "--alert-min-rows",
+        "20",
+    ];
+    let (server, addr) = start_collector(&db, admin, &flags);
     assert_eq!(
         http(
             &addr,
@@ -498,9 +540,35 @@ fn collector_alerts_once_per_condition_and_runs_the_retrain_hook() {
     );
     assert_eq!(st, 200);
 
-    // Three firing, then (the window aged out) three resolved, and
-    // nothing else.
+    // Three firing; the collector restarts (on the same database, the
+    // conditions still holding: it knows they fire, and says nothing
+    // again); then (the window aged out) three resolved, and nothing
+    // else.
     let mut got = vec![];
+    while got.len() < 3 {
+        let a = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("alerts so far: {got:?}"));
+        assert_eq!(a["state"], "firing", "{a}");
+        got.push(a);
+    }
+    // Stored (the webhook hears an alert before it is stored: one killed
+    // in between would go out again after the restart).
+    let listed = || {
+        let (_, body) = http(&addr, "GET", "/v1/alerts", Some(admin), b"");
+        serde_json::from_slice::<Value>(&body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let start = std::time::Instant::now();
+    while listed() < 3 {
+        assert!(start.elapsed().as_secs() < 10, "the alerts are not stored");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(server);
+    let (_server, addr) = start_collector(&db, admin, &flags);
     while got
         .iter()
         .filter(|a: &&Value| a["state"] == "resolved")
@@ -564,5 +632,131 @@ fn collector_alerts_once_per_condition_and_runs_the_retrain_hook() {
             .len(),
         6
     );
+    std::fs::remove_dir_all(&tmp).ok();
+}
+
+/// The dashboard in a real headless Chromium (`cli/tests/dashboard.mjs`):
+/// three rounds of telemetry a bucket apart, the last one drifted (every
+/// value tripled), so each chart has points over time; what the page shows
+/// per column equals the drift endpoint's report, and the full-page
+/// screenshot is not blank.
+#[test]
+#[ignore = "needs Node, playwright-core and Chromium: scripts/test.sh runs it"]
+fn collector_dashboard_renders_in_chromium() {
+    let tmp = std::env::temp_dir().join(unique("kiln-dashboard"));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let artifact = tmp.join("wine.kiln");
+    common::compile_sklearn_with_reference("gb_wine", &artifact);
+    let bytes = std::fs::read(&artifact).unwrap();
+    let admin = "admin-secret-token";
+    let (_server, addr) = start_collector(
+        &format!("sqlite://{}", tmp.join("c.db").display()),
+        admin,
+        &[],
+    );
+    let register = http(
+        &addr,
+        "POST",
+        "/v1/models/wine/versions/1",
+        Some(admin),
+        &bytes,
+    );
+    assert_eq!(register.0, 200);
+    let (_, body) = http(
+        &addr,
+        "POST",
+        "/v1/tokens",
+        Some(admin),
+        br#"{"model":"wine"}"#,
+    );
+    let token: Value = serde_json::from_slice(&body).unwrap();
+    let model = Model::load(&bytes).unwrap();
+    let sk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/sklearn");
+    let test = kiln_cli::read_dataset(&sk.join("gb_wine_test.csv"), Some("target")).unwrap();
+    let mut session = model.session();
+    session.record_telemetry(1).unwrap();
+    for round in 0..3 {
+        let scale = if round == 2 { 3.0 } else { 1.0 };
+        for row in test.values.chunks(13) {
+            let row: Vec<f32> = row.iter().map(|x| x * scale).collect();
+            session
+                .run(&[&TensorValue::from_f32(vec![1, 13], &row)])
+                .unwrap();
+        }
+        // A few bad calls: the rejection chart has something to show.
+        for _ in 0..round {
+            let _ = session.run(&[&TensorValue::from_f32(vec![1, 12], &[0.0; 12])]);
+        }
+        let batch = serde_json::json!({"batch_id": format!("r{round}"), "model": "wine", "version": "1", "sketch": session.take_sketch().unwrap()});
+        let st = http(
+            &addr,
+            "POST",
+            "/v1/telemetry",
+            token["token"].as_str(),
+            batch.to_string().as_bytes(),
+        );
+        assert_eq!(st.0, 200);
+        if round < 2 {
+            std::thread::sleep(std::time::Duration::from_millis(2100));
+        }
+    }
+    let (_, body) = http(
+        &addr,
+        "GET",
+        "/v1/models/wine/drift?version=1&window=60",
+        Some(admin),
+        b"",
+    );
+    let report: Value = serde_json::from_slice(&body).unwrap();
+    let shot = std::env::temp_dir().join("kiln-dashboard.png");
+    let out = std::process::Command::new("node")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard.mjs"))
+        .env(
+            "KILN_DASHBOARD_URL",
+            format!("http://{addr}/dashboard/wine/1?window=60&buckets=30&token={admin}"),
+        )
+        .env("KILN_DASHBOARD_SHOT", &shot)
+        .output()
+        .expect("node runs (Node >= 20 is needed)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    println!(
+        "dashboard: {} charts, {} columns, screenshot {}x{} -> {}",
+        seen["charts"].as_array().unwrap().len(),
+        seen["columns"].as_array().unwrap().len(),
+        seen["screenshot"]["width"],
+        seen["screenshot"]["height"],
+        shot.display()
+    );
+    assert_eq!(seen["datasetDrift"], report["dataset_drift"]);
+    assert_eq!(seen["charts"].as_array().unwrap().len(), 3);
+    // Drifted share: a point per round (two bad calls' bucket has no rows,
+    // the latency chart's p50/p95/p99 a point each per round).
+    let points: Vec<u64> = seen["charts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["points"].as_u64().unwrap())
+        .collect();
+    assert_eq!(points, [3, 3, 9], "{seen}");
+    let want = report["columns"].as_array().unwrap();
+    let shown = seen["columns"].as_array().unwrap();
+    assert_eq!(shown.len(), want.len());
+    for (s, w) in shown.iter().zip(want) {
+        assert_eq!(s["column"], w["column"]);
+        assert_eq!(s["test"], w["stattest_name"]);
+        assert_eq!(s["drift"], w["drift_detected"]);
+        let (a, b) = (
+            s["score"].as_f64().unwrap(),
+            w["drift_score"].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() <= 1e-12 * b.abs(), "{s} vs {w}");
+        assert_eq!(s["histogram"], true);
+    }
     std::fs::remove_dir_all(&tmp).ok();
 }

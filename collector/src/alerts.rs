@@ -11,8 +11,9 @@
 //! A window judges only with at least `min_rows` calls. Alerts are
 //! de-duplicated: one fires when its condition starts to hold and again
 //! only after it has stopped holding (a `resolved` alert goes out then).
-//! Each alert is POSTed as JSON to the webhook (plain `http://`), kept in
-//! memory for `GET /v1/alerts`, and a `drift` or `class_collapse` alert
+//! Each alert is POSTed as JSON to the webhook (plain `http://`), stored
+//! (a restarted collector replays what is firing, so a condition holding
+//! across the restart stays one alert) and kept for `GET /v1/alerts`, and a `drift` or `class_collapse` alert
 //! runs the retrain command (`sh -c`, with `KILN_ALERT_KIND`,
 //! `KILN_ALERT_MODEL`, `KILN_ALERT_VERSION` and `KILN_ALERT_DETAIL` set).
 
@@ -67,6 +68,38 @@ pub struct Alert {
     /// Seconds since the Unix epoch.
     pub at: i64,
 }
+
+impl Alert {
+    /// The alert as the store keeps it.
+    pub(crate) fn to_row(&self) -> crate::store::AlertRow {
+        crate::store::AlertRow {
+            at: self.at,
+            model: self.model.clone(),
+            version: self.version.clone(),
+            kind: self.kind.into(),
+            state: self.state.into(),
+            detail: self.detail.clone(),
+        }
+    }
+
+    /// A stored alert (`None` for a kind or state this build does not
+    /// know).
+    pub(crate) fn from_row(r: crate::store::AlertRow) -> Option<Alert> {
+        let kind = *KINDS.iter().find(|k| **k == r.kind)?;
+        let state = ["firing", "resolved"].into_iter().find(|s| *s == r.state)?;
+        Some(Alert {
+            kind,
+            state,
+            model: r.model,
+            version: r.version,
+            detail: r.detail,
+            at: r.at,
+        })
+    }
+}
+
+/// Every kind of alert.
+pub const KINDS: [&str; 3] = ["drift", "class_collapse", "rejection"];
 
 /// The conditions that hold for one window of `baseline`.
 pub fn conditions(
@@ -142,7 +175,18 @@ pub fn conditions(
 /// ends.
 pub fn spawn(c: Arc<Collector>, opts: AlertOptions) {
     tokio::spawn(async move {
+        // What was firing when the collector last stopped (its stored
+        // alerts, replayed): no second alert for a condition that held
+        // across the restart.
         let mut firing: HashSet<(String, String, &'static str)> = HashSet::new();
+        for a in c.kept_alerts() {
+            let key = (a.model, a.version, a.kind);
+            if a.state == "firing" {
+                firing.insert(key);
+            } else {
+                firing.remove(&key);
+            }
+        }
         let mut tick = tokio::time::interval(opts.every);
         loop {
             tick.tick().await;
@@ -154,7 +198,7 @@ pub fn spawn(c: Arc<Collector>, opts: AlertOptions) {
                     continue;
                 };
                 let mut window = Sketch::new(&baseline);
-                for b in &blobs {
+                for (_, b) in &blobs {
                     if let Ok(s) = Sketch::from_bytes(b) {
                         let _ = window.merge(&s);
                     }
@@ -202,7 +246,7 @@ pub fn spawn(c: Arc<Collector>, opts: AlertOptions) {
     });
 }
 
-async fn deliver(c: &Collector, opts: &AlertOptions, alert: Alert) {
+async fn deliver(c: &Arc<Collector>, opts: &AlertOptions, alert: Alert) {
     eprintln!(
         "alert {} {}: {} {} — {}",
         alert.state, alert.kind, alert.model, alert.version, alert.detail
@@ -239,7 +283,7 @@ async fn deliver(c: &Collector, opts: &AlertOptions, alert: Alert) {
             }
         });
     }
-    c.remember(alert);
+    c.remember(alert).await;
 }
 
 /// POSTs `body` to `url` (`http://HOST:PORT/PATH`).

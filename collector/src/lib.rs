@@ -13,6 +13,8 @@
 
 #[cfg(feature = "server")]
 pub mod alerts;
+#[cfg(feature = "server")]
+pub mod dashboard;
 pub mod drift;
 #[cfg(feature = "server")]
 pub mod load;

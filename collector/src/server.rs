@@ -14,6 +14,8 @@
 //!   drift report of the sketches received in the window, merged.
 //! - `GET /health/live`, `GET /health/ready` (the database answers),
 //!   `GET /metrics` (Prometheus text).
+//! - `GET /dashboard`, `GET /dashboard/{model}/{version}` (admin, the
+//!   token also as `?token=`): HTML ([`crate::dashboard`]).
 //!
 //! Bodies over [`MAX_BODY`] are refused (413), malformed ones say what is
 //! wrong (400/422), unknown models and versions are 404. Batches go
@@ -103,6 +105,11 @@ impl Collector {
             })?;
             baselines.insert((model, version), Arc::new(b));
         }
+        let kept = store
+            .alerts(KEPT_ALERTS as i64)?
+            .into_iter()
+            .filter_map(crate::alerts::Alert::from_row)
+            .collect();
         let (tx, rx) = mpsc::channel(QUEUE);
         let collector = Arc::new(Collector {
             store: Mutex::new(store),
@@ -115,7 +122,7 @@ impl Collector {
             rejected: AtomicU64::new(0),
             overloaded: AtomicU64::new(0),
             groups: AtomicU64::new(0),
-            alerts: Mutex::new(std::collections::VecDeque::new()),
+            alerts: Mutex::new(kept),
         });
         let weak = Arc::downgrade(&collector);
         std::thread::Builder::new()
@@ -179,8 +186,39 @@ impl Collector {
             .unwrap_or_default()
     }
 
-    /// Keeps an alert for `GET /v1/alerts`.
-    pub(crate) fn remember(&self, alert: crate::alerts::Alert) {
+    pub(crate) fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    pub(crate) fn require_admin(&self, headers: &HeaderMap) -> Result<(), Failure> {
+        require_admin(self, headers)
+    }
+
+    /// Batches accepted since the collector started.
+    pub(crate) fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// The baseline of a registered version (404 if none).
+    pub(crate) fn baseline(&self, model: &str, version: &str) -> Result<Arc<Baseline>, Failure> {
+        version_baseline(self, model, version)
+    }
+
+    /// The alerts kept, oldest first.
+    pub(crate) fn kept_alerts(&self) -> Vec<crate::alerts::Alert> {
+        self.alerts
+            .lock()
+            .map(|k| k.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Stores an alert (a restarted collector knows what is firing) and
+    /// keeps it for `GET /v1/alerts`.
+    pub(crate) async fn remember(self: &Arc<Self>, alert: crate::alerts::Alert) {
+        let row = alert.to_row();
+        if let Err(Failure(_, why)) = self.with_store(move |s| s.put_alert(&row)).await {
+            eprintln!("alert not stored: {why}");
+        }
         if let Ok(mut kept) = self.alerts.lock() {
             if kept.len() == KEPT_ALERTS {
                 kept.pop_front();
@@ -218,12 +256,17 @@ pub fn app(state: Arc<Collector>) -> Router {
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/dashboard", get(crate::dashboard::index))
+        .route(
+            "/dashboard/{model}/{version}",
+            get(crate::dashboard::version),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
 /// An error response: status and a JSON `{"error": ...}`.
-pub(crate) struct Failure(StatusCode, String);
+pub(crate) struct Failure(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
@@ -231,7 +274,7 @@ impl IntoResponse for Failure {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> Failure {
+pub(crate) fn internal(e: impl std::fmt::Display) -> Failure {
     Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
@@ -464,9 +507,7 @@ async fn batch_status(
 /// `GET /v1/alerts` (admin): the latest alerts, oldest first.
 async fn alerts(State(c): State<Arc<Collector>>, headers: HeaderMap) -> Result<Response, Failure> {
     require_admin(&c, &headers)?;
-    let kept: Vec<crate::alerts::Alert> =
-        c.alerts.lock().map_err(internal)?.iter().cloned().collect();
-    Ok(axum::Json(kept).into_response())
+    Ok(axum::Json(c.kept_alerts()).into_response())
 }
 
 #[derive(Deserialize)]
@@ -492,7 +533,7 @@ async fn drift(
     // Merging a long window takes a while: off the async workers too.
     tokio::task::spawn_blocking(move || {
         let mut window = Sketch::new(&baseline);
-        for bytes in &blobs {
+        for (_, bytes) in &blobs {
             let s = Sketch::from_bytes(bytes).map_err(internal)?;
             window.merge(&s).map_err(internal)?;
         }

@@ -23,6 +23,18 @@ pub struct BatchRow {
     pub sketch: Vec<u8>,
 }
 
+/// One alert as stored: when (seconds since the Unix epoch), model,
+/// version, kind, state (`firing`/`resolved`) and detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertRow {
+    pub at: i64,
+    pub model: String,
+    pub version: String,
+    pub kind: String,
+    pub state: String,
+    pub detail: String,
+}
+
 /// A model version as stored: its baseline, postcard bytes.
 pub type VersionRow = (String, String, Vec<u8>);
 
@@ -56,13 +68,18 @@ pub trait Store: Send + fmt::Debug {
     /// Stores `rows` in one transaction; per row, whether it was new
     /// (`false`: a batch with that id was already stored).
     fn put_batches(&mut self, rows: &[BatchRow]) -> Result<Vec<bool>, StoreError>;
-    /// The sketches of `model` at `version` received at or after `since`.
+    /// The sketches of `model` at `version` received at or after `since`,
+    /// each with when it was received, oldest first.
     fn sketches(
         &mut self,
         model: &str,
         version: &str,
         since: i64,
-    ) -> Result<Vec<Vec<u8>>, StoreError>;
+    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError>;
+    /// Stores an alert as it went out.
+    fn put_alert(&mut self, alert: &AlertRow) -> Result<(), StoreError>;
+    /// The latest `limit` alerts, oldest first.
+    fn alerts(&mut self, limit: i64) -> Result<Vec<AlertRow>, StoreError>;
     /// Whether a stored batch id is there (the crash tests ask).
     fn has_batch(&mut self, batch_id: &str) -> Result<bool, StoreError>;
     /// A round trip to the database.
@@ -99,7 +116,11 @@ fn schema(bytes: &str, int64: &str) -> String {
          CREATE TABLE IF NOT EXISTS batches (
              batch_id TEXT PRIMARY KEY, model TEXT NOT NULL, version TEXT NOT NULL,
              received {int64} NOT NULL, sketch {bytes} NOT NULL);
-         CREATE INDEX IF NOT EXISTS batches_by_model ON batches (model, version, received);"
+         CREATE INDEX IF NOT EXISTS batches_by_model ON batches (model, version, received);
+         CREATE TABLE IF NOT EXISTS alerts (
+             at {int64} NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL,
+             kind TEXT NOT NULL, state TEXT NOT NULL, detail TEXT NOT NULL);
+         CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts (at);"
     )
 }
 
@@ -191,11 +212,41 @@ impl Store for Sqlite {
         model: &str,
         version: &str,
         since: i64,
-    ) -> Result<Vec<Vec<u8>>, StoreError> {
+    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
         let mut stmt = self.db.prepare_cached(
-            "SELECT sketch FROM batches WHERE model = ?1 AND version = ?2 AND received >= ?3",
+            "SELECT received, sketch FROM batches
+             WHERE model = ?1 AND version = ?2 AND received >= ?3 ORDER BY received",
         )?;
-        let rows = stmt.query_map(rusqlite::params![model, version, since], |r| r.get(0))?;
+        let rows = stmt.query_map(rusqlite::params![model, version, since], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn put_alert(&mut self, a: &AlertRow) -> Result<(), StoreError> {
+        self.db.execute(
+            "INSERT INTO alerts (at, model, version, kind, state, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            rusqlite::params![a.at, a.model, a.version, a.kind, a.state, a.detail],
+        )?;
+        Ok(())
+    }
+
+    fn alerts(&mut self, limit: i64) -> Result<Vec<AlertRow>, StoreError> {
+        let mut stmt = self.db.prepare_cached(
+            "SELECT at, model, version, kind, state, detail FROM
+             (SELECT rowid, * FROM alerts ORDER BY rowid DESC LIMIT ?1) ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map([limit], |r| {
+            Ok(AlertRow {
+                at: r.get(0)?,
+                model: r.get(1)?,
+                version: r.get(2)?,
+                kind: r.get(3)?,
+                state: r.get(4)?,
+                detail: r.get(5)?,
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -302,12 +353,44 @@ impl Store for Postgres {
         model: &str,
         version: &str,
         since: i64,
-    ) -> Result<Vec<Vec<u8>>, StoreError> {
+    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
         let rows = self.client.query(
-            "SELECT sketch FROM batches WHERE model = $1 AND version = $2 AND received >= $3",
+            "SELECT received, sketch FROM batches
+             WHERE model = $1 AND version = $2 AND received >= $3 ORDER BY received",
             &[&model, &version, &since],
         )?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn put_alert(&mut self, a: &AlertRow) -> Result<(), StoreError> {
+        self.client.execute(
+            "INSERT INTO alerts (at, model, version, kind, state, detail)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&a.at, &a.model, &a.version, &a.kind, &a.state, &a.detail],
+        )?;
+        Ok(())
+    }
+
+    fn alerts(&mut self, limit: i64) -> Result<Vec<AlertRow>, StoreError> {
+        // Insertion order: a sequence column would need a migration of
+        // older databases; (at, ctid) orders alerts of one second too.
+        let rows = self.client.query(
+            "SELECT at, model, version, kind, state, detail FROM
+             (SELECT *, ctid AS pos FROM alerts ORDER BY at DESC, ctid DESC LIMIT $1) AS latest
+             ORDER BY at, pos",
+            &[&limit],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| AlertRow {
+                at: r.get(0),
+                model: r.get(1),
+                version: r.get(2),
+                kind: r.get(3),
+                state: r.get(4),
+                detail: r.get(5),
+            })
+            .collect())
     }
 
     fn has_batch(&mut self, batch_id: &str) -> Result<bool, StoreError> {
