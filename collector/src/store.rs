@@ -279,7 +279,13 @@ impl fmt::Debug for Postgres {
 impl Postgres {
     fn open(url: &str) -> Result<Postgres, StoreError> {
         let mut client = postgres::Client::connect(url, postgres::NoTls)?;
-        client.batch_execute(&schema("BYTEA", "BIGINT"))?;
+        // Two collectors starting at once on a new database would race
+        // in `CREATE TABLE IF NOT EXISTS` (PostgreSQL's catalog answers
+        // one of them with a unique violation): one at a time.
+        let mut tx = client.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock(7041001)", &[])?;
+        tx.batch_execute(&schema("BYTEA", "BIGINT"))?;
+        tx.commit()?;
         Ok(Postgres { client })
     }
 }
