@@ -760,3 +760,170 @@ fn collector_dashboard_renders_in_chromium() {
     }
     std::fs::remove_dir_all(&tmp).ok();
 }
+
+/// The native uploader while the collector is down and after: windows
+/// submitted offline return at once and wait in the spool; the process
+/// "restarts" (a new uploader on the same spool) and the collector comes
+/// back on the same address; every window arrives once (the rows the
+/// drift report counts are the session's), and the spool empties. A
+/// window for a version the collector does not know is refused for good,
+/// not retried forever. With ε, the window the collector gets is noised.
+#[test]
+fn native_uploader_spools_offline_and_delivers_each_window_once() {
+    use kiln_runtime_native::upload::{UploadConfig, Uploader};
+    use std::time::{Duration, Instant};
+    let tmp = std::env::temp_dir().join(unique("kiln-upload"));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let artifact = tmp.join("wine.kiln");
+    common::compile_sklearn_with_reference("gb_wine", &artifact);
+    let bytes = std::fs::read(&artifact).unwrap();
+    let admin = "admin-secret-token";
+    let db = format!("sqlite://{}", tmp.join("c.db").display());
+    let (server, addr) = start_collector(&db, admin, &[]);
+    let register = http(
+        &addr,
+        "POST",
+        "/v1/models/wine/versions/1",
+        Some(admin),
+        &bytes,
+    );
+    assert_eq!(register.0, 200);
+    let (_, body) = http(
+        &addr,
+        "POST",
+        "/v1/tokens",
+        Some(admin),
+        br#"{"model":"wine"}"#,
+    );
+    let token: Value = serde_json::from_slice(&body).unwrap();
+    let token = token["token"].as_str().unwrap().to_string();
+    drop(server);
+
+    let spool = tmp.join("spool");
+    let config = UploadConfig {
+        spool: Some(spool.clone()),
+        first_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+        timeout: Duration::from_secs(2),
+        ..UploadConfig::new(&format!("http://{addr}"), &token, "wine", "1")
+    };
+    let model = Model::load(&bytes).unwrap();
+    let sk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/sklearn");
+    let test = kiln_cli::read_dataset(&sk.join("gb_wine_test.csv"), Some("target")).unwrap();
+    let mut session = model.session();
+    session.record_telemetry(1).unwrap();
+    let uploader = Uploader::start(config.clone()).unwrap();
+    let mut slowest = Duration::ZERO;
+    let mut sent = vec![];
+    for part in test.values.chunks(13 * 20) {
+        for row in part.chunks(13) {
+            session
+                .run(&[&TensorValue::from_f32(vec![1, 13], row)])
+                .unwrap();
+        }
+        let window = session.take_sketch().unwrap();
+        sent.push(window.clone());
+        let t = Instant::now();
+        uploader.submit(window).unwrap();
+        slowest = slowest.max(t.elapsed());
+    }
+    // Submitting does no I/O: far below one connection attempt.
+    assert!(slowest < Duration::from_millis(20), "{slowest:?}");
+    let windows = test.values.len().div_ceil(13 * 20);
+    let start = Instant::now();
+    while uploader.stats().retries < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            uploader.stats()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stats = uploader.stats();
+    assert_eq!(
+        (stats.sent, stats.pending),
+        (0, windows as u64),
+        "{stats:?}"
+    );
+    drop(uploader);
+    let spooled = std::fs::read_dir(&spool).unwrap().count();
+    assert_eq!(spooled, windows);
+
+    // Back online, a new process.
+    let port = addr.rsplit(':').next().unwrap();
+    let (_server, addr2) = start_collector(&db, admin, &["--addr", &format!("127.0.0.1:{port}")]);
+    assert_eq!(addr2, addr);
+    let uploader = Uploader::start(config.clone()).unwrap();
+    assert_eq!(uploader.stats().pending, windows as u64);
+    assert!(
+        uploader.flush(Duration::from_secs(20)),
+        "{:?}",
+        uploader.stats()
+    );
+    assert_eq!(uploader.stats().sent, windows as u64);
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
+    let (_, body) = http(
+        &addr,
+        "GET",
+        "/v1/models/wine/drift?version=1&window=3600",
+        Some(admin),
+        b"",
+    );
+    let report: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(report["batches"], windows);
+    assert_eq!(report["rows"].as_u64().unwrap() as usize, test.count);
+
+    // Refused for good: an unknown version (404) is not retried.
+    let stray = Uploader::start(UploadConfig {
+        version: "9".into(),
+        spool: None,
+        ..config.clone()
+    })
+    .unwrap();
+    stray
+        .submit(kiln_protocol::Sketch::new(&model.drift_baseline().unwrap()))
+        .unwrap();
+    assert!(stray.flush(Duration::from_secs(10)));
+    let s = stray.stats();
+    assert_eq!((s.sent, s.refused, s.retries), (0, 1, 0), "{s:?}");
+    assert!(s.last_error.unwrap().contains("HTTP 404"));
+
+    // ε = 1: the stored window is not the exact one.
+    let private = Uploader::start(UploadConfig {
+        epsilon: Some(1.0),
+        spool: None,
+        ..config
+    })
+    .unwrap();
+    for row in test.values.chunks(13) {
+        session
+            .run(&[&TensorValue::from_f32(vec![1, 13], row)])
+            .unwrap();
+    }
+    let exact = session.take_sketch().unwrap();
+    private.submit(exact.clone()).unwrap();
+    assert!(private.flush(Duration::from_secs(10)));
+    let (_, body) = http(
+        &addr,
+        "GET",
+        "/v1/models/wine/drift?version=1&window=3600",
+        Some(admin),
+        b"",
+    );
+    let report: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(report["batches"], windows + 1);
+    // Exactly, the collector would have judged the exact windows merged;
+    // the noise moves every score (each of a column's ~30 bins is left as
+    // it was with probability (1 − α)/(1 + α) ≈ 3%).
+    let baseline = model.drift_baseline().unwrap();
+    let mut merged = kiln_protocol::Sketch::new(&baseline);
+    for w in sent.iter().chain([&exact]) {
+        merged.merge(w).unwrap();
+    }
+    let want = detect_sketch(&baseline, &merged, &DriftOptions::default()).unwrap();
+    assert_ne!(
+        report["columns"][0]["drift_score"].as_f64().unwrap(),
+        want.columns[0].drift_score
+    );
+    std::fs::remove_dir_all(&tmp).ok();
+}

@@ -398,6 +398,43 @@ impl Sketch {
         Ok(())
     }
 
+    /// The L1 sensitivity of a window to one input row: the row count,
+    /// one bin (or the missing count) per feature, one prediction bin and,
+    /// at most, one latency bucket (a rejected call touches only the
+    /// rejected count).
+    pub fn sensitivity(&self) -> u64 {
+        3 + self.features.len() as u64
+    }
+
+    /// Makes the window ε-differentially private with respect to one input
+    /// row: every count (rows, bins, missing, rejected, latency buckets,
+    /// predictions) gets independent two-sided geometric noise (the
+    /// discrete Laplace mechanism, `P(k) ∝ exp(-ε|k| / Δ)`, Δ =
+    /// [`Sketch::sensitivity`]) and is clamped at zero; the extremes,
+    /// which no noise hides, are dropped. `random` gives uniform 64-bit
+    /// words (the caller's OS generator: the noise is only as private as
+    /// they are unpredictable). Each count's noise has variance
+    /// `2α / (1 − α)²`, α = `exp(-ε/Δ)`, about `2(Δ/ε)²`: windows must
+    /// hold many rows for drift to show through, and merged windows add
+    /// their noise. Each window spends ε on its own rows; the collector
+    /// sees no row twice, so windows compose in parallel.
+    pub fn privatize(&mut self, epsilon: f64, random: &mut dyn FnMut() -> u64) {
+        let alpha = libm::exp(-epsilon / self.sensitivity() as f64);
+        let mut noisy = |c: &mut u64| {
+            let noise = geometric(alpha, random) - geometric(alpha, random);
+            *c = (*c as i128 + i128::from(noise)).clamp(0, i128::from(u64::MAX)) as u64;
+        };
+        noisy(&mut self.rows);
+        noisy(&mut self.rejected);
+        self.latency_us.iter_mut().for_each(&mut noisy);
+        for f in self.features.iter_mut().chain(self.prediction.as_mut()) {
+            f.bins.iter_mut().for_each(&mut noisy);
+            noisy(&mut f.missing);
+            f.min = f64::INFINITY;
+            f.max = f64::NEG_INFINITY;
+        }
+    }
+
     /// Postcard bytes (varint counts): what a device sends.
     pub fn to_bytes(&self) -> Vec<u8> {
         // Room for every count as a 2-byte varint up front: the collector
@@ -415,6 +452,22 @@ impl Sketch {
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Sketch, SketchError> {
         postcard::from_bytes(bytes).map_err(|_| SketchError::Decode)
+    }
+}
+
+/// The number of failures before the first success of trials that fail
+/// with probability `alpha` (inverse transform of a uniform in (0, 1]).
+fn geometric(alpha: f64, random: &mut dyn FnMut() -> u64) -> i64 {
+    if alpha <= 0.0 {
+        return 0;
+    }
+    // 53 random bits, never 0.
+    let u = ((random() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+    let g = libm::floor(libm::log(u) / libm::log(alpha));
+    if g.is_finite() {
+        g.min(i64::MAX as f64) as i64
+    } else {
+        i64::MAX / 2
     }
 }
 
@@ -518,6 +571,56 @@ mod tests {
             serde_json::from_str::<Sketch>(&serde_json::to_string(&s).unwrap()).unwrap(),
             s
         );
+    }
+
+    /// A deterministic generator for the noise tests.
+    fn splitmix(state: &mut u64) -> u64 {
+        *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    #[test]
+    fn privatized_counts_carry_discrete_laplace_noise() {
+        // Many windows of a known count: the noise's mean is 0 and its
+        // variance 2α/(1−α)² with α = exp(-ε/Δ) (Δ = 5 for 2 features),
+        // while clamping at zero only lifts counts near zero.
+        let b = baseline();
+        let rows: Vec<(f64, f64)> = (0..400)
+            .map(|i| (f64::from(i % 11), f64::from(i % 4)))
+            .collect();
+        let exact = window(&b, &rows);
+        assert_eq!(exact.sensitivity(), 5);
+        let mut state = 7u64;
+        let eps = 1.0;
+        let alpha = (-eps / 5.0f64).exp();
+        let want_var = 2.0 * alpha / ((1.0 - alpha) * (1.0 - alpha));
+        let n = 4000;
+        let (mut sum, mut sum2) = (0.0, 0.0);
+        for _ in 0..n {
+            let mut s = exact.clone();
+            s.privatize(eps, &mut || splitmix(&mut state));
+            assert_eq!(s.check(&b), Ok(()));
+            assert_eq!(s.features[0].min, f64::INFINITY);
+            let d = s.rows as f64 - exact.rows as f64;
+            sum += d;
+            sum2 += d * d;
+        }
+        let mean = sum / f64::from(n);
+        let var = sum2 / f64::from(n) - mean * mean;
+        // The mean's standard error is sqrt(var / n) ≈ 0.12.
+        assert!(mean.abs() < 0.5, "mean {mean}");
+        assert!(
+            (var / want_var - 1.0).abs() < 0.1,
+            "variance {var}, want {want_var}"
+        );
+        // A larger ε, less noise; the sketch still round-trips.
+        let mut s = exact.clone();
+        s.privatize(1e6, &mut || splitmix(&mut state));
+        assert_eq!(s.features[1].bins, exact.features[1].bins);
+        assert_eq!(Sketch::from_bytes(&s.to_bytes()).unwrap(), s);
     }
 
     proptest! {

@@ -10,7 +10,8 @@
 //! [`Session::run_into`] does not allocate.
 //!
 //! [`Session::record_telemetry`] counts runs into a drift sketch of the
-//! artifact's baseline (`kiln_protocol`) for the host to send.
+//! artifact's baseline (`kiln_protocol`) for the host to send; with the
+//! `upload` feature, [`upload::Uploader`] sends them to a collector.
 //!
 //! With the `coreml` feature, [`coreml::CoreMlModel`] runs a Core ML
 //! package through the system instead (Apple platforms).
@@ -25,6 +26,8 @@ pub mod coreml;
 mod error;
 mod telemetry;
 mod tensor;
+#[cfg(feature = "upload")]
+pub mod upload;
 
 pub use error::{ErrorCategory, InputProblem, RunError};
 pub use kiln_format::DType;

@@ -81,22 +81,20 @@ impl Drop for Server {
     }
 }
 
-/// Starts `kiln collector serve` on a free port over `db` (and `extra`
-/// arguments); the server and its address.
+/// Starts `kiln collector serve` on a free port (or `extra`'s `--addr`)
+/// over `db` (and `extra` arguments); the server and its address.
 #[allow(dead_code, reason = "not every test binary uses every helper")]
 pub fn start_collector(db: &str, admin: &str, extra: &[&str]) -> (Server, String) {
     use std::io::BufRead;
+    // A free port unless `extra` names the address.
+    let addr: &[&str] = if extra.contains(&"--addr") {
+        &[]
+    } else {
+        &["--addr", "127.0.0.1:0"]
+    };
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args([
-            "collector",
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--admin-token",
-            admin,
-            "--db",
-            db,
-        ])
+        .args(["collector", "serve", "--admin-token", admin, "--db", db])
+        .args(addr)
         .args(extra)
         .stdout(std::process::Stdio::piped())
         .spawn()
