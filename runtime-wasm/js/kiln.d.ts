@@ -46,8 +46,9 @@ export class Model {
   /** Record drift telemetry (one call in `every`; the model must carry a
    * drift baseline: `kiln compile --reference`). */
   recordTelemetry(every?: number): void;
-  /** The window so far (a new one starts); null when not recording. */
-  takeSketch(): Sketch | null;
+  /** The window so far (a new one starts); null when not recording. With
+   * `epsilon`, made ε-differentially private first (`privatizeSketch`). */
+  takeSketch(options?: { epsilon?: number }): Sketch | null;
   free(): void;
 }
 
@@ -84,6 +85,9 @@ export interface Baseline {
 
 export function decodeBaseline(base64: string): Baseline;
 export function binOf(bins: Bins, x: number): number;
+/** Discrete Laplace noise of scale (features + 3)/ε on every count, clamped
+ * at zero, extremes dropped (protocol's `Sketch::privatize`); in place. */
+export function privatizeSketch(sketch: Sketch, epsilon: number): Sketch;
 
 export class TelemetryUploader {
   constructor(options: {

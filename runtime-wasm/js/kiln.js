@@ -136,13 +136,14 @@ export class Model {
 
   /** The window recorded so far (the collector's JSON sketch: what
    * `TelemetryUploader.push` sends); a new window starts. `null` when not
-   * recording. */
-  takeSketch() {
+   * recording. With `{epsilon}`, the window is made ε-differentially
+   * private first (`privatizeSketch`). */
+  takeSketch({ epsilon } = {}) {
     const t = this.#telemetry;
     if (t === null) return null;
     const s = t.sketch;
     t.sketch = emptySketch(t.baseline);
-    return s;
+    return epsilon === undefined ? s : privatizeSketch(s, epsilon);
   }
 
   #drop() {
@@ -349,6 +350,36 @@ class Recorder {
     const bucket = micros < 1 ? 0 : Math.min(LATENCY_BUCKETS - 1, Math.floor(Math.log2(micros)) + 1);
     s.latency_us[bucket] += 1;
   }
+}
+
+/** Makes a window ε-differentially private per input row, as protocol's
+ * `Sketch::privatize` does: every count gets two-sided geometric (discrete
+ * Laplace) noise with `P(k) ∝ exp(-ε|k|/Δ)`, Δ = features + 3 (what one row
+ * can change), and is clamped at zero; the extremes are dropped. Random
+ * bits come from `crypto.getRandomValues`. Modifies and returns `sketch`. */
+export function privatizeSketch(sketch, epsilon) {
+  if (typeof epsilon !== 'number' || !(epsilon > 0) || !Number.isFinite(epsilon)) {
+    throw new KilnError('USAGE', `epsilon must be a positive number, not ${epsilon}`);
+  }
+  const alpha = Math.exp(-epsilon / (sketch.features.length + 3));
+  const words = new Uint32Array(2);
+  const geometric = () => {
+    globalThis.crypto.getRandomValues(words);
+    // 53 random bits, then (0, 1]: never log(0).
+    const u = ((words[0] >>> 5) * 67108864 + (words[1] >>> 6) + 1) / 9007199254740992;
+    return Math.floor(Math.log(u) / Math.log(alpha));
+  };
+  const noisy = (c) => Math.max(0, c + geometric() - geometric());
+  sketch.rows = noisy(sketch.rows);
+  sketch.rejected = noisy(sketch.rejected);
+  sketch.latency_us = sketch.latency_us.map(noisy);
+  for (const f of [...sketch.features, ...(sketch.prediction === null ? [] : [sketch.prediction])]) {
+    f.bins = f.bins.map(noisy);
+    f.missing = noisy(f.missing);
+    f.min = null;
+    f.max = null;
+  }
+  return sketch;
 }
 
 /** Sends sketches to a Kiln collector (`POST /v1/telemetry`) without ever

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Model, KilnError, TelemetryUploader, decodeBaseline, binOf } from '../pkg/kiln.js';
+import { Model, KilnError, TelemetryUploader, decodeBaseline, binOf, privatizeSketch } from '../pkg/kiln.js';
 
 const dir = process.env.KILN_TELEMETRY_FIXTURES;
 if (!dir) throw new Error('set KILN_TELEMETRY_FIXTURES (cli/tests/wasm_package.rs writes the fixtures)');
@@ -62,6 +62,40 @@ test('baseline decoding and binning follow protocol', async () => {
   assert.deepEqual([0.5, 1, 1.5, 3, 9].map((x) => binOf(bins, x)), [0, 0, 1, 2, 3]);
   const cats = { edges: false, values: [0, 1, 4] };
   assert.deepEqual([0, 1, 4, 2, -0].map((x) => binOf(cats, x)), [0, 1, 2, 3, 3]);
+});
+
+test('a private window carries discrete Laplace noise of scale Δ/ε', async () => {
+  const exact = await record(1);
+  const delta = exact.features.length + 3;
+  const eps = 2;
+  const alpha = Math.exp(-eps / delta);
+  const want = (2 * alpha) / (1 - alpha) ** 2;
+  let sum = 0;
+  let sum2 = 0;
+  const n = 3000;
+  for (let i = 0; i < n; i++) {
+    const s = privatizeSketch(structuredClone(exact), eps);
+    const d = s.rows - exact.rows;
+    sum += d;
+    sum2 += d * d;
+    if (i === 0) {
+      assert.equal(s.features[0].min, null);
+      assert.ok(s.features.every((f) => f.bins.every((c) => Number.isInteger(c) && c >= 0)));
+      assert.equal(s.latency_us.length, exact.latency_us.length);
+    }
+  }
+  const mean = sum / n;
+  const variance = sum2 / n - mean * mean;
+  // Standard error of the mean: sqrt(want / n) ≈ 0.1.
+  assert.ok(Math.abs(mean) < 0.5, `mean ${mean}`);
+  assert.ok(Math.abs(variance / want - 1) < 0.12, `variance ${variance}, want ${want}`);
+  assert.throws(() => privatizeSketch(structuredClone(exact), 0), KilnError);
+  // Through the model: the taken window is noised.
+  const model = await Model.load(artifact);
+  model.recordTelemetry(1);
+  model.run({ [model.inputs[0].name]: rows[0] });
+  const s = model.takeSketch({ epsilon: 1 });
+  assert.equal(s.features[0].min, null);
 });
 
 test('the uploader backs off while offline, then delivers once', async () => {
