@@ -289,6 +289,53 @@ fn ingest_and_report(db: &str, tmp: &Path) {
         metrics.contains("kiln_collector_batches_total{result=\"rejected\"} 5"),
         "{metrics}"
     );
+
+    // Raw samples beside a window (NaN as null), stored with their batch
+    // once, back as CSV; rows of the wrong width are refused.
+    let empty = kiln_protocol::Sketch::new(&baseline);
+    let row: Vec<Value> = (0..13).map(|k| Value::from(f64::from(k) + 0.5)).collect();
+    let mut gap = row.clone();
+    gap[3] = Value::Null;
+    for _ in 0..2 {
+        let batch = serde_json::json!({"batch_id": format!("{wine}-s"), "model": wine, "version": "1", "sketch": empty, "samples": [row, gap]});
+        let (st, body) = http(
+            &addr,
+            "POST",
+            "/v1/telemetry",
+            Some(&device),
+            batch.to_string().as_bytes(),
+        );
+        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    let batch = serde_json::json!({"batch_id": format!("{wine}-w"), "model": wine, "version": "1", "sketch": empty, "samples": [[1.0, 2.0]]});
+    let (st, body) = http(
+        &addr,
+        "POST",
+        "/v1/telemetry",
+        Some(&device),
+        batch.to_string().as_bytes(),
+    );
+    assert_eq!(st, 422, "{}", String::from_utf8_lossy(&body));
+    let (st, body) = http(
+        &addr,
+        "GET",
+        &format!("/v1/models/{wine}/samples?version=1&window=3600"),
+        Some(admin),
+        b"",
+    );
+    assert_eq!(st, 200);
+    let csv = String::from_utf8(body).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert_eq!(lines[0], baseline.names.join(","));
+    assert_eq!(
+        lines[1],
+        "0.5,1.5,2.5,3.5,4.5,5.5,6.5,7.5,8.5,9.5,10.5,11.5,12.5"
+    );
+    assert_eq!(
+        lines[2],
+        "0.5,1.5,2.5,,4.5,5.5,6.5,7.5,8.5,9.5,10.5,11.5,12.5"
+    );
 }
 
 #[test]
@@ -873,6 +920,59 @@ fn native_uploader_spools_offline_and_delivers_each_window_once() {
     assert_eq!(report["batches"], windows);
     assert_eq!(report["rows"].as_u64().unwrap() as usize, test.count);
 
+    // Raw samples beside the windows: 8 uniform rows of each, back as CSV
+    // with the baseline's names.
+    session.record_samples(8).unwrap();
+    let (mut sampled, mut sent_with_samples) = (vec![], vec![]);
+    for part in test.values.chunks(13 * 30) {
+        for row in part.chunks(13) {
+            session
+                .run(&[&TensorValue::from_f32(vec![1, 13], row)])
+                .unwrap();
+        }
+        let rows = session.take_samples();
+        assert_eq!(rows.len(), 8.min(part.len() / 13));
+        sampled.extend(rows.clone());
+        let window = session.take_sketch().unwrap();
+        sent_with_samples.push(window.clone());
+        uploader.submit_with_samples(window, rows).unwrap();
+    }
+    assert!(uploader.flush(Duration::from_secs(20)));
+    let (st, body) = http(
+        &addr,
+        "GET",
+        "/v1/models/wine/samples?version=1&window=3600",
+        Some(admin),
+        b"",
+    );
+    assert_eq!(st, 200);
+    let csv = tmp.join("samples.csv");
+    let header = String::from_utf8_lossy(&body)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(header, model.drift_baseline().unwrap().names.join(","));
+    std::fs::write(&csv, body).unwrap();
+    let back = kiln_cli::read_dataset(&csv, None).unwrap();
+    assert_eq!(back.count, sampled.len());
+    let flat: Vec<f32> = sampled.concat();
+    assert_eq!(back.values, flat);
+    for row in &sampled {
+        assert!(test.values.chunks(13).any(|t| t == row.as_slice()));
+    }
+    let private = UploadConfig {
+        epsilon: Some(1.0),
+        ..config.clone()
+    };
+    assert!(matches!(
+        Uploader::start(private)
+            .unwrap()
+            .submit_with_samples(session.take_sketch().unwrap(), sampled.clone()),
+        Err(kiln_runtime_native::upload::UploadError::SamplesNotPrivate)
+    ));
+    session.record_samples(0).unwrap();
+
     // Refused for good: an unknown version (404) is not retried.
     let stray = Uploader::start(UploadConfig {
         version: "9".into(),
@@ -911,13 +1011,14 @@ fn native_uploader_spools_offline_and_delivers_each_window_once() {
         b"",
     );
     let report: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(report["batches"], windows + 1);
+    let sample_windows = test.values.len().div_ceil(13 * 30);
+    assert_eq!(report["batches"], windows + sample_windows + 1);
     // Exactly, the collector would have judged the exact windows merged;
     // the noise moves every score (each of a column's ~30 bins is left as
     // it was with probability (1 − α)/(1 + α) ≈ 3%).
     let baseline = model.drift_baseline().unwrap();
     let mut merged = kiln_protocol::Sketch::new(&baseline);
-    for w in sent.iter().chain([&exact]) {
+    for w in sent.iter().chain(&sent_with_samples).chain([&exact]) {
         merged.merge(w).unwrap();
     }
     let want = detect_sketch(&baseline, &merged, &DriftOptions::default()).unwrap();

@@ -7,11 +7,14 @@
 //!   version's `.kiln` artifact; its drift baseline is kept.
 //! - `POST /v1/tokens` (admin): a new device token for `{"model"}`.
 //! - `POST /v1/telemetry` (device): `{"batch_id", "model", "version",
-//!   "sketch"}`; a batch id already stored counts once (`duplicate: true`).
+//!   "sketch", "samples"?}`; a batch id already stored counts once (`duplicate: true`).
 //! - `GET /v1/batches/{id}` (admin): whether a batch is stored.
 //! - `GET /v1/alerts` (admin): the latest alerts ([`crate::alerts`]).
 //! - `GET /v1/models/{model}/drift?version=V&window=SECONDS` (admin): the
 //!   drift report of the sketches received in the window, merged.
+//! - `GET /v1/models/{model}/samples?version=V&window=SECONDS` (admin): the
+//!   raw rows batches carried (optional `samples`, at most [`MAX_SAMPLES`]
+//!   per batch), as CSV.
 //! - `GET /health/live`, `GET /health/ready` (the database answers),
 //!   `GET /metrics` (Prometheus text).
 //! - `GET /dashboard`, `GET /dashboard/{model}/{version}` (admin, the
@@ -253,6 +256,7 @@ pub fn app(state: Arc<Collector>) -> Router {
         .route("/v1/batches/{id}", get(batch_status))
         .route("/v1/alerts", get(alerts))
         .route("/v1/models/{model}/drift", get(drift))
+        .route("/v1/models/{model}/samples", get(samples))
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -391,7 +395,13 @@ struct Batch {
     model: String,
     version: String,
     sketch: Sketch,
+    /// Raw rows sampled in the window (optional; NaN travels as null).
+    #[serde(default)]
+    samples: Vec<Vec<Option<f64>>>,
 }
+
+/// Raw rows one batch may carry, at most.
+pub const MAX_SAMPLES: usize = 1_000;
 
 async fn ingest(
     State(c): State<Arc<Collector>>,
@@ -436,9 +446,38 @@ async fn ingest(
             format!("the sketch does not fit the baseline: {e}"),
         )
     })?;
+    if batch.samples.len() > MAX_SAMPLES {
+        return Err(reject(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "{} sampled rows: at most {MAX_SAMPLES} per batch",
+                batch.samples.len()
+            ),
+        ));
+    }
+    let width = baseline.features.len();
+    if let Some((k, row)) = batch
+        .samples
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.len() != width)
+    {
+        return Err(reject(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "sampled row {k} has {} values; the model's baseline has {width} features",
+                row.len()
+            ),
+        ));
+    }
+    let samples = (!batch.samples.is_empty())
+        .then(|| serde_json::to_string(&batch.samples))
+        .transpose()
+        .map_err(internal)?;
     let (done, outcome) = oneshot::channel();
     let job = Job {
         row: BatchRow {
+            samples,
             sketch: batch.sketch.to_bytes(),
             batch_id: batch.batch_id,
             model: batch.model,
@@ -547,6 +586,53 @@ async fn drift(
     })
     .await
     .map_err(internal)?
+}
+
+/// `GET /v1/models/{model}/samples?version=V&window=SECONDS` (admin): the
+/// raw rows devices sampled in the window, as CSV with the baseline's
+/// feature names as header (a missing value is an empty field): the
+/// `--current` of `kiln drift`.
+async fn samples(
+    State(c): State<Arc<Collector>>,
+    Path(model): Path<String>,
+    Query(q): Query<DriftQuery>,
+    headers: HeaderMap,
+) -> Result<Response, Failure> {
+    require_admin(&c, &headers)?;
+    let baseline = version_baseline(&c, &model, &q.version)?;
+    let since = now() - q.window.unwrap_or(86_400).max(0);
+    let version = q.version.clone();
+    let batches = c
+        .with_store(move |s| s.samples(&model, &version, since))
+        .await?;
+    let mut csv = baseline
+        .names
+        .iter()
+        .map(|n| csv_field(n))
+        .collect::<Vec<_>>()
+        .join(",");
+    csv.push('\n');
+    for text in &batches {
+        let rows: Vec<Vec<Option<f64>>> = serde_json::from_str(text).map_err(internal)?;
+        for row in rows {
+            let fields: Vec<String> = row
+                .iter()
+                .map(|x| x.map_or_else(String::new, |x| x.to_string()))
+                .collect();
+            csv.push_str(&fields.join(","));
+            csv.push('\n');
+        }
+    }
+    Ok(([("content-type", "text/csv; charset=utf-8")], csv).into_response())
+}
+
+/// A CSV field, quoted when it must be.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }
 
 async fn ready(State(c): State<Arc<Collector>>) -> Result<&'static str, Failure> {

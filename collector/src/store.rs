@@ -21,6 +21,8 @@ pub struct BatchRow {
     pub received: i64,
     /// The sketch, postcard bytes.
     pub sketch: Vec<u8>,
+    /// Raw sampled rows sent beside the sketch, JSON (`[[x, …], …]`).
+    pub samples: Option<String>,
 }
 
 /// One alert as stored: when (seconds since the Unix epoch), model,
@@ -76,6 +78,14 @@ pub trait Store: Send + fmt::Debug {
         version: &str,
         since: i64,
     ) -> Result<Vec<(i64, Vec<u8>)>, StoreError>;
+    /// The raw rows sent with `model` at `version`'s batches received at
+    /// or after `since`, one JSON array of rows per batch, oldest first.
+    fn samples(
+        &mut self,
+        model: &str,
+        version: &str,
+        since: i64,
+    ) -> Result<Vec<String>, StoreError>;
     /// Stores an alert as it went out.
     fn put_alert(&mut self, alert: &AlertRow) -> Result<(), StoreError>;
     /// The latest `limit` alerts, oldest first.
@@ -117,6 +127,10 @@ fn schema(bytes: &str, int64: &str) -> String {
              batch_id TEXT PRIMARY KEY, model TEXT NOT NULL, version TEXT NOT NULL,
              received {int64} NOT NULL, sketch {bytes} NOT NULL);
          CREATE INDEX IF NOT EXISTS batches_by_model ON batches (model, version, received);
+         CREATE TABLE IF NOT EXISTS samples (
+             batch_id TEXT PRIMARY KEY, model TEXT NOT NULL, version TEXT NOT NULL,
+             received {int64} NOT NULL, rows TEXT NOT NULL);
+         CREATE INDEX IF NOT EXISTS samples_by_model ON samples (model, version, received);
          CREATE TABLE IF NOT EXISTS alerts (
              at {int64} NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL,
              kind TEXT NOT NULL, state TEXT NOT NULL, detail TEXT NOT NULL);
@@ -196,15 +210,40 @@ impl Store for Sqlite {
                 "INSERT OR IGNORE INTO batches (batch_id, model, version, received, sketch)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
+            let mut samples = tx.prepare_cached(
+                "INSERT INTO samples (batch_id, model, version, received, rows)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
             for r in rows {
                 let n = stmt.execute(rusqlite::params![
                     r.batch_id, r.model, r.version, r.received, r.sketch
                 ])?;
+                if n == 1
+                    && let Some(rows) = &r.samples
+                {
+                    samples.execute(rusqlite::params![
+                        r.batch_id, r.model, r.version, r.received, rows
+                    ])?;
+                }
                 fresh.push(n == 1);
             }
         }
         tx.commit()?;
         Ok(fresh)
+    }
+
+    fn samples(
+        &mut self,
+        model: &str,
+        version: &str,
+        since: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.db.prepare_cached(
+            "SELECT rows FROM samples
+             WHERE model = ?1 AND version = ?2 AND received >= ?3 ORDER BY received",
+        )?;
+        let rows = stmt.query_map(rusqlite::params![model, version, since], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn sketches(
@@ -290,6 +329,35 @@ impl Postgres {
     }
 }
 
+/// Inserts a group of batches in one statement (the rows as arrays, the
+/// ids that were new coming back); per row, whether it was new.
+fn insert_group(
+    client: &mut impl postgres::GenericClient,
+    rows: &[BatchRow],
+) -> Result<Vec<bool>, StoreError> {
+    let ids: Vec<&str> = rows.iter().map(|r| r.batch_id.as_str()).collect();
+    let models: Vec<&str> = rows.iter().map(|r| r.model.as_str()).collect();
+    let versions: Vec<&str> = rows.iter().map(|r| r.version.as_str()).collect();
+    let received: Vec<i64> = rows.iter().map(|r| r.received).collect();
+    let sketches: Vec<&[u8]> = rows.iter().map(|r| r.sketch.as_slice()).collect();
+    let inserted = client.query(
+        "INSERT INTO batches (batch_id, model, version, received, sketch)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[])
+         ON CONFLICT (batch_id) DO NOTHING
+         RETURNING batch_id",
+        &[&ids, &models, &versions, &received, &sketches],
+    )?;
+    let new: std::collections::HashSet<String> =
+        inserted.iter().map(|r| r.get::<_, String>(0)).collect();
+    // A group may carry the same id twice (a retry racing its original):
+    // only the first of them is new.
+    let mut seen = std::collections::HashSet::new();
+    Ok(rows
+        .iter()
+        .map(|r| new.contains(&r.batch_id) && seen.insert(r.batch_id.as_str()))
+        .collect())
+}
+
 impl Store for Postgres {
     fn put_version(
         &mut self,
@@ -329,29 +397,46 @@ impl Store for Postgres {
     }
 
     fn put_batches(&mut self, rows: &[BatchRow]) -> Result<Vec<bool>, StoreError> {
-        // One statement for the whole group: the rows as arrays, the ids
-        // that were new coming back.
-        let ids: Vec<&str> = rows.iter().map(|r| r.batch_id.as_str()).collect();
-        let models: Vec<&str> = rows.iter().map(|r| r.model.as_str()).collect();
-        let versions: Vec<&str> = rows.iter().map(|r| r.version.as_str()).collect();
-        let received: Vec<i64> = rows.iter().map(|r| r.received).collect();
-        let sketches: Vec<&[u8]> = rows.iter().map(|r| r.sketch.as_slice()).collect();
-        let inserted = self.client.query(
-            "INSERT INTO batches (batch_id, model, version, received, sketch)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[])
-             ON CONFLICT (batch_id) DO NOTHING
-             RETURNING batch_id",
-            &[&ids, &models, &versions, &received, &sketches],
-        )?;
-        let new: std::collections::HashSet<String> =
-            inserted.iter().map(|r| r.get::<_, String>(0)).collect();
-        // A group may carry the same id twice (a retry racing its
-        // original): only the first of them is new.
-        let mut seen = std::collections::HashSet::new();
-        Ok(rows
+        // Raw samples go with their batch, in one transaction; a group
+        // without any is one statement (no BEGIN/COMMIT round trips).
+        if rows.iter().all(|r| r.samples.is_none()) {
+            return insert_group(&mut self.client, rows);
+        }
+        let mut tx = self.client.transaction()?;
+        let fresh = insert_group(&mut tx, rows)?;
+        let with_samples: Vec<&BatchRow> = rows
             .iter()
-            .map(|r| new.contains(&r.batch_id) && seen.insert(r.batch_id.as_str()))
-            .collect())
+            .zip(&fresh)
+            .filter(|(r, new)| **new && r.samples.is_some())
+            .map(|(r, _)| r)
+            .collect();
+        let col =
+            |f: fn(&BatchRow) -> &str| -> Vec<&str> { with_samples.iter().map(|r| f(r)).collect() };
+        let (ids, models, versions) =
+            (col(|r| &r.batch_id), col(|r| &r.model), col(|r| &r.version));
+        let texts = col(|r| r.samples.as_deref().unwrap_or("[]"));
+        let received: Vec<i64> = with_samples.iter().map(|r| r.received).collect();
+        tx.execute(
+            "INSERT INTO samples (batch_id, model, version, received, rows)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])",
+            &[&ids, &models, &versions, &received, &texts],
+        )?;
+        tx.commit()?;
+        Ok(fresh)
+    }
+
+    fn samples(
+        &mut self,
+        model: &str,
+        version: &str,
+        since: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = self.client.query(
+            "SELECT rows FROM samples
+             WHERE model = $1 AND version = $2 AND received >= $3 ORDER BY received",
+            &[&model, &version, &since],
+        )?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     fn sketches(

@@ -383,6 +383,30 @@ impl<'m> Session<'m> {
         Ok(())
     }
 
+    /// Keeps, per window, a uniform random sample of `k` of the raw input
+    /// rows the recorded calls saw (off by default; `k = 0` turns it off
+    /// again), for the host to take with [`Session::take_samples`] and
+    /// send beside the sketch. Raw rows are the data itself: send them only
+    /// where that is allowed (no differential privacy covers them).
+    pub fn record_samples(&mut self, k: usize) -> Result<(), TelemetryError> {
+        match &mut self.telemetry {
+            Some(t) => {
+                t.keep_samples(k);
+                Ok(())
+            }
+            None => Err(TelemetryError::NotRecording),
+        }
+    }
+
+    /// The rows sampled in the window so far (a new sample starts); empty
+    /// unless [`Session::record_samples`] asked for them.
+    pub fn take_samples(&mut self) -> Vec<Vec<f32>> {
+        self.telemetry
+            .as_mut()
+            .map(|t| t.take_samples())
+            .unwrap_or_default()
+    }
+
     /// The telemetry window recorded so far (a new one starts), or `None`
     /// when the session does not record.
     pub fn take_sketch(&mut self) -> Option<kiln_protocol::Sketch> {

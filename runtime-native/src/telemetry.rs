@@ -31,6 +31,8 @@ pub enum TelemetryError {
     Features { baseline: usize, input: usize },
     #[error("this build of the runtime records no telemetry (cargo feature `telemetry` is off)")]
     Disabled,
+    #[error("the session records no telemetry: call `record_telemetry` first")]
+    NotRecording,
 }
 
 impl Model {
@@ -58,6 +60,106 @@ pub(crate) struct Recorder {
     row: Vec<f64>,
     /// Which calls are counted (and timed).
     sampler: kiln_protocol::Sampler,
+    /// Raw rows kept, if asked for ([`crate::Session::record_samples`]).
+    reservoir: Option<Reservoir>,
+}
+
+/// A uniform sample of `k` of the rows seen (Vitter's algorithm R): after
+/// `n` rows, each is kept with probability `k / n`.
+#[cfg(feature = "telemetry")]
+#[derive(Debug)]
+pub(crate) struct Reservoir {
+    k: usize,
+    seen: u64,
+    rows: Vec<Vec<f32>>,
+    rng: u64,
+}
+
+#[cfg(feature = "telemetry")]
+impl Reservoir {
+    pub(crate) fn new(k: usize, seed: u64) -> Reservoir {
+        Reservoir {
+            k,
+            seen: 0,
+            rows: Vec::with_capacity(k.min(1024)),
+            rng: seed,
+        }
+    }
+
+    /// Offers one row (float32 values widened to f64, narrowed back
+    /// exactly).
+    pub(crate) fn offer(&mut self, row: &[f64]) {
+        self.seen += 1;
+        if self.rows.len() < self.k {
+            self.rows.push(row.iter().map(|&x| x as f32).collect());
+            return;
+        }
+        // Uniform in [0, seen) by rejection-free multiply-shift (bias below
+        // 2^-64 · seen).
+        let r = splitmix(&mut self.rng);
+        let j = ((u128::from(r) * u128::from(self.seen)) >> 64) as usize;
+        if let Some(slot) = self.rows.get_mut(j) {
+            for (s, &x) in slot.iter_mut().zip(row) {
+                *s = x as f32;
+            }
+        }
+    }
+
+    pub(crate) fn take(&mut self) -> Vec<Vec<f32>> {
+        self.seen = 0;
+        std::mem::take(&mut self.rows)
+    }
+}
+
+#[cfg(feature = "telemetry")]
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A seed from std's per-process random keys (the OS generator).
+#[cfg(feature = "telemetry")]
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
+#[cfg(all(test, feature = "telemetry"))]
+mod tests {
+    use super::Reservoir;
+
+    #[test]
+    fn the_reservoir_keeps_each_row_with_probability_k_over_n() {
+        // 50 rows, keep 10, 4000 times: each row is kept ≈ 800 times
+        // (binomial, σ ≈ 25).
+        let mut kept = [0u32; 50];
+        for trial in 0..4000u64 {
+            let mut r = Reservoir::new(10, trial.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            for i in 0..50 {
+                r.offer(&[f64::from(i), -1.0]);
+            }
+            let rows = r.take();
+            assert_eq!(rows.len(), 10);
+            for row in rows {
+                assert_eq!(row[1], -1.0);
+                kept[row[0] as usize] += 1;
+            }
+        }
+        for (i, &n) in kept.iter().enumerate() {
+            assert!((700..=900).contains(&n), "row {i} kept {n} times");
+        }
+        // Fewer rows than k: all of them, in order.
+        let mut r = Reservoir::new(10, 1);
+        r.offer(&[1.0]);
+        r.offer(&[2.0]);
+        assert_eq!(r.take(), vec![vec![1.0], vec![2.0]]);
+        assert!(r.take().is_empty());
+    }
 }
 
 #[cfg(feature = "telemetry")]
@@ -82,7 +184,21 @@ impl Recorder {
             sketch,
             row: vec![0.0; n],
             sampler: kiln_protocol::Sampler::new(every),
+            reservoir: None,
         })
+    }
+
+    /// Keeps a uniform sample of `k` raw rows per window from now on.
+    pub(crate) fn keep_samples(&mut self, k: usize) {
+        self.reservoir = (k > 0).then(|| Reservoir::new(k, seed()));
+    }
+
+    /// The window's sampled rows; a new sample starts.
+    pub(crate) fn take_samples(&mut self) -> Vec<Vec<f32>> {
+        self.reservoir
+            .as_mut()
+            .map(Reservoir::take)
+            .unwrap_or_default()
     }
 
     /// Whether this call is one of the sampled ones.
@@ -131,6 +247,9 @@ impl Recorder {
             }
             // The row has the baseline's width (checked at creation).
             let _ = self.sketch.observe(&self.baseline, &self.row);
+            if let Some(r) = &mut self.reservoir {
+                r.offer(&self.row);
+            }
         }
         self.sketch.latency(micros);
     }
@@ -171,6 +290,14 @@ impl Recorder {
     }
 
     pub(crate) fn take(&mut self) -> Sketch {
+        match *self {}
+    }
+
+    pub(crate) fn keep_samples(&mut self, _: usize) {
+        match *self {}
+    }
+
+    pub(crate) fn take_samples(&mut self) -> Vec<Vec<f32>> {
         match *self {}
     }
 }

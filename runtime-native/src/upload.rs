@@ -90,6 +90,8 @@ pub enum UploadError {
     Url(String),
     #[error("ε must be a positive number, not {0}")]
     Epsilon(f64),
+    #[error("raw samples cannot be sent with ε-differential privacy on: they would undo it")]
+    SamplesNotPrivate,
     #[error("the upload queue is full ({0} windows): this window is dropped")]
     QueueFull(usize),
     #[error("the uploader has stopped")]
@@ -197,19 +199,38 @@ impl Uploader {
 
     /// Queues a window for sending; returns at once. The window must be
     /// of this model version's baseline (the collector refuses others).
-    pub fn submit(&self, mut sketch: Sketch) -> Result<(), UploadError> {
+    pub fn submit(&self, sketch: Sketch) -> Result<(), UploadError> {
+        self.submit_with_samples(sketch, Vec::new())
+    }
+
+    /// [`Uploader::submit`], with the raw rows the session sampled in the
+    /// window ([`crate::Session::take_samples`]; at most 1,000, the
+    /// collector's limit). Refused when the uploader adds noise: raw rows
+    /// would undo the privacy.
+    pub fn submit_with_samples(
+        &self,
+        mut sketch: Sketch,
+        samples: Vec<Vec<f32>>,
+    ) -> Result<(), UploadError> {
         if let Some(epsilon) = self.config.epsilon {
+            if !samples.is_empty() {
+                return Err(UploadError::SamplesNotPrivate);
+            }
             let mut rng = seed();
             sketch.privatize(epsilon, &mut || splitmix(&mut rng));
         }
         let id = batch_id();
-        let body = serde_json::to_vec(&serde_json::json!({
+        let mut batch = serde_json::json!({
             "batch_id": id,
             "model": self.config.model,
             "version": self.config.version,
             "sketch": sketch,
-        }))
-        .unwrap_or_default();
+        });
+        if !samples.is_empty() {
+            // NaN becomes null, as the collector reads it.
+            batch["samples"] = serde_json::json!(samples);
+        }
+        let body = serde_json::to_vec(&batch).unwrap_or_default();
         let batch = Batch {
             id,
             body,
