@@ -65,7 +65,8 @@ fn package_matches_native_in_node_and_chromium() {
 /// same calls into the same sketch as a native session (every call, and
 /// one in three, rejected calls included; run times aside), and
 /// `TelemetryUploader` gets a window to a live collector through two
-/// failed attempts (backoff, then the batch once).
+/// failed attempts (backoff, then the batch once), ε-private windows carry
+/// the documented noise, and sampled raw rows reach the collector.
 #[test]
 #[ignore = "needs runtime-wasm/pkg (cargo xtask wasm) and Node: scripts/test.sh runs it"]
 fn package_records_telemetry_the_collector_takes() {
@@ -153,7 +154,8 @@ fn package_records_telemetry_the_collector_takes() {
         status.success(),
         "the Node telemetry test failed ({status})"
     );
-    // What the collector holds: the one window the uploader sent.
+    // What the collector holds: the window the uploader sent, and one of
+    // three rows sent with those rows as samples.
     let (st, body) = common::http(
         &addr,
         "GET",
@@ -163,8 +165,17 @@ fn package_records_telemetry_the_collector_takes() {
     );
     assert_eq!(st, 200);
     let report: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(report["batches"], 1);
-    assert_eq!(report["rows"].as_u64().unwrap() as usize, rows.len() - 1);
+    assert_eq!(report["batches"], 2);
+    assert_eq!(report["rows"].as_u64().unwrap() as usize, rows.len() - 1 + 3);
     assert_eq!(report["rejected"], 1);
+    let (st, csv) = common::http(
+        &addr,
+        "GET",
+        "/v1/models/wine/samples?version=1&window=3600",
+        Some(admin),
+        b"",
+    );
+    assert_eq!(st, 200);
+    assert_eq!(String::from_utf8_lossy(&csv).lines().count(), 1 + 3);
     let _ = std::fs::remove_dir_all(&dir);
 }

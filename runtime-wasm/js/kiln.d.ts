@@ -49,6 +49,10 @@ export class Model {
   /** The window so far (a new one starts); null when not recording. With
    * `epsilon`, made ε-differentially private first (`privatizeSketch`). */
   takeSketch(options?: { epsilon?: number }): Sketch | null;
+  /** Keep a uniform sample of `k` raw input rows per window (0: off). */
+  recordSamples(k: number): void;
+  /** The rows sampled so far (NaN as null); a new sample starts. */
+  takeSamples(): (number | null)[][];
   free(): void;
 }
 
@@ -104,7 +108,8 @@ export class TelemetryUploader {
   readonly sent: number;
   readonly dropped: number;
   readonly failures: number;
-  push(sketch: Sketch): string;
+  /** Queue a window and the raw rows sampled in it (if any); its batch id. */
+  push(sketch: Sketch, samples?: (number | null)[][]): string;
   flush(): Promise<void>;
   /** Stops retrying; what is queued stays queued. */
   close(): void;

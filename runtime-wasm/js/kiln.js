@@ -138,6 +138,27 @@ export class Model {
    * `TelemetryUploader.push` sends); a new window starts. `null` when not
    * recording. With `{epsilon}`, the window is made ε-differentially
    * private first (`privatizeSketch`). */
+  /** Keeps, per window, a uniform random sample of `k` raw input rows of
+   * the recorded calls (off by default; 0 turns it off), for `takeSamples`
+   * and `TelemetryUploader.push(sketch, samples)`. Raw rows are the data
+   * itself: no differential privacy covers them. */
+  recordSamples(k) {
+    const t = this.#telemetry;
+    if (t === null) throw new KilnError('USAGE', 'call recordTelemetry before recordSamples');
+    t.reservoir = k > 0 ? { k: Math.floor(k), seen: 0, rows: [] } : null;
+  }
+
+  /** The rows sampled in the window so far (arrays of numbers, NaN as
+   * null); a new sample starts. */
+  takeSamples() {
+    const r = this.#telemetry?.reservoir;
+    if (!r) return [];
+    const rows = r.rows;
+    r.rows = [];
+    r.seen = 0;
+    return rows;
+  }
+
   takeSketch({ epsilon } = {}) {
     const t = this.#telemetry;
     if (t === null) return null;
@@ -309,6 +330,7 @@ class Recorder {
     this.every = Math.max(1, Math.floor(every));
     this.tick = 0;
     this.sketch = emptySketch(baseline);
+    this.reservoir = null;
   }
 
   sample() {
@@ -324,9 +346,16 @@ class Recorder {
     const feed = feeds[this.input];
     const data = feed instanceof Float32Array ? feed : feed.data;
     const n = b.features.length;
+    const r = this.reservoir;
     for (let row = 0; row + n <= data.length; row += n) {
       for (let k = 0; k < n; k++) count(s.features[k], b.features[k], data[row + k]);
       s.rows += 1;
+      if (r) {
+        // Algorithm R: after `seen` rows, each is kept with probability k/seen.
+        r.seen += 1;
+        const j = r.rows.length < r.k ? r.rows.length : Math.floor(Math.random() * r.seen);
+        if (j < r.k) r.rows[j] = Array.from(data.subarray(row, row + n), (x) => (Number.isNaN(x) ? null : x));
+      }
     }
     const p = b.prediction;
     const spec = p === null ? undefined : this.outputs[p.output];
@@ -412,10 +441,13 @@ export class TelemetryUploader {
     if (this.#wake !== null) this.#wake();
   }
 
-  /** Queues one window; returns its batch id. */
-  push(sketch) {
+  /** Queues one window (and the raw rows sampled in it, if any); returns
+   * its batch id. */
+  push(sketch, samples = []) {
     const id = `${this.model}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}-${this.#next++}`;
-    this.queue.push({ batch_id: id, model: this.model, version: this.version, sketch });
+    const batch = { batch_id: id, model: this.model, version: this.version, sketch };
+    if (samples.length > 0) batch.samples = samples;
+    this.queue.push(batch);
     while (this.queue.length > this.maxQueued) {
       this.queue.shift();
       this.dropped += 1;

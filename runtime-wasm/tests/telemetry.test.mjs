@@ -98,6 +98,40 @@ test('a private window carries discrete Laplace noise of scale Δ/ε', async () 
   assert.equal(s.features[0].min, null);
 });
 
+test('sampled raw rows are input rows, k per window, and the collector takes them', async () => {
+  const model = await Model.load(artifact);
+  model.recordTelemetry(1);
+  model.recordSamples(5);
+  const input = model.inputs[0].name;
+  const seen = new Map();
+  for (let trial = 0; trial < 200; trial++) {
+    for (const row of rows.slice(0, 20)) {
+      try { model.run({ [input]: row }); } catch { /* the NaN row is rejected: never sampled */ }
+    }
+    const got = model.takeSamples();
+    assert.equal(got.length, 5);
+    for (const r of got) {
+      const k = rows.findIndex((x) => x.every((v, i) => v === r[i]));
+      assert.ok(k >= 0, 'a sampled row is an input row');
+      seen.set(k, (seen.get(k) ?? 0) + 1);
+    }
+    model.takeSketch();
+  }
+  // 200 windows of 20 rows, 5 kept: each row about 50 times.
+  for (const [k, n] of seen) assert.ok(n > 20 && n < 90, `row ${k} kept ${n} times`);
+  assert.deepEqual(model.takeSamples(), []);
+  for (const row of rows.slice(0, 3)) model.run({ [input]: row });
+  const samples = model.takeSamples();
+  const up = new TelemetryUploader({
+    url: collector.url, token: collector.token, model: collector.model, version: collector.version,
+  });
+  up.push(model.takeSketch(), samples);
+  await up.flush();
+  assert.equal(up.sent, 1);
+  assert.equal(up.dropped, 0, 'the collector took the samples');
+  model.free();
+});
+
 test('the uploader backs off while offline, then delivers once', async () => {
   const sketch = await record(1);
   let calls = 0;
