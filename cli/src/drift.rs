@@ -162,6 +162,7 @@ pub fn sketch_windows(
         names: columns.iter().map(|c| c.name.clone()).collect(),
         features,
         prediction: None,
+        channels: None,
     };
     let mut sketch = Sketch::new(&baseline);
     let rows = columns.first().map_or(0, |c| c.current.len());

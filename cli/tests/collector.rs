@@ -1028,3 +1028,96 @@ fn native_uploader_spools_offline_and_delivers_each_window_once() {
     );
     std::fs::remove_dir_all(&tmp).ok();
 }
+
+/// A tensor input's baseline: MNIST (mnist-8, `[1, 1, 28, 28]`) compiled
+/// with 1,000 test images as the reference gets per-channel summaries
+/// (the mean and deviation of each image's pixels) and the class
+/// distribution; a native session over 500 other images finds no drift,
+/// over the same images inverted (255 − x) it finds the channel's mean
+/// and the predictions drifted, not the deviation (which inverting keeps). The collector takes the window.
+#[test]
+fn a_tensor_input_gets_per_channel_drift() {
+    let images = common::mnist_images(1500);
+    let tmp = std::env::temp_dir().join(unique("kiln-tensor-drift"));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let artifact = tmp.join("mnist.kiln");
+    common::compile_mnist_with_reference(&images[..1000 * 784], &artifact);
+    let bytes = std::fs::read(&artifact).unwrap();
+    let model = Model::load(&bytes).unwrap();
+    let baseline = model.drift_baseline().unwrap();
+    assert_eq!(baseline.channels, Some(1));
+    assert_eq!(baseline.names, ["c0.mean", "c0.std"]);
+    let p = baseline.prediction.as_ref().expect("the classes");
+    assert!(p.argmax && p.feature.bins() == 11, "{:?}", p.feature.bins());
+
+    let window = |f: &dyn Fn(f32) -> f32| {
+        let mut session = model.session();
+        session.record_telemetry(1).unwrap();
+        for image in images[1000 * 784..].chunks(784) {
+            let x: Vec<f32> = image.iter().map(|&v| f(v)).collect();
+            session
+                .run(&[&TensorValue::from_f32(vec![1, 1, 28, 28], &x)])
+                .unwrap();
+        }
+        session.take_sketch().unwrap()
+    };
+    let same = window(&|x| x);
+    assert_eq!(same.rows, 500);
+    let report = detect_sketch(&baseline, &same, &DriftOptions::default()).unwrap();
+    assert!(!report.dataset_drift, "{report:?}");
+    assert!(
+        report.columns.iter().all(|c| !c.drift_detected),
+        "{report:?}"
+    );
+    let inverted = window(&|x| 255.0 - x);
+    let report = detect_sketch(&baseline, &inverted, &DriftOptions::default()).unwrap();
+    assert!(report.dataset_drift, "{report:?}");
+    // Inverting keeps each image's deviation: only the mean and the
+    // predictions move.
+    let drifted: Vec<bool> = report.columns.iter().map(|c| c.drift_detected).collect();
+    assert_eq!(drifted, [true, false, true], "{report:?}");
+
+    // The collector takes tensor windows like any other.
+    let admin = "admin-secret-token";
+    let (_server, addr) = start_collector(
+        &format!("sqlite://{}", tmp.join("c.db").display()),
+        admin,
+        &[],
+    );
+    let st = http(
+        &addr,
+        "POST",
+        "/v1/models/mnist/versions/1",
+        Some(admin),
+        &bytes,
+    );
+    assert_eq!(st.0, 200);
+    let (_, body) = http(
+        &addr,
+        "POST",
+        "/v1/tokens",
+        Some(admin),
+        br#"{"model":"mnist"}"#,
+    );
+    let token: Value = serde_json::from_slice(&body).unwrap();
+    let batch =
+        serde_json::json!({"batch_id": "t1", "model": "mnist", "version": "1", "sketch": inverted});
+    let st = http(
+        &addr,
+        "POST",
+        "/v1/telemetry",
+        token["token"].as_str(),
+        batch.to_string().as_bytes(),
+    );
+    assert_eq!(st.0, 200, "{}", String::from_utf8_lossy(&st.1));
+    let (_, body) = http(
+        &addr,
+        "GET",
+        "/v1/models/mnist/drift?version=1",
+        Some(admin),
+        b"",
+    );
+    let report: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(report["dataset_drift"], true);
+    std::fs::remove_dir_all(&tmp).ok();
+}

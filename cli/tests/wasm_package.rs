@@ -113,6 +113,30 @@ fn package_records_telemetry_the_collector_takes() {
         )
         .unwrap();
     }
+    // A tensor input (mnist-8, per-channel summaries): 200 reference
+    // images, 60 others counted natively.
+    let images = common::mnist_images(260);
+    common::compile_mnist_with_reference(&images[..200 * 784], &dir.join("mnist.kiln"));
+    let tensor = Model::load(&std::fs::read(dir.join("mnist.kiln")).unwrap()).unwrap();
+    let mut session = tensor.session();
+    session.record_telemetry(1).unwrap();
+    for image in images[200 * 784..].chunks(784) {
+        session
+            .run(&[&TensorValue::from_f32(vec![1, 1, 28, 28], image)])
+            .unwrap();
+    }
+    let mut sketch = session.take_sketch().unwrap();
+    sketch.latency_us.iter_mut().for_each(|c| *c = 0);
+    std::fs::write(
+        dir.join("native_mnist.json"),
+        serde_json::to_vec(&sketch).unwrap(),
+    )
+    .unwrap();
+    let pixels: Vec<u8> = images[200 * 784..]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    std::fs::write(dir.join("mnist.bin"), pixels).unwrap();
     let admin = "admin-secret-token";
     let (_server, addr) = common::start_collector(
         &format!("sqlite://{}", dir.join("c.db").display()),
@@ -166,7 +190,10 @@ fn package_records_telemetry_the_collector_takes() {
     assert_eq!(st, 200);
     let report: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(report["batches"], 2);
-    assert_eq!(report["rows"].as_u64().unwrap() as usize, rows.len() - 1 + 3);
+    assert_eq!(
+        report["rows"].as_u64().unwrap() as usize,
+        rows.len() - 1 + 3
+    );
     assert_eq!(report["rejected"], 1);
     let (st, csv) = common::http(
         &addr,

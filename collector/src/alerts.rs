@@ -321,6 +321,7 @@ mod tests {
                 argmax: true,
                 feature: FeatureBaseline::from_reference(&classes, true, 32),
             }),
+            channels: None,
         }
     }
 

@@ -770,6 +770,7 @@ mod tests {
             names: vec![],
             features: vec![],
             prediction: None,
+            channels: None,
         };
         let mut s = Sketch::new(&b);
         assert_eq!(latency_quantile(&s, 0.5), None);

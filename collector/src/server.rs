@@ -102,7 +102,7 @@ impl Collector {
         let tokens = store.tokens()?.into_iter().collect();
         let mut baselines = HashMap::new();
         for (model, version, blob) in store.versions()? {
-            let b: Baseline = postcard::from_bytes(&blob).map_err(|_| ServerError::Baseline {
+            let b = Baseline::from_postcard(&blob).map_err(|_| ServerError::Baseline {
                 model: model.clone(),
                 version: version.clone(),
             })?;

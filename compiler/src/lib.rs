@@ -77,15 +77,19 @@ pub use kiln_protocol::BASELINE_PROPERTY;
 /// The drift baseline of `reference` for a model whose input takes
 /// `features` values per sample, as the artifact property's value.
 fn baseline_property(reference: &Reference, g: &ir::Graph) -> Result<String> {
-    use kiln_protocol::{Baseline, FeatureBaseline, PredictionBaseline, sketch::DEFAULT_BINS};
-    let features = match g.inputs.as_slice() {
-        [x] => g.tensors[*x].shape.last().copied().unwrap_or(1),
+    use kiln_protocol::{Baseline, FeatureBaseline, sketch::DEFAULT_BINS};
+    let shape = match g.inputs.as_slice() {
+        [x] => g.tensors[*x].shape.clone(),
         _ => {
             return Err(CompileError::Invalid(
-                "--reference needs a model with one (tabular) input".into(),
+                "--reference needs a model with one input".into(),
             ));
         }
     };
+    if let Some(axis) = kiln_protocol::channel_axis(&shape) {
+        return tensor_baseline(reference, g, &shape, axis);
+    }
+    let features = shape.last().copied().unwrap_or(1);
     let s = &reference.samples;
     if s.count == 0 || s.sample_len() != features {
         return Err(CompileError::Invalid(format!(
@@ -126,10 +130,64 @@ fn baseline_property(reference: &Reference, g: &ir::Graph) -> Result<String> {
             .collect(),
         names,
         prediction: None,
+        channels: None,
     };
-    // What the model predicts on the reference rows: a classifier's class
-    // (the largest score of its score output), a regressor's value.
-    let mut baseline = baseline;
+    Ok(with_predictions(baseline, g, s).to_property())
+}
+
+/// The baseline of a tensor input (`shape`, batch first): per channel of
+/// `axis`, the distribution of the samples' means and standard deviations.
+fn tensor_baseline(
+    reference: &Reference,
+    g: &ir::Graph,
+    shape: &[usize],
+    axis: usize,
+) -> Result<String> {
+    use kiln_protocol::{Baseline, FeatureBaseline, sketch::DEFAULT_BINS};
+    let s = &reference.samples;
+    let per_sample: usize = shape[1..].iter().product();
+    if s.count == 0 || s.sample_len() != per_sample {
+        return Err(CompileError::Invalid(format!(
+            "--reference: {} samples of {} values, but the model's input {shape:?} takes {per_sample} per sample",
+            s.count,
+            s.sample_len()
+        )));
+    }
+    let channels = shape[axis];
+    let mut summaries = vec![0.0; 2 * channels];
+    let mut columns = vec![Vec::with_capacity(s.count); 2 * channels];
+    for i in 0..s.count {
+        let sample = s.sample(i);
+        kiln_protocol::summarize_channels(|k| f64::from(sample[k]), shape, axis, &mut summaries)
+            .map_err(|e| CompileError::Invalid(format!("--reference: {e}")))?;
+        for (c, v) in columns.iter_mut().zip(&summaries) {
+            c.push(*v);
+        }
+    }
+    let names = (0..2 * channels)
+        .map(|k| format!("c{}.{}", k / 2, if k % 2 == 0 { "mean" } else { "std" }))
+        .collect();
+    let baseline = Baseline {
+        names,
+        features: columns
+            .iter()
+            .map(|c| FeatureBaseline::from_reference(c, false, DEFAULT_BINS))
+            .collect(),
+        prediction: None,
+        channels: Some(axis as u32),
+    };
+    Ok(with_predictions(baseline, g, s).to_property())
+}
+
+/// `baseline` with what the model predicts on the reference samples: a
+/// classifier's class (the largest score of its score output), a
+/// regressor's value.
+fn with_predictions(
+    mut baseline: kiln_protocol::Baseline,
+    g: &ir::Graph,
+    s: &run::Samples,
+) -> kiln_protocol::Baseline {
+    use kiln_protocol::{FeatureBaseline, PredictionBaseline, sketch::DEFAULT_BINS};
     if let (Ok(out), Ok(preds)) = (quantize::scored_output(g), quantize::predict(g, s)) {
         let output = g.outputs.iter().position(|&o| o == out).unwrap_or(0) as u32;
         let argmax = g.tensors[out].shape.last().copied().unwrap_or(1) > 1;
@@ -149,7 +207,7 @@ fn baseline_property(reference: &Reference, g: &ir::Graph) -> Result<String> {
             feature: FeatureBaseline::from_reference(&values, argmax, DEFAULT_BINS),
         });
     }
-    Ok(baseline.to_property())
+    baseline
 }
 
 /// Compile statistics for `kiln compile` and `kiln inspect`.

@@ -20,6 +20,7 @@ fn baseline() -> Baseline {
             argmax: true,
             feature: FeatureBaseline::from_reference(&disc, true, 32),
         }),
+        channels: None,
     }
 }
 

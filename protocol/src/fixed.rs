@@ -417,6 +417,7 @@ mod tests {
                 argmax: false,
                 feature: FeatureBaseline::from_reference(&cont, false, 16),
             }),
+            channels: None,
         }
     }
 

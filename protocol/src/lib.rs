@@ -28,6 +28,8 @@ pub mod fixed;
 #[cfg(feature = "alloc")]
 pub mod sketch;
 
+pub mod channels;
+pub use channels::{channel_axis, summarize_channels};
 pub use fixed::{
     BaselineRef, Bins, FixedSketch, LATENCY_BUCKETS, PredictionRef, Sampler, SketchError,
 };

@@ -130,8 +130,7 @@ impl Baseline {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(text)
             .map_err(|_| SketchError::BadBaseline("not base64"))?;
-        postcard::from_bytes(&bytes)
-            .map_err(|_| SketchError::BadBaseline("not a postcard baseline"))
+        Baseline::from_postcard(&bytes)
     }
 }
 
@@ -142,6 +141,38 @@ pub struct Baseline {
     pub names: Vec<alloc::string::String>,
     pub features: Vec<FeatureBaseline>,
     pub prediction: Option<PredictionBaseline>,
+    /// For a tensor input (rank 3 or more), the axis of its channels in
+    /// the input's shape: the features are then each channel's mean and
+    /// standard deviation over a sample ([`crate::summarize_channels`]), two per
+    /// channel. `None`: the input is tabular, one feature per value.
+    pub channels: Option<u32>,
+}
+
+/// A baseline as it was written before tensor inputs had one (no
+/// `channels`): older artifacts and collector databases hold these.
+#[derive(Deserialize)]
+struct TabularBaseline {
+    names: Vec<alloc::string::String>,
+    features: Vec<FeatureBaseline>,
+    prediction: Option<PredictionBaseline>,
+}
+
+impl Baseline {
+    /// A baseline from its postcard bytes, in either layout (with or
+    /// without `channels`).
+    pub fn from_postcard(bytes: &[u8]) -> Result<Baseline, SketchError> {
+        if let Ok(b) = postcard::from_bytes::<Baseline>(bytes) {
+            return Ok(b);
+        }
+        let t: TabularBaseline = postcard::from_bytes(bytes)
+            .map_err(|_| SketchError::BadBaseline("not a postcard baseline"))?;
+        Ok(Baseline {
+            names: t.names,
+            features: t.features,
+            prediction: t.prediction,
+            channels: None,
+        })
+    }
 }
 
 /// What the model predicted on the reference rows: from its output
@@ -491,6 +522,7 @@ mod tests {
                 argmax: true,
                 feature: FeatureBaseline::from_reference(&classes, true, DEFAULT_BINS),
             }),
+            channels: None,
         }
     }
 
@@ -553,6 +585,21 @@ mod tests {
         other.latency_us.push(0);
         assert!(other.check(&b).is_err());
         assert!(Sketch::new(&b).observe(&b, &[1.0]).is_err());
+    }
+
+    #[test]
+    fn a_baseline_written_before_channels_still_reads() {
+        let b = baseline();
+        let mut bytes = postcard::to_allocvec(&b).unwrap();
+        assert_eq!(bytes.pop(), Some(0), "channels: None is the last byte");
+        assert_eq!(Baseline::from_postcard(&bytes).unwrap(), b);
+        let tensor = Baseline {
+            channels: Some(3),
+            ..b
+        };
+        let text = tensor.to_property();
+        assert_eq!(Baseline::from_property(&text).unwrap(), tensor);
+        assert!(Baseline::from_postcard(&[1, 2, 3]).is_err());
     }
 
     #[test]

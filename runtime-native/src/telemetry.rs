@@ -60,8 +60,20 @@ pub(crate) struct Recorder {
     row: Vec<f64>,
     /// Which calls are counted (and timed).
     sampler: kiln_protocol::Sampler,
+    /// A tensor input's layout (its features are channel summaries).
+    tensor: Option<Tensor>,
     /// Raw rows kept, if asked for ([`crate::Session::record_samples`]).
     reservoir: Option<Reservoir>,
+}
+
+/// How a tensor input's samples become features.
+#[cfg(feature = "telemetry")]
+#[derive(Debug)]
+struct Tensor {
+    axis: usize,
+    /// The input's shape with a batch of 1.
+    shape: Vec<usize>,
+    per_sample: usize,
 }
 
 /// A uniform sample of `k` of the rows seen (Vitter's algorithm R): after
@@ -167,19 +179,43 @@ impl Recorder {
     pub(crate) fn new(model: &Model, every: u32) -> Result<Recorder, TelemetryError> {
         let baseline = model.drift_baseline()?;
         let n = baseline.features.len();
-        let input = model
+        let shape = model
             .inputs()
             .first()
             .filter(|i| i.dtype == DType::F32)
-            .map(|i| i.shape(1).last().copied().unwrap_or(1));
-        if input != Some(n) {
-            return Err(TelemetryError::Features {
-                baseline: n,
-                input: input.unwrap_or(0),
-            });
-        }
+            .map(|i| i.shape(1))
+            .unwrap_or_default();
+        let tensor = match baseline.channels {
+            // Two summaries per channel of the axis the compiler chose.
+            Some(axis) => {
+                let axis = axis as usize;
+                let channels = shape
+                    .get(axis)
+                    .copied()
+                    .filter(|_| axis > 0 && shape.len() > 2);
+                if channels.map(|c| 2 * c) != Some(n) {
+                    return Err(TelemetryError::Features {
+                        baseline: n,
+                        input: channels.map_or(0, |c| 2 * c),
+                    });
+                }
+                Some(Tensor {
+                    axis,
+                    per_sample: shape[1..].iter().product(),
+                    shape: shape.clone(),
+                })
+            }
+            None => {
+                let input = shape.last().copied().unwrap_or(0);
+                if input != n {
+                    return Err(TelemetryError::Features { baseline: n, input });
+                }
+                None
+            }
+        };
         let sketch = Sketch::new(&baseline);
         Ok(Recorder {
+            tensor,
             baseline,
             sketch,
             row: vec![0.0; n],
@@ -237,6 +273,21 @@ impl Recorder {
                 };
                 let _ = self.sketch.predicted(&self.baseline, value);
             }
+        }
+        if let Some(t) = &self.tensor {
+            // Sample by sample: each channel's mean and deviation.
+            for sample in input.data.chunks_exact(4 * t.per_sample.max(1)) {
+                let value = |k: usize| {
+                    let b = &sample[4 * k..4 * k + 4];
+                    f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                };
+                if kiln_protocol::summarize_channels(value, &t.shape, t.axis, &mut self.row).is_ok()
+                {
+                    let _ = self.sketch.observe(&self.baseline, &self.row);
+                }
+            }
+            self.sketch.latency(micros);
+            return;
         }
         // Row by row, without allocating: the input is float32 (checked
         // at creation and by the run's validation).

@@ -85,6 +85,9 @@ export interface Baseline {
   names: string[];
   features: Bins[];
   prediction: { output: number; argmax: boolean; bins: Bins } | null;
+  /** A tensor input's channel axis (features: each channel's mean and
+   * deviation per sample); null for a tabular input. */
+  channels: number | null;
 }
 
 export function decodeBaseline(base64: string): Baseline;

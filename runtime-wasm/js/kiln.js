@@ -127,10 +127,12 @@ export class Model {
     }
     const baseline = decodeBaseline(text);
     const input = this.inputs[0];
-    const width = input === undefined ? 0 : input.shape[input.shape.length - 1];
+    const width = input === undefined ? 0
+      : baseline.channels === null ? input.shape[input.shape.length - 1] : 2 * input.shape[baseline.channels];
     if (input === undefined || input.dtype !== 'float32' || width !== baseline.features.length) {
       throw new KilnError('USAGE', `telemetry needs a float32 first input of ${baseline.features.length} features`);
     }
+    if (baseline.channels !== null) baseline.shape = input.shape.map((d, i) => (i === 0 ? 1 : d));
     this.#telemetry = new Recorder(baseline, input.name, this.outputs, every);
   }
 
@@ -265,7 +267,9 @@ export function decodeBaseline(base64) {
     const argmax = r.bool();
     prediction = { output, argmax, bins: r.feature() };
   }
-  return { names, features, prediction };
+  // A tensor input's channel axis (baselines written before it have none).
+  const channels = r.at < bytes.length && r.bool() ? r.varint() : null;
+  return { names, features, prediction, channels };
 }
 
 // Rust's f64::total_cmp for the values a sketch sees (no NaN): -0 < +0.
@@ -347,7 +351,37 @@ class Recorder {
     const data = feed instanceof Float32Array ? feed : feed.data;
     const n = b.features.length;
     const r = this.reservoir;
-    for (let row = 0; row + n <= data.length; row += n) {
+    if (b.channels !== null) {
+      // A tensor input: per sample, each channel's mean and deviation
+      // (protocol's summarize_channels, the same f64 arithmetic).
+      const shape = b.shape;
+      const axis = b.channels;
+      const c = shape[axis];
+      const outer = shape.slice(1, axis).reduce((a, d) => a * d, 1);
+      const inner = shape.slice(axis + 1).reduce((a, d) => a * d, 1);
+      const per = outer * c * inner;
+      const cells = Math.max(1, outer * inner);
+      for (let at = 0; per > 0 && at + per <= data.length; at += per) {
+        for (let ch = 0; ch < c; ch++) {
+          let sum = 0;
+          let sum2 = 0;
+          for (let o = 0; o < outer; o++) {
+            const base = at + (o * c + ch) * inner;
+            for (let i = 0; i < inner; i++) {
+              const x = data[base + i];
+              sum += x;
+              sum2 += x * x;
+            }
+          }
+          const mean = sum / cells;
+          const variance = sum2 / cells - mean * mean;
+          count(s.features[2 * ch], b.features[2 * ch], mean);
+          count(s.features[2 * ch + 1], b.features[2 * ch + 1], Math.sqrt(variance < 0 ? 0 : variance));
+        }
+        s.rows += 1;
+      }
+    }
+    for (let row = 0; b.channels === null && row + n <= data.length; row += n) {
       for (let k = 0; k < n; k++) count(s.features[k], b.features[k], data[row + k]);
       s.rows += 1;
       if (r) {

@@ -52,6 +52,22 @@ test('the sketch equals the native one (run times aside)', async () => {
   }
 });
 
+test('a tensor input counts per-channel summaries as natively', async () => {
+  const model = await Model.load(new Uint8Array(await read('mnist.kiln')));
+  model.recordTelemetry(1);
+  const raw = await read('mnist.bin');
+  const pixels = new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
+  const input = model.inputs[0].name;
+  for (let at = 0; at < pixels.length; at += 784) {
+    model.run({ [input]: pixels.slice(at, at + 784) });
+  }
+  const sketch = model.takeSketch();
+  const want = JSON.parse(await read('native_mnist.json'));
+  assert.equal(sketch.rows, 60);
+  assert.deepEqual({ ...sketch, latency_us: want.latency_us }, want);
+  model.free();
+});
+
 test('baseline decoding and binning follow protocol', async () => {
   const model = await Model.load(artifact);
   model.recordTelemetry(1);

@@ -110,3 +110,50 @@ pub fn start_collector(db: &str, admin: &str, extra: &[&str]) -> (Server, String
         .to_string();
     (Server(child), addr)
 }
+
+/// The first `n` MNIST test images (raw 0..255 as f32, 784 each), from
+/// the corpus's IDX file.
+#[allow(dead_code, reason = "not every test binary uses every helper")]
+pub fn mnist_images(n: usize) -> Vec<f32> {
+    use std::io::Read;
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
+    let raw = std::fs::read(corpus.join("datasets/mnist/t10k-images-idx3-ubyte.gz")).unwrap();
+    let mut idx = vec![];
+    flate2::read::GzDecoder::new(&raw[..])
+        .read_to_end(&mut idx)
+        .unwrap();
+    idx[16..16 + n * 784]
+        .iter()
+        .map(|&p| f32::from(p))
+        .collect()
+}
+
+/// `kiln compile` of the corpus's mnist-8 (input `[1, 1, 28, 28]`) to
+/// `out`, with `reference` (whole images) as the drift reference: a tensor
+/// input's per-channel baseline.
+#[allow(dead_code, reason = "not every test binary uses every helper")]
+pub fn compile_mnist_with_reference(reference: &[f32], out: &std::path::Path) {
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
+    let npy_path = out.with_extension("reference.npy");
+    let bytes: Vec<u8> = reference.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let n = reference.len() / 784;
+    std::fs::write(
+        &npy_path,
+        npy(kiln_format::DType::F32, &[n, 1, 28, 28], &bytes),
+    )
+    .unwrap();
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("compile")
+        .arg(corpus.join("onnx-real/mnist-8_cntk.onnx"))
+        .arg("-o")
+        .arg(out)
+        .arg("--reference")
+        .arg(&npy_path)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+}
