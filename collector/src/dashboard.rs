@@ -521,23 +521,12 @@ fn line_chart(
         );
     }
     for (i, (name, color, points)) in series.iter().enumerate() {
-        let mut path = String::new();
-        let mut pen_up = true;
-        for (k, p) in points.iter().enumerate() {
-            match p {
-                Some(v) => {
-                    let _ = write!(
-                        path,
-                        "{}{:.1},{:.1} ",
-                        if pen_up { "M" } else { "L" },
-                        x(k),
-                        y(*v)
-                    );
-                    pen_up = false;
-                }
-                None => pen_up = true,
-            }
-        }
+        let path = polyline(
+            points
+                .iter()
+                .enumerate()
+                .map(|(k, p)| p.map(|v| (x(k), y(v)))),
+        );
         let _ = write!(
             svg,
             "<path d=\"{path}\" fill=none stroke=\"{color}\" stroke-width=2 />"
@@ -566,6 +555,22 @@ fn line_chart(
     svg
 }
 
+/// An SVG path through the points, lifting the pen over gaps (`None`).
+fn polyline(points: impl Iterator<Item = Option<(f64, f64)>>) -> String {
+    let mut path = String::new();
+    let mut pen_up = true;
+    for p in points {
+        match p {
+            Some((x, y)) => {
+                let _ = write!(path, "{}{x:.1},{y:.1} ", if pen_up { "M" } else { "L" });
+                pen_up = false;
+            }
+            None => pen_up = true,
+        }
+    }
+    path
+}
+
 /// A column's drift score per bucket, drifted points red, the threshold
 /// dashed.
 fn sparkline(scores: &[Option<(f64, bool)>], threshold: f64) -> String {
@@ -583,23 +588,12 @@ fn sparkline(scores: &[Option<(f64, bool)>], threshold: f64) -> String {
         "<svg class=spark width={w} height={h} viewBox=\"0 0 {w} {h}\"><line x1=0 y1={t} x2={w} y2={t} class=threshold />",
         t = y(threshold)
     );
-    let mut path = String::new();
-    let mut pen_up = true;
-    for (k, s) in scores.iter().enumerate() {
-        match s {
-            Some((v, _)) => {
-                let _ = write!(
-                    path,
-                    "{}{:.1},{:.1} ",
-                    if pen_up { "M" } else { "L" },
-                    x(k),
-                    y(*v)
-                );
-                pen_up = false;
-            }
-            None => pen_up = true,
-        }
-    }
+    let path = polyline(
+        scores
+            .iter()
+            .enumerate()
+            .map(|(k, s)| s.map(|(v, _)| (x(k), y(v)))),
+    );
     let _ = write!(
         svg,
         "<path d=\"{path}\" fill=none stroke=\"#555\" stroke-width=1.5 />"
