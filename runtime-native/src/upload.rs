@@ -340,7 +340,6 @@ impl Worker {
     /// Takes a new batch: spooled first, then pending (dropping the oldest
     /// beyond the limit).
     fn add(&mut self, mut b: Batch) {
-        self.queued.fetch_sub(1, Ordering::SeqCst);
         if let Some(dir) = &self.config.spool {
             match spool(dir, &b) {
                 Ok(path) => b.file = Some(path),
@@ -356,6 +355,8 @@ impl Worker {
         }
         let n = self.pending.len() as u64;
         self.note(|s| s.pending = n);
+        // Only now: `flush` must never see the batch in neither count.
+        self.queued.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Sends pending batches, oldest first, until one fails; how long to
