@@ -123,8 +123,10 @@ impl Reservoir {
     }
 }
 
+/// SplitMix64: the reservoir's, and the uploader's jitter, noise and batch
+/// ids' generator, seeded by [`seed`].
 #[cfg(feature = "telemetry")]
-fn splitmix(state: &mut u64) -> u64 {
+pub(crate) fn splitmix(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -132,9 +134,10 @@ fn splitmix(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// A seed from std's per-process random keys (the OS generator).
+/// A seed from std's random hashing keys (drawn from the OS generator,
+/// secret to the process): a new one per call.
 #[cfg(feature = "telemetry")]
-fn seed() -> u64 {
+pub(crate) fn seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     std::collections::hash_map::RandomState::new()
         .build_hasher()

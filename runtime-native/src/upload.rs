@@ -25,6 +25,7 @@
 //!   caller's thread ([`kiln_protocol::Sketch::privatize`]): what is
 //!   spooled and sent is already private.
 
+use crate::telemetry::{seed, splitmix};
 use kiln_protocol::Sketch;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -513,40 +514,9 @@ fn forget(b: &Batch) {
 
 /// A random batch id: 128 bits, hex.
 fn batch_id() -> String {
-    let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
-        // No OS randomness: time and a counter still make ids unique.
-        let mut s = seed();
-        bytes[..8].copy_from_slice(&splitmix(&mut s).to_le_bytes());
-        bytes[8..].copy_from_slice(&splitmix(&mut s).to_le_bytes());
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A seed from the OS (or, failing that, the clock and a counter).
-fn seed() -> u64 {
-    let mut b = [0u8; 8];
-    if getrandom::fill(&mut b).is_ok() {
-        return u64::from_le_bytes(b);
-    }
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    nanos
-        ^ COUNTER
-            .fetch_add(0x9e37_79b9_7f4a_7c15, std::sync::atomic::Ordering::Relaxed)
-            .rotate_left(17)
-}
-
-/// SplitMix64: the jitter's and the noise's generator (seeded from the
-/// OS).
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    let mut state = seed();
+    let (a, b) = (splitmix(&mut state), splitmix(&mut state));
+    format!("{a:016x}{b:016x}")
 }
 
 #[cfg(test)]
