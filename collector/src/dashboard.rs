@@ -60,7 +60,7 @@ fn allowed(c: &Collector, headers: &HeaderMap, view: &View) -> Result<(), Failur
     if view.token.as_deref() == Some(c.admin_token()) {
         return Ok(());
     }
-    c.require_admin(headers).map_err(|_| {
+    crate::server::require_admin(c, headers).map_err(|_| {
         Failure(
             StatusCode::UNAUTHORIZED,
             "the dashboard needs the admin token: /dashboard?token=TOKEN (or Authorization: Bearer)"
@@ -207,7 +207,7 @@ pub(crate) async fn version(
     headers: HeaderMap,
 ) -> Result<Html<String>, Failure> {
     allowed(&c, &headers, &view)?;
-    let baseline = c.baseline(&model, &version)?;
+    let baseline = crate::server::version_baseline(&c, &model, &version)?;
     let since = now() - view.window();
     let (m, v) = (model.clone(), version.clone());
     let blobs = c.with_store(move |s| s.sketches(&m, &v, since)).await?;

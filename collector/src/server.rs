@@ -193,18 +193,9 @@ impl Collector {
         &self.admin_token
     }
 
-    pub(crate) fn require_admin(&self, headers: &HeaderMap) -> Result<(), Failure> {
-        require_admin(self, headers)
-    }
-
     /// Batches accepted since the collector started.
     pub(crate) fn accepted(&self) -> u64 {
         self.accepted.load(Ordering::Relaxed)
-    }
-
-    /// The baseline of a registered version (404 if none).
-    pub(crate) fn baseline(&self, model: &str, version: &str) -> Result<Arc<Baseline>, Failure> {
-        version_baseline(self, model, version)
     }
 
     /// The alerts kept, oldest first.
@@ -290,7 +281,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .strip_prefix("Bearer ")
 }
 
-fn require_admin(c: &Collector, headers: &HeaderMap) -> Result<(), Failure> {
+pub(crate) fn require_admin(c: &Collector, headers: &HeaderMap) -> Result<(), Failure> {
     match bearer(headers) {
         Some(t) if t == c.admin_token => Ok(()),
         _ => Err(Failure(
@@ -375,7 +366,12 @@ async fn issue_token(
 }
 
 /// The baseline of `model` at `version` (404 when unregistered).
-fn version_baseline(c: &Collector, model: &str, version: &str) -> Result<Arc<Baseline>, Failure> {
+/// The baseline of a registered version (404 if none).
+pub(crate) fn version_baseline(
+    c: &Collector,
+    model: &str,
+    version: &str,
+) -> Result<Arc<Baseline>, Failure> {
     c.baselines
         .read()
         .map_err(internal)?
@@ -556,15 +552,27 @@ struct DriftQuery {
     window: Option<i64>,
 }
 
+impl DriftQuery {
+    /// For an admin: the version's baseline and where the window starts.
+    fn window_of(
+        &self,
+        c: &Collector,
+        headers: &HeaderMap,
+        model: &str,
+    ) -> Result<(Arc<Baseline>, i64), Failure> {
+        require_admin(c, headers)?;
+        let baseline = version_baseline(c, model, &self.version)?;
+        Ok((baseline, now() - self.window.unwrap_or(86_400).max(0)))
+    }
+}
+
 async fn drift(
     State(c): State<Arc<Collector>>,
     Path(model): Path<String>,
     Query(q): Query<DriftQuery>,
     headers: HeaderMap,
 ) -> Result<Response, Failure> {
-    require_admin(&c, &headers)?;
-    let baseline = version_baseline(&c, &model, &q.version)?;
-    let since = now() - q.window.unwrap_or(86_400).max(0);
+    let (baseline, since) = q.window_of(&c, &headers, &model)?;
     let version = q.version.clone();
     let blobs = c
         .with_store(move |s| s.sketches(&model, &version, since))
@@ -598,9 +606,7 @@ async fn samples(
     Query(q): Query<DriftQuery>,
     headers: HeaderMap,
 ) -> Result<Response, Failure> {
-    require_admin(&c, &headers)?;
-    let baseline = version_baseline(&c, &model, &q.version)?;
-    let since = now() - q.window.unwrap_or(86_400).max(0);
+    let (baseline, since) = q.window_of(&c, &headers, &model)?;
     let version = q.version.clone();
     let batches = c
         .with_store(move |s| s.samples(&model, &version, since))
