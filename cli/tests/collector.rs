@@ -368,25 +368,10 @@ fn killed_mid_ingest(db: &str, tmp: &Path) {
     let admin = "admin-secret-token";
     let (server, addr) = start_collector(db, admin, &[]);
     let name = unique("crash");
-    let (st, _) = http(
-        &addr,
-        "POST",
-        &format!("/v1/models/{name}/versions/1"),
-        Some(admin),
-        &bytes,
-    );
-    assert_eq!(st, 200);
-    let (_, body) = http(
-        &addr,
-        "POST",
-        "/v1/tokens",
-        Some(admin),
-        serde_json::json!({ "model": name }).to_string().as_bytes(),
-    );
-    let token: Value = serde_json::from_slice(&body).unwrap();
+    let token = common::register(&addr, admin, &name, &bytes);
     let opts = LoadOptions {
         addr: addr.clone(),
-        token: token["token"].as_str().unwrap().to_string(),
+        token,
         model: name.clone(),
         version: "1".into(),
         id_prefix: name.clone(),
@@ -539,25 +524,7 @@ fn collector_alerts_once_per_condition_and_runs_the_retrain_hook() {
         "20",
     ];
     let (server, addr) = start_collector(&db, admin, &flags);
-    assert_eq!(
-        http(
-            &addr,
-            "POST",
-            "/v1/models/wine/versions/1",
-            Some(admin),
-            &bytes
-        )
-        .0,
-        200
-    );
-    let (_, body) = http(
-        &addr,
-        "POST",
-        "/v1/tokens",
-        Some(admin),
-        br#"{"model":"wine"}"#,
-    );
-    let token: Value = serde_json::from_slice(&body).unwrap();
+    let token = common::register(&addr, admin, "wine", &bytes);
 
     // The window: the test rows tripled (drift), every class-0
     // prediction moved to class 1 (a class the reference predicts for a
@@ -582,7 +549,7 @@ fn collector_alerts_once_per_condition_and_runs_the_retrain_hook() {
         &addr,
         "POST",
         "/v1/telemetry",
-        token["token"].as_str(),
+        Some(&token),
         batch.to_string().as_bytes(),
     );
     assert_eq!(st, 200);
@@ -701,22 +668,7 @@ fn collector_dashboard_renders_in_chromium() {
         admin,
         &[],
     );
-    let register = http(
-        &addr,
-        "POST",
-        "/v1/models/wine/versions/1",
-        Some(admin),
-        &bytes,
-    );
-    assert_eq!(register.0, 200);
-    let (_, body) = http(
-        &addr,
-        "POST",
-        "/v1/tokens",
-        Some(admin),
-        br#"{"model":"wine"}"#,
-    );
-    let token: Value = serde_json::from_slice(&body).unwrap();
+    let token = common::register(&addr, admin, "wine", &bytes);
     let model = Model::load(&bytes).unwrap();
     let sk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/sklearn");
     let test = kiln_cli::read_dataset(&sk.join("gb_wine_test.csv"), Some("target")).unwrap();
@@ -739,7 +691,7 @@ fn collector_dashboard_renders_in_chromium() {
             &addr,
             "POST",
             "/v1/telemetry",
-            token["token"].as_str(),
+            Some(&token),
             batch.to_string().as_bytes(),
         );
         assert_eq!(st.0, 200);
@@ -831,23 +783,7 @@ fn native_uploader_spools_offline_and_delivers_each_window_once() {
     let admin = "admin-secret-token";
     let db = format!("sqlite://{}", tmp.join("c.db").display());
     let (server, addr) = start_collector(&db, admin, &[]);
-    let register = http(
-        &addr,
-        "POST",
-        "/v1/models/wine/versions/1",
-        Some(admin),
-        &bytes,
-    );
-    assert_eq!(register.0, 200);
-    let (_, body) = http(
-        &addr,
-        "POST",
-        "/v1/tokens",
-        Some(admin),
-        br#"{"model":"wine"}"#,
-    );
-    let token: Value = serde_json::from_slice(&body).unwrap();
-    let token = token["token"].as_str().unwrap().to_string();
+    let token = common::register(&addr, admin, "wine", &bytes);
     drop(server);
 
     let spool = tmp.join("spool");
@@ -1088,29 +1024,14 @@ fn a_tensor_input_gets_per_channel_drift() {
         admin,
         &[],
     );
-    let st = http(
-        &addr,
-        "POST",
-        "/v1/models/mnist/versions/1",
-        Some(admin),
-        &bytes,
-    );
-    assert_eq!(st.0, 200);
-    let (_, body) = http(
-        &addr,
-        "POST",
-        "/v1/tokens",
-        Some(admin),
-        br#"{"model":"mnist"}"#,
-    );
-    let token: Value = serde_json::from_slice(&body).unwrap();
+    let token = common::register(&addr, admin, "mnist", &bytes);
     let batch =
         serde_json::json!({"batch_id": "t1", "model": "mnist", "version": "1", "sketch": inverted});
     let st = http(
         &addr,
         "POST",
         "/v1/telemetry",
-        token["token"].as_str(),
+        Some(&token),
         batch.to_string().as_bytes(),
     );
     assert_eq!(st.0, 200, "{}", String::from_utf8_lossy(&st.1));

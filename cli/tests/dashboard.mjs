@@ -2,12 +2,13 @@
 // $KILN_DASHBOARD_URL (a version page, token in the query), reads what the
 // page shows (charts, per-column verdicts from the cells' data- attributes),
 // screenshots the whole page to $KILN_DASHBOARD_SHOT and counts pixels off
-// the background. Prints one JSON line; exits non-zero on a page error, a
-// blank screenshot or a chart that did not render.
+// the background (chromium.mjs's inkOf). Prints one JSON line; exits
+// non-zero on a page error, a blank screenshot or a chart that did not
+// render.
 import { writeFile, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { withChromium } from '../../runtime-wasm/tests/chromium.mjs';
+import { withChromium, inkOf } from '../../runtime-wasm/tests/chromium.mjs';
 
 const url = process.env.KILN_DASHBOARD_URL;
 const shotFile = process.env.KILN_DASHBOARD_SHOT;
@@ -37,19 +38,7 @@ try {
     });
     const shot = await page.screenshot({ fullPage: true });
     await writeFile(shotFile, shot);
-    const ink = await page.evaluate(async (b64) => {
-      const img = new Image();
-      img.src = `data:image/png;base64,${b64}`;
-      await img.decode();
-      const c = document.createElement('canvas');
-      c.width = img.width; c.height = img.height;
-      const g = c.getContext('2d');
-      g.drawImage(img, 0, 0);
-      const d = g.getImageData(0, 0, c.width, c.height).data;
-      let off = 0;
-      for (let i = 0; i < d.length; i += 4) if (d[i] < 250 || d[i + 1] < 250 || d[i + 2] < 250) off++;
-      return { off, total: d.length / 4, width: c.width, height: c.height };
-    }, shot.toString('base64'));
+    const ink = await inkOf(page, shot);
     if (ink.off < ink.total * 0.03) problems.push(`the screenshot is blank (${ink.off} of ${ink.total} pixels drawn)`);
     for (const c of seen.charts) if (!c.drawn || c.points === 0) problems.push(`chart '${c.title}' drew nothing`);
     console.log(JSON.stringify({ ...seen, screenshot: { file: shotFile, ...ink } }));

@@ -143,26 +143,11 @@ fn package_records_telemetry_the_collector_takes() {
         admin,
         &[],
     );
-    let (st, _) = common::http(
-        &addr,
-        "POST",
-        "/v1/models/wine/versions/1",
-        Some(admin),
-        &bytes,
-    );
-    assert_eq!(st, 200);
-    let (_, body) = common::http(
-        &addr,
-        "POST",
-        "/v1/tokens",
-        Some(admin),
-        br#"{"model":"wine"}"#,
-    );
-    let token: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let token = common::register(&addr, admin, "wine", &bytes);
     std::fs::write(
         dir.join("collector.json"),
         serde_json::json!({
-            "url": format!("http://{addr}"), "admin": admin, "token": token["token"],
+            "url": format!("http://{addr}"), "admin": admin, "token": token,
             "model": "wine", "version": "1", "features": 13, "rows": rows.len(),
         })
         .to_string(),

@@ -14,7 +14,7 @@ import { writeFile, mkdtemp, mkdir, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
-import { withChromium, npm, repo } from './chromium.mjs';
+import { withChromium, inkOf, npm, repo } from './chromium.mjs';
 
 /** Bundles a small app that imports `kiln-runtime` with webpack; returns
  * the output directory (with an index.html). */
@@ -90,21 +90,7 @@ try {
     const shotFile = process.env.KILN_WASM_SHOT ?? path.join(fixtures, 'demo.png');
     await writeFile(shotFile, shot);
     console.log(`screenshot -> ${shotFile}`);
-    // Decode the screenshot in the page and count pixels off the background.
-    const ink = await page.evaluate(async (b64) => {
-      const img = new Image();
-      img.src = `data:image/png;base64,${b64}`;
-      await img.decode();
-      const c = document.createElement('canvas');
-      c.width = img.width; c.height = img.height;
-      const g = c.getContext('2d');
-      g.drawImage(img, 0, 0);
-      const d = g.getImageData(0, 0, c.width, c.height).data;
-      const [r0, g0, b0] = [d[0], d[1], d[2]];
-      let off = 0;
-      for (let i = 0; i < d.length; i += 4) if (d[i] !== r0 || d[i + 1] !== g0 || d[i + 2] !== b0) off++;
-      return { off, total: d.length / 4, width: c.width, height: c.height };
-    }, shot.toString('base64'));
+    const ink = await inkOf(page, shot);
     console.log(`screenshot ${ink.width}x${ink.height}: ${(100 * ink.off / ink.total).toFixed(1)}% of pixels off the background`);
     if (ink.off < ink.total * 0.05) problems.push('the demo screenshot is blank');
   }, { '/bundle/': dist });

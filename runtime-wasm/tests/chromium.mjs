@@ -54,3 +54,23 @@ export async function withChromium(fixtures, fn, extra = {}) {
     await rm(profile, { recursive: true, force: true });
   }
 }
+
+/** Decodes a PNG screenshot in `page` and counts the pixels whose colour
+ * differs from the top-left one (the background): {off, total, width,
+ * height}. */
+export async function inkOf(page, png) {
+  return page.evaluate(async (b64) => {
+    const img = new Image();
+    img.src = `data:image/png;base64,${b64}`;
+    await img.decode();
+    const c = document.createElement('canvas');
+    c.width = img.width; c.height = img.height;
+    const g = c.getContext('2d');
+    g.drawImage(img, 0, 0);
+    const d = g.getImageData(0, 0, c.width, c.height).data;
+    const [r0, g0, b0] = [d[0], d[1], d[2]];
+    let off = 0;
+    for (let i = 0; i < d.length; i += 4) if (d[i] !== r0 || d[i + 1] !== g0 || d[i + 2] !== b0) off++;
+    return { off, total: d.length / 4, width: c.width, height: c.height };
+  }, png.toString('base64'));
+}

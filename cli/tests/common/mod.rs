@@ -16,14 +16,29 @@ pub fn npy(dtype: kiln_format::DType, shape: &[usize], data: &[u8]) -> Vec<u8> {
 #[allow(dead_code, reason = "not every test binary uses every helper")]
 pub fn compile_sklearn_with_reference(stem: &str, out: &std::path::Path) {
     let sk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/sklearn");
+    compile_with_reference(
+        &sk.join(format!("{stem}.onnx")),
+        out,
+        &sk.join(format!("{stem}_train.csv")),
+        &["--labels", "target"],
+    );
+}
+
+/// `kiln compile MODEL -o OUT --reference DATA [extra]`, which must succeed.
+fn compile_with_reference(
+    model: &std::path::Path,
+    out: &std::path::Path,
+    reference: &std::path::Path,
+    extra: &[&str],
+) {
     let st = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
         .arg("compile")
-        .arg(sk.join(format!("{stem}.onnx")))
+        .arg(model)
         .arg("-o")
         .arg(out)
         .arg("--reference")
-        .arg(sk.join(format!("{stem}_train.csv")))
-        .args(["--labels", "target"])
+        .arg(reference)
+        .args(extra)
         .output()
         .unwrap();
     assert!(
@@ -142,18 +157,34 @@ pub fn compile_mnist_with_reference(reference: &[f32], out: &std::path::Path) {
         npy(kiln_format::DType::F32, &[n, 1, 28, 28], &bytes),
     )
     .unwrap();
-    let st = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("compile")
-        .arg(corpus.join("onnx-real/mnist-8_cntk.onnx"))
-        .arg("-o")
-        .arg(out)
-        .arg("--reference")
-        .arg(&npy_path)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
+    compile_with_reference(
+        &corpus.join("onnx-real/mnist-8_cntk.onnx"),
+        out,
+        &npy_path,
+        &[],
     );
+}
+
+/// Registers `artifact` as version 1 of `model` on the collector at
+/// `addr` and issues a device token for it; the token.
+#[allow(dead_code, reason = "not every test binary uses every helper")]
+pub fn register(addr: &str, admin: &str, model: &str, artifact: &[u8]) -> String {
+    let (st, body) = http(
+        addr,
+        "POST",
+        &format!("/v1/models/{model}/versions/1"),
+        Some(admin),
+        artifact,
+    );
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    let (st, body) = http(
+        addr,
+        "POST",
+        "/v1/tokens",
+        Some(admin),
+        format!("{{\"model\":\"{model}\"}}").as_bytes(),
+    );
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    let token: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    token["token"].as_str().unwrap().to_string()
 }
