@@ -144,15 +144,6 @@ fn baseline_statics(s: &mut String, artifact: &[u8]) -> Result<()> {
     let Ok(baseline) = model.drift_baseline() else {
         return Ok(());
     };
-    if baseline.channels.is_some() {
-        // Firmware counts tabular inputs only: a tensor input's channel
-        // summaries are not computed on the device yet.
-        eprintln!(
-            "warning: the drift baseline is a tensor input's (per-channel summaries); \
-             the firmware module gets no telemetry statics (tabular inputs only)"
-        );
-        return Ok(());
-    }
     let spec = |f: &kiln_protocol::FeatureBaseline| match f.as_bins() {
         kiln_protocol::Bins::Edges(v) => format!("(true, &{v:?})"),
         kiln_protocol::Bins::Values(v) => format!("(false, &{v:?})"),
@@ -192,6 +183,15 @@ fn baseline_statics(s: &mut String, artifact: &[u8]) -> Result<()> {
     writeln!(
         s,
         "/// The predictions' bins: `(output, argmax, quantile edges?, values)`."
+    )?;
+    writeln!(
+        s,
+        "/// A tensor input's channel axis (its features are each channel's mean and deviation)."
+    )?;
+    writeln!(
+        s,
+        "pub static BASELINE_CHANNELS: Option<u32> = {:?};",
+        baseline.channels
     )?;
     match &baseline.prediction {
         Some(p) => {

@@ -50,28 +50,19 @@ fn collector_ingests_batches_once_and_reports_drift_postgres() {
     std::fs::remove_dir_all(&tmp).ok();
 }
 
-/// The embedded runtime's telemetry window over `rows` (`features` per
-/// row), every call counted, as postcard bytes decoded.
+/// The embedded runtime's telemetry window over `rows` (`features`
+/// values per call: a tabular row or a tensor sample), every call
+/// counted, as postcard bytes decoded.
 fn mcu_window(artifact: &[u8], rows: &[f32], features: usize) -> kiln_protocol::Sketch {
-    use kiln_runtime_embedded::telemetry::{BaselineRef, Telemetry};
+    use kiln_runtime_embedded::telemetry::Telemetry;
     // 16-byte aligned, as flash is.
     let mut flash = vec![0u128; artifact.len().div_ceil(16)];
     let flash: &mut [u8] = bytemuck::cast_slice_mut(&mut flash);
     flash[..artifact.len()].copy_from_slice(artifact);
     let model = kiln_runtime_embedded::Model::new(&flash[..artifact.len()]).unwrap();
     let baseline = Model::load(artifact).unwrap().drift_baseline().unwrap();
-    let bins: Vec<_> = baseline.features.iter().map(|f| f.as_bins()).collect();
-    let r = BaselineRef {
-        features: &bins,
-        prediction: baseline
-            .prediction
-            .as_ref()
-            .map(|p| kiln_protocol::PredictionRef {
-                output: p.output,
-                argmax: p.argmax,
-                bins: p.feature.as_bins(),
-            }),
-    };
+    let bins = baseline.feature_bins();
+    let r = baseline.borrowed(&bins);
     let mut t = Telemetry::<13, 32>::new(&model, r, 1).unwrap();
     let mut arena = vec![0u128; model.arena_size().div_ceil(16)];
     let arena: &mut [u8] = bytemuck::cast_slice_mut(&mut arena);
@@ -1017,6 +1008,14 @@ fn a_tensor_input_gets_per_channel_drift() {
     let drifted: Vec<bool> = report.columns.iter().map(|c| c.drift_detected).collect();
     assert_eq!(drifted, [true, false, true], "{report:?}");
 
+    // The embedded runtime counts the same channel summaries: its window
+    // of the same calls is the native one (run times aside).
+    let inverted_images: Vec<f32> = images[1000 * 784..].iter().map(|&x| 255.0 - x).collect();
+    let mut mcu = mcu_window(&bytes, &inverted_images, 784);
+    assert_eq!(mcu.latency_us.iter().sum::<u64>(), 500);
+    mcu.latency_us.clone_from(&inverted.latency_us);
+    assert_eq!(mcu, inverted);
+
     // The collector takes tensor windows like any other.
     let admin = "admin-secret-token";
     let (_server, addr) = start_collector(
@@ -1044,5 +1043,26 @@ fn a_tensor_input_gets_per_channel_drift() {
     );
     let report: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(report["dataset_drift"], true);
+    // And the firmware's window beside it: both merged.
+    let batch =
+        serde_json::json!({"batch_id": "t2", "model": "mnist", "version": "1", "sketch": mcu});
+    let st = http(
+        &addr,
+        "POST",
+        "/v1/telemetry",
+        Some(&token),
+        batch.to_string().as_bytes(),
+    );
+    assert_eq!(st.0, 200, "{}", String::from_utf8_lossy(&st.1));
+    let (_, body) = http(
+        &addr,
+        "GET",
+        "/v1/models/mnist/drift?version=1",
+        Some(admin),
+        b"",
+    );
+    let report: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(report["dataset_drift"], true);
+    assert_eq!(report["batches"], 2, "{report}");
     std::fs::remove_dir_all(&tmp).ok();
 }

@@ -2,6 +2,8 @@
 //! that compiles and a C header, both with the arena size and op set the
 //! artifact needs.
 
+mod common;
+
 use std::process::Command;
 
 /// `DIR/STEM.rs` compiles on its own with rustc.
@@ -264,6 +266,62 @@ fn mcu_target_module_carries_the_drift_baseline() {
         rs.contains("pub static BASELINE_PREDICTION: Option<(u32, bool, bool, &[f64])> = Some((1, true, false, &[0.0, 1.0]));"),
         "{rs}"
     );
+    assert!(
+        rs.contains("pub static BASELINE_CHANNELS: Option<u32> = None;"),
+        "{rs}"
+    );
     assert_compiles(&dir, "cancer");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An int8 tensor input (KWS, `[1, 49, 10, 1]`) with a reference of its
+/// codes: the module carries the per-channel baseline (two features, the
+/// channel axis) for the firmware's telemetry.
+#[test]
+fn mcu_target_module_carries_a_tensor_baseline() {
+    let dir = std::env::temp_dir().join(format!("kiln-mcu-tensor-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
+    let codes: Vec<u8> = common::kws_codes(100, 0, 7)
+        .iter()
+        .map(|&q| q as u8)
+        .collect();
+    let reference = dir.join("reference.npy");
+    std::fs::write(
+        &reference,
+        common::npy(kiln_format::DType::I8, &[100, 49, 10, 1], &codes),
+    )
+    .unwrap();
+    let out = dir.join("kws.kiln");
+    let run = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["compile", "--target", "mcu", "-o"])
+        .arg(&out)
+        .arg(corpus.join("mlperf-tiny/kws_ref_model.tflite"))
+        .arg("--reference")
+        .arg(&reference)
+        .output()
+        .expect("kiln runs");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let rs = std::fs::read_to_string(dir.join("kws.rs")).expect("kws.rs");
+    assert!(
+        rs.contains("pub const TELEMETRY_FEATURES: usize = 2;"),
+        "{rs}"
+    );
+    assert!(
+        rs.contains("    // c0.mean\n") && rs.contains("    // c0.std\n"),
+        "{rs}"
+    );
+    assert!(
+        rs.contains("pub static BASELINE_CHANNELS: Option<u32> = Some(3);"),
+        "{rs}"
+    );
+    // The int8 scores' argmax (output 0) is the prediction.
+    assert!(
+        rs.contains("pub static BASELINE_PREDICTION: Option<(u32, bool, bool, &[f64])> = Some((0, true, false, &["),
+        "{rs}"
+    );
+    assert_compiles(&dir, "kws");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -137,6 +137,32 @@ fn package_records_telemetry_the_collector_takes() {
         .flat_map(|x| x.to_le_bytes())
         .collect();
     std::fs::write(dir.join("mnist.bin"), pixels).unwrap();
+    // An int8 tensor input (KWS: codes and int8 class scores), its
+    // reference given as an int8 .npy of the codes.
+    common::compile_kws_with_reference(&common::kws_codes(200, 0, 1), &dir.join("kws.kiln"));
+    let kws = Model::load(&std::fs::read(dir.join("kws.kiln")).unwrap()).unwrap();
+    let mut session = kws.session();
+    session.record_telemetry(1).unwrap();
+    let mut codes = common::kws_codes(20, 0, 2);
+    codes.extend(common::kws_codes(20, 25, 3));
+    let codes: Vec<u8> = codes.iter().map(|&q| q as u8).collect();
+    for sample in codes.chunks(490) {
+        let input = TensorValue {
+            dtype: kiln_format::DType::I8,
+            shape: vec![1, 49, 10, 1],
+            data: sample.to_vec(),
+        };
+        session.run(&[&input]).unwrap();
+    }
+    let mut sketch = session.take_sketch().unwrap();
+    assert_eq!(sketch.rows, 40);
+    sketch.latency_us.iter_mut().for_each(|c| *c = 0);
+    std::fs::write(
+        dir.join("native_kws.json"),
+        serde_json::to_vec(&sketch).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("kws.bin"), &codes).unwrap();
     let admin = "admin-secret-token";
     let (_server, addr) = common::start_collector(
         &format!("sqlite://{}", dir.join("c.db").display()),

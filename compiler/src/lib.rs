@@ -33,6 +33,7 @@ pub use error::{CompileError, Result};
 pub use eval::AlignedBytes;
 pub use onnx::ImportOptions;
 
+use kiln_format::DType;
 use kiln_format::write::{ArtifactDesc, PreprocessingDesc, ProvenanceDesc};
 use sha2::{Digest, Sha256};
 
@@ -86,6 +87,25 @@ fn baseline_property(reference: &Reference, g: &ir::Graph) -> Result<String> {
             ));
         }
     };
+    // An 8-bit input's baseline is of its codes, as the runtimes see them
+    // (drift tests are unchanged by the affine map to real values).
+    let dtype = g.tensors[g.inputs[0]].dtype;
+    let (lo, hi) = match dtype {
+        DType::I8 => (-128.0, 127.0),
+        DType::U8 => (0.0, 255.0),
+        _ => (f32::NEG_INFINITY, f32::INFINITY),
+    };
+    if dtype != DType::F32
+        && let Some(bad) = reference
+            .samples
+            .data
+            .iter()
+            .find(|x| x.fract() != 0.0 || !(lo..=hi).contains(*x))
+    {
+        return Err(CompileError::Invalid(format!(
+            "--reference: the model's input takes {dtype:?} codes (whole numbers in {lo}..={hi}), but the reference holds {bad}: give the inputs as the model takes them (e.g. an int8 .npy)"
+        )));
+    }
     if let Some(axis) = kiln_protocol::channel_axis(&shape) {
         return tensor_baseline(reference, g, &shape, axis);
     }
@@ -188,7 +208,7 @@ fn with_predictions(
     s: &run::Samples,
 ) -> kiln_protocol::Baseline {
     use kiln_protocol::{FeatureBaseline, PredictionBaseline, sketch::DEFAULT_BINS};
-    if let (Ok(out), Ok(preds)) = (quantize::scored_output(g), quantize::predict(g, s)) {
+    if let Ok((out, preds)) = quantize::predict_any(g, s) {
         let output = g.outputs.iter().position(|&o| o == out).unwrap_or(0) as u32;
         let argmax = g.tensors[out].shape.last().copied().unwrap_or(1) > 1;
         let values: Vec<f64> = preds

@@ -1586,6 +1586,30 @@ pub fn predict(g: &Graph, samples: &Samples) -> Result<Vec<Vec<f32>>> {
     Ok(preds)
 }
 
+/// What a drift baseline's predictions come from: the scored output (the
+/// float32 one [`predict`] scores, else an 8-bit integer output, read as
+/// its codes) and its values on every sample (an 8-bit input takes the
+/// samples as its codes).
+pub(crate) fn predict_any(g: &Graph, samples: &Samples) -> Result<(TensorId, Vec<Vec<f32>>)> {
+    let out = scored_output(g).or_else(|e| {
+        let ints: Vec<TensorId> = g
+            .outputs
+            .iter()
+            .copied()
+            .filter(|&o| matches!(g.tensors[o].dtype, DType::I8 | DType::U8))
+            .collect();
+        ints.iter()
+            .copied()
+            .find(|&o| g.tensors[o].numel() > 1)
+            .or_else(|| ints.first().copied())
+            .ok_or(e)
+    })?;
+    let mut preds = Vec::with_capacity(samples.count);
+    GraphRunner::new(g, &[out])?
+        .run_each(samples, samples.count, |_, o| preds.push(o[0].to_vec()))?;
+    Ok((out, preds))
+}
+
 /// Index of the largest value (NaN never wins; 0 for an all-NaN row).
 pub fn argmax(v: &[f32]) -> usize {
     let mut best = 0;

@@ -7,8 +7,8 @@
 use crate::error::{CompileError, Result};
 use crate::eval::AlignedBytes;
 use crate::ir::{Graph, TensorId};
-use kiln_format::View;
 use kiln_format::write::ArtifactDesc;
+use kiln_format::{DType, View};
 use std::collections::HashMap;
 
 /// A lowered graph ready to run repeatedly.
@@ -16,20 +16,29 @@ use std::collections::HashMap;
 pub struct GraphRunner {
     artifact: AlignedBytes,
     arena: AlignedBytes,
-    /// Per graph input: (arena offset, byte length).
-    inputs: Vec<(usize, usize)>,
-    /// Per observed tensor: (arena offset, element count).
-    observed: Vec<(usize, usize)>,
+    /// Per graph input: (arena offset, byte length, element type).
+    inputs: Vec<(usize, usize, DType)>,
+    /// Per observed tensor: (arena offset, element count, element type).
+    observed: Vec<(usize, usize, DType)>,
+    /// Integer observed tensors, widened to f32 for the callback.
+    widened: Vec<Vec<f32>>,
+}
+
+/// Element types a runner takes as input and reads back as f32: float32,
+/// and the 8-bit integers (their stored codes, exactly).
+fn readable(dtype: DType) -> bool {
+    matches!(dtype, DType::F32 | DType::I8 | DType::U8)
 }
 
 impl GraphRunner {
-    /// Lowers `g` so that the f32 tensors in `observe` can be read after
-    /// each run. Observed tensors must be f32 and computed (not constants).
+    /// Lowers `g` so that the tensors in `observe` can be read after each
+    /// run. Observed tensors must be computed (not constants) and f32 or
+    /// 8-bit integers (read back as their codes).
     pub fn new(g: &Graph, observe: &[TensorId]) -> Result<GraphRunner> {
         let mut g2 = g.clone();
         for &t in observe {
             let tensor = &g.tensors[t];
-            if tensor.is_const() || tensor.dtype != kiln_format::DType::F32 {
+            if tensor.is_const() || !readable(tensor.dtype) {
                 return Err(CompileError::Invalid(format!(
                     "internal error: cannot observe tensor '{}' ({:?}, constant: {})",
                     tensor.name,
@@ -61,24 +70,35 @@ impl GraphRunner {
             .map_err(|e| CompileError::Invalid(format!("internal error: {e}")))?;
         kiln_engine::Plan::new(view)
             .map_err(|e| CompileError::Invalid(format!("internal error: {e}")))?;
-        let at = |t: u32| -> Result<(usize, usize)> {
+        let at = |t: u32| -> Result<(usize, usize, DType)> {
             let info = view
                 .tensor(t as usize)
                 .map_err(|e| CompileError::Invalid(format!("internal error: {e}")))?;
-            Ok((info.offset as usize, info.byte_len as usize))
+            Ok((info.offset as usize, info.byte_len as usize, info.dtype))
         };
         let inputs = view.inputs().iter().map(at).collect::<Result<Vec<_>>>()?;
-        let observed = view
+        let observed: Vec<_> = view
             .outputs()
             .iter()
-            .map(|t| at(t).map(|(o, b)| (o, b / 4)))
+            .map(|t| at(t).map(|(o, b, d)| (o, b / d.size(), d)))
             .collect::<Result<Vec<_>>>()?;
+        let widened = observed
+            .iter()
+            .map(|&(_, k, d)| {
+                if d == DType::F32 {
+                    vec![]
+                } else {
+                    vec![0.0; k]
+                }
+            })
+            .collect();
         let arena = AlignedBytes::zeroed(view.arena_size().max(16));
         Ok(GraphRunner {
             artifact,
             arena,
             inputs,
             observed,
+            widened,
         })
     }
 
@@ -91,17 +111,33 @@ impl GraphRunner {
         n: usize,
         mut f: impl FnMut(usize, &[&[f32]]),
     ) -> Result<()> {
-        let &[(off, len)] = self.inputs.as_slice() else {
+        let &[(off, len, dtype)] = self.inputs.as_slice() else {
             return Err(CompileError::Invalid(format!(
                 "calibration and validation need a one-input model (this one has {})",
                 self.inputs.len()
             )));
         };
-        if samples.sample_len() * 4 != len {
+        if !readable(dtype) || samples.sample_len() * dtype.size() != len {
             return Err(CompileError::Invalid(format!(
-                "a sample has {} values, the model input takes {}",
+                "a sample has {} values, the model input takes {} of {dtype:?}",
                 samples.sample_len(),
-                len / 4
+                len / dtype.size().max(1)
+            )));
+        }
+        // An 8-bit input takes its codes: samples must hold whole numbers
+        // in the type's range (no silent rounding or wrapping).
+        let (lo, hi) = match dtype {
+            DType::I8 => (-128.0, 127.0),
+            DType::U8 => (0.0, 255.0),
+            _ => (f32::NEG_INFINITY, f32::INFINITY),
+        };
+        if dtype != DType::F32
+            && let Some(bad) = samples.data[..n.min(samples.count) * samples.sample_len()]
+                .iter()
+                .find(|x| x.fract() != 0.0 || !(lo..=hi).contains(*x))
+        {
+            return Err(CompileError::Invalid(format!(
+                "the model's input is {dtype:?}: samples must hold its codes (whole numbers in {lo}..={hi}), not {bad}"
             )));
         }
         let view = View::parse(self.artifact.as_slice())
@@ -110,13 +146,49 @@ impl GraphRunner {
             .map_err(|e| CompileError::Invalid(format!("internal error: {e}")))?;
         let arena = self.arena.as_mut_slice();
         for i in 0..n.min(samples.count) {
-            arena[off..off + len].copy_from_slice(bytemuck::cast_slice(samples.sample(i)));
+            let sample = samples.sample(i);
+            match dtype {
+                DType::F32 => arena[off..off + len].copy_from_slice(bytemuck::cast_slice(sample)),
+                // Checked above: whole numbers in range, so `as` is exact.
+                DType::I8 => {
+                    for (b, &x) in arena[off..off + len].iter_mut().zip(sample) {
+                        *b = (x as i8) as u8;
+                    }
+                }
+                _ => {
+                    for (b, &x) in arena[off..off + len].iter_mut().zip(sample) {
+                        *b = x as u8;
+                    }
+                }
+            }
             plan.run(arena)
                 .map_err(|e| CompileError::Invalid(format!("running the graph failed: {e}")))?;
+            for (w, &(o, k, d)) in self.widened.iter_mut().zip(&self.observed) {
+                match d {
+                    DType::I8 => {
+                        for (x, &b) in w.iter_mut().zip(&arena[o..o + k]) {
+                            *x = f32::from(b as i8);
+                        }
+                    }
+                    DType::U8 => {
+                        for (x, &b) in w.iter_mut().zip(&arena[o..o + k]) {
+                            *x = f32::from(b);
+                        }
+                    }
+                    _ => {}
+                }
+            }
             let outs: Vec<&[f32]> = self
                 .observed
                 .iter()
-                .map(|&(o, k)| &bytemuck::cast_slice::<u8, f32>(&arena[o..o + 4 * k])[..k])
+                .zip(&self.widened)
+                .map(|(&(o, k, d), w)| {
+                    if d == DType::F32 {
+                        &bytemuck::cast_slice::<u8, f32>(&arena[o..o + 4 * k])[..k]
+                    } else {
+                        w.as_slice()
+                    }
+                })
                 .collect();
             f(i, &outs);
         }

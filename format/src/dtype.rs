@@ -69,6 +69,29 @@ impl DType {
     pub fn is_float(self) -> bool {
         matches!(self, DType::F32 | DType::F16 | DType::F64)
     }
+
+    /// Whether drift telemetry counts tensors of this type: float32, and
+    /// the 8-bit integers as their stored codes (see [`DType::drift_value`]).
+    pub fn drift_counted(self) -> bool {
+        matches!(self, DType::F32 | DType::I8 | DType::U8)
+    }
+
+    /// Element `k` of little-endian `data` as telemetry counts it: a
+    /// float32 widened, an 8-bit integer's code (not dequantized: drift
+    /// tests do not change under the affine map to real values, and every
+    /// runtime then counts the very same numbers). `None` for other types
+    /// or past the end of `data`.
+    pub fn drift_value(self, data: &[u8], k: usize) -> Option<f64> {
+        match self {
+            DType::F32 => {
+                let b = data.get(4 * k..4 * k + 4)?;
+                Some(f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+            }
+            DType::I8 => data.get(k).map(|&b| f64::from(b as i8)),
+            DType::U8 => data.get(k).map(|&b| f64::from(b)),
+            _ => None,
+        }
+    }
 }
 
 impl core::fmt::Display for DType {
@@ -83,5 +106,24 @@ impl crate::decode::Decode<'_> for DType {
         use DType::*;
         const ALL: [DType; 12] = [F32, U8, I8, U16, I16, I32, I64, Bool, F16, F64, U32, U64];
         ALL[r.tag(ALL.len() as u32) as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DType;
+
+    #[test]
+    fn drift_values_are_floats_and_8_bit_codes() {
+        let f = 1.5f32.to_le_bytes();
+        assert_eq!(DType::F32.drift_value(&f, 0), Some(1.5));
+        assert_eq!(DType::F32.drift_value(&f[..3], 0), None);
+        let b = [0x80u8, 0x7f, 0xff];
+        assert_eq!(DType::I8.drift_value(&b, 0), Some(-128.0));
+        assert_eq!(DType::I8.drift_value(&b, 2), Some(-1.0));
+        assert_eq!(DType::U8.drift_value(&b, 2), Some(255.0));
+        assert_eq!(DType::U8.drift_value(&b, 3), None);
+        assert_eq!(DType::I32.drift_value(&[0; 4], 0), None);
+        assert!(DType::I8.drift_counted() && !DType::I64.drift_counted());
     }
 }

@@ -140,6 +140,34 @@ pub struct PredictionRef<'a> {
 pub struct BaselineRef<'a> {
     pub features: &'a [Bins<'a>],
     pub prediction: Option<PredictionRef<'a>>,
+    /// A tensor input's channel axis (`Baseline::channels`): its features
+    /// are per-channel summaries ([`crate::summarize_channels`]).
+    pub channels: Option<u32>,
+}
+
+#[cfg(feature = "alloc")]
+impl crate::Baseline {
+    /// Each feature's bins, for [`crate::Baseline::borrowed`].
+    pub fn feature_bins(&self) -> alloc::vec::Vec<Bins<'_>> {
+        self.features
+            .iter()
+            .map(crate::FeatureBaseline::as_bins)
+            .collect()
+    }
+
+    /// This baseline as a device holds it, given its
+    /// [`feature_bins`](crate::Baseline::feature_bins).
+    pub fn borrowed<'a>(&'a self, bins: &'a [Bins<'a>]) -> BaselineRef<'a> {
+        BaselineRef {
+            features: bins,
+            prediction: self.prediction.as_ref().map(|p| PredictionRef {
+                output: p.output,
+                argmax: p.argmax,
+                bins: p.feature.as_bins(),
+            }),
+            channels: self.channels,
+        }
+    }
 }
 
 /// One window of rows in fixed storage: up to `F` features of up to `B`
@@ -434,6 +462,7 @@ mod tests {
             let r = BaselineRef {
                 features: &bins,
                 prediction: Some(PredictionRef { output: p.output, argmax: p.argmax, bins: p.feature.as_bins() }),
+                channels: None,
             };
             let mut heap = Sketch::new(&b);
             let mut fixed = FixedSketch::<2, 33>::new();
@@ -464,6 +493,7 @@ mod tests {
         let r = BaselineRef {
             features: &bins,
             prediction: None,
+            channels: None,
         };
         // 32 quantile bins do not fit 8.
         assert!(FixedSketch::<2, 8>::new().observe(&r, &[1.0, 2.0]).is_err());

@@ -26,7 +26,7 @@ pub enum TelemetryError {
     #[error("the artifact's drift baseline is damaged: {0}")]
     BadBaseline(&'static str),
     #[error(
-        "the drift baseline has {baseline} features but the model's first input takes {input} float32 values per sample"
+        "the drift baseline has {baseline} features but the model's first input takes {input} per sample (float32 or 8-bit integer values)"
     )]
     Features { baseline: usize, input: usize },
     #[error("this build of the runtime records no telemetry (cargo feature `telemetry` is off)")]
@@ -64,6 +64,16 @@ pub(crate) struct Recorder {
     tensor: Option<Tensor>,
     /// Raw rows kept, if asked for ([`crate::Session::record_samples`]).
     reservoir: Option<Reservoir>,
+    /// The first input's element type: float32, or 8-bit integers counted
+    /// as their codes (as the compiler took the reference).
+    dtype: DType,
+}
+
+/// Element `k` of `data` as telemetry counts it (NaN: a type it does not
+/// count, which [`DType::drift_counted`] rules out at creation).
+#[cfg(feature = "telemetry")]
+fn value(dtype: DType, data: &[u8], k: usize) -> f64 {
+    dtype.drift_value(data, k).unwrap_or(f64::NAN)
 }
 
 /// How a tensor input's samples become features.
@@ -182,12 +192,9 @@ impl Recorder {
     pub(crate) fn new(model: &Model, every: u32) -> Result<Recorder, TelemetryError> {
         let baseline = model.drift_baseline()?;
         let n = baseline.features.len();
-        let shape = model
-            .inputs()
-            .first()
-            .filter(|i| i.dtype == DType::F32)
-            .map(|i| i.shape(1))
-            .unwrap_or_default();
+        let first = model.inputs().first().filter(|i| i.dtype.drift_counted());
+        let dtype = first.map_or(DType::F32, |i| i.dtype);
+        let shape = first.map(|i| i.shape(1)).unwrap_or_default();
         let tensor = match baseline.channels {
             // Two summaries per channel of the axis the compiler chose.
             Some(axis) => {
@@ -224,6 +231,7 @@ impl Recorder {
             row: vec![0.0; n],
             sampler: kiln_protocol::Sampler::new(every),
             reservoir: None,
+            dtype,
         })
     }
 
@@ -250,21 +258,19 @@ impl Recorder {
     pub(crate) fn record(&mut self, input: &TensorValue, outputs: &[TensorValue], micros: u64) {
         if let Some(p) = &self.baseline.prediction
             && let Some(out) = outputs.get(p.output as usize)
-            && out.dtype == DType::F32
+            && out.dtype.drift_counted()
         {
             let width = if p.argmax {
                 out.shape.last().copied().unwrap_or(1).max(1)
             } else {
                 1
             };
-            for row in out.data.chunks_exact(4 * width) {
-                let v = row
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            for row in out.data.chunks_exact(out.dtype.size() * width) {
+                let v = (0..width).map(|k| value(out.dtype, row, k));
                 let value = if p.argmax {
                     // The first largest score (NaN never wins), as the
                     // compiler took it on the reference rows.
-                    let mut best = (0usize, f32::NEG_INFINITY);
+                    let mut best = (0usize, f64::NEG_INFINITY);
                     for (k, x) in v.enumerate() {
                         if x > best.1 {
                             best = (k, x);
@@ -272,32 +278,29 @@ impl Recorder {
                     }
                     best.0 as f64
                 } else {
-                    v.map(f64::from).next().unwrap_or(f64::NAN)
+                    v.into_iter().next().unwrap_or(f64::NAN)
                 };
                 let _ = self.sketch.predicted(&self.baseline, value);
             }
         }
         if let Some(t) = &self.tensor {
             // Sample by sample: each channel's mean and deviation.
-            for sample in input.data.chunks_exact(4 * t.per_sample.max(1)) {
-                let value = |k: usize| {
-                    let b = &sample[4 * k..4 * k + 4];
-                    f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                };
-                if kiln_protocol::summarize_channels(value, &t.shape, t.axis, &mut self.row).is_ok()
-                {
+            let dtype = self.dtype;
+            for sample in input.data.chunks_exact(dtype.size() * t.per_sample.max(1)) {
+                let at = |k: usize| value(dtype, sample, k);
+                if kiln_protocol::summarize_channels(at, &t.shape, t.axis, &mut self.row).is_ok() {
                     let _ = self.sketch.observe(&self.baseline, &self.row);
                 }
             }
             self.sketch.latency(micros);
             return;
         }
-        // Row by row, without allocating: the input is float32 (checked
-        // at creation and by the run's validation).
+        // Row by row, without allocating: the input has the element type
+        // seen at creation (the run's validation checks it).
         let n = self.row.len().max(1);
-        for row in input.data.chunks_exact(4 * n) {
-            for (r, b) in self.row.iter_mut().zip(row.chunks_exact(4)) {
-                *r = f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        for row in input.data.chunks_exact(self.dtype.size() * n) {
+            for (k, r) in self.row.iter_mut().enumerate() {
+                *r = value(self.dtype, row, k);
             }
             // The row has the baseline's width (checked at creation).
             let _ = self.sketch.observe(&self.baseline, &self.row);

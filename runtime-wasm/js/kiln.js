@@ -129,8 +129,8 @@ export class Model {
     const input = this.inputs[0];
     const width = input === undefined ? 0
       : baseline.channels === null ? input.shape[input.shape.length - 1] : 2 * input.shape[baseline.channels];
-    if (input === undefined || input.dtype !== 'float32' || width !== baseline.features.length) {
-      throw new KilnError('USAGE', `telemetry needs a float32 first input of ${baseline.features.length} features`);
+    if (input === undefined || !COUNTED.includes(input.dtype) || width !== baseline.features.length) {
+      throw new KilnError('USAGE', `telemetry needs a float32 or 8-bit first input of ${baseline.features.length} features`);
     }
     if (baseline.channels !== null) baseline.shape = input.shape.map((d, i) => (i === 0 ? 1 : d));
     this.#telemetry = new Recorder(baseline, input.name, this.outputs, every);
@@ -193,6 +193,9 @@ export class Model {
 /** One call in this many is counted by default (as natively). */
 export const DEFAULT_SAMPLE_EVERY = 64;
 const LATENCY_BUCKETS = 32;
+/** Input types telemetry counts: float32, and 8-bit integers as their codes
+ * (as the compiler took the reference, and as every runtime counts them). */
+const COUNTED = ['float32', 'int8', 'uint8'];
 
 class Postcard {
   constructor(bytes) {
@@ -348,7 +351,8 @@ class Recorder {
     const b = this.baseline;
     const s = this.sketch;
     const feed = feeds[this.input];
-    const data = feed instanceof Float32Array ? feed : feed.data;
+    // A typed array of the input's type: 8-bit inputs count their codes.
+    const data = ArrayBuffer.isView(feed) ? feed : feed.data;
     const n = b.features.length;
     const r = this.reservoir;
     if (b.channels !== null) {
@@ -394,7 +398,7 @@ class Recorder {
     const p = b.prediction;
     const spec = p === null ? undefined : this.outputs[p.output];
     const scores = spec === undefined ? undefined : out[spec.name];
-    if (scores instanceof Float32Array) {
+    if (scores instanceof Float32Array || scores instanceof Int8Array || scores instanceof Uint8Array) {
       const width = p.argmax ? Math.max(1, spec.shape[spec.shape.length - 1]) : 1;
       for (let at = 0; at + width <= scores.length; at += width) {
         let value = scores[at];

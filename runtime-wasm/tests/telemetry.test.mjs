@@ -68,6 +68,23 @@ test('a tensor input counts per-channel summaries as natively', async () => {
   model.free();
 });
 
+test('an int8 tensor input counts its codes as natively', async () => {
+  const model = await Model.load(new Uint8Array(await read('kws.kiln')));
+  model.recordTelemetry(1);
+  const raw = await read('kws.bin');
+  const codes = new Int8Array(raw.buffer, raw.byteOffset, raw.byteLength);
+  const input = model.inputs[0].name;
+  for (let at = 0; at < codes.length; at += 490) {
+    model.run({ [input]: codes.slice(at, at + 490) });
+  }
+  const sketch = model.takeSketch();
+  const want = JSON.parse(await read('native_kws.json'));
+  assert.equal(sketch.rows, 40);
+  assert.equal(sketch.prediction.bins.reduce((a, b) => a + b, 0), 40, 'the int8 scores\' classes');
+  assert.deepEqual({ ...sketch, latency_us: want.latency_us }, want);
+  model.free();
+});
+
 test('baseline decoding and binning follow protocol', async () => {
   const model = await Model.load(artifact);
   model.recordTelemetry(1);

@@ -165,6 +165,51 @@ pub fn compile_mnist_with_reference(reference: &[f32], out: &std::path::Path) {
     );
 }
 
+/// `n` variants of the corpus's KWS input (49×10 int8 MFCC codes): each
+/// code moved by `shift` plus noise in -6..=6 from a fixed generator,
+/// clamped to int8.
+#[allow(dead_code, reason = "not every test binary uses every helper")]
+pub fn kws_codes(n: usize, shift: i32, seed: u64) -> Vec<i8> {
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
+    let npy = std::fs::read(corpus.join("mlperf-tiny/samples/kws_sample_input_int8.npy")).unwrap();
+    // An int8 .npy of 490 values: they are its last 490 bytes.
+    let sample = &npy[npy.len() - 490..];
+    let mut state = seed;
+    let mut out = Vec::with_capacity(n * 490);
+    for _ in 0..n {
+        for &b in sample {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let noise = ((state >> 33) % 13) as i32 - 6;
+            out.push((i32::from(b as i8) + shift + noise).clamp(-128, 127) as i8);
+        }
+    }
+    out
+}
+
+/// `kiln compile` of the corpus's int8 KWS model (input `[1, 49, 10, 1]`
+/// int8) to `out`, with `reference` (the input's codes, as an int8 .npy)
+/// as the drift reference.
+#[allow(dead_code, reason = "not every test binary uses every helper")]
+pub fn compile_kws_with_reference(reference: &[i8], out: &std::path::Path) {
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
+    let npy_path = out.with_extension("reference.npy");
+    let bytes: Vec<u8> = reference.iter().map(|&q| q as u8).collect();
+    let n = reference.len() / 490;
+    std::fs::write(
+        &npy_path,
+        npy(kiln_format::DType::I8, &[n, 49, 10, 1], &bytes),
+    )
+    .unwrap();
+    compile_with_reference(
+        &corpus.join("mlperf-tiny/kws_ref_model.tflite"),
+        out,
+        &npy_path,
+        &[],
+    );
+}
+
 /// Registers `artifact` as version 1 of `model` on the collector at
 /// `addr` and issues a device token for it; the token.
 #[allow(dead_code, reason = "not every test binary uses every helper")]
