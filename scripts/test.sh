@@ -45,7 +45,10 @@ if ((quick == 0)); then
     # And the firmware's view: the embedded runtime with protocol's alloc off.
     cargo build -q --target thumbv7em-none-eabihf -p kiln-runtime-embedded
     cargo build -q --target thumbv7em-none-eabihf -p kiln-protocol --no-default-features --features embedded-io
-    echo "ok: the device crates build without std (runtime-embedded and protocol without alloc)"
+    # Signature checks on the device: artifacts and OTA manifests, no heap.
+    cargo build -q --target thumbv7em-none-eabihf -p kiln-format --features signature
+    cargo build -q --target thumbv7em-none-eabihf -p kiln-protocol --no-default-features --features ota
+    echo "ok: the device crates build without std (runtime-embedded and protocol without alloc; ed25519 checks)"
   else
     echo "warning: rustup could not add thumbv7em-none-eabihf; no_std cross build skipped" >&2
   fi
@@ -68,6 +71,10 @@ cargo test -q -p kiln-cli --test wasm_package -- --ignored --nocapture 2>&1 |
   grep -vE '^\s*(---|\.\.\.|duration_ms:)|^# Subtest' | tail -n 60
 cargo test -q -p kiln-cli --test collector -- --ignored dashboard --nocapture 2>&1 |
   grep -E '^dashboard|test result|panicked|FAILED' | cut -c1-400
+
+step "Over-the-air updates: a 200-device fleet (canary, staged rollout, automatic rollback), a 50 MB download cut three times"
+cargo test -q -p kiln-cli --test ota -- --ignored --nocapture 2>&1 |
+  grep -E '^(version|fleet|[0-9]+-byte|wine|releases|timeline)|^  |test result|panicked|FAILED' | cut -c1-400
 
 step "Cortex-M4F firmware in QEMU (cargo xtask firmware) against native"
 if bash scripts/setup-firmware.sh; then

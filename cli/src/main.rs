@@ -18,6 +18,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod ota;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "kiln",
@@ -182,6 +184,140 @@ enum Cmd {
     },
     /// List the supported ONNX operators.
     Ops,
+    /// Make an ed25519 release key pair: NAME.key (secret: keep it
+    /// offline) and NAME.pub (give it to devices and the update service).
+    Keygen {
+        /// Path and name of the pair, without extension
+        #[arg(short, long)]
+        out: PathBuf,
+    },
+    /// Sign an artifact with a release key (in place, or to -o OUT).
+    Sign {
+        artifact: PathBuf,
+        /// The secret key (kiln keygen's NAME.key)
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+    },
+    /// Check that an artifact is intact and signed by a trusted key
+    /// (exit 3 if not).
+    Verify {
+        artifact: PathBuf,
+        /// A trusted public key (kiln keygen's NAME.pub); repeatable
+        #[arg(long = "pub", required = true)]
+        keys: Vec<PathBuf>,
+    },
+    /// Over-the-air updates: publish releases and roll them out through
+    /// the collector's update service, or pull one as a device.
+    #[command(subcommand)]
+    Ota(OtaCmd),
+}
+
+/// The update service's admin connection.
+#[derive(clap::Args, Debug)]
+struct OtaAdmin {
+    /// The collector
+    #[arg(long, default_value = "http://127.0.0.1:8470")]
+    url: String,
+    /// The admin token; default: $KILN_ADMIN_TOKEN
+    #[arg(long, env = "KILN_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: String,
+    #[arg(long)]
+    model: String,
+    /// The update channel
+    #[arg(long, default_value = "stable")]
+    channel: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum OtaCmd {
+    /// Publish a signed artifact as a release (immutable) of --model.
+    Publish {
+        #[command(flatten)]
+        admin: OtaAdmin,
+        artifact: PathBuf,
+        #[arg(long)]
+        version: String,
+    },
+    /// Start a rollout of --version to --percent of the channel's devices,
+    /// or step the running one up (its current step is judged first: an
+    /// unhealthy candidate is rolled back instead); 100 makes it stable.
+    Rollout {
+        #[command(flatten)]
+        admin: OtaAdmin,
+        #[arg(long)]
+        version: Option<String>,
+        #[arg(long)]
+        percent: u8,
+        /// Roll back automatically above this rejected share of the
+        /// candidate's calls (default 0.2)
+        #[arg(long)]
+        max_rejection_rate: Option<f64>,
+        /// Calls a step needs before it is judged (default 20)
+        #[arg(long)]
+        min_calls: Option<u64>,
+        /// Do not roll back on input drift
+        #[arg(long)]
+        no_drift: bool,
+    },
+    /// Pause the running rollout (no step until resumed).
+    Pause {
+        #[command(flatten)]
+        admin: OtaAdmin,
+    },
+    /// Resume a paused rollout.
+    Resume {
+        #[command(flatten)]
+        admin: OtaAdmin,
+    },
+    /// Abort the running rollout: its devices go back to stable.
+    Abort {
+        #[command(flatten)]
+        admin: OtaAdmin,
+    },
+    /// Roll back: the running rollout, or else the stable version (to
+    /// --version, by default the previous one).
+    Rollback {
+        #[command(flatten)]
+        admin: OtaAdmin,
+        #[arg(long)]
+        version: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// The channels, releases and the timeline of every move.
+    Status {
+        #[command(flatten)]
+        admin: OtaAdmin,
+        #[arg(long)]
+        json: bool,
+    },
+    /// As a device: install what the channel wants this device to run
+    /// (verified, resumable, the previous version kept).
+    Pull {
+        #[arg(long, default_value = "http://127.0.0.1:8470")]
+        url: String,
+        /// The device token; default: $KILN_DEVICE_TOKEN
+        #[arg(long, env = "KILN_DEVICE_TOKEN", hide_env_values = true)]
+        token: String,
+        #[arg(long)]
+        model: String,
+        #[arg(long, default_value = "stable")]
+        channel: String,
+        /// This device's id
+        #[arg(long)]
+        device: String,
+        /// The device's update directory
+        #[arg(long)]
+        dir: PathBuf,
+        /// The update service's public key; repeatable
+        #[arg(long, required = true)]
+        manifest_pub: Vec<PathBuf>,
+        /// A trusted release key; repeatable
+        #[arg(long, required = true)]
+        release_pub: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -222,6 +358,23 @@ enum CollectorCmd {
         /// Alert when more than this share of calls is rejected
         #[arg(long, default_value_t = 0.05)]
         max_rejection_rate: f64,
+        /// Turn the update service on: its manifest signing key (a
+        /// `kiln keygen` secret key)
+        #[arg(long)]
+        ota_key: Option<PathBuf>,
+        /// A release key published artifacts must be signed by; repeatable
+        #[arg(long)]
+        ota_release_pub: Vec<PathBuf>,
+        /// Where release artifacts are kept: a directory, or s3://BUCKET
+        /// (built with the `s3` feature)
+        #[arg(long, default_value = "kiln-ota")]
+        ota_store: String,
+        /// Seconds a manifest stays valid
+        #[arg(long, default_value_t = 86_400)]
+        ota_ttl: u64,
+        /// Seconds between checks of running rollouts (auto-rollback)
+        #[arg(long, default_value_t = 5)]
+        ota_check_every: u64,
     },
     /// Load a running collector with telemetry batches: registers an
     /// artifact (with its drift baseline) as MODEL/VERSION, takes a device
@@ -431,6 +584,11 @@ fn main() -> ExitCode {
             alert_window,
             alert_min_rows,
             max_rejection_rate,
+            ota_key,
+            ota_release_pub,
+            ota_store,
+            ota_ttl,
+            ota_check_every,
         }) => collector_serve(
             &addr,
             &db,
@@ -443,7 +601,27 @@ fn main() -> ExitCode {
                 min_rows: alert_min_rows,
                 max_rejection_rate,
             },
+            ota_key.map(|key| OtaServe {
+                key,
+                release_pub: ota_release_pub,
+                store: ota_store,
+                ttl: ota_ttl,
+                check_every: ota_check_every,
+            }),
         ),
+        Cmd::Keygen { out } => ota::keygen(&out).map_err(Failure::from),
+        Cmd::Sign { artifact, key, out } => {
+            ota::sign(&artifact, &key, out.as_deref()).map_err(fail(3))
+        }
+        Cmd::Verify { artifact, keys } => match ota::verify(&artifact, &keys) {
+            Ok(id) => {
+                println!("{}: intact, signed by trusted key {id}", artifact.display());
+                Ok(())
+            }
+            Err(ota::VerifyError::Usage(e)) => Err(fail(2)(e)),
+            Err(ota::VerifyError::Refused(e)) => Err(fail(3)(e)),
+        },
+        Cmd::Ota(cmd) => ota_command(cmd),
         Cmd::Collector(CollectorCmd::Load {
             addr,
             artifact,
@@ -1189,12 +1367,112 @@ fn prepare<'n>(
     Ok((model, ordered))
 }
 
+/// `kiln collector serve`'s update service options.
+struct OtaServe {
+    key: PathBuf,
+    release_pub: Vec<PathBuf>,
+    store: String,
+    ttl: u64,
+    check_every: u64,
+}
+
+/// `kiln ota …`.
+fn ota_command(cmd: OtaCmd) -> Result<(), Failure> {
+    fn admin(a: &OtaAdmin) -> (ota::Admin<'_>, String) {
+        (
+            ota::Admin {
+                url: &a.url,
+                token: &a.admin_token,
+                model: &a.model,
+            },
+            a.channel.clone(),
+        )
+    }
+    let r = match &cmd {
+        OtaCmd::Publish {
+            admin: a,
+            artifact,
+            version,
+        } => ota::publish(&admin(a).0, artifact, version),
+        OtaCmd::Rollout {
+            admin: a,
+            version,
+            percent,
+            max_rejection_rate,
+            min_calls,
+            no_drift,
+        } => {
+            let mut body = serde_json::json!({ "percent": percent });
+            if let Some(v) = version {
+                body["version"] = v.clone().into();
+            }
+            if max_rejection_rate.is_some() || min_calls.is_some() || *no_drift {
+                body["policy"] = serde_json::json!({
+                    "max_rejection_rate": max_rejection_rate.unwrap_or(0.2),
+                    "min_calls": min_calls.unwrap_or(20),
+                    "drift": !no_drift,
+                });
+            }
+            let (ad, ch) = admin(a);
+            ota::channel_move(&ad, &ch, "rollout", body)
+        }
+        OtaCmd::Pause { admin: a } | OtaCmd::Resume { admin: a } | OtaCmd::Abort { admin: a } => {
+            let action = match &cmd {
+                OtaCmd::Pause { .. } => "pause",
+                OtaCmd::Resume { .. } => "resume",
+                _ => "abort",
+            };
+            let (ad, ch) = admin(a);
+            ota::channel_move(&ad, &ch, action, serde_json::json!({}))
+        }
+        OtaCmd::Rollback {
+            admin: a,
+            version,
+            reason,
+        } => {
+            let (ad, ch) = admin(a);
+            ota::channel_move(
+                &ad,
+                &ch,
+                "rollback",
+                serde_json::json!({ "version": version, "reason": reason }),
+            )
+        }
+        OtaCmd::Status { admin: a, json } => ota::status(&admin(a).0, *json),
+        OtaCmd::Pull {
+            url,
+            token,
+            model,
+            channel,
+            device,
+            dir,
+            manifest_pub,
+            release_pub,
+        } => (|| {
+            let mut config =
+                kiln_runtime_native::ota::OtaConfig::new(url, token, model, device, dir.clone());
+            config.channel = channel.clone();
+            config.manifest_keys = manifest_pub
+                .iter()
+                .map(|p| ota::read_public(p))
+                .collect::<Result<_>>()?;
+            config.release_keys = release_pub
+                .iter()
+                .map(|p| ota::read_public(p))
+                .collect::<Result<_>>()?;
+            ota::pull(config)
+        })(),
+    };
+    r.map_err(Failure::from)
+}
+
 /// `kiln collector serve`: the collector on a multi-threaded runtime.
 fn collector_serve(
     addr: &str,
     db: &str,
     admin_token: String,
     alerts: kiln_collector::alerts::AlertOptions,
+    ota_serve: Option<OtaServe>,
 ) -> Result<(), Failure> {
     if admin_token.len() < 8 {
         return Err(fail(2)(anyhow!(
@@ -1203,12 +1481,41 @@ fn collector_serve(
     }
     let state = kiln_collector::server::Collector::open(db, admin_token)
         .map_err(|e| fail(1)(anyhow!(e).context(format!("cannot open {db}"))))?;
+    let check_every = match ota_serve {
+        None => None,
+        Some(o) => {
+            if o.release_pub.is_empty() {
+                return Err(fail(2)(anyhow!(
+                    "--ota-key needs at least one --ota-release-pub: the keys releases must be signed by"
+                )));
+            }
+            let config = kiln_collector::ota::OtaConfig {
+                objects: kiln_collector::ota::object_store(&o.store)
+                    .map_err(|e| fail(2)(anyhow!(e)))?,
+                manifest_key: ota::read_secret(&o.key).map_err(fail(2))?,
+                release_keys: o
+                    .release_pub
+                    .iter()
+                    .map(|p| ota::read_public(p))
+                    .collect::<Result<_>>()
+                    .map_err(fail(2))?,
+                ttl: o.ttl,
+            };
+            state.enable_ota(config).map_err(|e| {
+                fail(1)(anyhow!(e).context("cannot read the update service's state"))
+            })?;
+            Some(std::time::Duration::from_secs(o.check_every.max(1)))
+        }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async {
         kiln_collector::alerts::spawn(state.clone(), alerts);
+        if let Some(every) = check_every {
+            kiln_collector::ota::spawn_watch(state.clone(), every);
+        }
         kiln_collector::server::serve(addr, state).await
     })
     .with_context(|| format!("cannot serve on {addr}"))?;

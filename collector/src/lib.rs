@@ -5,7 +5,9 @@
 //! as devices report it, a `kiln_protocol::Sketch` of counts in the
 //! baseline's bins (`kiln drift --sketch`). With the `server` feature,
 //! [`server`] is the HTTP service devices send their sketches to (`kiln
-//! collector serve`).
+//! collector serve`), and [`ota`] the update service that rolls model
+//! versions out to them (signed manifests, staged rollouts, automatic
+//! rollback on their telemetry).
 //!
 //! Architecture invariant: depends on `protocol` (and, for the server,
 //! `format`) and on no runtime, engine or compiler crate: a collector reads what devices
@@ -18,6 +20,8 @@ pub mod dashboard;
 pub mod drift;
 #[cfg(feature = "server")]
 pub mod load;
+#[cfg(feature = "server")]
+pub mod ota;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]

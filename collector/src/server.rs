@@ -77,6 +77,8 @@ pub struct Collector {
     groups: AtomicU64,
     /// The latest alerts ([`crate::alerts`]), oldest first.
     alerts: Mutex<std::collections::VecDeque<crate::alerts::Alert>>,
+    /// The update service, when configured ([`Collector::enable_ota`]).
+    ota: std::sync::OnceLock<crate::ota::Ota>,
 }
 
 /// Alerts kept for `GET /v1/alerts`.
@@ -126,6 +128,7 @@ impl Collector {
             overloaded: AtomicU64::new(0),
             groups: AtomicU64::new(0),
             alerts: Mutex::new(kept),
+            ota: std::sync::OnceLock::new(),
         });
         let weak = Arc::downgrade(&collector);
         std::thread::Builder::new()
@@ -177,6 +180,37 @@ fn write_groups(
 }
 
 impl Collector {
+    /// Turns the update service on ([`crate::ota`]), its state read back
+    /// from the store. Once: a second call changes nothing.
+    pub fn enable_ota(&self, config: crate::ota::OtaConfig) -> Result<(), StoreError> {
+        let service = crate::ota::Ota::load(self, config)?;
+        let _ = self.ota.set(service);
+        Ok(())
+    }
+
+    /// The update service, if on.
+    pub(crate) fn ota(&self) -> Option<&crate::ota::Ota> {
+        self.ota.get()
+    }
+
+    /// `f` on the admin connection, on this thread (at start).
+    pub(crate) fn store_call<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut store = self
+            .store
+            .lock()
+            .map_err(|_| StoreError::Url("the store's lock is poisoned".into()))?;
+        f(store.as_mut())
+    }
+
+    /// The model a request's device token (Bearer) speaks for.
+    pub(crate) fn device_model(&self, headers: &HeaderMap) -> Option<String> {
+        let token = bearer(headers)?;
+        self.tokens.read().ok()?.get(token).cloned()
+    }
+
     /// Every registered model version and its baseline.
     pub(crate) fn versions(&self) -> Vec<(String, String, Arc<Baseline>)> {
         self.baselines
@@ -253,6 +287,24 @@ pub fn app(state: Arc<Collector>) -> Router {
         .route("/metrics", get(metrics))
         .route("/dashboard", get(crate::dashboard::index))
         .route(
+            "/v1/ota/{model}/releases/{version}",
+            post(crate::ota::publish),
+        )
+        .route(
+            "/v1/ota/{model}/channels/{channel}/rollout",
+            post(crate::ota::rollout),
+        )
+        .route(
+            "/v1/ota/{model}/channels/{channel}/{action}",
+            post(crate::ota::control),
+        )
+        .route("/v1/ota/{model}/status", get(crate::ota::status))
+        .route("/v1/ota/{model}/manifest", get(crate::ota::manifest))
+        .route(
+            "/v1/ota/{model}/artifacts/{sha256}",
+            get(crate::ota::artifact),
+        )
+        .route(
             "/dashboard/{model}/{version}",
             get(crate::dashboard::version),
         )
@@ -321,18 +373,43 @@ async fn register(
     require_admin(&c, &headers)?;
     let baseline =
         artifact_baseline(&body).map_err(|e| Failure(StatusCode::UNPROCESSABLE_ENTITY, e))?;
-    let blob = postcard::to_allocvec(&baseline).map_err(internal)?;
-    let (m, v) = (model.clone(), version.clone());
-    c.with_store(move |s| s.put_version(&m, &v, &blob)).await?;
     let reply = serde_json::json!({
         "model": model, "version": version, "features": baseline.features.len(),
         "prediction": baseline.prediction.is_some(),
     });
+    keep_baseline(&c, model, version, baseline).await?;
+    Ok(axum::Json(reply).into_response())
+}
+
+/// Stores a version's baseline (replacing) and serves its telemetry.
+async fn keep_baseline(
+    c: &Arc<Collector>,
+    model: String,
+    version: String,
+    baseline: Baseline,
+) -> Result<(), Failure> {
+    let blob = postcard::to_allocvec(&baseline).map_err(internal)?;
+    let (m, v) = (model.clone(), version.clone());
+    c.with_store(move |s| s.put_version(&m, &v, &blob)).await?;
     c.baselines
         .write()
         .map_err(internal)?
         .insert((model, version), Arc::new(baseline));
-    Ok(axum::Json(reply).into_response())
+    Ok(())
+}
+
+/// Registers the baseline a published artifact carries, if it has one
+/// (without, its telemetry is refused and its rollouts go unjudged).
+pub(crate) async fn register_baseline(
+    c: &Arc<Collector>,
+    model: &str,
+    version: &str,
+    artifact: &[u8],
+) -> Result<(), Failure> {
+    match artifact_baseline(artifact) {
+        Ok(b) => keep_baseline(c, model.to_string(), version.to_string(), b).await,
+        Err(_) => Ok(()),
+    }
 }
 
 #[derive(Deserialize)]

@@ -37,6 +37,26 @@ pub struct AlertRow {
     pub detail: String,
 }
 
+/// One recorded move of the update service (a release published, a
+/// channel's rollout started, stepped, paused, resumed, promoted, rolled
+/// back): who, when, from which version to which, at what percentage.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OtaEvent {
+    /// Order of the events (one counter for the whole service).
+    pub seq: i64,
+    pub at: i64,
+    pub model: String,
+    pub channel: String,
+    pub actor: String,
+    pub action: String,
+    pub from: String,
+    pub to: String,
+    pub percent: i64,
+    /// The channel's manifest serial after the move.
+    pub serial: i64,
+    pub detail: String,
+}
+
 /// A model version as stored: its baseline, postcard bytes.
 pub type VersionRow = (String, String, Vec<u8>);
 
@@ -92,6 +112,14 @@ pub trait Store: Send + fmt::Debug {
     fn alerts(&mut self, limit: i64) -> Result<Vec<AlertRow>, StoreError>;
     /// Whether a stored batch id is there (the crash tests ask).
     fn has_batch(&mut self, batch_id: &str) -> Result<bool, StoreError>;
+    /// Stores (replacing) the update service's entry `key` (a release or
+    /// a channel's state, JSON) and records `event`, in one transaction:
+    /// no move goes unrecorded.
+    fn put_ota(&mut self, key: &str, value: &str, event: &OtaEvent) -> Result<(), StoreError>;
+    /// Every update service entry.
+    fn ota(&mut self) -> Result<Vec<(String, String)>, StoreError>;
+    /// The update service's events, in order.
+    fn ota_events(&mut self) -> Result<Vec<OtaEvent>, StoreError>;
     /// A round trip to the database.
     fn ping(&mut self) -> Result<(), StoreError>;
 }
@@ -134,7 +162,13 @@ fn schema(bytes: &str, int64: &str) -> String {
          CREATE TABLE IF NOT EXISTS alerts (
              at {int64} NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL,
              kind TEXT NOT NULL, state TEXT NOT NULL, detail TEXT NOT NULL);
-         CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts (at);"
+         CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts (at);
+         CREATE TABLE IF NOT EXISTS ota (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS ota_events (
+             seq {int64} PRIMARY KEY, at {int64} NOT NULL, model TEXT NOT NULL,
+             channel TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+             from_version TEXT NOT NULL, to_version TEXT NOT NULL,
+             percent {int64} NOT NULL, serial {int64} NOT NULL, detail TEXT NOT NULL);"
     )
 }
 
@@ -301,6 +335,55 @@ impl Store for Sqlite {
     fn ping(&mut self) -> Result<(), StoreError> {
         self.db.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
         Ok(())
+    }
+
+    fn put_ota(&mut self, key: &str, value: &str, e: &OtaEvent) -> Result<(), StoreError> {
+        let tx = self.db.transaction()?;
+        tx.execute(
+            "INSERT INTO ota (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            rusqlite::params![key, value],
+        )?;
+        tx.execute(
+            "INSERT INTO ota_events (seq, at, model, channel, actor, action, from_version,
+             to_version, percent, serial, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            rusqlite::params![
+                e.seq, e.at, e.model, e.channel, e.actor, e.action, e.from, e.to, e.percent,
+                e.serial, e.detail
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn ota(&mut self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self.db.prepare("SELECT key, value FROM ota")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn ota_events(&mut self) -> Result<Vec<OtaEvent>, StoreError> {
+        let mut stmt = self.db.prepare(
+            "SELECT seq, at, model, channel, actor, action, from_version, to_version,
+             percent, serial, detail FROM ota_events ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(OtaEvent {
+                seq: r.get(0)?,
+                at: r.get(1)?,
+                model: r.get(2)?,
+                channel: r.get(3)?,
+                actor: r.get(4)?,
+                action: r.get(5)?,
+                from: r.get(6)?,
+                to: r.get(7)?,
+                percent: r.get(8)?,
+                serial: r.get(9)?,
+                detail: r.get(10)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }
 
@@ -495,5 +578,54 @@ impl Store for Postgres {
     fn ping(&mut self) -> Result<(), StoreError> {
         self.client.simple_query("SELECT 1")?;
         Ok(())
+    }
+
+    fn put_ota(&mut self, key: &str, value: &str, e: &OtaEvent) -> Result<(), StoreError> {
+        let mut tx = self.client.transaction()?;
+        tx.execute(
+            "INSERT INTO ota (key, value) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&key, &value],
+        )?;
+        tx.execute(
+            "INSERT INTO ota_events (seq, at, model, channel, actor, action, from_version,
+             to_version, percent, serial, detail)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            &[
+                &e.seq, &e.at, &e.model, &e.channel, &e.actor, &e.action, &e.from, &e.to,
+                &e.percent, &e.serial, &e.detail,
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn ota(&mut self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = self.client.query("SELECT key, value FROM ota", &[])?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn ota_events(&mut self) -> Result<Vec<OtaEvent>, StoreError> {
+        let rows = self.client.query(
+            "SELECT seq, at, model, channel, actor, action, from_version, to_version,
+             percent, serial, detail FROM ota_events ORDER BY seq",
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| OtaEvent {
+                seq: r.get(0),
+                at: r.get(1),
+                model: r.get(2),
+                channel: r.get(3),
+                actor: r.get(4),
+                action: r.get(5),
+                from: r.get(6),
+                to: r.get(7),
+                percent: r.get(8),
+                serial: r.get(9),
+                detail: r.get(10),
+            })
+            .collect())
     }
 }

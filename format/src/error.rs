@@ -38,4 +38,16 @@ pub enum FormatError {
         "content checksum mismatch: the artifact was modified or corrupted after it was written"
     )]
     Checksum,
+    #[error(
+        "the artifact is not signed, and this runtime only runs signed ones: sign it with `kiln sign ARTIFACT --key KEY`"
+    )]
+    Unsigned,
+    #[error(
+        "the artifact is signed by key {0}, which this runtime does not trust: sign it with a trusted release key, or add that key's public half"
+    )]
+    UntrustedKey(crate::KeyId),
+    #[error(
+        "the artifact's signature does not verify: it was tampered with or signed over other content; do not run it"
+    )]
+    BadSignature,
 }

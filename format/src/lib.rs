@@ -9,7 +9,9 @@
 //! zero-copy, straight from flash on a microcontroller.
 //!
 //! It is `#![no_std]` and needs no allocator to read. The writer
-//! ([`write::ArtifactWriter`]) is behind the `write` feature.
+//! ([`write::ArtifactWriter`]) is behind the `write` feature; ed25519
+//! signing and verification of the optional signature section
+//! ([`View::verify_signature`], [`sign`]) behind `signature`.
 //!
 //! Architecture invariant: this crate depends on nothing else in the
 //! workspace and knows nothing about ONNX, TFLite or how ops are computed.
@@ -25,6 +27,7 @@ mod error;
 mod header;
 mod meta;
 mod ops;
+mod signature;
 mod table;
 mod view;
 #[cfg(feature = "write")]
@@ -35,5 +38,12 @@ pub use error::FormatError;
 pub use header::{FORMAT_MAJOR, FORMAT_MINOR, HEADER_LEN, Header, MAGIC, WEIGHT_ALIGN};
 pub use meta::{Dim, IoSpec, Meta, Preprocessing, Provenance, Range};
 pub use ops::*;
+#[cfg(feature = "signature")]
+pub use signature::public_key;
+#[cfg(all(feature = "signature", feature = "alloc"))]
+pub use signature::sign;
+pub use signature::{
+    KeyId, SIGNATURE_LEN, SIGNATURE_MAGIC, SIGNING_CONTEXT, SignatureRef, signed_message,
+};
 pub use table::{Ids, Table};
 pub use view::{MAX_RANK, Node, TensorInfo, TensorKind, View};

@@ -15,6 +15,9 @@
 //! keeps a window in fixed storage against a baseline borrowed from flash
 //! and encodes it into the same bytes, for microcontrollers.
 //!
+//! [`ota`] holds the over-the-air update manifests the collector signs and
+//! every device verifies (the `ota` feature: ed25519, no heap).
+//!
 //! Architecture invariant: `no_std`; `alloc` only with the default `alloc`
 //! feature ([`sketch`]); depends on nothing in the workspace (runtimes, the
 //! compiler and the collector depend on it).
@@ -29,6 +32,7 @@ pub mod fixed;
 pub mod sketch;
 
 pub mod channels;
+pub mod ota;
 pub use channels::{channel_axis, summarize_channels};
 pub use fixed::{
     BaselineRef, Bins, FixedSketch, LATENCY_BUCKETS, PredictionRef, Sampler, SketchError,

@@ -13,6 +13,11 @@
 //! artifact's baseline (`kiln_protocol`) for the host to send; with the
 //! `upload` feature, [`upload::Uploader`] sends them to a collector.
 //!
+//! [`Model::load_trusted`] runs only artifacts signed by a trusted release
+//! key; with the `ota` feature, [`ota::OtaClient`] keeps a device on the
+//! version its update channel names (signed manifests, resumable
+//! downloads, an atomic switch with the previous version kept).
+//!
 //! With the `coreml` feature, [`coreml::CoreMlModel`] runs a Core ML
 //! package through the system instead (Apple platforms).
 //!
@@ -24,6 +29,8 @@
 #[cfg(feature = "coreml")]
 pub mod coreml;
 mod error;
+#[cfg(feature = "ota")]
+pub mod ota;
 mod telemetry;
 mod tensor;
 #[cfg(feature = "upload")]
@@ -160,6 +167,17 @@ impl Model {
             }
         }
         let aligned = Aligned::from_slice(bytes);
+        Self::from_aligned(aligned)
+    }
+
+    /// Loads an artifact only if it is signed by one of the `trusted`
+    /// ed25519 public keys (`kiln sign`): unsigned, untrusted or tampered
+    /// artifacts are refused with [`kiln_format::FormatError::Unsigned`],
+    /// `UntrustedKey` or `BadSignature`.
+    #[cfg(feature = "signature")]
+    pub fn load_trusted(bytes: &[u8], trusted: &[[u8; 32]]) -> Result<Model, RunError> {
+        let aligned = Aligned::from_slice(bytes);
+        View::parse(aligned.as_ref())?.verify_signature(trusted)?;
         Self::from_aligned(aligned)
     }
 
