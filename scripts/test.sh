@@ -48,6 +48,7 @@ if ((quick == 0)); then
     # Signature checks on the device: artifacts and OTA manifests, no heap.
     cargo build -q --target thumbv7em-none-eabihf -p kiln-format --features signature
     cargo build -q --target thumbv7em-none-eabihf -p kiln-protocol --no-default-features --features ota
+    cargo build -q --target thumbv7em-none-eabihf -p kiln-runtime-embedded --features ota
     echo "ok: the device crates build without std (runtime-embedded and protocol without alloc; ed25519 checks)"
   else
     echo "warning: rustup could not add thumbv7em-none-eabihf; no_std cross build skipped" >&2
@@ -72,7 +73,8 @@ cargo test -q -p kiln-cli --test wasm_package -- --ignored --nocapture 2>&1 |
 cargo test -q -p kiln-cli --test collector -- --ignored dashboard --nocapture 2>&1 |
   grep -E '^dashboard|test result|panicked|FAILED' | cut -c1-400
 
-step "Over-the-air updates: a 200-device fleet (canary, staged rollout, automatic rollback), a 50 MB download cut three times"
+step "Over-the-air updates: firmware A/B slots on a RAM flash; a 200-device fleet (canary, staged rollout, automatic rollback); a 55 MB download cut three times"
+cargo test -q -p kiln-runtime-embedded --features ota --test ota 2>&1 | grep -E 'test result|panicked|FAILED'
 cargo test -q -p kiln-cli --test ota -- --ignored --nocapture 2>&1 |
   grep -E '^(version|fleet|[0-9]+-byte|wine|releases|timeline)|^  |test result|panicked|FAILED' | cut -c1-400
 

@@ -38,12 +38,12 @@ pub use error::FormatError;
 pub use header::{FORMAT_MAJOR, FORMAT_MINOR, HEADER_LEN, Header, MAGIC, WEIGHT_ALIGN};
 pub use meta::{Dim, IoSpec, Meta, Preprocessing, Provenance, Range};
 pub use ops::*;
-#[cfg(feature = "signature")]
-pub use signature::public_key;
 #[cfg(all(feature = "signature", feature = "alloc"))]
 pub use signature::sign;
 pub use signature::{
     KeyId, SIGNATURE_LEN, SIGNATURE_MAGIC, SIGNING_CONTEXT, SignatureRef, signed_message,
 };
+#[cfg(feature = "signature")]
+pub use signature::{public_key, verify_section};
 pub use table::{Ids, Table};
 pub use view::{MAX_RANK, Node, TensorInfo, TensorKind, View};

@@ -70,23 +70,7 @@ impl<'a> View<'a> {
         if s.len == 0 {
             return Ok(None);
         }
-        let bytes = &self.bytes()[s.range()];
-        if bytes.len() != SIGNATURE_LEN || bytes[..8] != SIGNATURE_MAGIC {
-            return Err(FormatError::Invalid {
-                what: "signature section",
-                detail: "not 80 bytes starting with KILNSIG1",
-            });
-        }
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&bytes[8..16]);
-        let signature = bytes[16..80].try_into().map_err(|_| FormatError::Invalid {
-            what: "signature section",
-            detail: "short signature",
-        })?;
-        Ok(Some(SignatureRef {
-            key_id: KeyId(id),
-            signature,
-        }))
+        parse_section(&self.bytes()[s.range()]).map(Some)
     }
 
     /// Checks that the artifact is intact (its content sha256 recomputed)
@@ -96,18 +80,59 @@ impl<'a> View<'a> {
     #[cfg(feature = "signature")]
     pub fn verify_signature(&self, trusted: &[[u8; 32]]) -> Result<KeyId, FormatError> {
         self.verify_checksum()?;
-        let sig = self.signature()?.ok_or(FormatError::Unsigned)?;
-        let key = trusted
-            .iter()
-            .find(|k| KeyId::of(k) == sig.key_id)
-            .ok_or(FormatError::UntrustedKey(sig.key_id))?;
-        let key =
-            ed25519_dalek::VerifyingKey::from_bytes(key).map_err(|_| FormatError::BadSignature)?;
-        let signature = ed25519_dalek::Signature::from_bytes(sig.signature);
-        key.verify_strict(&signed_message(&self.header().content_sha256), &signature)
-            .map_err(|_| FormatError::BadSignature)?;
-        Ok(sig.key_id)
+        let s = self.header().signature;
+        if s.len == 0 {
+            return Err(FormatError::Unsigned);
+        }
+        verify_section(
+            &self.header().content_sha256,
+            &self.bytes()[s.range()],
+            trusted,
+        )
     }
+}
+
+/// Checks a signature section (`section`, its 80 bytes) against the
+/// content sha256 the verifier computed itself (never the header's word
+/// for it) and the `trusted` public keys; the signing key's id. For
+/// firmware that reads an artifact from flash in pieces.
+#[cfg(feature = "signature")]
+pub fn verify_section(
+    content_sha256: &[u8; 32],
+    section: &[u8],
+    trusted: &[[u8; 32]],
+) -> Result<KeyId, FormatError> {
+    let sig = parse_section(section)?;
+    let key = trusted
+        .iter()
+        .find(|k| KeyId::of(k) == sig.key_id)
+        .ok_or(FormatError::UntrustedKey(sig.key_id))?;
+    let key =
+        ed25519_dalek::VerifyingKey::from_bytes(key).map_err(|_| FormatError::BadSignature)?;
+    let signature = ed25519_dalek::Signature::from_bytes(sig.signature);
+    key.verify_strict(&signed_message(content_sha256), &signature)
+        .map_err(|_| FormatError::BadSignature)?;
+    Ok(sig.key_id)
+}
+
+/// A signature section's fields.
+fn parse_section(bytes: &[u8]) -> Result<SignatureRef<'_>, FormatError> {
+    if bytes.len() != SIGNATURE_LEN || bytes[..8] != SIGNATURE_MAGIC {
+        return Err(FormatError::Invalid {
+            what: "signature section",
+            detail: "not 80 bytes starting with KILNSIG1",
+        });
+    }
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&bytes[8..16]);
+    let signature = bytes[16..80].try_into().map_err(|_| FormatError::Invalid {
+        what: "signature section",
+        detail: "short signature",
+    })?;
+    Ok(SignatureRef {
+        key_id: KeyId(id),
+        signature,
+    })
 }
 
 /// `artifact` signed with the ed25519 secret key `secret` (its 32-byte

@@ -16,7 +16,10 @@
 //! every failure is a typed [`Error`], never a panic. [`sensor`] feeds a
 //! model from an `embedded-hal` sensor through a ring buffer of windows;
 //! [`telemetry`] counts what the model sees into a fixed-size drift sketch
-//! and streams it to any `embedded_io::Write`.
+//! and streams it to any `embedded_io::Write`. With the `signature`
+//! feature, [`Model::new_trusted`] runs only artifacts a trusted release
+//! key signed; with `ota`, [`ota::Slots`] keeps two model slots in flash
+//! for over-the-air updates (verify, trial, confirm or fall back).
 //!
 //! Architecture invariant: `#![no_std]` and no `alloc`: neither this crate
 //! nor what it builds on (`format`, `engine`, `kernels` without their `std`
@@ -26,6 +29,8 @@
 //! `embedded-io`'s traits, only.
 #![no_std]
 
+#[cfg(feature = "ota")]
+pub mod ota;
 pub mod sensor;
 pub mod telemetry;
 
@@ -141,6 +146,15 @@ impl<'a> Model<'a> {
         let view = View::parse_ops::<OPS>(artifact)?;
         let plan = Plan::new_ops::<OPS>(view).map_err(Error::InvalidModel)?;
         Ok(Model { plan })
+    }
+
+    /// [`Model::new`] for an artifact that must be intact and signed by
+    /// one of the `trusted` ed25519 public keys (checked before anything
+    /// else: it hashes every byte once, no heap).
+    #[cfg(feature = "signature")]
+    pub fn new_trusted(artifact: &'a [u8], trusted: &[[u8; 32]]) -> Result<Model<'a>, Error> {
+        View::parse(artifact)?.verify_signature(trusted)?;
+        Self::new(artifact)
     }
 
     /// Checks the artifact's SHA-256 (once at boot, or after an update
