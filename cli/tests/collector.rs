@@ -1024,44 +1024,30 @@ fn a_tensor_input_gets_per_channel_drift() {
         &[],
     );
     let token = common::register(&addr, admin, "mnist", &bytes);
-    let batch =
-        serde_json::json!({"batch_id": "t1", "model": "mnist", "version": "1", "sketch": inverted});
-    let st = http(
-        &addr,
-        "POST",
-        "/v1/telemetry",
-        Some(&token),
-        batch.to_string().as_bytes(),
-    );
-    assert_eq!(st.0, 200, "{}", String::from_utf8_lossy(&st.1));
-    let (_, body) = http(
-        &addr,
-        "GET",
-        "/v1/models/mnist/drift?version=1",
-        Some(admin),
-        b"",
-    );
-    let report: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(report["dataset_drift"], true);
+    // Posts a window, then reads the merged report.
+    let post = |id: &str, sketch: &kiln_protocol::Sketch| -> Value {
+        let batch =
+            serde_json::json!({"batch_id": id, "model": "mnist", "version": "1", "sketch": sketch});
+        let st = http(
+            &addr,
+            "POST",
+            "/v1/telemetry",
+            Some(&token),
+            batch.to_string().as_bytes(),
+        );
+        assert_eq!(st.0, 200, "{}", String::from_utf8_lossy(&st.1));
+        let (_, body) = http(
+            &addr,
+            "GET",
+            "/v1/models/mnist/drift?version=1",
+            Some(admin),
+            b"",
+        );
+        serde_json::from_slice(&body).unwrap()
+    };
+    assert_eq!(post("t1", &inverted)["dataset_drift"], true);
     // And the firmware's window beside it: both merged.
-    let batch =
-        serde_json::json!({"batch_id": "t2", "model": "mnist", "version": "1", "sketch": mcu});
-    let st = http(
-        &addr,
-        "POST",
-        "/v1/telemetry",
-        Some(&token),
-        batch.to_string().as_bytes(),
-    );
-    assert_eq!(st.0, 200, "{}", String::from_utf8_lossy(&st.1));
-    let (_, body) = http(
-        &addr,
-        "GET",
-        "/v1/models/mnist/drift?version=1",
-        Some(admin),
-        b"",
-    );
-    let report: Value = serde_json::from_slice(&body).unwrap();
+    let report = post("t2", &mcu);
     assert_eq!(report["dataset_drift"], true);
     assert_eq!(report["batches"], 2, "{report}");
     std::fs::remove_dir_all(&tmp).ok();

@@ -262,20 +262,13 @@ pub(crate) async fn publish(
 ) -> Result<Response, Failure> {
     require_admin(&c, &headers)?;
     let service = ota(&c)?;
-    let key_id = {
-        let mut words = vec![0u128; body.len().div_ceil(16)];
-        let aligned: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
-        aligned[..body.len()].copy_from_slice(&body);
-        let view = kiln_format::View::parse(&aligned[..body.len()]).map_err(|e| {
-            fail(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("the body is not a .kiln artifact: {e}"),
-            )
-        })?;
+    let key_id = crate::server::with_view(&body, |view| {
         view.verify_signature(&service.config.release_keys)
-            .map_err(|e| fail(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?
-            .to_string()
-    };
+            .map(|id| id.to_string())
+            .map_err(|e| e.to_string())
+    })
+    .and_then(|r| r)
+    .map_err(|e| fail(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     let sha256 = hex(&sha2::Sha256::digest(&body));
     let release = Release {
         model: model.clone(),

@@ -349,19 +349,29 @@ pub(crate) fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// The baseline a `.kiln` artifact carries.
-fn artifact_baseline(bytes: &[u8]) -> Result<Baseline, String> {
-    // The format's views need 16-byte aligned bytes.
+/// `f` on a view of the artifact `bytes` (copied to 16-byte aligned
+/// memory, as the format's views need), or why they are not one.
+pub(crate) fn with_view<T>(
+    bytes: &[u8],
+    f: impl FnOnce(kiln_format::View<'_>) -> T,
+) -> Result<T, String> {
     let mut words = vec![0u128; bytes.len().div_ceil(16)];
     let aligned: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
     aligned[..bytes.len()].copy_from_slice(bytes);
     let view = kiln_format::View::parse(&aligned[..bytes.len()])
         .map_err(|e| format!("the body is not a .kiln artifact: {e}"))?;
-    let value = view
-        .meta()
-        .property(kiln_protocol::BASELINE_PROPERTY)
-        .ok_or("the artifact has no drift baseline: compile it with --reference DATA")?;
-    Baseline::from_property(value).map_err(|e| format!("the artifact's {e}"))
+    Ok(f(view))
+}
+
+/// The baseline a `.kiln` artifact carries.
+fn artifact_baseline(bytes: &[u8]) -> Result<Baseline, String> {
+    with_view(bytes, |view| {
+        let value = view
+            .meta()
+            .property(kiln_protocol::BASELINE_PROPERTY)
+            .ok_or("the artifact has no drift baseline: compile it with --reference DATA")?;
+        Baseline::from_property(value).map_err(|e| format!("the artifact's {e}"))
+    })?
 }
 
 async fn register(
