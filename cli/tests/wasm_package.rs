@@ -163,6 +163,18 @@ fn package_records_telemetry_the_collector_takes() {
     )
     .unwrap();
     std::fs::write(dir.join("kws.bin"), &codes).unwrap();
+    // A signed copy of the wine artifact and its release key's public half.
+    let secret = [3u8; 32];
+    std::fs::write(
+        dir.join("wine.signed.kiln"),
+        kiln_format::sign(&bytes, &secret).unwrap(),
+    )
+    .unwrap();
+    let public: String = kiln_format::public_key(&secret)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(dir.join("release.pub.hex"), public).unwrap();
     let admin = "admin-secret-token";
     let (_server, addr) = common::start_collector(
         &format!("sqlite://{}", dir.join("c.db").display()),

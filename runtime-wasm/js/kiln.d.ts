@@ -33,7 +33,12 @@ export function initialize(source?: InitSource): Promise<unknown>;
 
 export class Model {
   private constructor();
-  static load(bytes: Uint8Array | ArrayBuffer): Promise<Model>;
+  /** With `trustedKeys` (ed25519 public keys, 32 bytes or hex), only an
+   * intact artifact signed by one of them loads (else `INVALID_MODEL`). */
+  static load(
+    bytes: Uint8Array | ArrayBuffer,
+    options?: { trustedKeys?: (Uint8Array | string)[] },
+  ): Promise<Model>;
   readonly name: string;
   readonly version: string;
   readonly inputs: TensorSpec[];
@@ -120,3 +125,7 @@ export class TelemetryUploader {
 
 export function simdEnabled(): Promise<boolean>;
 export function runtimeVersion(): Promise<string>;
+
+/** Throws `KilnError` (`INVALID_MODEL`) unless `bytes` is an intact
+ * artifact signed by one of `keys` (WebCrypto SHA-256 and Ed25519). */
+export function verifyArtifact(bytes: Uint8Array, keys: (Uint8Array | string)[]): Promise<void>;

@@ -68,12 +68,16 @@ export class Model {
   }
 
   /** Loads artifact bytes (Uint8Array or ArrayBuffer of a .kiln file). */
-  static async load(bytes) {
+  /** Loads an artifact. With `{trustedKeys}` (32-byte ed25519 public keys,
+   * as Uint8Array or hex), only an intact artifact signed by one of them
+   * (`kiln sign`) loads; anything else throws `INVALID_MODEL`. */
+  static async load(bytes, options = {}) {
     await initialize();
     if (bytes instanceof ArrayBuffer) bytes = new Uint8Array(bytes);
     if (!(bytes instanceof Uint8Array)) {
       throw new KilnError('USAGE', 'Model.load() takes the artifact as a Uint8Array or ArrayBuffer');
     }
+    if (options.trustedKeys !== undefined) await verifyArtifact(bytes, options.trustedKeys);
     try {
       return new Model(RawModel.load(bytes));
     } catch (e) {
@@ -417,6 +421,60 @@ class Recorder {
     const bucket = micros < 1 ? 0 : Math.min(LATENCY_BUCKETS - 1, Math.floor(Math.log2(micros)) + 1);
     s.latency_us[bucket] += 1;
   }
+}
+
+const SIGNING_CONTEXT = new TextEncoder().encode('kiln artifact v1\0');
+
+function fromHex(text) {
+  if (typeof text !== 'string' || !/^([0-9a-fA-F]{2})*$/.test(text)) {
+    throw new KilnError('USAGE', 'a key must be a Uint8Array or a hex string');
+  }
+  return Uint8Array.from(text.match(/../g) ?? [], (h) => parseInt(h, 16));
+}
+
+const sameBytes = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
+
+/** Checks what the format's `View::verify_signature` checks, with WebCrypto
+ * (SHA-256, Ed25519): the content hash recomputed, a signature section,
+ * by one of `keys`, over `"kiln artifact v1\0" ‖ content sha256`. */
+export async function verifyArtifact(bytes, keys) {
+  const refuse = (why) => { throw new KilnError('INVALID_MODEL', why); };
+  if (!Array.isArray(keys) || keys.length === 0) {
+    throw new KilnError('USAGE', 'trustedKeys must be a non-empty array of ed25519 public keys');
+  }
+  if (bytes.length < 128) refuse('not a kiln artifact: shorter than its header');
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const content = Number(view.getBigUint64(16, true));
+  const sigAt = view.getUint32(48, true);
+  const sigLen = view.getUint32(52, true);
+  if (content < 128 || content > bytes.length) refuse('artifact is truncated: its content runs past the end');
+  const body = new Uint8Array(48 + content - 128);
+  body.set(bytes.subarray(0, 48));
+  body.set(bytes.subarray(128, content), 48);
+  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', body));
+  if (!sameBytes(digest, bytes.subarray(64, 96))) {
+    refuse('content checksum mismatch: the artifact was modified or corrupted after it was written');
+  }
+  if (sigLen === 0) refuse('the artifact is not signed, and only signed ones are trusted here: sign it with `kiln sign ARTIFACT --key KEY`');
+  const sig = bytes.subarray(sigAt, sigAt + sigLen);
+  const magic = new TextEncoder().encode('KILNSIG1');
+  if (sigAt !== content || sigLen !== 80 || sig.length !== 80 || !sameBytes(sig.subarray(0, 8), magic)) {
+    refuse('invalid signature section: not 80 bytes starting with KILNSIG1');
+  }
+  const keyId = sig.subarray(8, 16);
+  for (const k of keys) {
+    const key = typeof k === 'string' ? fromHex(k) : k;
+    const id = new Uint8Array(await crypto.subtle.digest('SHA-256', key)).subarray(0, 8);
+    if (!sameBytes(id, keyId)) continue;
+    const message = new Uint8Array(SIGNING_CONTEXT.length + 32);
+    message.set(SIGNING_CONTEXT);
+    message.set(digest, SIGNING_CONTEXT.length);
+    const pub = await crypto.subtle.importKey('raw', key, { name: 'Ed25519' }, false, ['verify']);
+    if (await crypto.subtle.verify({ name: 'Ed25519' }, pub, sig.subarray(16, 80), message)) return;
+    refuse("the artifact's signature does not verify: it was tampered with or signed over other content; do not run it");
+  }
+  const hex = Array.from(keyId, (b) => b.toString(16).padStart(2, '0')).join('');
+  refuse(`the artifact is signed by key ${hex}, which is not trusted here: add that key's public half, or sign with a trusted one`);
 }
 
 /** Makes a window ε-differentially private per input row, as protocol's

@@ -85,6 +85,29 @@ test('an int8 tensor input counts its codes as natively', async () => {
   model.free();
 });
 
+test('with trusted keys, only intact artifacts signed by one of them load', async () => {
+  const signed = new Uint8Array(await read('wine.signed.kiln'));
+  const pub = (await read('release.pub.hex')).toString().trim();
+  const model = await Model.load(signed, { trustedKeys: [pub] });
+  assert.equal(model.inputs[0].shape.at(-1), collector.features);
+  model.free();
+  (await Model.load(signed)).free(); // no keys: signed artifacts load anyway
+  const refused = async (bytes, keys, why) => {
+    await assert.rejects(Model.load(bytes, { trustedKeys: keys }), (e) => {
+      assert.ok(e instanceof KilnError && e.code === 'INVALID_MODEL', String(e));
+      assert.match(e.message, why);
+      return true;
+    });
+  };
+  await refused(artifact, [pub], /not signed/);
+  await refused(signed, ['11'.repeat(32)], /not trusted/);
+  const content = signed.length - 80;
+  const flip = (at) => { const t = signed.slice(); t[at] ^= 0x40; return t; };
+  await refused(flip(content - 1), [pub], /checksum/);
+  await refused(flip(signed.length - 5), [pub], /does not verify/);
+  await assert.rejects(Model.load(signed, { trustedKeys: [] }), (e) => e.code === 'USAGE');
+});
+
 test('baseline decoding and binning follow protocol', async () => {
   const model = await Model.load(artifact);
   model.recordTelemetry(1);
