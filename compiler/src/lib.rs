@@ -33,7 +33,6 @@ pub use error::{CompileError, Result};
 pub use eval::AlignedBytes;
 pub use onnx::ImportOptions;
 
-use kiln_format::DType;
 use kiln_format::write::{ArtifactDesc, PreprocessingDesc, ProvenanceDesc};
 use sha2::{Digest, Sha256};
 
@@ -90,18 +89,7 @@ fn baseline_property(reference: &Reference, g: &ir::Graph) -> Result<String> {
     // An 8-bit input's baseline is of its codes, as the runtimes see them
     // (drift tests are unchanged by the affine map to real values).
     let dtype = g.tensors[g.inputs[0]].dtype;
-    let (lo, hi) = match dtype {
-        DType::I8 => (-128.0, 127.0),
-        DType::U8 => (0.0, 255.0),
-        _ => (f32::NEG_INFINITY, f32::INFINITY),
-    };
-    if dtype != DType::F32
-        && let Some(bad) = reference
-            .samples
-            .data
-            .iter()
-            .find(|x| x.fract() != 0.0 || !(lo..=hi).contains(*x))
-    {
+    if let Some((bad, lo, hi)) = run::not_a_code(dtype, &reference.samples.data) {
         return Err(CompileError::Invalid(format!(
             "--reference: the model's input takes {dtype:?} codes (whole numbers in {lo}..={hi}), but the reference holds {bad}: give the inputs as the model takes them (e.g. an int8 .npy)"
         )));

@@ -30,6 +30,22 @@ fn readable(dtype: DType) -> bool {
     matches!(dtype, DType::F32 | DType::I8 | DType::U8)
 }
 
+/// The first of `values` that an input of `dtype` cannot take as one of
+/// its codes (not a whole number, or outside the type's range), with that
+/// range; `None` for float32 inputs, which take anything.
+pub(crate) fn not_a_code(dtype: DType, values: &[f32]) -> Option<(f32, f32, f32)> {
+    let (lo, hi) = match dtype {
+        DType::F32 => return None,
+        DType::I8 => (-128.0, 127.0),
+        DType::U8 => (0.0, 255.0),
+        _ => (f32::NEG_INFINITY, f32::INFINITY),
+    };
+    values
+        .iter()
+        .find(|x| x.fract() != 0.0 || !(lo..=hi).contains(*x))
+        .map(|&bad| (bad, lo, hi))
+}
+
 impl GraphRunner {
     /// Lowers `g` so that the tensors in `observe` can be read after each
     /// run. Observed tensors must be computed (not constants) and f32 or
@@ -124,18 +140,11 @@ impl GraphRunner {
                 len / dtype.size().max(1)
             )));
         }
-        // An 8-bit input takes its codes: samples must hold whole numbers
-        // in the type's range (no silent rounding or wrapping).
-        let (lo, hi) = match dtype {
-            DType::I8 => (-128.0, 127.0),
-            DType::U8 => (0.0, 255.0),
-            _ => (f32::NEG_INFINITY, f32::INFINITY),
-        };
-        if dtype != DType::F32
-            && let Some(bad) = samples.data[..n.min(samples.count) * samples.sample_len()]
-                .iter()
-                .find(|x| x.fract() != 0.0 || !(lo..=hi).contains(*x))
-        {
+        // An 8-bit input takes its codes (no silent rounding or wrapping).
+        if let Some((bad, lo, hi)) = not_a_code(
+            dtype,
+            &samples.data[..n.min(samples.count) * samples.sample_len()],
+        ) {
             return Err(CompileError::Invalid(format!(
                 "the model's input is {dtype:?}: samples must hold its codes (whole numbers in {lo}..={hi}), not {bad}"
             )));
