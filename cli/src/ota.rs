@@ -38,10 +38,6 @@ pub fn read_public(path: &Path) -> Result<[u8; 32]> {
     read_key(path, PUBLIC_TAG)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// `kiln keygen -o NAME`: NAME.key (secret, owner-only) and NAME.pub.
 pub fn keygen(out: &Path) -> Result<()> {
     let mut secret = [0u8; 32];
@@ -64,10 +60,13 @@ pub fn keygen(out: &Path) -> Result<()> {
         .with_context(|| format!("cannot create {}", key.display()))?;
     std::io::Write::write_all(
         &mut f,
-        format!("{SECRET_TAG} {}\n", hex(&secret)).as_bytes(),
+        format!("{SECRET_TAG} {}\n", kiln_protocol::ota::to_hex(&secret)).as_bytes(),
     )?;
-    std::fs::write(&pubf, format!("{PUBLIC_TAG} {}\n", hex(&public)))
-        .with_context(|| format!("cannot write {}", pubf.display()))?;
+    std::fs::write(
+        &pubf,
+        format!("{PUBLIC_TAG} {}\n", kiln_protocol::ota::to_hex(&public)),
+    )
+    .with_context(|| format!("cannot write {}", pubf.display()))?;
     println!(
         "key {}: secret {} (keep it offline), public {}",
         kiln_format::KeyId::of(&public),

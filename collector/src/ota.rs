@@ -179,10 +179,6 @@ pub fn object_store(location: &str) -> Result<Arc<dyn ObjectStore>, String> {
         .map_err(|e| format!("{location}: {e}"))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn object_path(sha256: &str) -> object_store::path::Path {
     object_store::path::Path::from(format!("artifacts/{sha256}.kiln"))
 }
@@ -262,14 +258,17 @@ pub(crate) async fn publish(
 ) -> Result<Response, Failure> {
     require_admin(&c, &headers)?;
     let service = ota(&c)?;
-    let key_id = crate::server::with_view(&body, |view| {
+    // One aligned copy of the body: its signature, and the baseline that
+    // lets its telemetry be judged like any version's (without one, its
+    // telemetry is refused and its rollouts go unjudged).
+    let (key_id, baseline) = crate::server::with_view(&body, |view| {
         view.verify_signature(&service.config.release_keys)
-            .map(|id| id.to_string())
+            .map(|id| (id.to_string(), crate::server::view_baseline(&view).ok()))
             .map_err(|e| e.to_string())
     })
     .and_then(|r| r)
     .map_err(|e| fail(StatusCode::UNPROCESSABLE_ENTITY, e))?;
-    let sha256 = hex(&sha2::Sha256::digest(&body));
+    let sha256 = kiln_protocol::ota::to_hex(&sha2::Sha256::digest(&body));
     let release = Release {
         model: model.clone(),
         version: version.clone(),
@@ -299,8 +298,9 @@ pub(crate) async fn publish(
         .put(&object_path(&sha256), PutPayload::from(body.clone()))
         .await
         .map_err(internal)?;
-    // Its telemetry is judged like any version's: keep its baseline.
-    crate::server::register_baseline(&c, &model, &version, &body).await?;
+    if let Some(b) = baseline {
+        crate::server::keep_baseline(&c, model.clone(), version.clone(), b).await?;
+    }
     let value = serde_json::to_string(&release).map_err(internal)?;
     record(
         &c,

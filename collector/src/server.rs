@@ -363,15 +363,13 @@ pub(crate) fn with_view<T>(
     Ok(f(view))
 }
 
-/// The baseline a `.kiln` artifact carries.
-fn artifact_baseline(bytes: &[u8]) -> Result<Baseline, String> {
-    with_view(bytes, |view| {
-        let value = view
-            .meta()
-            .property(kiln_protocol::BASELINE_PROPERTY)
-            .ok_or("the artifact has no drift baseline: compile it with --reference DATA")?;
-        Baseline::from_property(value).map_err(|e| format!("the artifact's {e}"))
-    })?
+/// The baseline an artifact's view carries.
+pub(crate) fn view_baseline(view: &kiln_format::View<'_>) -> Result<Baseline, String> {
+    let value = view
+        .meta()
+        .property(kiln_protocol::BASELINE_PROPERTY)
+        .ok_or("the artifact has no drift baseline: compile it with --reference DATA")?;
+    Baseline::from_property(value).map_err(|e| format!("the artifact's {e}"))
 }
 
 async fn register(
@@ -381,8 +379,9 @@ async fn register(
     body: axum::body::Bytes,
 ) -> Result<Response, Failure> {
     require_admin(&c, &headers)?;
-    let baseline =
-        artifact_baseline(&body).map_err(|e| Failure(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    let baseline = with_view(&body, |view| view_baseline(&view))
+        .and_then(|b| b)
+        .map_err(|e| Failure(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     let reply = serde_json::json!({
         "model": model, "version": version, "features": baseline.features.len(),
         "prediction": baseline.prediction.is_some(),
@@ -392,7 +391,7 @@ async fn register(
 }
 
 /// Stores a version's baseline (replacing) and serves its telemetry.
-async fn keep_baseline(
+pub(crate) async fn keep_baseline(
     c: &Arc<Collector>,
     model: String,
     version: String,
@@ -406,20 +405,6 @@ async fn keep_baseline(
         .map_err(internal)?
         .insert((model, version), Arc::new(baseline));
     Ok(())
-}
-
-/// Registers the baseline a published artifact carries, if it has one
-/// (without, its telemetry is refused and its rollouts go unjudged).
-pub(crate) async fn register_baseline(
-    c: &Arc<Collector>,
-    model: &str,
-    version: &str,
-    artifact: &[u8],
-) -> Result<(), Failure> {
-    match artifact_baseline(artifact) {
-        Ok(b) => keep_baseline(c, model.to_string(), version.to_string(), b).await,
-        Err(_) => Ok(()),
-    }
 }
 
 #[derive(Deserialize)]

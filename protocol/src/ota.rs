@@ -121,6 +121,17 @@ pub fn hex_encode<'o>(bytes: &[u8], out: &'o mut [u8]) -> &'o str {
     core::str::from_utf8(&out[..2 * n]).unwrap_or("")
 }
 
+/// `bytes` as lowercase hex (digests and keys as manifests and key files
+/// spell them).
+#[cfg(feature = "alloc")]
+pub fn to_hex(bytes: &[u8]) -> alloc::string::String {
+    let mut out = alloc::vec![0u8; 2 * bytes.len()];
+    let n = hex_encode(bytes, &mut out).len();
+    out.truncate(n);
+    // hex_encode writes ASCII digits only.
+    alloc::string::String::from_utf8(out).unwrap_or_default()
+}
+
 impl ManifestBody<'_> {
     /// The bytes a signature covers: `MANIFEST_CONTEXT ‖ postcard(self)`,
     /// written into `buf`; their length.
@@ -312,5 +323,6 @@ mod tests {
         hex_decode("DEAD01f0", &mut back).unwrap();
         assert_eq!(back, [0xde, 0xad, 0x01, 0xf0]);
         assert!(hex_decode("dea", &mut back).is_err());
+        assert_eq!(to_hex(&[0x00, 0xab, 0x7f]), "00ab7f");
     }
 }
