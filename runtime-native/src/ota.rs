@@ -142,10 +142,6 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> OtaError + '_ {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -264,7 +260,12 @@ impl OtaClient {
     /// Checks a manifest (JSON, as the service sends it) at `now` (unix
     /// seconds) without acting on it: what [`OtaClient::pull`] does first.
     pub fn check(&self, manifest: &[u8], now: u64) -> Result<(), OtaError> {
-        let m: SignedManifest<'_> =
+        self.verified(manifest, now).map(|_| ())
+    }
+
+    /// The manifest, parsed (borrowing `manifest`) and verified.
+    fn verified<'m>(&self, manifest: &'m [u8], now: u64) -> Result<SignedManifest<'m>, OtaError> {
+        let m: SignedManifest<'m> =
             serde_json::from_slice(manifest).map_err(|e| OtaError::NotAManifest(e.to_string()))?;
         m.verify(
             &self.config.manifest_keys,
@@ -272,15 +273,13 @@ impl OtaClient {
             now,
             self.state.serial,
         )
-        .map_err(OtaError::Manifest)
+        .map_err(OtaError::Manifest)?;
+        Ok(m)
     }
 
     /// Acts on a manifest: downloads, checks and installs its artifact.
     pub fn apply(&mut self, manifest: &[u8], now: u64) -> Result<Pulled, OtaError> {
-        self.check(manifest, now)?;
-        let m: SignedManifest<'_> =
-            serde_json::from_slice(manifest).map_err(|e| OtaError::NotAManifest(e.to_string()))?;
-        let b = m.signed;
+        let b = self.verified(manifest, now)?.signed;
         if self.state.refused.iter().any(|s| s == b.sha256) {
             self.state.serial = b.serial;
             self.save()?;
@@ -309,7 +308,7 @@ impl OtaClient {
             });
         }
         let from = self.state.current.as_ref().map(|s| s.version.clone());
-        self.switch(Some(slot), b.serial)?;
+        self.switch(Some(slot), b.serial, true)?;
         Ok(Pulled::Updated {
             from,
             to: b.version.to_string(),
@@ -317,11 +316,13 @@ impl OtaClient {
         })
     }
 
-    /// Makes `next` current (the current one previous) with one rename.
-    fn switch(&mut self, next: Option<Slot>, serial: u64) -> Result<(), OtaError> {
+    /// Makes `next` current with one rename; the current one becomes the
+    /// previous one if `keep` (else there is none).
+    fn switch(&mut self, next: Option<Slot>, serial: u64, keep: bool) -> Result<(), OtaError> {
         let mut state = self.state.clone();
         if next.as_ref() != state.current.as_ref() {
-            state.previous = state.current.take();
+            let current = state.current.take();
+            state.previous = if keep { current } else { None };
             state.current = next;
         }
         state.serial = state.serial.max(serial);
@@ -398,7 +399,7 @@ impl OtaClient {
             total += n as u64;
             hasher.update(&buf[..n]);
         }
-        let got = hex(&hasher.finalize());
+        let got = kiln_protocol::ota::to_hex(&hasher.finalize());
         if got != sha256 || total != length {
             let _ = std::fs::remove_file(&part);
             return Err(OtaError::Tampered {
@@ -511,10 +512,8 @@ impl OtaClient {
     pub fn revert(&mut self) -> Result<(), OtaError> {
         let previous = self.state.previous.clone().ok_or(OtaError::NoPrevious)?;
         let serial = self.state.serial;
-        self.switch(Some(previous), serial)?;
         // The reverted-from version is not kept as "previous".
-        self.state.previous = None;
-        self.save()
+        self.switch(Some(previous), serial, false)
     }
 }
 
